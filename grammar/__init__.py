@@ -1,0 +1,1 @@
+"""Package data: the PromQL grammar (promql.lark), installed as mimird.grammar."""
