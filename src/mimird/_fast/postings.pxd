@@ -1,0 +1,19 @@
+# Postings set algebra and XXH64 for other Cython modules (the block index reader, the head) to cimport.
+# Every list is sorted and duplicate-free; `out` must have room for the largest possible result.
+from libc.stdint cimport uint8_t, uint64_t
+
+
+cdef Py_ssize_t intersect_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                               uint64_t* out) noexcept nogil
+cdef Py_ssize_t subtract_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                              uint64_t* out) noexcept nogil
+cdef Py_ssize_t merge_two_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                               uint64_t* out) noexcept nogil
+cdef uint64_t xxh64(const uint8_t* p, Py_ssize_t length, uint64_t seed) noexcept nogil
+
+
+cdef class PostingsBuilder:
+    cdef object _buffer
+    cdef Py_ssize_t _size
+
+    cdef _grow(self, Py_ssize_t needed)

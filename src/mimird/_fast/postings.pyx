@@ -1,0 +1,539 @@
+# cython: language_level=3
+"""Postings kernels: set algebra over sorted, duplicate-free uint64 arrays of series refs.
+
+A postings list is what the inverted index keeps per (label name, label value): the refs of the series that
+carry that pair, in increasing order. Selecting series for a PromQL selector is intersections, unions and
+differences of such lists (Prometheus's index.Intersect, index.Merge and index.Without); these run here in
+nogil loops over typed memoryviews, never touching a Python object per element.
+
+Results may be one of the inputs, unchanged; treat every returned array as read-only.
+
+This module also owns the 64-bit xxHash (XXH64) that keys series by their label set, because Prometheus
+hashes labels with it (labels.Labels.Hash) and we want the same numbers.
+"""
+from cpython.unicode cimport PyUnicode_Check
+from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+
+
+# A gallop (binary search) beats a linear merge once one side is this many times longer than the other.
+cdef enum:
+    GALLOP_RATIO = 32
+
+
+cdef inline Py_ssize_t lower_bound(const uint64_t* values, Py_ssize_t lo, Py_ssize_t hi,
+                                   uint64_t target) noexcept nogil:
+    """First index in [lo, hi) whose value is >= target (hi if none)."""
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if values[mid] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t gallop(const uint64_t* values, Py_ssize_t lo, Py_ssize_t n,
+                              uint64_t target) noexcept nogil:
+    """First index >= lo whose value is >= target, probing 1, 2, 4, ... ahead before a binary search.
+
+    Cheap when the answer is close to lo, which it is when walking a long list in step with a short one.
+    """
+    cdef Py_ssize_t step = 1
+    cdef Py_ssize_t hi = lo
+    while hi < n and values[hi] < target:
+        lo = hi + 1
+        hi += step
+        step <<= 1
+    if hi > n:
+        hi = n
+    return lower_bound(values, lo, hi, target)
+
+
+cdef Py_ssize_t intersect_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                               uint64_t* out) noexcept nogil:
+    """Write the intersection of a and b (both sorted) to out; return its length. `out` may alias `a`."""
+    cdef Py_ssize_t i = 0, j = 0, n = 0
+    cdef const uint64_t* tmp
+    if na > nb:
+        # Walk the shorter list; the aliasing of `out` with `a` stays safe because n <= i always.
+        tmp = a; a = b; b = tmp
+        i = na; na = nb; nb = i
+        i = 0
+    if nb > GALLOP_RATIO * na:
+        while i < na and j < nb:
+            j = gallop(b, j, nb, a[i])
+            if j < nb and b[j] == a[i]:
+                out[n] = a[i]
+                n += 1
+                j += 1
+            i += 1
+        return n
+    while i < na and j < nb:
+        if a[i] < b[j]:
+            i += 1
+        elif a[i] > b[j]:
+            j += 1
+        else:
+            out[n] = a[i]
+            n += 1
+            i += 1
+            j += 1
+    return n
+
+
+cdef Py_ssize_t subtract_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                              uint64_t* out) noexcept nogil:
+    """Write the elements of a that are not in b to out; return the count."""
+    cdef Py_ssize_t i = 0, j = 0, n = 0
+    cdef bint gallop_b = nb > GALLOP_RATIO * na
+    while i < na:
+        if j < nb and b[j] < a[i]:
+            j = gallop(b, j, nb, a[i]) if gallop_b else j + 1
+            continue
+        if j < nb and b[j] == a[i]:
+            j += 1
+        else:
+            out[n] = a[i]
+            n += 1
+        i += 1
+    return n
+
+
+cdef Py_ssize_t merge_two_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
+                               uint64_t* out) noexcept nogil:
+    """Write the union of a and b, without duplicates, to out; return its length."""
+    cdef Py_ssize_t i = 0, j = 0, n = 0
+    while i < na and j < nb:
+        if a[i] < b[j]:
+            out[n] = a[i]
+            i += 1
+        elif a[i] > b[j]:
+            out[n] = b[j]
+            j += 1
+        else:
+            out[n] = a[i]
+            i += 1
+            j += 1
+        n += 1
+    while i < na:
+        out[n] = a[i]
+        n += 1
+        i += 1
+    while j < nb:
+        out[n] = b[j]
+        n += 1
+        j += 1
+    return n
+
+
+cdef inline void sift_down(uint64_t* heap_values, Py_ssize_t* heap_lists, Py_ssize_t size,
+                           Py_ssize_t pos) noexcept nogil:
+    """Restore the min-heap property below `pos` (heap ordered by value)."""
+    cdef Py_ssize_t child
+    cdef uint64_t value = heap_values[pos]
+    cdef Py_ssize_t list_index = heap_lists[pos]
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap_values[child + 1] < heap_values[child]:
+            child += 1
+        if heap_values[child] >= value:
+            break
+        heap_values[pos] = heap_values[child]
+        heap_lists[pos] = heap_lists[child]
+        pos = child
+    heap_values[pos] = value
+    heap_lists[pos] = list_index
+
+
+cdef Py_ssize_t merge_k_into(const uint64_t** lists, Py_ssize_t* lengths, Py_ssize_t k,
+                             uint64_t* out, uint64_t* heap_values, Py_ssize_t* heap_lists,
+                             Py_ssize_t* cursors) noexcept nogil:
+    """K-way merge of sorted lists through a min-heap of their heads; duplicates are written once."""
+    cdef Py_ssize_t size = 0, i, n = 0, list_index
+    cdef uint64_t value
+    for i in range(k):
+        cursors[i] = 0
+        if lengths[i] > 0:
+            heap_values[size] = lists[i][0]
+            heap_lists[size] = i
+            size += 1
+    i = size // 2
+    while i > 0:
+        i -= 1
+        sift_down(heap_values, heap_lists, size, i)
+    while size > 0:
+        value = heap_values[0]
+        list_index = heap_lists[0]
+        if n == 0 or out[n - 1] != value:
+            out[n] = value
+            n += 1
+        cursors[list_index] += 1
+        if cursors[list_index] < lengths[list_index]:
+            heap_values[0] = lists[list_index][cursors[list_index]]
+        else:
+            size -= 1
+            heap_values[0] = heap_values[size]
+            heap_lists[0] = heap_lists[size]
+        if size > 0:
+            sift_down(heap_values, heap_lists, size, 0)
+    return n
+
+
+cdef object new_postings(Py_ssize_t n):
+    return np.empty(n, dtype=np.uint64)
+
+
+cdef object trimmed(object out, Py_ssize_t n):
+    """out[:n], copied when that frees most of the buffer (results can outlive the query that made them)."""
+    if n == out.shape[0]:
+        return out
+    if n < out.shape[0] // 2:
+        return out[:n].copy()
+    return out[:n]
+
+
+cdef inline const uint64_t* data_of(const uint64_t[::1] values) noexcept nogil:
+    # A pointer to element 0 is undefined for an empty view; empty lists are never dereferenced anyway.
+    if values.shape[0] == 0:
+        return NULL
+    return &values[0]
+
+
+def intersect(const uint64_t[::1] a not None, const uint64_t[::1] b not None):
+    """Refs present in both sorted postings lists `a` and `b`."""
+    cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], n
+    out = new_postings(min(na, nb))
+    cdef uint64_t[::1] out_view = out
+    if out_view.shape[0] == 0:
+        return out
+    with nogil:
+        n = intersect_into(&a[0], na, &b[0], nb, &out_view[0])
+    return trimmed(out, n)
+
+
+def intersect_many(postings_lists):
+    """Refs present in every list of `postings_lists` (a non-empty sequence of sorted uint64 arrays).
+
+    Starts from the shortest list, so the working set only shrinks, and stops early once it is empty.
+    """
+    cdef list ordered = sorted(postings_lists, key=len)
+    cdef const uint64_t[::1] other
+    cdef uint64_t[::1] work
+    cdef Py_ssize_t n, i
+    if not ordered:
+        raise ValueError("intersect_many needs at least one postings list")
+    if len(ordered) == 1:
+        return ordered[0]
+    result = np.array(ordered[0], dtype=np.uint64, copy=True)
+    work = result
+    n = work.shape[0]
+    for i in range(1, len(ordered)):
+        if n == 0:
+            break
+        other = ordered[i]
+        if other.shape[0] == 0:
+            n = 0
+            break
+        with nogil:
+            n = intersect_into(&work[0], n, &other[0], other.shape[0], &work[0])
+    return trimmed(result, n)
+
+
+def union_many(postings_lists):
+    """Refs present in any list of `postings_lists` (sorted uint64 arrays), sorted and without duplicates."""
+    cdef list arrays = [p for p in postings_lists if len(p) > 0]
+    cdef Py_ssize_t k = len(arrays), total = 0, i, n
+    cdef const uint64_t[::1] first, second, view
+    cdef uint64_t[::1] out_view
+    if k == 0:
+        return new_postings(0)
+    if k == 1:
+        return arrays[0]
+    for p in arrays:
+        total += len(p)
+    out = new_postings(total)
+    out_view = out
+    if k == 2:
+        first = arrays[0]
+        second = arrays[1]
+        with nogil:
+            n = merge_two_into(&first[0], first.shape[0], &second[0], second.shape[0], &out_view[0])
+        return trimmed(out, n)
+
+    cdef const uint64_t** lists = <const uint64_t**>malloc(k * sizeof(uint64_t*))
+    cdef Py_ssize_t* lengths = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* cursors = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* heap_lists = <Py_ssize_t*>malloc(k * sizeof(Py_ssize_t))
+    cdef uint64_t* heap_values = <uint64_t*>malloc(k * sizeof(uint64_t))
+    # The memoryviews keep the buffers alive and typed while the raw pointers are in use.
+    views = []
+    try:
+        if not (lists and lengths and cursors and heap_lists and heap_values):
+            raise MemoryError()
+        for i in range(k):
+            view = arrays[i]
+            views.append(view)
+            lists[i] = &view[0]
+            lengths[i] = view.shape[0]
+        with nogil:
+            n = merge_k_into(lists, lengths, k, &out_view[0], heap_values, heap_lists, cursors)
+    finally:
+        free(lists)
+        free(lengths)
+        free(cursors)
+        free(heap_lists)
+        free(heap_values)
+    return trimmed(out, n)
+
+
+def subtract(const uint64_t[::1] a not None, const uint64_t[::1] b not None):
+    """Refs of sorted list `a` that are not in sorted list `b`."""
+    cdef Py_ssize_t na = a.shape[0], nb = b.shape[0], n
+    if na == 0 or nb == 0:
+        return np.asarray(a)
+    out = new_postings(na)
+    cdef uint64_t[::1] out_view = out
+    with nogil:
+        n = subtract_into(&a[0], na, &b[0], nb, &out_view[0])
+    return trimmed(out, n)
+
+
+def is_sorted_unique(const uint64_t[::1] values not None):
+    """True when `values` is strictly increasing, the invariant of every postings list."""
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    with nogil:
+        for i in range(1, values.shape[0]):
+            if values[i - 1] >= values[i]:
+                ok = False
+                break
+    return ok
+
+
+cdef class PostingsBuilder:
+    """A postings list that grows by appending refs in increasing order, as the head creates series.
+
+    The buffer doubles when full, so appends are amortised O(1). `view()` is a read-only snapshot: later
+    appends only write past its end, and `remove` builds a new buffer, so a query holding a view is never
+    disturbed by ingestion.
+    """
+
+    def __cinit__(self, Py_ssize_t capacity=2):
+        self._buffer = new_postings(max(capacity, 1))
+        self._size = 0
+
+    def append(self, uint64_t ref):
+        """Add `ref`, which must be greater than every ref already in the list."""
+        cdef uint64_t[::1] buffer = self._buffer
+        if self._size > 0 and buffer[self._size - 1] >= ref:
+            raise ValueError(f"postings ref {ref} is not greater than the last ref {buffer[self._size - 1]}")
+        if self._size == buffer.shape[0]:
+            self._grow(self._size + 1)
+            buffer = self._buffer
+        buffer[self._size] = ref
+        self._size += 1
+
+    def extend(self, const uint64_t[::1] refs not None):
+        """Append the sorted, duplicate-free `refs`, all greater than the current last ref."""
+        cdef Py_ssize_t n = refs.shape[0]
+        cdef uint64_t[::1] buffer
+        if n == 0:
+            return
+        if not is_sorted_unique(refs):
+            raise ValueError("postings refs must be strictly increasing")
+        buffer = self._buffer
+        if self._size > 0 and buffer[self._size - 1] >= refs[0]:
+            raise ValueError(f"postings ref {refs[0]} is not greater than the last ref {buffer[self._size - 1]}")
+        if self._size + n > buffer.shape[0]:
+            self._grow(self._size + n)
+            buffer = self._buffer
+        memcpy(&buffer[self._size], &refs[0], n * sizeof(uint64_t))
+        self._size += n
+
+    def remove(self, const uint64_t[::1] refs not None):
+        """Drop the sorted `refs` from the list (into a fresh, tightly sized buffer); return how many went."""
+        cdef Py_ssize_t before = self._size
+        if before == 0 or refs.shape[0] == 0:
+            return 0
+        kept = subtract(self.view(), refs)
+        if kept.shape[0] == before:
+            return 0
+        self._buffer = np.array(kept, dtype=np.uint64, copy=True)
+        if self._buffer.shape[0] == 0:
+            self._buffer = new_postings(1)
+        self._size = kept.shape[0]
+        return before - self._size
+
+    def view(self):
+        """The refs so far, as a read-only uint64 array that later appends leave unchanged."""
+        snapshot = self._buffer[:self._size]
+        snapshot.flags.writeable = False
+        return snapshot
+
+    @property
+    def last(self):
+        """The greatest ref in the list, or None when it is empty."""
+        if self._size == 0:
+            return None
+        return int(self._buffer[self._size - 1])
+
+    @property
+    def nbytes(self):
+        """Bytes held by the buffer, including unused capacity."""
+        return self._buffer.nbytes
+
+    def __len__(self):
+        return self._size
+
+    def __repr__(self):
+        return f"PostingsBuilder(len={self._size}, capacity={self._buffer.shape[0]})"
+
+    cdef _grow(self, Py_ssize_t needed):
+        cdef Py_ssize_t capacity = self._buffer.shape[0] * 2
+        while capacity < needed:
+            capacity *= 2
+        grown = new_postings(capacity)
+        grown[:self._size] = self._buffer[:self._size]
+        self._buffer = grown
+
+
+# --- XXH64, after the reference specification (xxhash.h, "XXH64 algorithm description"). ---
+
+cdef uint64_t PRIME64_1 = 0x9E3779B185EBCA87ULL
+cdef uint64_t PRIME64_2 = 0xC2B2AE3D27D4EB4FULL
+cdef uint64_t PRIME64_3 = 0x165667B19E3779F9ULL
+cdef uint64_t PRIME64_4 = 0x85EBCA77C2B2AE63ULL
+cdef uint64_t PRIME64_5 = 0x27D4EB2F165667C5ULL
+
+
+cdef inline uint64_t rotl64(uint64_t x, int r) noexcept nogil:
+    return (x << r) | (x >> (64 - r))
+
+
+cdef inline uint64_t read64(const uint8_t* p) noexcept nogil:
+    # The spec reads little-endian words; memcpy keeps unaligned reads defined (x86 and arm64 are LE).
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline uint64_t read32(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>p[0]) | (<uint64_t>p[1] << 8) | (<uint64_t>p[2] << 16) | (<uint64_t>p[3] << 24)
+
+
+cdef inline uint64_t xxh64_round(uint64_t acc, uint64_t lane) noexcept nogil:
+    acc = acc + lane * PRIME64_2
+    acc = rotl64(acc, 31)
+    return acc * PRIME64_1
+
+
+cdef inline uint64_t xxh64_merge_round(uint64_t acc, uint64_t value) noexcept nogil:
+    acc = acc ^ xxh64_round(0, value)
+    return acc * PRIME64_1 + PRIME64_4
+
+
+cdef uint64_t xxh64(const uint8_t* p, Py_ssize_t length, uint64_t seed) noexcept nogil:
+    """XXH64 of `length` bytes at `p`."""
+    cdef const uint8_t* end = p + length
+    cdef uint64_t v1, v2, v3, v4, h
+    if length >= 32:
+        v1 = seed + PRIME64_1 + PRIME64_2
+        v2 = seed + PRIME64_2
+        v3 = seed
+        v4 = seed - PRIME64_1
+        while p + 32 <= end:
+            v1 = xxh64_round(v1, read64(p))
+            v2 = xxh64_round(v2, read64(p + 8))
+            v3 = xxh64_round(v3, read64(p + 16))
+            v4 = xxh64_round(v4, read64(p + 24))
+            p += 32
+        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18)
+        h = xxh64_merge_round(h, v1)
+        h = xxh64_merge_round(h, v2)
+        h = xxh64_merge_round(h, v3)
+        h = xxh64_merge_round(h, v4)
+    else:
+        h = seed + PRIME64_5
+    h += <uint64_t>length
+    while p + 8 <= end:
+        h ^= xxh64_round(0, read64(p))
+        h = rotl64(h, 27) * PRIME64_1 + PRIME64_4
+        p += 8
+    if p + 4 <= end:
+        h ^= read32(p) * PRIME64_1
+        h = rotl64(h, 23) * PRIME64_2 + PRIME64_3
+        p += 4
+    while p < end:
+        h ^= p[0] * PRIME64_5
+        h = rotl64(h, 11) * PRIME64_1
+        p += 1
+    h ^= h >> 33
+    h *= PRIME64_2
+    h ^= h >> 29
+    h *= PRIME64_3
+    h ^= h >> 32
+    return h
+
+
+def xxhash64(const uint8_t[::1] data not None, uint64_t seed=0):
+    """XXH64 of the bytes `data` with `seed`."""
+    cdef uint8_t empty = 0
+    if data.shape[0] == 0:
+        return xxh64(&empty, 0, seed)
+    return xxh64(&data[0], data.shape[0], seed)
+
+
+def labels_hash(tuple labels not None):
+    """Prometheus's labels.Labels.Hash: XXH64 of `name 0xff value 0xff` for each pair, in order.
+
+    `labels` is a tuple of (name, value) str pairs; the strings are hashed as UTF-8 without copying them
+    into Python bytes objects.
+    """
+    cdef Py_ssize_t total = 0, size, pos = 0
+    cdef const char* text
+    cdef uint8_t stack_buffer[1024]
+    cdef uint8_t* buffer = stack_buffer
+    cdef uint64_t h
+    for pair in labels:
+        name, value = pair
+        if not PyUnicode_Check(name) or not PyUnicode_Check(value):
+            raise TypeError("label names and values must be str")
+        PyUnicode_AsUTF8AndSize(name, &size)
+        total += size + 1
+        PyUnicode_AsUTF8AndSize(value, &size)
+        total += size + 1
+    if total > 1024:
+        buffer = <uint8_t*>malloc(total)
+        if buffer == NULL:
+            raise MemoryError()
+    try:
+        for name, value in labels:
+            text = PyUnicode_AsUTF8AndSize(name, &size)
+            memcpy(buffer + pos, text, size)
+            pos += size
+            buffer[pos] = 0xFF
+            pos += 1
+            text = PyUnicode_AsUTF8AndSize(value, &size)
+            memcpy(buffer + pos, text, size)
+            pos += size
+            buffer[pos] = 0xFF
+            pos += 1
+        h = xxh64(buffer, total, 0)
+    finally:
+        if buffer != stack_buffer:
+            free(buffer)
+    return h
