@@ -1,0 +1,1 @@
+"""The route table: which URL goes to which component's handler."""

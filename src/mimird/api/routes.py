@@ -1,0 +1,45 @@
+"""The route table. Each line maps a URL of the Mimir HTTP API to the component method serving it.
+
+`auth=True` marks the endpoints the spec says "Requires authentication" (X-Scope-OrgID);
+`federated=True` the read endpoints that may name several tenants. Endpoints of components that
+are not built yet are not registered, so they answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mimird.api.status import StatusAPI
+from mimird.ring import RING_PATHS
+
+if TYPE_CHECKING:
+    from mimird.app import App
+
+
+def register_routes(app: App) -> None:
+    """Add every endpoint this build serves to the app's router."""
+    router = app.router
+    prom = app.config.api.prometheus_http_prefix
+    am = app.config.api.alertmanager_http_prefix
+    status = StatusAPI(app)
+
+    # All services
+    router.add("GET", "/", status.index)
+    router.add("GET", "/config", status.config)
+    router.add("GET", "/api/v1/status/config", status.status_config)
+    router.add("GET", "/api/v1/status/flags", status.status_flags)
+    router.add("GET", "/services", status.services)
+    router.add("GET", "/ready", status.ready)
+    if app.config.server.register_instrumentation:
+        router.add("GET", "/metrics", status.metrics)
+    router.add("GET", "/memberlist", status.memberlist)
+    router.add("GET", "/api/v1/status/buildinfo", status.buildinfo)
+    router.add("GET", f"{prom}/api/v1/status/buildinfo", status.buildinfo)
+    router.add("GET", f"{am}/api/v1/status/buildinfo", status.buildinfo)
+    if app.runtime_config is not None:
+        router.add("GET", "/runtime_config", status.runtime_config)
+        router.add("GET", "/api/v1/user_limits", status.user_limits, auth=True)
+
+    # Ring pages: one per component ring, all owned by this instance
+    for path in RING_PATHS:
+        router.add("GET,POST", path, app.rings.handle_ring_page)

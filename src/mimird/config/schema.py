@@ -1,0 +1,464 @@
+"""The configuration schema, as Mimir names things.
+
+Each `Option` has its YAML path, its flag, a type, a default and help text. The flag parser, the
+YAML loader, `/config`, the runtime overrides and docs/configuration.md are all generated from
+`OPTIONS`, so an option is declared once. Options under `limits.` are per-tenant limits: their
+values here are the defaults that the runtime config's `overrides` section can change per tenant.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from mimird.util.durations import format_duration, parse_duration
+
+
+class ConfigError(Exception):
+    """A configuration problem that stops start-up; the message is one line that names the culprit."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it lives in YAML, its flag, its type and default, and what it does."""
+
+    path: str
+    flag: str | None
+    kind: str  # string, int, float, bool, duration, list
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    secret: bool = False
+    category: str = "basic"
+    validate: Any = field(default=None, compare=False)
+
+    @property
+    def is_limit(self) -> bool:
+        return self.path.startswith("limits.")
+
+    @property
+    def yaml_key(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    def parse_text(self, text: str) -> Any:
+        """Convert a flag's text into this option's type, or raise ValueError."""
+        if self.kind == "string":
+            return text
+        if self.kind == "bool":
+            lowered = text.lower()
+            if lowered in ("1", "t", "true"):
+                return True
+            if lowered in ("0", "f", "false"):
+                return False
+            raise ValueError(f"invalid boolean value {text!r}")
+        if self.kind == "int":
+            try:
+                return int(text, 0)
+            except ValueError:
+                raise ValueError(f"invalid integer value {text!r}") from None
+        if self.kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"invalid number {text!r}") from None
+        if self.kind == "duration":
+            return parse_duration(text)
+        if self.kind == "list":
+            return [item.strip() for item in text.split(",") if item.strip()]
+        raise AssertionError(self.kind)
+
+    def from_yaml(self, value: Any) -> Any:
+        """Convert a YAML value into this option's type, or raise ValueError naming what was expected."""
+        if self.kind == "string":
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ValueError(f"expected a string, got {_yaml_type(value)}")
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise ValueError(f"expected a boolean, got {_yaml_type(value)}")
+        if self.kind == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise ValueError(f"expected an integer, got {_yaml_type(value)}")
+        if self.kind == "float":
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            raise ValueError(f"expected a number, got {_yaml_type(value)}")
+        if self.kind == "duration":
+            if isinstance(value, str):
+                return parse_duration(value)
+            if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+                return 0.0
+            raise ValueError(f"expected a duration such as 1m30s, got {_yaml_type(value)}")
+        if self.kind == "list":
+            if isinstance(value, str):
+                return self.parse_text(value)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError(f"expected a list of strings, got {_yaml_type(value)}")
+        raise AssertionError(self.kind)
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError if a well-typed value is still not acceptable."""
+        if self.choices is not None:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if item not in self.choices:
+                    raise ValueError(f"invalid value {item!r}, must be one of: {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum:g}")
+        if self.validate is not None:
+            self.validate(value)
+
+    def to_yaml(self, value: Any) -> Any:
+        """The value as /config prints it."""
+        if self.secret and value:
+            return "********"
+        if self.kind == "duration":
+            return format_duration(value)
+        if self.kind == "list":
+            return ",".join(value)
+        return value
+
+    def to_text(self, value: Any) -> str:
+        """The value as a flag would spell it."""
+        shown = self.to_yaml(value)
+        if isinstance(shown, bool):
+            return "true" if shown else "false"
+        return str(shown)
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _http_prefix(value: str) -> None:
+    if value and (not value.startswith("/") or value.endswith("/")):
+        raise ValueError("must start with '/' and not end with '/'")
+
+
+def _port(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+
+
+def _tenant_name(value: str) -> None:
+    from mimird.http.auth import validate_tenant_id
+
+    validate_tenant_id(value)
+
+
+MIB = 1024 * 1024
+_HOSTNAME = socket.gethostname() or "mimird"
+
+OPTIONS: tuple[Option, ...] = (
+    # Monolithic mode runs every component of Mimir's `all` target; `alertmanager` adds the Alertmanager.
+    Option("target", "target", "list", ["all"],
+           "Comma-separated list of modules to run. mimird always runs Mimir's monolithic `all` "
+           "target in one process; add `alertmanager` to run the multi-tenant Alertmanager too.",
+           choices=("all", "alertmanager")),
+    Option("multitenancy_enabled", "auth.multitenancy-enabled", "bool", True,
+           "When true, requests to tenant endpoints must carry the X-Scope-OrgID header."),
+    Option("no_auth_tenant", "auth.no-auth-tenant", "string", "anonymous",
+           "Tenant ID used for every request when multi-tenancy is disabled.", validate=_tenant_name),
+    Option("tenant_federation.enabled", "tenant-federation.enabled", "bool", False,
+           "Allow read requests to name several tenants separated by `|` in X-Scope-OrgID."),
+    Option("tenant_federation.max_tenants", "tenant-federation.max-tenants", "int", 0,
+           "Maximum number of tenants one federated request may name; 0 means no limit.", minimum=0),
+    # server
+    Option("server.http_listen_address", "server.http-listen-address", "string", "127.0.0.1",
+           "HTTP server listen address."),
+    Option("server.http_listen_port", "server.http-listen-port", "int", 8080,
+           "HTTP server listen port; 0 picks a free port.", validate=_port),
+    Option("server.http_server_read_timeout", "server.http-server-read-timeout", "duration", 30.0,
+           "Time allowed to read a whole request, headers and body; 0 disables it.", minimum=0),
+    Option("server.http_server_read_header_timeout", "server.http-server-read-header-timeout", "duration",
+           0.0, "Time allowed to read request headers; 0 uses the read timeout.", minimum=0),
+    Option("server.http_server_idle_timeout", "server.http-server-idle-timeout", "duration", 120.0,
+           "How long an idle keep-alive connection is kept open.", minimum=0),
+    Option("server.http_conn_limit", "server.http-conn-limit", "int", 0,
+           "Maximum number of simultaneous HTTP connections; 0 means no limit.", minimum=0),
+    Option("server.http_max_request_body_bytes", "server.http-max-request-body-bytes", "int", 100 * MIB,
+           "Largest request body accepted, after decompression (mimird). Larger requests get 413.",
+           minimum=1),
+    Option("server.graceful_shutdown_timeout", "server.graceful-shutdown-timeout", "duration", 30.0,
+           "Time to let in-flight requests finish on shutdown.", minimum=0),
+    Option("server.register_instrumentation", "server.register-instrumentation", "bool", True,
+           "Serve the process's own metrics at /metrics."),
+    Option("server.log_level", "log.level", "string", "info",
+           "Only log messages with the given severity or above.", choices=("debug", "info", "warn", "error")),
+    Option("server.log_format", "log.format", "string", "logfmt", "Output log messages in the given format.",
+           choices=("logfmt", "json")),
+    # api
+    Option("api.prometheus_http_prefix", "http.prometheus-http-prefix", "string", "/prometheus",
+           "HTTP URL path under which the Prometheus API is served.", validate=_http_prefix),
+    Option("api.alertmanager_http_prefix", "http.alertmanager-http-prefix", "string", "/alertmanager",
+           "HTTP URL path under which the Alertmanager UI and API are served.", validate=_http_prefix),
+    # runtime config
+    Option("runtime_config.file", "runtime-config.file", "string", "",
+           "Comma-separated list of YAML files with runtime configuration (per-tenant overrides), "
+           "merged in order and reloaded periodically."),
+    Option("runtime_config.period", "runtime-config.reload-period", "duration", 10.0,
+           "How often to check runtime config files.", minimum=0.001),
+    # storage
+    Option("blocks_storage.backend", "blocks-storage.backend", "string", "filesystem",
+           "Backend storage for blocks.", choices=("filesystem",)),
+    Option("blocks_storage.filesystem.dir", "blocks-storage.filesystem.dir", "string", "./data/blocks",
+           "Local filesystem directory that holds the bucket of blocks."),
+    Option("blocks_storage.tsdb.dir", "blocks-storage.tsdb.dir", "string", "./data/tsdb",
+           "Directory for the ingesters' TSDBs (head and WAL) and their local blocks."),
+    # ring (one instance owns every ring)
+    Option("ingester.ring.instance_id", "ingester.ring.instance-id", "string", _HOSTNAME,
+           "Instance ID shown in every ring; a single process owns all rings.", category="advanced"),
+    Option("ingester.ring.num_tokens", "ingester.ring.num-tokens", "int", 128,
+           "Number of tokens this instance owns in each ring.", minimum=1, category="advanced"),
+    Option("ingester.ring.heartbeat_period", "ingester.ring.heartbeat-period", "duration", 15.0,
+           "Period at which the instance heartbeats its ring entries.", minimum=0.001, category="advanced"),
+    # per-tenant limits (defaults; runtime config overrides them per tenant)
+    Option("limits.ingestion_rate", "distributor.ingestion-rate-limit", "float", 10000.0,
+           "Per-tenant ingestion rate limit in samples per second.", minimum=0),
+    Option("limits.ingestion_burst_size", "distributor.ingestion-burst-size", "int", 200000,
+           "Per-tenant allowed ingestion burst size (in number of samples).", minimum=0),
+    Option("limits.ingestion_burst_factor", "distributor.ingestion-burst-factor", "float", 0.0,
+           "Per-tenant burst factor; when above 0 the burst size is the rate times this factor.",
+           minimum=0, category="experimental"),
+    Option("limits.max_global_series_per_user", "ingester.max-global-series-per-user", "int", 150000,
+           "The maximum number of in-memory series per tenant; 0 disables the limit.", minimum=0),
+    Option("limits.max_global_series_per_metric", "ingester.max-global-series-per-metric", "int", 0,
+           "The maximum number of in-memory series per metric name; 0 disables the limit.", minimum=0),
+    Option("limits.max_global_exemplars_per_user", "ingester.max-global-exemplars-per-user", "int", 0,
+           "The maximum number of exemplars in memory per tenant; 0 disables exemplar storage.", minimum=0),
+    Option("limits.max_fetched_chunks_per_query", "querier.max-fetched-chunks-per-query", "int", 2000000,
+           "Maximum number of chunks a single query may fetch; 0 disables the limit.", minimum=0),
+    Option("limits.max_fetched_series_per_query", "querier.max-fetched-series-per-query", "int", 0,
+           "Maximum number of series a single query may fetch; 0 disables the limit.", minimum=0),
+    Option("limits.max_fetched_chunk_bytes_per_query", "querier.max-fetched-chunk-bytes-per-query", "int", 0,
+           "Maximum size of chunks a single query may fetch, in bytes; 0 disables the limit.", minimum=0),
+    Option("limits.ruler_max_rules_per_rule_group", "ruler.max-rules-per-rule-group", "int", 20,
+           "Maximum number of rules per rule group per tenant; 0 disables the limit.", minimum=0),
+    Option("limits.ruler_max_rule_groups_per_tenant", "ruler.max-rule-groups-per-tenant", "int", 70,
+           "Maximum number of rule groups per tenant; 0 disables the limit.", minimum=0),
+    Option("limits.compactor_blocks_retention_period", "compactor.blocks-retention-period", "duration", 0.0,
+           "Delete blocks older than this from the bucket; 0 keeps them forever.", minimum=0),
+)
+
+OPTIONS_BY_PATH = {opt.path: opt for opt in OPTIONS}
+OPTIONS_BY_FLAG = {opt.flag: opt for opt in OPTIONS if opt.flag}
+LIMIT_OPTIONS = {opt.yaml_key: opt for opt in OPTIONS if opt.is_limit}
+
+# Flags handled by the loader itself rather than stored in the config.
+LOADER_FLAGS = {
+    "config.file": "Configuration file to load (YAML).",
+    "config.expand-env": "Expand ${VAR} and ${VAR:default} references in the config file from the environment.",
+    "help": "Print basic help and exit.",
+    "help-all": "Print help, including advanced and experimental options, and exit.",
+    "version": "Print the version and exit.",
+}
+
+
+class _Section:
+    """Attribute access over one level of the nested config (`config.server.http_listen_port`)."""
+
+    def __init__(self, values: dict[str, Any], prefix: str):
+        self._values = values
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        path = f"{self._prefix}{name}"
+        if path in self._values:
+            return self._values[path]
+        sub = path + "."
+        if any(key.startswith(sub) for key in self._values):
+            return _Section(self._values, sub)
+        raise AttributeError(f"no configuration option {path}")
+
+
+class Config(_Section):
+    """The effective configuration: every option's value, by YAML path."""
+
+    def __init__(self, values: dict[str, Any]):
+        super().__init__(dict(values), "")
+
+    @classmethod
+    def defaults(cls) -> Config:
+        return cls({opt.path: _copy(opt.default) for opt in OPTIONS})
+
+    def get(self, path: str) -> Any:
+        return self._values[path]
+
+    def items(self):
+        return self._values.items()
+
+    def limit_defaults(self) -> dict[str, Any]:
+        """The per-tenant limits without any override, keyed by their YAML name."""
+        return {key: self._values[opt.path] for key, opt in LIMIT_OPTIONS.items()}
+
+    def to_tree(self, only_diff: bool = False) -> dict[str, Any]:
+        """Nested mapping as /config shows it; `only_diff` keeps only values that differ from defaults."""
+        tree: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = self._values[opt.path]
+            if only_diff and value == opt.default:
+                continue
+            node = tree
+            *parents, leaf = opt.path.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = opt.to_yaml(value)
+        return tree
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+_ENV_REF = re.compile(r"\$\{(\w+)(?::([^}]*))?\}")
+
+
+def _expand_env(text: str) -> str:
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+
+
+def parse_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split Go-style flags (`-name=value`, `--name value`, `-bool`) into a name->text mapping.
+
+    Returns the flags and the special loader actions seen (help, version). Raises ConfigError for
+    an unknown flag, a missing value or a positional argument.
+    """
+    flags: dict[str, str] = {}
+    actions: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise ConfigError(f"unexpected argument {arg!r}: every setting is a -flag=value")
+        name = arg.lstrip("-")
+        value: str | None = None
+        if "=" in name:
+            name, value = name.split("=", 1)
+        if name in ("help", "h", "help-all", "version"):
+            actions.append("help" if name == "h" else name)
+            continue
+        opt = OPTIONS_BY_FLAG.get(name)
+        is_bool = (opt is not None and opt.kind == "bool") or name == "config.expand-env"
+        if opt is None and name not in LOADER_FLAGS:
+            raise ConfigError(f"flag provided but not defined: -{name}")
+        if value is None:
+            if is_bool:
+                value = "true"
+            elif i < len(argv):
+                value = argv[i]
+                i += 1
+            else:
+                raise ConfigError(f"flag needs an argument: -{name}")
+        flags[name] = value
+    return flags, actions
+
+
+def _walk_yaml(node: Any, prefix: str, out: dict[str, tuple[Any, int | None]], lines: dict) -> None:
+    if not isinstance(node, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {_yaml_type(node)}")
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        line = None
+        if hasattr(node, "lc"):
+            try:
+                line = node.lc.key(key)[0] + 1
+            except (KeyError, TypeError):
+                line = None
+        if path in OPTIONS_BY_PATH:
+            out[path] = (value, line)
+        elif any(p.startswith(path + ".") for p in OPTIONS_BY_PATH):
+            if value is None:
+                continue
+            _walk_yaml(value, path + ".", out, lines)
+        else:
+            where = f"line {line}: " if line else ""
+            parent = prefix.rstrip(".") or "config"
+            raise ConfigError(f"{where}field {key} not found in type {parent}")
+
+
+def load_yaml_text(text: str, source: str, expand_env: bool = False) -> dict[str, Any]:
+    """Read a config YAML document into {path: typed value}; errors name the file, line and key."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    if expand_env:
+        text = _expand_env(text)
+    try:
+        document = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"error loading config from {source}: {' '.join(s.strip() for s in first)}") from None
+    if document is None:
+        return {}
+    found: dict[str, tuple[Any, int | None]] = {}
+    try:
+        _walk_yaml(document, "", found, {})
+    except ConfigError as exc:
+        raise ConfigError(f"error loading config from {source}: {exc}") from None
+    values = {}
+    for path, (raw, line) in found.items():
+        opt = OPTIONS_BY_PATH[path]
+        where = f"line {line}: " if line else ""
+        try:
+            values[path] = opt.from_yaml(raw)
+            opt.check(values[path])
+        except ValueError as exc:
+            raise ConfigError(f"error loading config from {source}: {where}{path}: {exc}") from None
+    return values
+
+
+def load_config(argv: list[str]) -> tuple[Config, list[str]]:
+    """Build the effective config: defaults, then the YAML file, then flags on top.
+
+    Returns the config and the loader actions requested (`help`, `help-all`, `version`).
+    Raises ConfigError with a one-line message for anything wrong.
+    """
+    flags, actions = parse_flags(argv)
+    values = {opt.path: _copy(opt.default) for opt in OPTIONS}
+    config_file = flags.pop("config.file", "")
+    expand_env_text = flags.pop("config.expand-env", "false")
+    try:
+        expand_env = OPTIONS_BY_FLAG["auth.multitenancy-enabled"].parse_text(expand_env_text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid value {expand_env_text!r} for flag -config.expand-env: {exc}") from None
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"error loading config from {config_file}: {exc.strerror}") from None
+        values.update(load_yaml_text(text, config_file, expand_env))
+    for name, text in flags.items():
+        opt = OPTIONS_BY_FLAG[name]
+        try:
+            value = opt.parse_text(text)
+            opt.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value {text!r} for flag -{name}: {exc}") from None
+        values[opt.path] = value
+    config = Config(values)
+    config.flags_set = {name: text for name, text in flags.items()}
+    config.config_file = config_file
+    return config, actions

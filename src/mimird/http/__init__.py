@@ -1,0 +1,1 @@
+"""HTTP/1.1 server on uvloop with httptools' parser, the router, and request tenancy."""

@@ -1,0 +1,384 @@
+"""The HTTP/1.1 server: an asyncio Protocol on uvloop, parsing with httptools.
+
+Requests on one connection are answered in order (keep-alive and pipelining); connections run
+concurrently. Limits follow Mimir's server: request read timeouts against slow clients, an idle
+keep-alive timeout, an optional connection limit (extra connections wait, as with Go's
+LimitListener), and a body size limit. A handler's exception becomes a 500 and a log line; the
+connection and the daemon live on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+import zlib
+from collections import deque
+from email.utils import formatdate
+
+import httptools
+
+from mimird.http.auth import TenantResolver
+from mimird.http.errors import HTTPError
+from mimird.http.request import Request, Response
+from mimird.http.router import Route, Router
+from mimird.util.logging import kv_log
+
+log = logging.getLogger("mimird.http")
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified", 307: "Temporary Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict", 410: "Gone", 411: "Length Required",
+    413: "Request Entity Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large", 499: "Client Closed Request",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_GZIP_MIN_BYTES = 1024
+_MAX_PIPELINED = 64
+_MAX_HEADER_BYTES = 1 << 20  # Go's DefaultMaxHeaderBytes
+
+
+class _DateCache:
+    """The Date header, formatted at most once a second."""
+
+    def __init__(self):
+        self.second = 0
+        self.value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.value = formatdate(now, usegmt=True).encode()
+        return self.value
+
+
+_date = _DateCache()
+
+
+def inflate_gzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing (413) output larger than `limit` without inflating it all."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPError(400, f"gzip: invalid compressed body: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise HTTPError(413, f"request body too large: more than {limit} bytes after decompression")
+    if not inflater.eof:
+        raise HTTPError(400, "gzip: unexpected EOF")
+    return out
+
+
+class HTTPServer:
+    """Owns the listening socket, the live connections and the per-request pipeline."""
+
+    def __init__(self, router: Router, resolver: TenantResolver, *, read_timeout: float,
+                 read_header_timeout: float, idle_timeout: float, conn_limit: int, max_body: int,
+                 metrics=None):
+        self.router = router
+        self.resolver = resolver
+        self.read_timeout = read_timeout or None
+        self.read_header_timeout = read_header_timeout or self.read_timeout
+        self.idle_timeout = idle_timeout or None
+        self.conn_limit = conn_limit
+        self.max_body = max_body
+        self.metrics = metrics
+        self.connections: set[HTTPProtocol] = set()
+        self.waiting: deque[HTTPProtocol] = deque()
+        self.active_connections = 0
+        self.shutting_down = False
+        self._server: asyncio.AbstractServer | None = None
+        self._drained = asyncio.Event()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port and return the port actually bound."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HTTPProtocol(self), host, port, backlog=1024,
+                                                reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to `timeout` seconds, close the rest."""
+        self.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        for conn in list(self.waiting):
+            conn.abort()
+        if self.connections:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning("graceful shutdown timed out, closing %d connections", len(self.connections))
+        for conn in list(self.connections):
+            conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # Connection accounting: over the limit, new connections are paused until a slot frees.
+    def _admit(self, conn: HTTPProtocol) -> bool:
+        if self.conn_limit and self.active_connections >= self.conn_limit:
+            self.waiting.append(conn)
+            return False
+        self.active_connections += 1
+        return True
+
+    def _release(self, conn: HTTPProtocol, admitted: bool) -> None:
+        self.connections.discard(conn)
+        if conn in self.waiting:
+            self.waiting.remove(conn)
+        if admitted:
+            self.active_connections -= 1
+            while self.waiting and (not self.conn_limit or self.active_connections < self.conn_limit):
+                nxt = self.waiting.popleft()
+                if nxt.transport is not None and not nxt.transport.is_closing():
+                    self.active_connections += 1
+                    nxt.admit()
+        if not self.connections:
+            self._drained.set()
+
+    async def dispatch(self, request: Request) -> Response:
+        """Route, authenticate and run one request; every failure becomes a response."""
+        started = time.perf_counter()
+        route: Route | None = None
+        try:
+            route, params = self.router.resolve(request.method, request.path)
+            request.route, request.params = route, params
+            if route.auth:
+                request.tenants = self.resolver.tenants(request.headers.get("x-scope-orgid"), route.federated)
+            if route.gzip_request and request.headers.get("content-encoding", "").lower() == "gzip":
+                limit = route.max_body or self.max_body
+                request.body = inflate_gzip(request.body, limit)
+            response = await route.handler(request)
+        except HTTPError as exc:
+            response = Response.error(exc.status, exc.message, exc.headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kv_log(log, logging.ERROR, "request failed", method=request.method, path=request.path,
+                   err=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(limit=8))
+            response = Response.error(500, "Internal Server Error")
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_request(request.method, route.name if route else "notfound",
+                                         response.status, elapsed)
+        kv_log(log, logging.DEBUG, "http request", method=request.method, uri=request.path,
+               status=response.status, duration=f"{elapsed * 1000:.3f}ms", remote=request.remote)
+        return response
+
+
+class HTTPProtocol(asyncio.Protocol):
+    """One client connection: parse requests, queue them, answer them in order."""
+
+    def __init__(self, server: HTTPServer):
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.admitted = False
+        self.queue: deque[Request | Response] = deque()
+        self.worker: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False
+        self.busy = False
+        self._reset_message()
+
+    # connection lifecycle
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.server.connections.add(self)
+        if self.server.shutting_down:
+            transport.close()
+            return
+        if self.server._admit(self):
+            self.admitted = True
+            self._arm(self.server.read_header_timeout)
+        else:
+            transport.pause_reading()
+
+    def admit(self) -> None:
+        self.admitted = True
+        self.transport.resume_reading()
+        self._arm(self.server.read_header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        self.closing = True
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
+        self.server._release(self, self.admitted)
+        self.transport = None
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        if not self.busy and not self.queue and self.transport is not None:
+            self.transport.close()
+
+    # timers: header/read timeout while a request arrives, idle timeout between requests
+    def _arm(self, seconds: float | None) -> None:
+        self._disarm()
+        if seconds:
+            self.timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.transport is not None and not self.busy:
+            kv_log(log, logging.DEBUG, "closing connection after timeout", remote=self.remote)
+            self.transport.close()
+
+    # parsing
+    def _reset_message(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body = bytearray()
+        self.body_limit = self.server.max_body
+        self.rejected: Response | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(Response.error(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            if self.rejected is not None:
+                self._fail(self.rejected)
+            else:
+                self._fail(Response.error(400, f"Bad Request: {exc}"))
+
+    def _fail(self, response: Response) -> None:
+        """Answer a request that could not be read, after those already queued, then close."""
+        self.closing = True
+        self.transport.pause_reading()
+        self.queue.append(response)
+        self._kick()
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+        self._arm(self.server.read_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > _MAX_HEADER_BYTES:
+            self.rejected = Response.error(431, "request header fields too large")
+            raise httptools.HttpParserError("headers too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in self.headers:
+            self.headers[key] += ", " + text
+        else:
+            self.headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        if self.server.read_timeout != self.server.read_header_timeout:
+            self._arm(self.server.read_timeout)
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        try:
+            route, _ = self.server.router.resolve(self.parser.get_method().decode(), path)
+            if route.max_body:
+                self.body_limit = route.max_body
+        except HTTPError:
+            pass
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.body_limit:
+            self.rejected = Response.error(413, f"request body too large: {length} bytes, limit {self.body_limit}")
+            raise httptools.HttpParserError("body too large")
+        if self.headers.get("expect", "").lower() == "100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if len(self.body) + len(body) > self.body_limit:
+            self.rejected = Response.error(413, f"request body too large: limit {self.body_limit} bytes")
+            raise httptools.HttpParserError("body too large")
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        raw = self.url.decode("latin-1")
+        path, _, query = raw.partition("?")
+        path = path.split("#", 1)[0]
+        if not path.startswith("/"):
+            # absolute-form request target: keep only the path
+            after_scheme = path.split("://", 1)[-1]
+            path = "/" + after_scheme.split("/", 1)[1] if "/" in after_scheme else "/"
+        request = Request(self.parser.get_method().decode(), path, query, self.headers, bytes(self.body),
+                          self.parser.get_http_version(), self.remote)
+        keep_alive = self.parser.should_keep_alive()
+        self.queue.append((request, keep_alive))
+        if len(self.queue) >= _MAX_PIPELINED:
+            self.transport.pause_reading()
+        self._kick()
+
+    # answering, strictly in request order
+    def _kick(self) -> None:
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while self.queue and self.transport is not None:
+            item = self.queue.popleft()
+            if isinstance(item, Response):
+                self._write(item, keep_alive=False, head=False)
+                self.transport.close()
+                return
+            request, keep_alive = item
+            self.busy = True
+            response = await self.server.dispatch(request)
+            self.busy = False
+            if self.transport is None:
+                return
+            keep_alive = keep_alive and not self.server.shutting_down
+            self._write(response, keep_alive, head=request.method == "HEAD", request=request)
+            if not keep_alive:
+                self.closing = True
+                self.transport.close()
+                return
+            if len(self.queue) < _MAX_PIPELINED and not self.closing:
+                self.transport.resume_reading()
+        if self.transport is not None and not self.closing:
+            self._arm(self.server.idle_timeout)
+
+    def _write(self, response: Response, keep_alive: bool, head: bool, request: Request | None = None) -> None:
+        body = response.body
+        headers = response.headers
+        if (request is not None and request.route is not None and request.route.gzip_response
+                and len(body) >= _GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "")
+                and response.header("Content-Encoding") is None):
+            compressor = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = compressor.compress(body) + compressor.flush()
+            headers = headers + [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+        reason = _REASONS.get(response.status, "Unknown")
+        lines = [f"HTTP/1.1 {response.status} {reason}\r\n".encode()]
+        for name, value in headers:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        lines.append(b"Date: " + _date.get() + b"\r\n")
+        if response.status not in (204, 304) and response.status >= 200:
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        if not head and response.status not in (204, 304):
+            lines.append(body)
+        self.transport.write(b"".join(lines))
