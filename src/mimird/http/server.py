@@ -188,6 +188,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.busy = False
+        self.held = bytearray()  # bytes that arrived before a connection-limit slot was free
         self._reset_message()
 
     # connection lifecycle
@@ -209,6 +210,9 @@ class HTTPProtocol(asyncio.Protocol):
         self.admitted = True
         self.transport.resume_reading()
         self._arm(self.server.read_header_timeout)
+        if self.held:
+            held, self.held = bytes(self.held), bytearray()
+            self.data_received(held)
 
     def connection_lost(self, exc) -> None:
         self._disarm()
@@ -254,6 +258,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if not self.admitted:
+            # some loops deliver data before pause_reading() in connection_made takes effect
+            self.held += data
+            self.transport.pause_reading()
             return
         try:
             self.parser.feed_data(data)

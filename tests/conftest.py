@@ -1,0 +1,108 @@
+"""Shared fixtures: the real daemon as a subprocess on a free loopback port, with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """A running `mimird` process; `url` is its base URL."""
+
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "mimird.log"
+        self.args = [f"-server.http-listen-port={self.port}", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mimird", *self.args], cwd=self.workdir,
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mimird exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"mimird not ready after {timeout}s:\n{self.log()}")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=10, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, self.url + path, timeout=10, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """Factory: start_daemon(*flags, env=None, wait_ready=True) -> Daemon; all are stopped afterwards."""
+    daemons: list[Daemon] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Daemon:
+        workdir = tmp_path / f"d{len(daemons)}"
+        workdir.mkdir()
+        daemon = Daemon(workdir, list(args), env)
+        daemons.append(daemon)
+        return daemon.start(wait_ready)
+
+    yield start
+    for daemon in daemons:
+        daemon.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """One daemon with default flags (multi-tenancy on) shared by a module's read-only tests."""
+    workdir = tmp_path_factory.mktemp("daemon")
+    (workdir / "runtime.yaml").write_text("overrides:\n  team-a:\n    ingestion_rate: 500\n")
+    proc = Daemon(workdir, ["-runtime-config.file=runtime.yaml"]).start()
+    yield proc
+    proc.stop(signal.SIGKILL)
