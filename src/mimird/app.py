@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 from mimird.api.routes import register_routes
 from mimird.config.runtime import Overrides, RuntimeConfig
@@ -68,7 +69,8 @@ class App:
         self.runtime_config = RuntimeConfig(files, config.runtime_config.period) if files else None
         self.overrides = Overrides(config, self.runtime_config)
         address = f"{config.server.http_listen_address}:{config.server.http_listen_port}"
-        self.rings = LocalRings(config.ingester.ring.instance_id, address, config.ingester.ring.num_tokens,
+        instance_id = config.ingester.ring.instance_id or socket.gethostname() or "mimird"
+        self.rings = LocalRings(instance_id, address, config.ingester.ring.num_tokens,
                                 config.ingester.ring.heartbeat_period)
 
         # Dependency order: each service only uses those before it.

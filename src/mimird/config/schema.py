@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +167,6 @@ def _tenant_name(value: str) -> None:
 
 
 MIB = 1024 * 1024
-_HOSTNAME = socket.gethostname() or "mimird"
 
 OPTIONS: tuple[Option, ...] = (
     # Monolithic mode runs every component of Mimir's `all` target; `alertmanager` adds the Alertmanager.
@@ -227,8 +225,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("blocks_storage.tsdb.dir", "blocks-storage.tsdb.dir", "string", "./data/tsdb",
            "Directory for the ingesters' TSDBs (head and WAL) and their local blocks."),
     # ring (one instance owns every ring)
-    Option("ingester.ring.instance_id", "ingester.ring.instance-id", "string", _HOSTNAME,
-           "Instance ID shown in every ring; a single process owns all rings.", category="advanced"),
+    Option("ingester.ring.instance_id", "ingester.ring.instance-id", "string", "",
+           "Instance ID shown in every ring; empty means the hostname. A single process owns all rings.",
+           category="advanced"),
     Option("ingester.ring.num_tokens", "ingester.ring.num-tokens", "int", 128,
            "Number of tokens this instance owns in each ring.", minimum=1, category="advanced"),
     Option("ingester.ring.heartbeat_period", "ingester.ring.heartbeat-period", "duration", 15.0,
