@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from mimird.config.schema import OPTIONS, ConfigError, load_config
-from conftest import REPO
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
