@@ -1,0 +1,52 @@
+# C-level interface of the XOR chunk codec (Prometheus chunk encoding 1) for other kernels to cimport.
+# Byte layout: docs/format/chunks.md.
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+
+
+cdef enum:
+    XOR_SAMPLE = 1          # xor_cursor_next read one more sample
+    XOR_END = 0             # all num_samples samples have been read
+    XOR_CORRUPT = -1        # truncated or malformed chunk
+    XOR_OUT_OF_SPACE = -2   # more samples in range than the output arrays hold
+
+
+cdef struct XORCursor:
+    # Decoding state; after the last sample it is also the state an appender resumes from.
+    const uint8_t* stream   # bit stream after the 2-byte sample count
+    Py_ssize_t stream_size  # bytes
+    uint64_t pos            # next bit to read
+    uint64_t end            # stream_size * 8
+    uint16_t num_total
+    uint16_t num_read
+    int64_t t
+    uint64_t value_bits
+    uint64_t t_delta
+    uint8_t leading
+    uint8_t trailing
+
+
+cdef int xor_cursor_init(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t size) noexcept nogil
+cdef int xor_cursor_next(XORCursor* cursor) noexcept nogil
+cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
+                                 int64_t* out_t, double* out_v, Py_ssize_t capacity) noexcept nogil
+
+
+cdef class XORChunk:
+    cdef uint8_t* buf
+    cdef Py_ssize_t capacity
+    cdef uint64_t nbits
+    cdef bint last_write_whole_bytes
+    cdef unsigned int num
+    cdef int64_t first_t
+    cdef int64_t t
+    cdef uint64_t value_bits
+    cdef uint64_t t_delta
+    cdef uint8_t leading
+    cdef uint8_t trailing
+
+    cdef int _reserve(self, Py_ssize_t nbytes) except -1
+    cdef int _append(self, int64_t t, uint64_t value_bits) except -1
+    cdef void _write_bits(self, uint64_t value, int nbits) noexcept nogil
+    cdef void _write_value(self, uint64_t value_bits) noexcept nogil
+    cdef Py_ssize_t _length(self) noexcept nogil
+    cpdef append(self, int64_t t, double v)

@@ -1,0 +1,551 @@
+"""Prometheus's XOR chunk (chunk encoding 1): the Gorilla timestamp/value compression, bit for bit.
+
+This module owns the chunk bytes: the appender that the head keeps per series (`XORChunk`), whole-array
+`encode`, the decoders (`XORIterator`, `decode`, `decode_into`) and the stale-marker constants. The
+layout is drawn in docs/format/chunks.md; the rules follow Prometheus's tsdb/chunkenc/xor.go and
+bstream.go, so the bytes are the ones Prometheus writes for the same samples. Values are handled as
+64-bit patterns throughout, so NaN payloads (the stale marker among them) survive unchanged.
+"""
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset
+
+cimport numpy as cnp
+
+from mimird._fast.bstream cimport clz64, ctz64, peek64, put_bits
+from mimird._fast.varint cimport get_uvarint, put_uvarint, zigzag_decode, zigzag_encode
+
+import numpy as np
+
+cnp.import_array()
+
+SAMPLES_PER_CHUNK = 120
+"""How many samples the head puts in a chunk before cutting a new one, as Prometheus."""
+MAX_BYTES_PER_CHUNK = 1024
+"""Prometheus also cuts a float chunk once its bytes pass this size (MaxBytesPerXORChunk)."""
+MAX_SAMPLES = 0xFFFF
+"""The sample count is a 16-bit header field."""
+STALE_NAN_BITS = 0x7FF0000000000002
+"""The NaN that Prometheus writes as a staleness marker; only this exact bit pattern means stale."""
+
+cdef uint64_t _STALE_NAN_BITS = 0x7FF0000000000002
+# The largest sample is 18 bytes (the first: 10-byte varint and 8-byte value) and put_bits may touch
+# 8 bytes past the current one, so this much free space before each append is always enough.
+cdef Py_ssize_t _APPEND_HEADROOM = 48
+
+
+cdef inline double _float_from_bits(uint64_t bits) noexcept nogil:
+    cdef double value
+    memcpy(&value, &bits, 8)
+    return value
+
+
+cdef inline uint64_t _bits_from_float(double value) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &value, 8)
+    return bits
+
+
+STALE_NAN = _float_from_bits(_STALE_NAN_BITS)
+
+
+def is_stale_nan(double v):
+    """Whether `v` is Prometheus's staleness marker (compared bit for bit; other NaNs are not)."""
+    return _bits_from_float(v) == _STALE_NAN_BITS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding
+
+
+cdef int xor_cursor_init(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t size) noexcept nogil:
+    """Point `cursor` at the chunk bytes; XOR_CORRUPT if they are shorter than the header."""
+    memset(cursor, 0, sizeof(XORCursor))
+    if size < 2:
+        return XOR_CORRUPT
+    cursor.num_total = (<uint16_t>chunk[0] << 8) | chunk[1]
+    cursor.stream = chunk + 2
+    cursor.stream_size = size - 2
+    cursor.end = <uint64_t>(size - 2) * 8
+    # leading = trailing = 0: a decoder that meets a '10' (reuse) control before any '11' reads 64
+    # bits, as Prometheus's does.
+    return XOR_END
+
+
+cdef inline int _read_value(XORCursor* c, uint64_t window) noexcept nogil:
+    # `window` holds at least 13 bits from c.pos: a value's control bits are '0' (same value),
+    # '10' (XOR fits the previous leading/trailing zeros) or '11' + 5 bits leading + 6 bits length.
+    cdef uint8_t leading
+    cdef int significant
+    if (window >> 63) == 0:
+        c.pos += 1
+    else:
+        if (window >> 62) == 0b10:
+            c.pos += 2
+        else:
+            leading = (window >> 57) & 0x1F
+            significant = (window >> 51) & 0x3F
+            # 64 significant bits do not fit in 6 bits; the writer stores them as 0.
+            if significant == 0:
+                significant = 64
+            if leading + significant > 64:
+                return XOR_CORRUPT
+            c.leading = leading
+            c.trailing = 64 - leading - significant
+            c.pos += 13
+        significant = 64 - c.leading - c.trailing
+        c.value_bits ^= (peek64(c.stream, c.stream_size, c.pos) >> (64 - significant)) << c.trailing
+        c.pos += significant
+    # peek64 reads zeros past the end, so one check per sample catches truncation anywhere in it.
+    if c.pos > c.end:
+        return XOR_CORRUPT
+    c.num_read += 1
+    return XOR_SAMPLE
+
+
+cdef int _read_leading_sample(XORCursor* c) noexcept nogil:
+    # The first two samples start on byte boundaries: a varint timestamp (signed for the first,
+    # the delta for the second), then the raw value or its XOR.
+    cdef uint64_t varint_value
+    cdef Py_ssize_t first_byte = <Py_ssize_t>(c.pos >> 3)
+    cdef Py_ssize_t n = get_uvarint(c.stream + first_byte, c.stream_size - first_byte, &varint_value)
+    if n < 0:
+        return XOR_CORRUPT
+    c.pos += 8 * <uint64_t>n
+    if c.num_read == 0:
+        if c.pos + 64 > c.end:
+            return XOR_CORRUPT
+        c.t = zigzag_decode(varint_value)
+        c.value_bits = peek64(c.stream, c.stream_size, c.pos)
+        c.pos += 64
+        c.num_read = 1
+        return XOR_SAMPLE
+    c.t_delta = varint_value
+    c.t = <int64_t>(<uint64_t>c.t + varint_value)
+    return _read_value(c, peek64(c.stream, c.stream_size, c.pos))
+
+
+cdef inline int _next_sample(XORCursor* c) noexcept nogil:
+    cdef uint64_t window, raw
+    cdef int64_t dod
+    if c.num_read >= c.num_total:
+        return XOR_END
+    if c.num_read < 2:
+        return _read_leading_sample(c)
+    # Delta of delta: '0' -> 0; '10' + 14 bits; '110' + 17; '1110' + 20; '1111' + 64. The n-bit
+    # buckets hold -(2**(n-1) - 1) .. 2**(n-1), stored as n-bit two's complement.
+    window = peek64(c.stream, c.stream_size, c.pos)
+    if (window >> 63) == 0:
+        dod = 0
+        c.pos += 1
+        window <<= 1
+    elif (window >> 62) == 0b10:
+        raw = (window >> 48) & 0x3FFF
+        dod = <int64_t>raw - 0x4000 if raw > 0x2000 else <int64_t>raw
+        c.pos += 16
+        window <<= 16
+    elif (window >> 61) == 0b110:
+        raw = (window >> 44) & 0x1FFFF
+        dod = <int64_t>raw - 0x20000 if raw > 0x10000 else <int64_t>raw
+        c.pos += 20
+        window <<= 20
+    elif (window >> 60) == 0b1110:
+        raw = (window >> 40) & 0xFFFFF
+        dod = <int64_t>raw - 0x100000 if raw > 0x80000 else <int64_t>raw
+        c.pos += 24
+        window <<= 24
+    else:
+        dod = <int64_t>peek64(c.stream, c.stream_size, c.pos + 4)
+        c.pos += 68
+        window = peek64(c.stream, c.stream_size, c.pos)
+    # Go's int64/uint64 arithmetic wraps; unsigned C arithmetic does the same without undefined behaviour.
+    c.t_delta += <uint64_t>dod
+    c.t = <int64_t>(<uint64_t>c.t + c.t_delta)
+    return _read_value(c, window)
+
+
+cdef int xor_cursor_next(XORCursor* cursor) noexcept nogil:
+    """Read one sample into cursor.t / cursor.value_bits: XOR_SAMPLE, XOR_END or XOR_CORRUPT."""
+    return _next_sample(cursor)
+
+
+cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
+                                 int64_t* out_t, double* out_v, Py_ssize_t capacity) noexcept nogil:
+    """Decode the remaining samples, keeping those with mint <= t <= maxt.
+
+    Returns how many were written to out_t/out_v, or XOR_CORRUPT / XOR_OUT_OF_SPACE.
+    """
+    cdef Py_ssize_t count = 0
+    cdef int status
+    while True:
+        status = _next_sample(cursor)
+        if status != XOR_SAMPLE:
+            break
+        if mint <= cursor.t <= maxt:
+            if count >= capacity:
+                return XOR_OUT_OF_SPACE
+            out_t[count] = cursor.t
+            memcpy(&out_v[count], &cursor.value_bits, 8)
+            count += 1
+    if status == XOR_CORRUPT:
+        return XOR_CORRUPT
+    return count
+
+
+cdef int _init_cursor_or_raise(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t size) except -1:
+    if xor_cursor_init(cursor, chunk, size) == XOR_CORRUPT:
+        raise ValueError(f"XOR chunk of {size} bytes is shorter than its 2-byte header")
+    return 0
+
+
+cdef int _check_output(Py_buffer* view, bytes formats, str name) except -1:
+    cdef bytes fmt = view.format.lstrip(b"@=<") if view.format != NULL else b"B"
+    if view.ndim != 1 or view.itemsize != 8 or fmt not in formats:
+        raise ValueError(f"{name} must be a 1-dimensional contiguous array of 8-byte items ({formats!r})")
+    return 0
+
+
+def num_samples(data):
+    """The sample count in the header of the chunk bytes `data`."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len < 2:
+            raise ValueError(f"XOR chunk of {view.len} bytes is shorter than its 2-byte header")
+        return ((<uint8_t*>view.buf)[0] << 8) | (<uint8_t*>view.buf)[1]
+    finally:
+        PyBuffer_Release(&view)
+
+
+def decode(data, int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
+    """Decode chunk bytes into (timestamps int64 array, values float64 array), keeping mint <= t <= maxt.
+
+    `data` is any contiguous bytes-like object. Raises ValueError if the chunk is truncated or corrupt.
+    """
+    cdef Py_buffer view
+    cdef XORCursor cursor
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray timestamps, values
+    cdef Py_ssize_t count
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
+        dims[0] = cursor.num_total
+        timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+        with nogil:
+            count = xor_decode_range(&cursor, mint, maxt, <int64_t*>cnp.PyArray_DATA(timestamps),
+                                     <double*>cnp.PyArray_DATA(values), dims[0])
+    finally:
+        PyBuffer_Release(&view)
+    if count < 0:
+        raise ValueError("corrupt or truncated XOR chunk")
+    if count < dims[0]:
+        return timestamps[:count], values[:count]
+    return timestamps, values
+
+
+def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
+                int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
+    """Decode chunk bytes into out_t[offset:] / out_v[offset:] (int64 / float64, contiguous, writable).
+
+    Keeps only samples with mint <= t <= maxt and returns how many were written. For callers that
+    concatenate many chunks: size the outputs by the sum of num_samples() and advance offset by the
+    returned count. Raises ValueError if the chunk is corrupt or the outputs are too short.
+    """
+    cdef Py_buffer view, t_view, v_view
+    cdef XORCursor cursor
+    cdef Py_ssize_t count, capacity
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(out_t, &t_view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
+        try:
+            PyObject_GetBuffer(out_v, &v_view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
+            try:
+                _check_output(&t_view, b"qlL", "out_t")
+                _check_output(&v_view, b"d", "out_v")
+                capacity = min(t_view.shape[0], v_view.shape[0]) - offset
+                if offset < 0 or capacity < 0:
+                    raise ValueError(f"offset {offset} is outside the output arrays")
+                _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
+                with nogil:
+                    count = xor_decode_range(&cursor, mint, maxt, <int64_t*>t_view.buf + offset,
+                                             <double*>v_view.buf + offset, capacity)
+            finally:
+                PyBuffer_Release(&v_view)
+        finally:
+            PyBuffer_Release(&t_view)
+    finally:
+        PyBuffer_Release(&view)
+    if count == XOR_OUT_OF_SPACE:
+        raise ValueError("output arrays are too short for the chunk's samples")
+    if count < 0:
+        raise ValueError("corrupt or truncated XOR chunk")
+    return count
+
+
+cdef class XORIterator:
+    """Iterates over (t, v) of chunk bytes, as Prometheus's xorIterator.
+
+    Samples before a corrupt spot are yielded; reaching it raises ValueError.
+    """
+    cdef bytes data
+    cdef XORCursor cursor
+    cdef bint finished
+
+    def __cinit__(self, data):
+        # Own an immutable copy so that the cursor's pointer stays valid whatever the caller does.
+        self.data = data if type(data) is bytes else bytes(data)
+        _init_cursor_or_raise(&self.cursor, <const uint8_t*><char*>self.data, len(self.data))
+        self.finished = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.finished:
+            raise StopIteration
+        status = xor_cursor_next(&self.cursor)
+        if status == XOR_SAMPLE:
+            return self.cursor.t, _float_from_bits(self.cursor.value_bits)
+        self.finished = True
+        if status == XOR_END:
+            raise StopIteration
+        raise ValueError(f"corrupt or truncated XOR chunk at sample {self.cursor.num_read}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding
+
+
+cdef class XORChunk:
+    """An XOR chunk being appended to; bytes() is the exact chunk at any moment, open or closed.
+
+    Appending follows Prometheus's xorAppender. Timestamps need not increase (the codec stores any
+    int64 sequence); keeping them ordered is the caller's job, as in Prometheus's head.
+    """
+
+    def __cinit__(self):
+        self.buf = NULL
+        self.capacity = 0
+        self._reserve(128)
+        self.nbits = 16
+        self.last_write_whole_bytes = False
+        self.num = 0
+        self.first_t = 0
+        self.t = 0
+        self.value_bits = 0
+        self.t_delta = 0
+        # 0xff: no leading/trailing-zero window yet, so the first value XOR always writes its own.
+        self.leading = 0xFF
+        self.trailing = 0
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Reopen chunk bytes for appending, as Prometheus's XORChunk.Appender(): replay every sample.
+
+        The appender resumes with the decoder's state, including its leading/trailing-zero window
+        (0/0 when no value so far wrote one, where a fresh appender would have none), so appending to
+        a reloaded chunk gives the same bytes as Prometheus does. Raises ValueError on corrupt bytes or
+        on bytes after the last sample.
+        """
+        cdef XORChunk chunk = cls()
+        cdef Py_buffer view
+        cdef XORCursor cursor
+        cdef int status
+        cdef uint64_t free_bits
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            chunk._reserve(view.len + _APPEND_HEADROOM)
+            memcpy(chunk.buf, view.buf, view.len)
+            _init_cursor_or_raise(&cursor, chunk.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        if cursor.num_total == 0:
+            if cursor.stream_size != 0:
+                raise ValueError("empty XOR chunk with bytes after its header")
+            return chunk
+        status = xor_cursor_next(&cursor)
+        chunk.first_t = cursor.t
+        while status == XOR_SAMPLE:
+            status = xor_cursor_next(&cursor)
+        if status == XOR_CORRUPT:
+            raise ValueError(f"corrupt or truncated XOR chunk at sample {cursor.num_read}")
+        free_bits = cursor.end - cursor.pos
+        # Prometheus's stream ends with at most one byte that has free bits (all 8 of them after a
+        # whole byte was written on a byte boundary); anything more is not an appendable chunk.
+        if free_bits > 8:
+            raise ValueError("XOR chunk has bytes after its last sample")
+        if cursor.pos & 7:
+            chunk.buf[2 + (cursor.pos >> 3)] &= <uint8_t>(0xFF << (8 - (cursor.pos & 7)))
+        if free_bits == 8:
+            chunk.buf[2 + (cursor.pos >> 3)] = 0
+        chunk.nbits = 16 + cursor.pos
+        chunk.last_write_whole_bytes = free_bits == 8
+        chunk.num = cursor.num_total
+        chunk.t = cursor.t
+        chunk.value_bits = cursor.value_bits
+        chunk.t_delta = cursor.t_delta
+        chunk.leading = cursor.leading
+        chunk.trailing = cursor.trailing
+        return chunk
+
+    cdef int _reserve(self, Py_ssize_t nbytes) except -1:
+        cdef Py_ssize_t new_capacity
+        cdef uint8_t* grown
+        if nbytes <= self.capacity:
+            return 0
+        new_capacity = max(nbytes, 2 * self.capacity)
+        grown = <uint8_t*>realloc(self.buf, new_capacity)
+        if grown == NULL:
+            raise MemoryError()
+        # put_bits ORs into the buffer, so unwritten space must be zero.
+        memset(grown + self.capacity, 0, new_capacity - self.capacity)
+        self.buf = grown
+        self.capacity = new_capacity
+        return 0
+
+    cdef void _write_bits(self, uint64_t value, int nbits) noexcept nogil:
+        # Writes the low nbits (1 to 64) bits of value.
+        if nbits > 32:
+            put_bits(self.buf, self.nbits, value >> 32, nbits - 32)
+            put_bits(self.buf, self.nbits + nbits - 32, value, 32)
+        else:
+            put_bits(self.buf, self.nbits, value, nbits)
+        self.nbits += nbits
+        # Prometheus's bstream writes whole bytes with writeByte, which on a byte boundary leaves an
+        # empty byte at the end of the stream; bytes() has to reproduce that length.
+        self.last_write_whole_bytes = (nbits & 7) == 0
+
+    cdef void _write_value(self, uint64_t value_bits) noexcept nogil:
+        cdef uint64_t delta = value_bits ^ self.value_bits
+        cdef uint8_t leading, trailing
+        cdef int significant
+        if delta == 0:
+            self._write_bits(0, 1)
+            return
+        leading = clz64(delta)
+        trailing = ctz64(delta)
+        # The leading-zero count has 5 bits; Prometheus clamps it to 31 rather than overflow.
+        if leading >= 32:
+            leading = 31
+        if self.leading != 0xFF and leading >= self.leading and trailing >= self.trailing:
+            self._write_bits(0b10, 2)
+            self._write_bits(delta >> self.trailing, 64 - self.leading - self.trailing)
+            return
+        self.leading = leading
+        self.trailing = trailing
+        significant = 64 - leading - trailing
+        # 64 significant bits are written as 0 in the 6-bit field; 0 never occurs since delta != 0.
+        self._write_bits((<uint64_t>0b11 << 11) | (<uint64_t>leading << 6) | (significant & 0x3F), 13)
+        self._write_bits(delta >> trailing, significant)
+
+    cdef int _append(self, int64_t t, uint64_t value_bits) except -1:
+        cdef uint8_t varint[10]
+        cdef Py_ssize_t varint_size, i
+        cdef uint64_t t_delta = 0
+        cdef int64_t dod
+        if self.num >= MAX_SAMPLES:
+            raise OverflowError(f"an XOR chunk holds at most {MAX_SAMPLES} samples")
+        self._reserve(<Py_ssize_t>(self.nbits >> 3) + _APPEND_HEADROOM)
+        if self.num == 0:
+            varint_size = put_uvarint(varint, zigzag_encode(t))
+            for i in range(varint_size):
+                self._write_bits(varint[i], 8)
+            self._write_bits(value_bits, 64)
+            self.first_t = t
+        elif self.num == 1:
+            t_delta = <uint64_t>t - <uint64_t>self.t
+            varint_size = put_uvarint(varint, t_delta)
+            for i in range(varint_size):
+                self._write_bits(varint[i], 8)
+            self._write_value(value_bits)
+        else:
+            t_delta = <uint64_t>t - <uint64_t>self.t
+            dod = <int64_t>(t_delta - self.t_delta)
+            if dod == 0:
+                self._write_bits(0, 1)
+            elif -0x1FFF <= dod <= 0x2000:
+                self._write_bits((<uint64_t>0b10 << 14) | (<uint64_t>dod & 0x3FFF), 16)
+            elif -0xFFFF <= dod <= 0x10000:
+                self._write_bits((<uint64_t>0b110 << 17) | (<uint64_t>dod & 0x1FFFF), 20)
+            elif -0x7FFFF <= dod <= 0x80000:
+                self._write_bits((<uint64_t>0b1110 << 20) | (<uint64_t>dod & 0xFFFFF), 24)
+            else:
+                self._write_bits(0b1111, 4)
+                self._write_bits(<uint64_t>dod, 64)
+            self._write_value(value_bits)
+        self.t = t
+        self.value_bits = value_bits
+        self.t_delta = t_delta
+        self.num += 1
+        self.buf[0] = <uint8_t>(self.num >> 8)
+        self.buf[1] = <uint8_t>(self.num & 0xFF)
+        return 0
+
+    cpdef append(self, int64_t t, double v):
+        """Append one sample. Raises OverflowError once the chunk holds 65535 samples."""
+        self._append(t, _bits_from_float(v))
+
+    def append_many(self, const int64_t[:] ts, const double[:] vals):
+        """Append ts[i], vals[i] for every i; nothing is appended if they would not all fit."""
+        cdef Py_ssize_t i, n = ts.shape[0]
+        if vals.shape[0] != n:
+            raise ValueError(f"{n} timestamps but {vals.shape[0]} values")
+        if self.num + n > MAX_SAMPLES:
+            raise OverflowError(f"an XOR chunk holds at most {MAX_SAMPLES} samples")
+        for i in range(n):
+            self._append(ts[i], _bits_from_float(vals[i]))
+
+    cdef Py_ssize_t _length(self) noexcept nogil:
+        cdef Py_ssize_t length = <Py_ssize_t>((self.nbits + 7) >> 3)
+        if (self.nbits & 7) == 0 and self.last_write_whole_bytes:
+            length += 1
+        return length
+
+    def bytes(self):
+        """The chunk bytes as Prometheus's Bytes() would return them now."""
+        return PyBytes_FromStringAndSize(<char*>self.buf, self._length())
+
+    @property
+    def nbytes(self):
+        """len(self.bytes()), without copying."""
+        return self._length()
+
+    @property
+    def num_samples(self):
+        return self.num
+
+    @property
+    def first_timestamp(self):
+        """Timestamp of the first sample, or None while the chunk is empty."""
+        return self.first_t if self.num else None
+
+    @property
+    def last_timestamp(self):
+        """Timestamp of the last sample, or None while the chunk is empty."""
+        return self.t if self.num else None
+
+    @property
+    def last_value(self):
+        """Value of the last sample (bit for bit), or None while the chunk is empty."""
+        return _float_from_bits(self.value_bits) if self.num else None
+
+    def __iter__(self):
+        return XORIterator(self.bytes())
+
+    def __repr__(self):
+        return f"XORChunk(num_samples={self.num}, nbytes={self._length()})"
+
+
+def encode(ts, vals):
+    """The chunk bytes holding samples (ts[i], vals[i]): int64 and float64 sequences of equal length."""
+    cdef XORChunk chunk = XORChunk()
+    chunk.append_many(np.ascontiguousarray(ts, dtype=np.int64), np.ascontiguousarray(vals, dtype=np.float64))
+    return chunk.bytes()
