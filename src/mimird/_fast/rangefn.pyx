@@ -1,0 +1,695 @@
+# cython: language_level=3
+"""PromQL range-vector functions (`rate(x[5m])`, `avg_over_time(x[1h])`, ...) over a whole step grid.
+
+This module owns the float semantics of Prometheus 3.5's `promql/functions.go` for range functions:
+one series, many evaluation times, one call. Per step the window is left-open, `(T - range, T]`;
+the evaluator shifts the evaluation times for `offset` and `@` before calling. Histogram samples
+are not handled here.
+
+Assumptions about the input, which the caller guarantees:
+
+- `ts` is strictly increasing within each series (milliseconds since the epoch);
+- stale markers (the NaN with bits 0x7ff0000000000002) have already been removed. Every other NaN
+  is an ordinary sample value and propagates as Prometheus propagates it;
+- `eval_ts` is non-decreasing; both window edges then only move forward, which is what lets the
+  sliding-window kernels run in O(n_samples + n_steps).
+
+Results come back as `(out, present)`; `present[i] == 0` means Prometheus returns no sample at
+that step (for example fewer than two samples in a `rate` window), and `out[i]` is then NaN.
+All the loops run without the GIL, and `evaluate_batch` releases it once for all of its series.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, sqrt
+from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport qsort
+
+cnp.import_array()
+
+cdef enum RangeFunction:
+    FN_RATE
+    FN_INCREASE
+    FN_DELTA
+    FN_IRATE
+    FN_IDELTA
+    FN_DERIV
+    FN_PREDICT_LINEAR
+    FN_RESETS
+    FN_CHANGES
+    FN_AVG
+    FN_SUM
+    FN_COUNT
+    FN_MIN
+    FN_MAX
+    FN_LAST
+    FN_PRESENT
+    FN_STDDEV
+    FN_STDVAR
+    FN_QUANTILE
+    FN_MAD
+    FN_TS_OF_MIN
+    FN_TS_OF_MAX
+    FN_TS_OF_LAST
+    FN_DOUBLE_EXPONENTIAL_SMOOTHING
+
+# name -> (kernel, number of scalar parameters besides the range vector)
+cdef dict _FUNCTIONS = {
+    "rate": (FN_RATE, 0),
+    "increase": (FN_INCREASE, 0),
+    "delta": (FN_DELTA, 0),
+    "irate": (FN_IRATE, 0),
+    "idelta": (FN_IDELTA, 0),
+    "deriv": (FN_DERIV, 0),
+    "predict_linear": (FN_PREDICT_LINEAR, 1),
+    "resets": (FN_RESETS, 0),
+    "changes": (FN_CHANGES, 0),
+    "avg_over_time": (FN_AVG, 0),
+    "sum_over_time": (FN_SUM, 0),
+    "count_over_time": (FN_COUNT, 0),
+    "min_over_time": (FN_MIN, 0),
+    "max_over_time": (FN_MAX, 0),
+    "last_over_time": (FN_LAST, 0),
+    "present_over_time": (FN_PRESENT, 0),
+    "stddev_over_time": (FN_STDDEV, 0),
+    "stdvar_over_time": (FN_STDVAR, 0),
+    "quantile_over_time": (FN_QUANTILE, 1),
+    "mad_over_time": (FN_MAD, 0),
+    "ts_of_min_over_time": (FN_TS_OF_MIN, 0),
+    "ts_of_max_over_time": (FN_TS_OF_MAX, 0),
+    "ts_of_last_over_time": (FN_TS_OF_LAST, 0),
+    "double_exponential_smoothing": (FN_DOUBLE_EXPONENTIAL_SMOOTHING, 2),
+}
+
+#: Range functions this module evaluates, mapped to how many scalar parameters each takes.
+#: `quantile_over_time`'s q comes first in PromQL but is passed here as the only parameter.
+FUNCTION_PARAMETER_COUNTS = {name: spec[1] for name, spec in _FUNCTIONS.items()}
+
+
+cdef struct Series:
+    const int64_t* ts
+    const double* vals
+    Py_ssize_t n
+
+
+cdef struct StepGrid:
+    const int64_t* eval_ts
+    Py_ssize_t n_steps
+    int64_t range_ms
+    const double* param0   # per-step value of the first scalar parameter
+    const double* param1   # per-step value of the second scalar parameter
+    int64_t intercept_shift_ms
+
+
+cdef struct Scratch:
+    double* values         # room for one series' values (quantile sorting)
+    Py_ssize_t* indexes    # room for one series' sample indexes (resets list, min/max deque)
+
+
+cdef struct Window:
+    Py_ssize_t lo          # first sample with ts > T - range
+    Py_ssize_t hi          # first sample with ts > T; the window is [lo, hi)
+
+
+cdef inline void advance_window(const Series* s, int64_t t_end, int64_t range_ms, Window* w) noexcept nogil:
+    cdef int64_t t_start = t_end - range_ms
+    while w.lo < s.n and s.ts[w.lo] <= t_start:
+        w.lo += 1
+    while w.hi < s.n and s.ts[w.hi] <= t_end:
+        w.hi += 1
+
+
+cdef inline double kahan_sum_inc(double inc, double total, double* compensation) noexcept nogil:
+    """Neumaier-compensated `total + inc`, as Prometheus's kahanSumInc (the infinity reset included)."""
+    cdef double t = total + inc
+    if isinf(t):
+        compensation[0] = 0
+    elif fabs(total) >= fabs(inc):
+        compensation[0] += (total - t) + inc
+    else:
+        compensation[0] += (inc - t) + total
+    return t
+
+
+cdef inline double go_duration_seconds(int64_t ms) noexcept nogil:
+    # time.Duration.Seconds() splits whole seconds from the rest; dividing ms by 1000 directly can
+    # round differently in the last bit.
+    return <double>(ms // 1000) + <double>((ms % 1000) * 1000000) / 1e9
+
+
+cdef inline double ms_to_seconds(int64_t ms) noexcept nogil:
+    return <double>ms / 1000
+
+
+cdef inline void mark_absent(double* out, uint8_t* present, Py_ssize_t i) noexcept nogil:
+    out[i] = NAN
+    present[i] = 0
+
+
+cdef inline void set_result(double* out, uint8_t* present, Py_ssize_t i, double value) noexcept nogil:
+    out[i] = value
+    present[i] = 1
+
+
+# --- rate, increase, delta ---------------------------------------------------------------------
+
+cdef void extrapolated_rate(const Series* s, const StepGrid* g, Scratch* scratch, double* out,
+                            uint8_t* present, bint is_counter, bint is_rate) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i, j, first, last, n_resets = 0, reset_pos = 0, r
+    cdef Py_ssize_t* resets = scratch.indexes
+    cdef int64_t t_end
+    cdef double result, to_start, to_end, sampled, avg_between, threshold, extrapolate_to, to_zero, factor
+    cdef double range_seconds = go_duration_seconds(g.range_ms)
+    if is_counter:
+        # A reset at j adds vals[j-1]; it counts for a window holding both j-1 and j. Listing them
+        # once keeps each step O(resets in window) while adding in Prometheus's order.
+        for j in range(1, s.n):
+            if s.vals[j] < s.vals[j - 1]:
+                resets[n_resets] = j
+                n_resets += 1
+    for i in range(g.n_steps):
+        t_end = g.eval_ts[i]
+        advance_window(s, t_end, g.range_ms, &w)
+        if w.hi - w.lo < 2:
+            mark_absent(out, present, i)
+            continue
+        first = w.lo
+        last = w.hi - 1
+        result = s.vals[last] - s.vals[first]
+        if is_counter:
+            while reset_pos < n_resets and resets[reset_pos] <= first:
+                reset_pos += 1
+            r = reset_pos
+            while r < n_resets and resets[r] <= last:
+                result += s.vals[resets[r] - 1]
+                r += 1
+        to_start = <double>(s.ts[first] - (t_end - g.range_ms)) / 1000
+        to_end = <double>(t_end - s.ts[last]) / 1000
+        sampled = <double>(s.ts[last] - s.ts[first]) / 1000
+        avg_between = sampled / <double>(last - first)
+        threshold = avg_between * 1.1
+        extrapolate_to = sampled
+        if to_start >= threshold:
+            to_start = avg_between / 2
+        if is_counter and result > 0 and s.vals[first] >= 0:
+            # A counter cannot have been below zero: stop the extrapolation where it would reach 0.
+            to_zero = sampled * (s.vals[first] / result)
+            if to_zero < to_start:
+                to_start = to_zero
+        extrapolate_to += to_start
+        if to_end >= threshold:
+            to_end = avg_between / 2
+        extrapolate_to += to_end
+        factor = extrapolate_to / sampled
+        if is_rate:
+            factor /= range_seconds
+        set_result(out, present, i, result * factor)
+
+
+# --- irate, idelta -------------------------------------------------------------------------------
+
+cdef void instant_value(const Series* s, const StepGrid* g, double* out, uint8_t* present,
+                        bint is_rate) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i, a, b
+    cdef int64_t interval
+    cdef double result
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 2:
+            mark_absent(out, present, i)
+            continue
+        a = w.hi - 2
+        b = w.hi - 1
+        interval = s.ts[b] - s.ts[a]
+        if interval == 0:
+            mark_absent(out, present, i)
+            continue
+        if not is_rate or not (s.vals[b] < s.vals[a]):
+            result = s.vals[b] - s.vals[a]
+        else:
+            # irate across a counter reset: the counter restarted from zero.
+            result = s.vals[b]
+        if is_rate:
+            result /= <double>interval / 1000
+        set_result(out, present, i, result)
+
+
+# --- deriv, predict_linear ----------------------------------------------------------------------
+
+cdef void linear_regression(const Series* s, Py_ssize_t lo, Py_ssize_t hi, int64_t intercept_time,
+                            double* slope, double* intercept) noexcept nogil:
+    cdef double n = 0, sum_x = 0, c_x = 0, sum_y = 0, c_y = 0, sum_xy = 0, c_xy = 0
+    cdef double sum_x2 = 0, c_x2 = 0, x, y, cov_xy, var_x
+    cdef double init_y = s.vals[lo]
+    cdef bint const_y = True
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        y = s.vals[j]
+        if const_y and j > lo and y != init_y:
+            const_y = False
+        n += 1.0
+        x = <double>(s.ts[j] - intercept_time) / 1e3
+        sum_x = kahan_sum_inc(x, sum_x, &c_x)
+        sum_y = kahan_sum_inc(y, sum_y, &c_y)
+        sum_xy = kahan_sum_inc(x * y, sum_xy, &c_xy)
+        sum_x2 = kahan_sum_inc(x * x, sum_x2, &c_x2)
+    if const_y:
+        if isinf(init_y):
+            slope[0] = NAN
+            intercept[0] = NAN
+        else:
+            slope[0] = 0
+            intercept[0] = init_y
+        return
+    sum_x += c_x
+    sum_y += c_y
+    sum_xy += c_xy
+    sum_x2 += c_x2
+    cov_xy = sum_xy - sum_x * sum_y / n
+    var_x = sum_x2 - sum_x * sum_x / n
+    slope[0] = cov_xy / var_x
+    intercept[0] = sum_y / n - slope[0] * sum_x / n
+
+
+cdef void deriv_or_predict(const Series* s, const StepGrid* g, double* out, uint8_t* present,
+                           bint predict) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i
+    cdef double slope, intercept
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 2:
+            mark_absent(out, present, i)
+            continue
+        if predict:
+            # Prometheus anchors the prediction at the unshifted evaluation time.
+            linear_regression(s, w.lo, w.hi, g.eval_ts[i] + g.intercept_shift_ms, &slope, &intercept)
+            set_result(out, present, i, slope * g.param0[i] + intercept)
+        else:
+            # Any time near the samples will do for the slope; the first one keeps x small.
+            linear_regression(s, w.lo, w.hi, s.ts[w.lo], &slope, &intercept)
+            set_result(out, present, i, slope)
+
+
+# --- resets, changes -----------------------------------------------------------------------------
+
+cdef void count_transitions(const Series* s, const StepGrid* g, Scratch* scratch, double* out,
+                            uint8_t* present, bint count_changes) noexcept nogil:
+    # An event at j is a transition between samples j-1 and j; a window [lo, hi) sees those with
+    # lo < j < hi. Two cursors over the event list count them without rescanning the window.
+    cdef Py_ssize_t* events = scratch.indexes
+    cdef Py_ssize_t n_events = 0, j, i, upto_lo = 0, below_hi = 0
+    cdef double prev, cur
+    cdef Window w = Window(0, 0)
+    for j in range(1, s.n):
+        prev = s.vals[j - 1]
+        cur = s.vals[j]
+        if count_changes:
+            if cur != prev and not (isnan(cur) and isnan(prev)):
+                events[n_events] = j
+                n_events += 1
+        elif cur < prev:
+            events[n_events] = j
+            n_events += 1
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 1:
+            mark_absent(out, present, i)
+            continue
+        while upto_lo < n_events and events[upto_lo] <= w.lo:
+            upto_lo += 1
+        while below_hi < n_events and events[below_hi] < w.hi:
+            below_hi += 1
+        set_result(out, present, i, <double>(below_hi - upto_lo))
+
+
+# --- sums and moments ---------------------------------------------------------------------------
+
+cdef double window_sum(const Series* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef double total = 0, c = 0
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        total = kahan_sum_inc(s.vals[j], total, &c)
+    if isinf(total):
+        return total
+    return total + c
+
+
+cdef double window_avg(const Series* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # Direct mean with compensated summation while the running sum stays finite; once it would
+    # overflow, switch to an incremental mean (Prometheus 3.5, issue #16714).
+    cdef double total = s.vals[lo], count = 1, mean = 0, c = 0, new_total, new_c, q, f
+    cdef bint incremental = False
+    cdef Py_ssize_t j
+    for j in range(lo + 1, hi):
+        f = s.vals[j]
+        count = <double>(j - lo + 1)
+        if not incremental:
+            new_c = c
+            new_total = kahan_sum_inc(f, total, &new_c)
+            if not isinf(new_total):
+                total = new_total
+                c = new_c
+                continue
+            incremental = True
+            mean = total / (count - 1)
+            c /= (count - 1)
+        q = (count - 1) / count
+        c = q * c
+        mean = kahan_sum_inc(f / count, q * mean, &c)
+    if incremental:
+        return mean + c
+    return total / count + c / count
+
+
+cdef double window_variance(const Series* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef double count = 0, mean = 0, c_mean = 0, aux = 0, c_aux = 0, delta, f
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        f = s.vals[j]
+        count += 1
+        delta = f - (mean + c_mean)
+        mean = kahan_sum_inc(delta / count, mean, &c_mean)
+        aux = kahan_sum_inc(delta * (f - (mean + c_mean)), aux, &c_aux)
+    return (aux + c_aux) / count
+
+
+cdef void moment_over_time(const Series* s, const StepGrid* g, double* out, uint8_t* present,
+                           int fn) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 1:
+            mark_absent(out, present, i)
+        elif fn == FN_SUM:
+            set_result(out, present, i, window_sum(s, w.lo, w.hi))
+        elif fn == FN_AVG:
+            set_result(out, present, i, window_avg(s, w.lo, w.hi))
+        elif fn == FN_STDVAR:
+            set_result(out, present, i, window_variance(s, w.lo, w.hi))
+        else:
+            set_result(out, present, i, sqrt(window_variance(s, w.lo, w.hi)))
+
+
+# --- count, present, last, ts_of_last -----------------------------------------------------------
+
+cdef void simple_over_time(const Series* s, const StepGrid* g, double* out, uint8_t* present,
+                           int fn) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 1:
+            mark_absent(out, present, i)
+        elif fn == FN_COUNT:
+            set_result(out, present, i, <double>(w.hi - w.lo))
+        elif fn == FN_PRESENT:
+            set_result(out, present, i, 1.0)
+        elif fn == FN_LAST:
+            set_result(out, present, i, s.vals[w.hi - 1])
+        else:
+            set_result(out, present, i, ms_to_seconds(s.ts[w.hi - 1]))
+
+
+# --- min, max and the timestamps of them --------------------------------------------------------
+
+cdef inline bint displaces(double newer, double older, bint is_max, bint keep_latest) noexcept nogil:
+    if is_max:
+        return newer >= older if keep_latest else newer > older
+    return newer <= older if keep_latest else newer < older
+
+
+cdef void extreme_over_time(const Series* s, const StepGrid* g, Scratch* scratch, double* out,
+                            uint8_t* present, bint is_max, bint want_ts) noexcept nogil:
+    # Monotonic deque of the window's non-NaN samples. Prometheus keeps the first of equal extremes
+    # for the value and the last one for ts_of_*; NaN counts only when the window holds nothing
+    # else, and then its last sample stands for the result.
+    cdef Py_ssize_t* deque = scratch.indexes
+    cdef Py_ssize_t head = 0, tail = 0, pushed = 0, i, best
+    cdef double x
+    cdef Window w = Window(0, 0)
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        while pushed < w.hi:
+            x = s.vals[pushed]
+            if not isnan(x):
+                while tail > head and displaces(x, s.vals[deque[tail - 1]], is_max, want_ts):
+                    tail -= 1
+                deque[tail] = pushed
+                tail += 1
+            pushed += 1
+        while head < tail and deque[head] < w.lo:
+            head += 1
+        if w.hi - w.lo < 1:
+            mark_absent(out, present, i)
+            continue
+        best = deque[head] if head < tail else w.hi - 1
+        if want_ts:
+            set_result(out, present, i, ms_to_seconds(s.ts[best]))
+        else:
+            set_result(out, present, i, s.vals[best])
+
+
+# --- quantile, mad -------------------------------------------------------------------------------
+
+cdef int compare_doubles(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const double*>a)[0], y = (<const double*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef double sorted_quantile(double q, double* values, Py_ssize_t n) noexcept nogil:
+    """Prometheus's quantile(): sorts `values` in place, NaNs first, then interpolates linearly."""
+    cdef Py_ssize_t j, n_nan = 0, k
+    cdef double rank, lower, upper, weight
+    if n == 0 or isnan(q):
+        return NAN
+    if q < 0:
+        return -INFINITY
+    if q > 1:
+        return INFINITY
+    # Go's Less puts NaN before everything: move NaNs to the front, sort the rest.
+    k = n - 1
+    for j in range(n - 1, -1, -1):
+        if not isnan(values[j]):
+            values[k] = values[j]
+            k -= 1
+    n_nan = k + 1
+    for j in range(n_nan):
+        values[j] = NAN
+    qsort(values + n_nan, n - n_nan, sizeof(double), compare_doubles)
+    rank = q * <double>(n - 1)
+    lower = floor(rank)
+    if lower < 0:
+        lower = 0
+    upper = lower + 1
+    if upper > <double>(n - 1):
+        upper = <double>(n - 1)
+    weight = rank - floor(rank)
+    return values[<Py_ssize_t>lower] * (1 - weight) + values[<Py_ssize_t>upper] * weight
+
+
+cdef void quantile_or_mad(const Series* s, const StepGrid* g, Scratch* scratch, double* out,
+                          uint8_t* present, bint mad) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i, j, k
+    cdef double median
+    cdef double* buf = scratch.values
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        k = w.hi - w.lo
+        if k < 1:
+            mark_absent(out, present, i)
+            continue
+        for j in range(k):
+            buf[j] = s.vals[w.lo + j]
+        if not mad:
+            set_result(out, present, i, sorted_quantile(g.param0[i], buf, k))
+            continue
+        median = sorted_quantile(0.5, buf, k)
+        for j in range(k):
+            buf[j] = fabs(s.vals[w.lo + j] - median)
+        set_result(out, present, i, sorted_quantile(0.5, buf, k))
+
+
+# --- double_exponential_smoothing ---------------------------------------------------------------
+
+cdef void double_exponential_smoothing(const Series* s, const StepGrid* g, double* out,
+                                       uint8_t* present) noexcept nogil:
+    cdef Window w = Window(0, 0)
+    cdef Py_ssize_t i, j
+    cdef double sf, tf, s0, s1, trend
+    for i in range(g.n_steps):
+        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        if w.hi - w.lo < 2:
+            mark_absent(out, present, i)
+            continue
+        sf = g.param0[i]
+        tf = g.param1[i]
+        s0 = 0
+        s1 = s.vals[w.lo]
+        trend = s.vals[w.lo + 1] - s.vals[w.lo]
+        for j in range(1, w.hi - w.lo):
+            # The first step keeps the initial trend (calcTrendValue with i == 0).
+            if j > 1:
+                trend = tf * (s1 - s0) + (1 - tf) * trend
+            s0, s1 = s1, sf * s.vals[w.lo + j] + (1 - sf) * (s1 + trend)
+        set_result(out, present, i, s1)
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+
+cdef void evaluate_series(int fn, const Series* s, const StepGrid* g, Scratch* scratch, double* out,
+                          uint8_t* present) noexcept nogil:
+    if fn == FN_RATE:
+        extrapolated_rate(s, g, scratch, out, present, True, True)
+    elif fn == FN_INCREASE:
+        extrapolated_rate(s, g, scratch, out, present, True, False)
+    elif fn == FN_DELTA:
+        extrapolated_rate(s, g, scratch, out, present, False, False)
+    elif fn == FN_IRATE:
+        instant_value(s, g, out, present, True)
+    elif fn == FN_IDELTA:
+        instant_value(s, g, out, present, False)
+    elif fn == FN_DERIV:
+        deriv_or_predict(s, g, out, present, False)
+    elif fn == FN_PREDICT_LINEAR:
+        deriv_or_predict(s, g, out, present, True)
+    elif fn == FN_RESETS:
+        count_transitions(s, g, scratch, out, present, False)
+    elif fn == FN_CHANGES:
+        count_transitions(s, g, scratch, out, present, True)
+    elif fn == FN_SUM or fn == FN_AVG or fn == FN_STDDEV or fn == FN_STDVAR:
+        moment_over_time(s, g, out, present, fn)
+    elif fn == FN_COUNT or fn == FN_PRESENT or fn == FN_LAST or fn == FN_TS_OF_LAST:
+        simple_over_time(s, g, out, present, fn)
+    elif fn == FN_MIN:
+        extreme_over_time(s, g, scratch, out, present, False, False)
+    elif fn == FN_MAX:
+        extreme_over_time(s, g, scratch, out, present, True, False)
+    elif fn == FN_TS_OF_MIN:
+        extreme_over_time(s, g, scratch, out, present, False, True)
+    elif fn == FN_TS_OF_MAX:
+        extreme_over_time(s, g, scratch, out, present, True, True)
+    elif fn == FN_QUANTILE:
+        quantile_or_mad(s, g, scratch, out, present, False)
+    elif fn == FN_MAD:
+        quantile_or_mad(s, g, scratch, out, present, True)
+    elif fn == FN_DOUBLE_EXPONENTIAL_SMOOTHING:
+        double_exponential_smoothing(s, g, out, present)
+
+
+def check_double_exponential_smoothing_params(double smoothing_factor, double trend_factor):
+    """Raise ValueError, with Prometheus's message, unless 0 < sf < 1 and 0 < tf < 1.
+
+    Prometheus checks this only when it evaluates the function for a series, so the evaluator
+    should call it for each step at which some series has samples in its window. NaN passes, as
+    it does in Prometheus.
+    """
+    if smoothing_factor <= 0 or smoothing_factor >= 1:
+        raise ValueError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {smoothing_factor:f}")
+    if trend_factor <= 0 or trend_factor >= 1:
+        raise ValueError(f"invalid trend factor. Expected: 0 < tf < 1, got: {trend_factor:f}")
+
+
+def _per_step_params(str name, int expected, tuple params, Py_ssize_t n_steps):
+    if len(params) != expected:
+        raise ValueError(f"{name} takes {expected} scalar parameter(s), got {len(params)}")
+    grid = np.zeros((2, n_steps), dtype=np.float64)
+    for k, param in enumerate(params):
+        values = np.asarray(param, dtype=np.float64)
+        if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != n_steps):
+            raise ValueError(f"parameter {k} of {name} must be a scalar or one value per step")
+        grid[k, :] = values
+    return grid
+
+
+def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_ms, tuple params=(),
+                   long long intercept_shift_ms=0):
+    """Evaluate the range function `name` for many series over one step grid.
+
+    Series k's samples are `ts[series_offsets[k]:series_offsets[k+1]]` (ms, strictly increasing,
+    stale markers removed) and the matching slice of `vals`. `eval_ts` holds the evaluation times
+    in ms, non-decreasing, already shifted for offset/@; the window at T is `(T - range_ms, T]`.
+
+    `params` holds the function's scalar arguments (see FUNCTION_PARAMETER_COUNTS), each a float
+    or an array with one value per step: predict_linear's duration in seconds, quantile_over_time's
+    q, double_exponential_smoothing's (sf, tf). `intercept_shift_ms` is for predict_linear only:
+    Prometheus anchors its regression at the unshifted evaluation time, `eval_ts + shift`, so pass
+    the amount by which the times were moved back.
+
+    Returns `(out, present)`, float64 and uint8 arrays of shape (n_series, n_steps). The GIL is
+    released for the whole batch.
+    """
+    spec = _FUNCTIONS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown range function: {name!r}")
+    cdef int fn = spec[0]
+    cdef const int64_t[::1] ts_view = np.ascontiguousarray(ts, dtype=np.int64)
+    cdef const double[::1] vals_view = np.ascontiguousarray(vals, dtype=np.float64)
+    cdef const int64_t[::1] offsets_view = np.ascontiguousarray(series_offsets, dtype=np.int64)
+    cdef const int64_t[::1] steps_view = np.ascontiguousarray(eval_ts, dtype=np.int64)
+    if ts_view.shape[0] != vals_view.shape[0]:
+        raise ValueError("ts and vals differ in length")
+    if offsets_view.shape[0] < 1:
+        raise ValueError("series_offsets needs at least one entry")
+    if range_ms < 0:
+        raise ValueError("range_ms must not be negative")
+    offsets_arr = np.asarray(offsets_view)
+    if (offsets_view[0] < 0 or offsets_view[offsets_view.shape[0] - 1] > ts_view.shape[0]
+            or np.any(np.diff(offsets_arr) < 0)):
+        raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
+
+    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1
+    cdef Py_ssize_t n_steps = steps_view.shape[0]
+    cdef const double[:, ::1] param_view = _per_step_params(name, spec[1], params, n_steps)
+    longest = int(np.max(np.diff(offsets_arr))) if n_series > 0 else 0
+    out_arr = np.empty((n_series, n_steps), dtype=np.float64)
+    present_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
+    value_scratch_arr = np.empty(max(longest, 1), dtype=np.float64)
+    index_scratch_arr = np.empty(max(longest, 1), dtype=np.intp)
+    cdef double[:, ::1] out_view = out_arr
+    cdef uint8_t[:, ::1] present_view = present_arr
+    cdef double[::1] value_scratch = value_scratch_arr
+    cdef Py_ssize_t[::1] index_scratch = index_scratch_arr
+    if n_series == 0 or n_steps == 0:
+        return out_arr, present_arr
+
+    cdef Series series
+    cdef StepGrid grid
+    cdef Scratch scratch
+    cdef Py_ssize_t k, start
+    grid.eval_ts = &steps_view[0]
+    grid.n_steps = n_steps
+    grid.range_ms = range_ms
+    grid.param0 = &param_view[0, 0]
+    grid.param1 = &param_view[1, 0]
+    grid.intercept_shift_ms = intercept_shift_ms
+    scratch.values = &value_scratch[0]
+    scratch.indexes = &index_scratch[0]
+    # An empty ts array has no element to take the address of; no series can then have samples.
+    cdef const int64_t* ts_base = &ts_view[0] if ts_view.shape[0] > 0 else NULL
+    cdef const double* vals_base = &vals_view[0] if vals_view.shape[0] > 0 else NULL
+    with nogil:
+        for k in range(n_series):
+            start = offsets_view[k]
+            series.ts = ts_base + start if ts_base != NULL else NULL
+            series.vals = vals_base + start if vals_base != NULL else NULL
+            series.n = offsets_view[k + 1] - start
+            evaluate_series(fn, &series, &grid, &scratch, &out_view[k, 0], &present_view[k, 0])
+    return out_arr, present_arr
+
+
+def evaluate(str name, ts, vals, eval_ts, long long range_ms, tuple params=(),
+             long long intercept_shift_ms=0):
+    """Evaluate the range function `name` for one series; see evaluate_batch for the arguments.
+
+    Returns `(out, present)`, float64 and uint8 arrays with one entry per step.
+    """
+    ts_arr = np.ascontiguousarray(ts, dtype=np.int64)
+    offsets = np.array([0, ts_arr.shape[0]], dtype=np.int64)
+    out, present = evaluate_batch(name, ts_arr, vals, offsets, eval_ts, range_ms, params,
+                                  intercept_shift_ms)
+    return out[0], present[0]
