@@ -29,7 +29,7 @@ peers:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench setup.py
+	$(VENV)/bin/ruff check src tests setup.py $(wildcard bench)
 
 test: $(STAMP) peers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
