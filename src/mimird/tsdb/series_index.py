@@ -1,0 +1,342 @@
+"""The head's in-memory series index: label sets by ref, refs by label set, and inverted postings.
+
+Each series gets a ref (1, 2, 3, ... in creation order) when its label set is first seen. The index owns:
+- the label sets, stored compactly as pairs of symbol ids in flat numpy arrays (a Python tuple is built
+  only when `labels_of` is asked), with every label string kept once in a symbol table;
+- refs by label-set hash (Prometheus's XXH64 of the labels), with collisions resolved by comparing labels;
+- postings `name -> value -> PostingsBuilder` of refs, plus the list of all refs, over which `select` runs
+  Prometheus's PostingsForMatchers with the Cython kernels of mimird._fast.postings.
+
+The index is not thread-safe; the head serialises writers. Arrays returned by `postings` and `select` are
+read-only snapshots that later appends do not change.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from mimird._fast.postings import PostingsBuilder, intersect_many, subtract, union_many
+from mimird.tsdb.labels import Labels, Matcher, labels_hash
+
+_EMPTY_POSTINGS = np.empty(0, dtype=np.uint64)
+_EMPTY_POSTINGS.flags.writeable = False
+
+
+class _GrowableArray:
+    """A numpy array that grows by doubling, for appending a few elements at a time."""
+
+    __slots__ = ("_buffer", "_size")
+
+    def __init__(self, dtype: type, capacity: int = 1024) -> None:
+        self._buffer = np.empty(capacity, dtype=dtype)
+        self._size = 0
+
+    def extend(self, values: Sequence[int] | np.ndarray) -> None:
+        end = self._size + len(values)
+        if end > len(self._buffer):
+            grown = np.empty(max(end, 2 * len(self._buffer)), dtype=self._buffer.dtype)
+            grown[: self._size] = self._buffer[: self._size]
+            self._buffer = grown
+        self._buffer[self._size : end] = values
+        self._size = end
+
+    def view(self) -> np.ndarray:
+        return self._buffer[: self._size]
+
+    def replace(self, values: np.ndarray) -> None:
+        """Swap in new contents (with a little room to grow)."""
+        self._buffer = np.empty(max(1024, len(values) + len(values) // 4), dtype=self._buffer.dtype)
+        self._buffer[: len(values)] = values
+        self._size = len(values)
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes
+
+    def __len__(self) -> int:
+        return self._size
+
+
+class SeriesIndex:
+    """Series refs for label sets, and the inverted index that selects refs by label matchers."""
+
+    def __init__(self) -> None:
+        self._symbol_ids: dict[str, int] = {}
+        self._symbols: list[str] = []
+        # Series are stored in slots, in ref order: slot i has ref _slot_refs[i] and its label pairs at
+        # _label_symbols[2 * _label_offsets[i] : 2 * _label_offsets[i + 1]] as (name id, value id, ...).
+        self._slot_refs = _GrowableArray(np.uint64)
+        self._label_offsets = _GrowableArray(np.int64)
+        self._label_offsets.extend([0])
+        self._label_symbols = _GrowableArray(np.uint32)
+        # A hash usually maps to one ref; on a collision, to a list of the refs sharing it.
+        self._refs_by_hash: dict[int, int | list[int]] = {}
+        self._postings: dict[str, dict[str, PostingsBuilder]] = {}
+        self._all_postings = PostingsBuilder()
+        self._next_ref = 1
+
+    @property
+    def num_series(self) -> int:
+        """How many series the index holds."""
+        return len(self._slot_refs)
+
+    # Series by labels, labels by series.
+
+    def get_or_create(self, labels: Labels) -> tuple[int, bool]:
+        """The ref of the series with `labels`, and whether it was created by this call.
+
+        `labels` is a label set as `make_labels` builds it: (name, value) pairs sorted by name.
+        """
+        for index in range(1, len(labels)):
+            if labels[index - 1][0] >= labels[index][0]:
+                raise ValueError(f"labels are not sorted by name or repeat a name: {labels!r}")
+        label_hash = labels_hash(labels)
+        existing = self._refs_by_hash.get(label_hash)
+        if existing is not None:
+            for ref in existing if isinstance(existing, list) else (existing,):
+                if self.labels_of(ref) == labels:
+                    return ref, False
+        ref = self._next_ref
+        self._next_ref += 1
+        symbol_ids = []
+        for name, value in labels:
+            symbol_ids.append(self._symbol(name))
+            symbol_ids.append(self._symbol(value))
+            by_value = self._postings.get(name)
+            if by_value is None:
+                by_value = self._postings[self._symbols[symbol_ids[-2]]] = {}
+            builder = by_value.get(value)
+            if builder is None:
+                builder = by_value[self._symbols[symbol_ids[-1]]] = PostingsBuilder()
+            builder.append(ref)
+        self._slot_refs.extend([ref])
+        self._label_symbols.extend(symbol_ids)
+        self._label_offsets.extend([len(self._label_symbols) // 2])
+        self._all_postings.append(ref)
+        if existing is None:
+            self._refs_by_hash[label_hash] = ref
+        elif isinstance(existing, list):
+            existing.append(ref)
+        else:
+            self._refs_by_hash[label_hash] = [existing, ref]
+        return ref, True
+
+    def get(self, labels: Labels) -> int | None:
+        """The ref of the series with `labels`, or None when there is none."""
+        existing = self._refs_by_hash.get(labels_hash(labels))
+        if existing is None:
+            return None
+        for ref in existing if isinstance(existing, list) else (existing,):
+            if self.labels_of(ref) == labels:
+                return ref
+        return None
+
+    def labels_of(self, ref: int) -> Labels:
+        """The label set of series `ref`; KeyError when there is no such series."""
+        slot = self._slot_of(ref)
+        if slot is None:
+            raise KeyError(ref)
+        offsets = self._label_offsets.view()
+        ids = self._label_symbols.view()[2 * int(offsets[slot]) : 2 * int(offsets[slot + 1])].tolist()
+        symbols = self._symbols
+        return tuple((symbols[ids[i]], symbols[ids[i + 1]]) for i in range(0, len(ids), 2))
+
+    def __contains__(self, ref: int) -> bool:
+        return self._slot_of(ref) is not None
+
+    def _symbol(self, text: str) -> int:
+        symbol_id = self._symbol_ids.get(text)
+        if symbol_id is None:
+            symbol_id = len(self._symbols)
+            text = sys.intern(text)
+            self._symbols.append(text)
+            self._symbol_ids[text] = symbol_id
+        return symbol_id
+
+    def _slot_of(self, ref: int) -> int | None:
+        refs = self._slot_refs.view()
+        if ref < 1:
+            return None
+        slot = int(np.searchsorted(refs, np.uint64(ref)))
+        if slot < len(refs) and refs[slot] == ref:
+            return slot
+        return None
+
+    def _slots_of(self, refs: np.ndarray) -> np.ndarray:
+        """Slots of those of the sorted `refs` that are in the index."""
+        slot_refs = self._slot_refs.view()
+        slots = np.searchsorted(slot_refs, refs)
+        found = slots < len(slot_refs)
+        found[found] = slot_refs[slots[found]] == refs[found]
+        return slots[found]
+
+    def _label_pairs_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(name ids, value ids, slot of each pair) for every label pair of the series in `slots`."""
+        offsets = self._label_offsets.view()
+        starts = offsets[slots]
+        lengths = offsets[slots + 1] - starts
+        total = int(lengths.sum())
+        # Pair positions: each slot's run starts..starts+length, laid end to end.
+        run_starts = np.cumsum(lengths) - lengths
+        positions = np.arange(total, dtype=np.int64) + np.repeat(starts - run_starts, lengths)
+        symbols = self._label_symbols.view()
+        return symbols[2 * positions], symbols[2 * positions + 1], np.repeat(slots, lengths)
+
+    # Postings and selection.
+
+    def postings(self, name: str, value: str) -> np.ndarray:
+        """Refs of the series with label `name` set to `value` (sorted, read-only)."""
+        builder = self._postings.get(name, {}).get(value)
+        return _EMPTY_POSTINGS if builder is None else builder.view()
+
+    def all_postings(self) -> np.ndarray:
+        """Refs of every series (sorted, read-only)."""
+        return self._all_postings.view()
+
+    def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Refs of the series every matcher accepts (a missing label has the value "").
+
+        This is Prometheus's PostingsForMatchers: intersect the postings of the matchers that need their
+        label set, then subtract those of the matchers that exclude values. A matcher that accepts ""
+        also accepts series without the label, so it only ever subtracts the series whose value it
+        rejects. With no matcher that needs a label, the base is every series; with no matchers at all
+        the result is empty, as in Prometheus.
+        """
+        if not matchers:
+            return _EMPTY_POSTINGS
+        label_must_be_set = {m.name for m in matchers if not m.matches("")}
+        intersecting: list[np.ndarray] = []
+        subtracting: list[np.ndarray] = []
+        for matcher in matchers:
+            if matcher.name not in label_must_be_set:
+                # l="", l!="foo", l=~"|foo", l!~".+": exclude the series whose (present) value is rejected.
+                subtracting.append(self._postings_for_values(matcher, accepted=False))
+            elif matcher.is_negative and matcher.matches(""):
+                # l!="foo" where another matcher requires l: subtract the series with l="foo".
+                subtracting.append(self._postings_for_values(matcher.inverse(), accepted=True))
+            else:
+                # l="foo", l=~"a|b", l!="", l!~"" ...: the series whose value is accepted.
+                postings = self._postings_for_values(matcher, accepted=True)
+                if len(postings) == 0:
+                    return _EMPTY_POSTINGS
+                intersecting.append(postings)
+        result = intersect_many(intersecting) if intersecting else self._all_postings.view()
+        if subtracting:
+            result = subtract(result, union_many(subtracting))
+        return result
+
+    def _postings_for_values(self, matcher: Matcher, accepted: bool) -> np.ndarray:
+        """The union of postings of the label's values that `matcher` accepts (or rejects, when not `accepted`)."""
+        by_value = self._postings.get(matcher.name)
+        if not by_value:
+            return _EMPTY_POSTINGS
+        exact = matcher.set_matches() if accepted else None
+        if exact is not None:
+            lists = [by_value[value].view() for value in exact if value in by_value]
+        else:
+            matches = matcher.matches
+            lists = [builder.view() for value, builder in by_value.items() if matches(value) == accepted]
+        return union_many(lists)
+
+    # Label names and values.
+
+    def label_names(self, refs: np.ndarray | None = None) -> list[str]:
+        """Sorted names of the labels of all series, or of the series in sorted `refs`."""
+        if refs is None:
+            return sorted(self._postings)
+        slots = self._slots_of(np.asarray(refs, dtype=np.uint64))
+        name_ids, _, _ = self._label_pairs_of(slots)
+        return sorted(self._symbols[i] for i in np.unique(name_ids).tolist())
+
+    def label_values(self, name: str, refs: np.ndarray | None = None) -> list[str]:
+        """Sorted values of label `name` over all series, or over the series in sorted `refs`."""
+        if refs is None:
+            return sorted(self._postings.get(name, ()))
+        name_id = self._symbol_ids.get(name)
+        if name_id is None:
+            return []
+        slots = self._slots_of(np.asarray(refs, dtype=np.uint64))
+        name_ids, value_ids, _ = self._label_pairs_of(slots)
+        return sorted(self._symbols[i] for i in np.unique(value_ids[name_ids == name_id]).tolist())
+
+    # Garbage collection.
+
+    def remove(self, refs: Iterable[int] | np.ndarray) -> int:
+        """Drop the series `refs` (those the index does not hold are ignored); return how many went."""
+        refs = np.unique(np.asarray(refs if isinstance(refs, np.ndarray) else list(refs), dtype=np.uint64))
+        slots = self._slots_of(refs)
+        if len(slots) == 0:
+            return 0
+        removed_refs = self._slot_refs.view()[slots]
+        for ref in removed_refs.tolist():
+            self._forget_hash(ref)
+        self._remove_from_postings(slots)
+        self._all_postings.remove(removed_refs)
+        self._compact_slots(slots)
+        self._maybe_compact_symbols()
+        return len(slots)
+
+    def _forget_hash(self, ref: int) -> None:
+        label_hash = labels_hash(self.labels_of(ref))
+        existing = self._refs_by_hash[label_hash]
+        if isinstance(existing, list):
+            existing.remove(ref)
+            if len(existing) == 1:
+                self._refs_by_hash[label_hash] = existing[0]
+        else:
+            del self._refs_by_hash[label_hash]
+
+    def _remove_from_postings(self, slots: np.ndarray) -> None:
+        name_ids, value_ids, pair_slots = self._label_pairs_of(slots)
+        keys = (name_ids.astype(np.uint64) << np.uint64(32)) | value_ids.astype(np.uint64)
+        # A stable sort by label pair keeps each pair's refs in increasing order, as `remove` needs.
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        pair_refs = self._slot_refs.view()[pair_slots[order]]
+        boundaries = np.flatnonzero(np.diff(keys)) + 1
+        starts = np.concatenate([[0], boundaries]).tolist()
+        ends = np.concatenate([boundaries, [len(keys)]]).tolist()
+        for start, end in zip(starts, ends, strict=True):
+            key = int(keys[start])
+            name = self._symbols[key >> 32]
+            value = self._symbols[key & 0xFFFFFFFF]
+            by_value = self._postings[name]
+            builder = by_value[value]
+            builder.remove(np.ascontiguousarray(pair_refs[start:end]))
+            if len(builder) == 0:
+                del by_value[value]
+                if not by_value:
+                    del self._postings[name]
+
+    def _compact_slots(self, removed_slots: np.ndarray) -> None:
+        offsets = self._label_offsets.view()
+        keep = np.ones(len(self._slot_refs), dtype=bool)
+        keep[removed_slots] = False
+        lengths = np.diff(offsets)
+        pair_keep = np.repeat(keep, lengths)
+        symbols = self._label_symbols.view().reshape(-1, 2)[pair_keep].reshape(-1)
+        self._label_symbols.replace(symbols)
+        self._label_offsets.replace(np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64))
+        self._slot_refs.replace(self._slot_refs.view()[keep])
+
+    def _maybe_compact_symbols(self) -> None:
+        """Forget label strings no series uses any more, once they are most of the table."""
+        symbols = self._label_symbols.view()
+        used = np.unique(symbols)
+        if len(used) * 2 >= len(self._symbols):
+            return
+        self._symbols = [self._symbols[i] for i in used.tolist()]
+        self._symbol_ids = {text: i for i, text in enumerate(self._symbols)}
+        self._label_symbols.replace(np.searchsorted(used, symbols).astype(np.uint32))
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the numpy arrays of the index (postings, label pairs, refs)."""
+        total = self._slot_refs.nbytes + self._label_offsets.nbytes + self._label_symbols.nbytes
+        total += self._all_postings.nbytes
+        for by_value in self._postings.values():
+            for builder in by_value.values():
+                total += builder.nbytes
+        return total
