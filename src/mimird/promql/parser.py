@@ -138,9 +138,12 @@ def parse_number(text: str) -> float:
     if lowered == "nan":
         return math.nan
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"strconv.ParseFloat: parsing {go_quote(text)}: invalid syntax") from None
+    if math.isinf(value):
+        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(text)}: value out of range")
+    return value
 
 
 def _go_format_f(value: float) -> str:
