@@ -1,0 +1,465 @@
+"""The in-memory head of one tenant's TSDB: series, their XOR chunks, out-of-order samples, exemplars
+and metadata, with Prometheus's append rules.
+
+Appends come from the event loop one decoded request at a time; queries read from worker threads.
+A lock guards the series map and the index; chunk bytes are immutable once closed, and the open
+chunk is copied under the lock, so readers decode without holding it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from mimird._fast import xorchunk
+from mimird._fast.xorchunk import SAMPLES_PER_CHUNK, XORChunk
+from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
+from mimird.tsdb.series_index import SeriesIndex
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_pack_double = struct.Struct("<d").pack
+
+
+def format_series(labels: Labels) -> str:
+    """A series as Mimir prints it in errors: `name{a="b", c="d"}`."""
+    name = label_value(labels, METRIC_NAME)
+    rest = ", ".join(f"{k}={go_quote(v)}" for k, v in labels if k != METRIC_NAME)
+    return f"{name}{{{rest}}}"
+
+
+def _rfc3339_ms(ts_ms: int) -> str:
+    dt = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = ts_ms % 1000
+    return text + (f".{frac:03d}".rstrip("0") if frac else "") + "Z"
+
+
+# Per-sample rejections, as Mimir's ingester words them (reason -> message template).
+OUT_OF_ORDER = "sample-out-of-order"
+TOO_OLD = "sample-timestamp-too-old"
+DUPLICATE = "sample-duplicate-timestamp"
+PER_USER_SERIES = "max-series-per-user"
+PER_METRIC_SERIES = "max-series-per-metric"
+
+# cortex_discarded_samples_total reasons, as Mimir names them.
+DISCARD_REASONS = {
+    OUT_OF_ORDER: "sample-out-of-order",
+    TOO_OLD: "sample-out-of-bounds",
+    DUPLICATE: "new-value-for-timestamp",
+    PER_USER_SERIES: "per_user_series_limit",
+    PER_METRIC_SERIES: "per_metric_series_limit",
+}
+
+
+@dataclass
+class AppendResult:
+    """What one append call did: counts, the first per-sample error (Mimir's message) and discards."""
+
+    samples_appended: int = 0
+    series_created: int = 0
+    exemplars_appended: int = 0
+    first_error: str | None = None
+    discarded: dict[str, int] = field(default_factory=dict)
+    # What the WAL must record for this batch, in append order.
+    new_series: list[tuple[int, Labels]] = field(default_factory=list)
+    refs: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def reject(self, reason: str, message: str, count: int = 1) -> None:
+        self.discarded[reason] = self.discarded.get(reason, 0) + count
+        if self.first_error is None:
+            self.first_error = message
+
+
+class MemSeries:
+    """One series in the head: closed chunks, the open chunk, and out-of-order samples."""
+
+    __slots__ = ("ref", "labels", "chunks", "chunk_mints", "chunk_maxts", "open", "open_mint", "last_t",
+                 "last_v_bits", "ooo_t", "ooo_v", "cut_at")
+
+    def __init__(self, ref: int, labels: Labels):
+        self.ref = ref
+        self.labels = labels
+        self.chunks: list[bytes] = []
+        self.chunk_mints: list[int] = []
+        self.chunk_maxts: list[int] = []
+        self.open: XORChunk | None = None
+        self.open_mint = INT64_MAX
+        self.last_t = INT64_MIN
+        self.last_v_bits = b""
+        self.ooo_t: list[int] = []
+        self.ooo_v: list[float] = []
+        self.cut_at = INT64_MAX  # the block boundary the open chunk must not cross
+
+    @property
+    def min_time(self) -> int:
+        candidates = []
+        if self.chunk_mints:
+            candidates.append(self.chunk_mints[0])
+        if self.open is not None:
+            candidates.append(self.open_mint)
+        if self.ooo_t:
+            candidates.append(self.ooo_t[0])
+        return min(candidates) if candidates else INT64_MAX
+
+    def close_open_chunk(self) -> None:
+        if self.open is not None and self.open.num_samples:
+            self.chunks.append(self.open.bytes())
+            self.chunk_mints.append(self.open_mint)
+            self.chunk_maxts.append(self.last_t)
+        self.open = None
+        self.open_mint = INT64_MAX
+
+    def append(self, t: int, v: float, block_range: int) -> None:
+        """Append an in-order sample (t > last_t), cutting chunks at 120 samples and block boundaries."""
+        chunk = self.open
+        if chunk is None or chunk.num_samples >= SAMPLES_PER_CHUNK or t >= self.cut_at:
+            self.close_open_chunk()
+            chunk = self.open = XORChunk()
+            self.open_mint = t
+            self.cut_at = (t // block_range + 1) * block_range
+        chunk.append(t, v)
+        self.last_t = t
+        self.last_v_bits = _pack_double(v)
+
+    def insert_ooo(self, t: int, v: float) -> bool:
+        """Keep an out-of-order sample; False if one with the same timestamp exists already."""
+        index = bisect.bisect_left(self.ooo_t, t)
+        if index < len(self.ooo_t) and self.ooo_t[index] == t:
+            return False
+        self.ooo_t.insert(index, t)
+        self.ooo_v.insert(index, v)
+        return True
+
+    def snapshot(self, mint: int, maxt: int) -> tuple[list[bytes], list[int], list[float]]:
+        """The chunks overlapping [mint, maxt] (open one copied) and the OOO samples in range."""
+        chunks = [c for c, lo, hi in zip(self.chunks, self.chunk_mints, self.chunk_maxts, strict=True)
+                  if hi >= mint and lo <= maxt]
+        if self.open is not None and self.open.num_samples and self.last_t >= mint and self.open_mint <= maxt:
+            chunks.append(self.open.bytes())
+        lo = bisect.bisect_left(self.ooo_t, mint)
+        hi = bisect.bisect_right(self.ooo_t, maxt)
+        return chunks, self.ooo_t[lo:hi], self.ooo_v[lo:hi]
+
+
+def merge_samples(ts: np.ndarray, vals: np.ndarray, ooo_t: Sequence[int], ooo_v: Sequence[float]):
+    """Merge in-order and out-of-order samples by timestamp; an in-order sample wins a tie."""
+    if not len(ooo_t):
+        return ts, vals
+    all_t = np.concatenate([ts, np.asarray(ooo_t, dtype=np.int64)])
+    all_v = np.concatenate([vals, np.asarray(ooo_v, dtype=np.float64)])
+    order = np.argsort(all_t, kind="stable")
+    all_t, all_v = all_t[order], all_v[order]
+    keep = np.ones(len(all_t), dtype=bool)
+    keep[1:] = all_t[1:] != all_t[:-1]
+    return all_t[keep], all_v[keep]
+
+
+@dataclass
+class Metadata:
+    """A metric family's metadata as remote write sends it."""
+
+    type: int
+    help: str
+    unit: str
+
+
+class Head:
+    """One tenant's in-memory series, appendable and selectable by label matchers."""
+
+    def __init__(self, *, block_range_ms: int = 2 * 3600 * 1000, ooo_window_ms: int = 0,
+                 max_exemplars: int = 0):
+        self.block_range = block_range_ms
+        self.ooo_window = ooo_window_ms
+        self.index = SeriesIndex()
+        self.series: dict[int, MemSeries] = {}
+        self.by_labels: dict[Labels, MemSeries] = {}
+        self.lock = threading.RLock()
+        self.min_time = INT64_MAX
+        self.max_time = INT64_MIN
+        # Samples older than this are out of bounds; raised as blocks are cut from the head.
+        self.min_valid_time = INT64_MIN
+        self.exemplars: deque = deque(maxlen=max_exemplars or None)
+        self.max_exemplars = max_exemplars
+        self.metadata: dict[str, Metadata] = {}
+        self.series_per_metric: dict[str, int] = {}
+
+    @property
+    def num_series(self) -> int:
+        return len(self.series)
+
+    def set_max_exemplars(self, limit: int) -> None:
+        if limit != self.max_exemplars:
+            self.exemplars = deque(self.exemplars, maxlen=limit or None)
+            self.max_exemplars = limit
+
+    def appendable_min_time(self) -> int:
+        """Oldest timestamp an in-order append may have: max(min valid time, maxT - half a block)."""
+        if self.max_time == INT64_MIN:
+            return self.min_valid_time
+        return max(self.min_valid_time, self.max_time - self.block_range // 2)
+
+    def get_or_create_series(self, labels: Labels) -> tuple[MemSeries, bool]:
+        series = self.by_labels.get(labels)
+        if series is not None:
+            return series, False
+        ref, _ = self.index.get_or_create(labels)
+        series = MemSeries(ref, labels)
+        self.series[ref] = series
+        self.by_labels[labels] = series
+        name = label_value(labels, METRIC_NAME)
+        self.series_per_metric[name] = self.series_per_metric.get(name, 0) + 1
+        return series, True
+
+    def append(self, series_labels: Sequence[Labels], offsets: Sequence[int], timestamps: Sequence[int],
+               values: Sequence[float], *, max_series: int = 0, max_series_per_metric: int = 0,
+               tenant: str = "") -> AppendResult:
+        """Append many series' samples; per-sample rejections are counted, the rest kept.
+
+        `series_labels[i]` are sorted label sets; their samples are timestamps/values[offsets[i]:
+        offsets[i+1]] (plain Python sequences or lists). Returns what happened, including what the WAL
+        must record.
+        """
+        result = AppendResult()
+        with self.lock:
+            min_valid = self.appendable_min_time()
+            for index, labels in enumerate(series_labels):
+                start, end = offsets[index], offsets[index + 1]
+                if start == end:
+                    continue
+                series = self.by_labels.get(labels)
+                if series is None:
+                    # As Prometheus, a series whose samples are all out of bounds is not created.
+                    if not any(timestamps[i] >= min_valid or self._in_ooo_window(timestamps[i])
+                               for i in range(start, end)):
+                        for i in range(start, end):
+                            self._reject_sample(result, TOO_OLD, timestamps[i], labels)
+                        continue
+                    error = self._series_limit_error(labels, max_series, max_series_per_metric)
+                    if error is not None:
+                        reason, message = error
+                        result.reject(reason, message, end - start)
+                        continue
+                    series, _ = self.get_or_create_series(labels)
+                    result.series_created += 1
+                    result.new_series.append((series.ref, labels))
+                for i in range(start, end):
+                    t = timestamps[i]
+                    v = values[i]
+                    if t > series.last_t:
+                        if t < min_valid and not self._in_ooo_window(t):
+                            self._reject_sample(result, TOO_OLD, t, labels)
+                            continue
+                        series.append(t, v, self.block_range)
+                    elif t == series.last_t:
+                        if _pack_double(v) == series.last_v_bits:
+                            continue  # an identical resend is silently fine
+                        self._reject_duplicate(result, t, v, series)
+                        continue
+                    elif self._in_ooo_window(t) and t >= self.min_valid_time:
+                        if not self._ooo_insert(series, t, v, result):
+                            continue
+                    else:
+                        self._reject_sample(result, OUT_OF_ORDER if self.ooo_window == 0 else TOO_OLD, t, labels)
+                        continue
+                    result.refs.append(series.ref)
+                    result.timestamps.append(t)
+                    result.values.append(v)
+                    if t < self.min_time:
+                        self.min_time = t
+                    if t > self.max_time:
+                        self.max_time = t
+            result.samples_appended = len(result.refs)
+        return result
+
+    def _in_ooo_window(self, t: int) -> bool:
+        return self.ooo_window > 0 and self.max_time != INT64_MIN and t >= self.max_time - self.ooo_window
+
+    def _ooo_insert(self, series: MemSeries, t: int, v: float, result: AppendResult) -> bool:
+        index = bisect.bisect_left(series.ooo_t, t)
+        if index < len(series.ooo_t) and series.ooo_t[index] == t:
+            if _pack_double(series.ooo_v[index]) != _pack_double(v):
+                self._reject_duplicate(result, t, v, series, existing=series.ooo_v[index])
+            return False
+        # an in-order chunk may already hold this timestamp
+        chunks, _, _ = series.snapshot(t, t)
+        if chunks:
+            found_t, found_v = xorchunk.decode_chunks(chunks, t, t)
+            if len(found_t):
+                if _pack_double(float(found_v[0])) != _pack_double(v):
+                    self._reject_duplicate(result, t, v, series, existing=float(found_v[0]))
+                return False
+        series.insert_ooo(t, v)
+        return True
+
+    def _series_limit_error(self, labels: Labels, max_series: int, max_per_metric: int):
+        if max_series and len(self.series) >= max_series:
+            return PER_USER_SERIES, (
+                f"per-user series limit of {max_series} exceeded (err-mimir-max-series-per-user). To adjust the "
+                "related per-tenant limit, configure -ingester.max-global-series-per-user, or contact your "
+                "service administrator.")
+        if max_per_metric:
+            name = label_value(labels, METRIC_NAME)
+            if self.series_per_metric.get(name, 0) >= max_per_metric:
+                return PER_METRIC_SERIES, (
+                    f"per-metric series limit of {max_per_metric} exceeded (err-mimir-max-series-per-metric). To "
+                    "adjust the related per-tenant limit, configure -ingester.max-global-series-per-metric, or "
+                    f"contact your service administrator. This is for series {format_labels(labels)}")
+        return None
+
+    def _reject_sample(self, result: AppendResult, reason: str, t: int, labels: Labels) -> None:
+        if reason == OUT_OF_ORDER:
+            text = ("the sample has been rejected because another sample with a more recent timestamp has "
+                    "already been ingested and out-of-order samples are not allowed")
+        elif self.ooo_window:
+            window = _go_duration(self.ooo_window)
+            text = ("the sample has been rejected because another sample with a more recent timestamp has "
+                    f"already been ingested and this sample is beyond the out-of-order time window of {window}")
+        else:
+            text = "the sample has been rejected because its timestamp is too old"
+        result.reject(reason, f"{text} (err-mimir-{reason}). The affected sample has timestamp "
+                              f"{_rfc3339_ms(t)} and is from series {format_labels(labels)}")
+
+    def _reject_duplicate(self, result: AppendResult, t: int, v: float, series: MemSeries,
+                          existing: float | None = None) -> None:
+        if existing is None:
+            existing = struct.unpack("<d", series.last_v_bits)[0]
+        result.reject(DUPLICATE, (
+            f"the sample has been rejected because another sample with the same timestamp, but a different "
+            f"value, has already been ingested (err-mimir-{DUPLICATE}). The affected sample has timestamp "
+            f"{_rfc3339_ms(t)} and is from series {format_labels(series.labels)}"))
+        del existing
+
+    # exemplars and metadata
+    def add_exemplars(self, exemplars: Sequence[tuple[Labels, Labels, float, int]]) -> int:
+        """Keep (series labels, exemplar labels, value, ts) in the tenant's circular buffer."""
+        if not self.max_exemplars:
+            return 0
+        with self.lock:
+            self.exemplars.extend(exemplars)
+        return len(exemplars)
+
+    def set_metadata(self, entries: Sequence[tuple[int, str, str, str]]) -> None:
+        """Record (type, metric family name, help, unit) per metric family; the newest wins."""
+        with self.lock:
+            for mtype, name, help_text, unit in entries:
+                if name:
+                    self.metadata[name] = Metadata(mtype, help_text, unit)
+
+    # reads
+    def select(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
+               ) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+        """Series matching all matchers with their samples in [mint, maxt], decoded into numpy arrays."""
+        with self.lock:
+            refs = self.index.select(matchers)
+            snapshots = []
+            for ref in refs.tolist():
+                series = self.series.get(ref)
+                if series is None:
+                    continue
+                chunks, ooo_t, ooo_v = series.snapshot(mint, maxt)
+                if chunks or ooo_t:
+                    snapshots.append((series.labels, chunks, ooo_t, ooo_v))
+        snapshots.sort(key=lambda item: item[0])
+        for labels, chunks, ooo_t, ooo_v in snapshots:
+            ts, vals = xorchunk.decode_chunks(chunks, mint, maxt)
+            ts, vals = merge_samples(ts, vals, ooo_t, ooo_v)
+            if len(ts):
+                yield labels, ts, vals
+
+    def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
+                      ) -> list[Labels]:
+        """Label sets of the series matching the matchers that have samples overlapping [mint, maxt]."""
+        with self.lock:
+            refs = self.index.select(matchers)
+            out = []
+            for ref in refs.tolist():
+                series = self.series.get(ref)
+                if series is None:
+                    continue
+                if mint == INT64_MIN and maxt == INT64_MAX:
+                    out.append(series.labels)
+                    continue
+                lo = series.min_time
+                hi = max(series.last_t, series.ooo_t[-1] if series.ooo_t else INT64_MIN)
+                if hi >= mint and lo <= maxt:
+                    out.append(series.labels)
+        out.sort()
+        return out
+
+    # block cutting
+    def compactable(self) -> bool:
+        """True when the head spans more than 1.5 block ranges, as Prometheus decides."""
+        return (self.max_time != INT64_MIN and self.min_time != INT64_MAX
+                and self.max_time - self.min_time > self.block_range * 3 // 2)
+
+    def series_for_block(self, mint: int, maxt: int) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+        """Every series' samples in [mint, maxt) for writing a block, sorted by labels."""
+        with self.lock:
+            items = sorted(self.by_labels.items())
+            snapshots = [(labels, *series.snapshot(mint, maxt - 1)) for labels, series in items]
+        for labels, chunks, ooo_t, ooo_v in snapshots:
+            if not chunks and not ooo_t:
+                continue
+            ts, vals = xorchunk.decode_chunks(chunks, mint, maxt - 1)
+            ts, vals = merge_samples(ts, vals, ooo_t, ooo_v)
+            if len(ts):
+                yield labels, ts, vals
+
+    def truncate(self, mint: int) -> int:
+        """Drop every sample before `mint` (now in a block) and series left empty; returns series removed."""
+        with self.lock:
+            self.min_valid_time = max(self.min_valid_time, mint)
+            removed = []
+            for ref, series in self.series.items():
+                keep = [i for i, hi in enumerate(series.chunk_maxts) if hi >= mint]
+                if len(keep) != len(series.chunks):
+                    series.chunks = [series.chunks[i] for i in keep]
+                    series.chunk_mints = [series.chunk_mints[i] for i in keep]
+                    series.chunk_maxts = [series.chunk_maxts[i] for i in keep]
+                if series.open is not None and series.last_t < mint:
+                    series.open = None
+                    series.open_mint = INT64_MAX
+                if series.ooo_t and series.ooo_t[0] < mint:
+                    cut = bisect.bisect_left(series.ooo_t, mint)
+                    del series.ooo_t[:cut]
+                    del series.ooo_v[:cut]
+                if not series.chunks and series.open is None and not series.ooo_t:
+                    removed.append(ref)
+            for ref in removed:
+                series = self.series.pop(ref)
+                del self.by_labels[series.labels]
+                name = label_value(series.labels, METRIC_NAME)
+                self.series_per_metric[name] -= 1
+                if not self.series_per_metric[name]:
+                    del self.series_per_metric[name]
+            if removed:
+                self.index.remove(np.asarray(removed, dtype=np.uint64))
+            self.min_time = min((s.min_time for s in self.series.values()), default=INT64_MAX)
+            if self.min_time == INT64_MAX:
+                self.max_time = max(self.max_time, INT64_MIN)
+            return len(removed)
+
+
+def _go_duration(ms: int) -> str:
+    """Go's time.Duration String for whole milliseconds (`1h0m0s`, `30m0s`, `1.5s`)."""
+    if ms == 0:
+        return "0s"
+    hours, rem = divmod(ms, 3600_000)
+    minutes, rem = divmod(rem, 60_000)
+    seconds = rem / 1000
+    sec_text = f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{sec_text}"
+    if minutes:
+        return f"{minutes}m{sec_text}"
+    return sec_text
