@@ -678,18 +678,20 @@ def _check_call(node: Call) -> None:
         if func.variadic > 0 and fewest + func.variadic < given:
             raise _Problem(f"expected at most {fewest + func.variadic} argument(s) in call to "
                            f"{go_quote(func.name)}, got {given}", node.pos_start)
-    context = f"call to function {go_quote(func.name)}"
     if func.name == "info" and given > 1:
         second = node.args[1]
         if second.type is not ValueType.VECTOR:
-            raise _Problem(f"expected type {ValueType.VECTOR.documented} in {context}, "
+            raise _Problem(f"expected type {ValueType.VECTOR.documented} in call to function \"info\", "
                            f"got {second.type.documented}", node.pos_start)
         if not isinstance(second, VectorSelector) or second.name != "":
             raise _Problem("expected label selectors only, got vector selector instead", second.pos_start)
     for index, arg in enumerate(node.args):
         if index >= nargs and func.variadic == 0:
             break
-        _expect(arg, func.arg_type(index), context)
+        wanted = func.arg_type(index)
+        if _check(arg) is not wanted:
+            raise _Problem(f"expected type {wanted.documented} in call to function {go_quote(func.name)}, "
+                           f"got {arg.type.documented}", arg.pos_start)
 
 
 def _check_vector_selector(node: VectorSelector) -> None:
