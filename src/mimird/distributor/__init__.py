@@ -1,0 +1,1 @@
+"""Distributor: decoding, validating and limiting pushed samples before they reach the ingester."""
