@@ -1,0 +1,29 @@
+"""Prometheus TSDB blocks on disk: the index (format v2), chunk segment files, meta.json and tombstones.
+
+A block is a directory named by its ULID holding `chunks/000001...`, `index`, `meta.json` and
+`tombstones`, byte-compatible with what Prometheus, Mimir and Thanos write and read
+(docs/format/block.md, docs/format/index.md). `write_block` makes one from series; `BlockReader`
+reads one.
+"""
+
+from mimird.tsdb.block.chunks import ChunkReader, ChunkWriter, CorruptChunkError
+from mimird.tsdb.block.index import CorruptIndexError, IndexReader, IndexWriter
+from mimird.tsdb.block.meta import BlockMeta, new_ulid, read_meta
+from mimird.tsdb.block.reader import BlockReader, CorruptBlockError
+from mimird.tsdb.block.writer import cut_chunks, write_block
+
+__all__ = [
+    "BlockMeta",
+    "BlockReader",
+    "ChunkReader",
+    "ChunkWriter",
+    "CorruptBlockError",
+    "CorruptChunkError",
+    "CorruptIndexError",
+    "IndexReader",
+    "IndexWriter",
+    "cut_chunks",
+    "new_ulid",
+    "read_meta",
+    "write_block",
+]

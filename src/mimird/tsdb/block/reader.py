@@ -1,0 +1,150 @@
+"""Reading a block directory: meta.json, the index and the chunk segment files, all memory-mapped.
+
+Opening a block reads meta.json, checks the tombstones file, and opens the index (header, TOC, symbol
+offsets, postings offset table) and the chunk segments (headers). Series, postings lists and chunks are
+read on demand, each checked against its CRC. Any inconsistency surfaces as CorruptBlockError, a
+ValueError that names the block and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mimird._fast.xorchunk import decode_chunks
+from mimird.tsdb.block.chunks import ENCODING_XOR, ChunkReader, CorruptChunkError
+from mimird.tsdb.block.index import CorruptIndexError, IndexReader
+from mimird.tsdb.block.meta import (
+    CHUNKS_DIRNAME,
+    INDEX_FILENAME,
+    TOMBSTONES_FILENAME,
+    BlockMeta,
+    check_tombstones,
+    read_meta,
+)
+from mimird.tsdb.labels import Labels, Matcher
+
+ChunkMeta = tuple[int, int, int]
+
+
+class CorruptBlockError(ValueError):
+    """A block's files are missing, malformed, or fail a checksum."""
+
+
+class BlockReader:
+    """Read access to one block directory. Use as a context manager, or call `close()`."""
+
+    def __init__(self, block_dir: str | os.PathLike) -> None:
+        self.dir = Path(block_dir)
+        self._index: IndexReader | None = None
+        self._chunks: ChunkReader | None = None
+        try:
+            self.meta: BlockMeta = read_meta(self.dir)
+            tombstones = self.dir / TOMBSTONES_FILENAME
+            if tombstones.exists() and check_tombstones(tombstones.read_bytes()):
+                raise CorruptBlockError(f"{self.dir}: tombstones are not supported by this reader")
+            self._index = IndexReader(self.dir / INDEX_FILENAME)
+            self._chunks = ChunkReader(self.dir / CHUNKS_DIRNAME)
+        except FileNotFoundError as exc:
+            self.close()
+            raise CorruptBlockError(f"{self.dir}: missing {exc.filename}") from None
+        except CorruptBlockError:
+            self.close()
+            raise
+        except ValueError as exc:
+            self.close()
+            raise CorruptBlockError(f"{self.dir}: {exc}") from None
+
+    @property
+    def ulid(self) -> str:
+        """The block's ULID."""
+        return self.meta.ulid
+
+    @property
+    def min_time(self) -> int:
+        """The block's first millisecond."""
+        return self.meta.min_time
+
+    @property
+    def max_time(self) -> int:
+        """The block's end (exclusive), in milliseconds."""
+        return self.meta.max_time
+
+    @property
+    def index(self) -> IndexReader:
+        """The index reader."""
+        return self._index
+
+    def label_names(self) -> list[str]:
+        """Sorted label names of the block's series."""
+        return self._index.label_names()
+
+    def label_values(self, name: str) -> list[str]:
+        """Sorted values of label `name`."""
+        return self._index.label_values(name)
+
+    def postings(self, name: str, value: str) -> np.ndarray:
+        """Sorted refs of the series with `name`=`value`."""
+        return self._guard(self._index.postings, name, value)
+
+    def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Sorted refs of the series that all `matchers` accept."""
+        return self._guard(self._index.select, matchers)
+
+    def series(self, ref: int) -> tuple[Labels, list[ChunkMeta]]:
+        """(labels, [(chunk mint, chunk maxt, chunk ref), ...]) of series `ref`."""
+        labels, mint, maxt, refs = self._guard(self._index.series, ref)
+        return labels, list(zip(mint.tolist(), maxt.tolist(), refs.tolist(), strict=True))
+
+    def chunk(self, ref: int) -> bytes:
+        """The XOR chunk bytes of chunk `ref`."""
+        encoding, data = self._guard(self._chunks.chunk_with_encoding, ref)
+        if encoding != ENCODING_XOR:
+            raise CorruptBlockError(f"{self.dir}: chunk {ref:#x} has encoding {encoding}, only XOR (1) is read")
+        return bytes(data)
+
+    def read_series_samples(self, matchers: Sequence[Matcher], mint: int | None = None,
+                            maxt: int | None = None) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+        """(labels, timestamps int64, values float64) of each selected series, samples in [mint, maxt].
+
+        Both bounds are inclusive (as a Prometheus querier's); None means unbounded. Series without
+        samples in the range are skipped. Series come in label order.
+        """
+        lo = np.iinfo(np.int64).min if mint is None else int(mint)
+        hi = np.iinfo(np.int64).max if maxt is None else int(maxt)
+        for ref in self.select(matchers).tolist():
+            labels, chunk_mint, chunk_maxt, chunk_refs = self._guard(self._index.series, ref)
+            wanted = np.flatnonzero((chunk_maxt >= lo) & (chunk_mint <= hi)).tolist()
+            if not wanted:
+                continue
+            chunks = [self.chunk(int(chunk_refs[i])) for i in wanted]
+            try:
+                ts, vals = decode_chunks(chunks, lo, hi)
+            except ValueError as exc:
+                raise CorruptBlockError(f"{self.dir}: series {labels}: {exc}") from None
+            if len(ts):
+                yield labels, ts, vals
+
+    def _guard(self, method, *args):
+        try:
+            return method(*args)
+        except (CorruptIndexError, CorruptChunkError) as exc:
+            raise CorruptBlockError(f"{self.dir}: {exc}") from None
+
+    def close(self) -> None:
+        """Unmap the index and chunk files."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._chunks is not None:
+            self._chunks.close()
+            self._chunks = None
+
+    def __enter__(self) -> BlockReader:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
