@@ -1,6 +1,6 @@
 # Postings set algebra and XXH64 for other Cython modules (the block index reader, the head) to cimport.
 # Every list is sorted and duplicate-free; `out` must have room for the largest possible result.
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
 cdef Py_ssize_t intersect_into(const uint64_t* a, Py_ssize_t na, const uint64_t* b, Py_ssize_t nb,
@@ -17,3 +17,19 @@ cdef class PostingsBuilder:
     cdef Py_ssize_t _size
 
     cdef _grow(self, Py_ssize_t needed)
+
+
+cdef class SeriesLabelStore:
+    cdef object _refs
+    cdef object _offsets
+    cdef object _pairs
+    cdef uint64_t* _refs_data
+    cdef int64_t* _offsets_data
+    cdef uint32_t* _pairs_data
+    cdef Py_ssize_t _count
+    cdef Py_ssize_t _capacity
+    cdef Py_ssize_t _pairs_used
+    cdef Py_ssize_t _pairs_capacity
+
+    cdef _set_buffers(self, refs, offsets, pairs)
+    cdef _grow(self, Py_ssize_t extra_pairs)

@@ -12,7 +12,9 @@ This module also owns the 64-bit xxHash (XXH64) that keys series by their label 
 hashes labels with it (labels.Labels.Hash) and we want the same numbers.
 """
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport uint8_t, uint64_t
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -409,6 +411,142 @@ cdef class PostingsBuilder:
         grown = new_postings(capacity)
         grown[:self._size] = self._buffer[:self._size]
         self._buffer = grown
+
+
+cdef class SeriesLabelStore:
+    """The label sets of series, as (name id, value id) symbol pairs in flat numpy buffers, by slot.
+
+    Slot i holds series ref `refs()[i]` (refs increase with the slot) and the pairs
+    `pairs()[2 * offsets()[i] : 2 * offsets()[i + 1]]`. Strings live once in the caller's symbol table (a
+    list indexed by id), so a series costs 8 bytes per label plus 16, not a Python tuple of tuples.
+    The arrays `refs()`, `offsets()` and `pairs()` return are read-only views; appends never change what
+    a view already shows, and `replace` swaps in new buffers.
+    """
+
+    def __cinit__(self, Py_ssize_t capacity=1024):
+        self._count = 0
+        self._pairs_used = 0
+        self._set_buffers(np.empty(max(capacity, 1), dtype=np.uint64),
+                          np.zeros(max(capacity, 1) + 1, dtype=np.int64),
+                          np.empty(8 * max(capacity, 1), dtype=np.uint32))
+
+    cdef _set_buffers(self, refs, offsets, pairs):
+        cdef uint64_t[::1] refs_view = refs
+        cdef int64_t[::1] offsets_view = offsets
+        cdef uint32_t[::1] pairs_view = pairs
+        self._refs = refs
+        self._offsets = offsets
+        self._pairs = pairs
+        self._refs_data = &refs_view[0]
+        self._offsets_data = &offsets_view[0]
+        self._pairs_data = &pairs_view[0]
+        self._capacity = refs_view.shape[0]
+        self._pairs_capacity = pairs_view.shape[0]
+
+    def append(self, uint64_t ref, list pair_ids not None):
+        """Store a series: `ref` (greater than every stored ref) and its flat [name id, value id, ...] list."""
+        cdef Py_ssize_t n = len(pair_ids), i
+        if n % 2:
+            raise ValueError("pair_ids must hold (name id, value id) pairs")
+        if self._count > 0 and self._refs_data[self._count - 1] >= ref:
+            raise ValueError(f"series ref {ref} is not greater than the last ref")
+        if self._count == self._capacity or self._pairs_used + n > self._pairs_capacity:
+            self._grow(n)
+        for i in range(n):
+            self._pairs_data[self._pairs_used + i] = <uint32_t>pair_ids[i]
+        self._pairs_used += n
+        self._refs_data[self._count] = ref
+        self._count += 1
+        self._offsets_data[self._count] = self._pairs_used // 2
+
+    cdef _grow(self, Py_ssize_t extra_pairs):
+        cdef Py_ssize_t capacity = self._capacity * 2 if self._count == self._capacity else self._capacity
+        cdef Py_ssize_t pairs_capacity = self._pairs_capacity
+        while pairs_capacity < self._pairs_used + extra_pairs:
+            pairs_capacity *= 2
+        refs = np.empty(capacity, dtype=np.uint64)
+        offsets = np.zeros(capacity + 1, dtype=np.int64)
+        pairs = np.empty(pairs_capacity, dtype=np.uint32)
+        refs[:self._count] = self._refs[:self._count]
+        offsets[:self._count + 1] = self._offsets[:self._count + 1]
+        pairs[:self._pairs_used] = self._pairs[:self._pairs_used]
+        self._set_buffers(refs, offsets, pairs)
+
+    def find(self, uint64_t ref):
+        """The slot of series `ref`, or -1 when the store does not hold it."""
+        cdef Py_ssize_t slot
+        if self._count == 0:
+            return -1
+        slot = lower_bound(self._refs_data, 0, self._count, ref)
+        if slot < self._count and self._refs_data[slot] == ref:
+            return slot
+        return -1
+
+    def labels(self, Py_ssize_t slot, list symbols not None):
+        """The label set in `slot` as ((name, value), ...), its ids looked up in `symbols`."""
+        if slot < 0 or slot >= self._count:
+            raise IndexError(slot)
+        cdef Py_ssize_t start = 2 * self._offsets_data[slot], end = 2 * self._offsets_data[slot + 1], i
+        cdef Py_ssize_t n_symbols = len(symbols)
+        cdef uint32_t name_id, value_id
+        cdef tuple labels = PyTuple_New((end - start) // 2)
+        cdef object pair
+        for i in range((end - start) // 2):
+            name_id = self._pairs_data[start + 2 * i]
+            value_id = self._pairs_data[start + 2 * i + 1]
+            if name_id >= n_symbols or value_id >= n_symbols:
+                raise IndexError(f"symbol id out of range in slot {slot}")
+            pair = (symbols[name_id], symbols[value_id])
+            Py_INCREF(pair)
+            PyTuple_SET_ITEM(labels, i, pair)
+        return labels
+
+    def refs(self):
+        """Series refs by slot (increasing)."""
+        return _read_only(self._refs[:self._count])
+
+    def offsets(self):
+        """Pair offsets by slot, one more than there are slots: slot i's pairs are offsets[i]:offsets[i+1]."""
+        return _read_only(self._offsets[:self._count + 1])
+
+    def pairs(self):
+        """All (name id, value id) pairs, flattened."""
+        return _read_only(self._pairs[:self._pairs_used])
+
+    def replace(self, refs, offsets, pairs):
+        """Swap in new contents (after removals or a symbol renumbering), given as arrays like ours."""
+        refs = np.ascontiguousarray(refs, dtype=np.uint64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        pairs = np.ascontiguousarray(pairs, dtype=np.uint32)
+        if offsets.shape[0] != refs.shape[0] + 1 or offsets[0] != 0 or 2 * offsets[offsets.shape[0] - 1] != pairs.shape[0]:
+            raise ValueError("offsets do not match refs and pairs")
+        if not is_sorted_unique(refs):
+            raise ValueError("series refs must be strictly increasing")
+        count = refs.shape[0]
+        capacity = max(1024, count + count // 4)
+        pairs_capacity = max(8192, pairs.shape[0] + pairs.shape[0] // 4)
+        new_refs = np.empty(capacity, dtype=np.uint64)
+        new_offsets = np.zeros(capacity + 1, dtype=np.int64)
+        new_pairs = np.empty(pairs_capacity, dtype=np.uint32)
+        new_refs[:count] = refs
+        new_offsets[:count + 1] = offsets
+        new_pairs[:pairs.shape[0]] = pairs
+        self._set_buffers(new_refs, new_offsets, new_pairs)
+        self._count = count
+        self._pairs_used = pairs.shape[0]
+
+    @property
+    def nbytes(self):
+        """Bytes held by the buffers, including unused capacity."""
+        return self._refs.nbytes + self._offsets.nbytes + self._pairs.nbytes
+
+    def __len__(self):
+        return self._count
+
+
+cdef object _read_only(array):
+    array.flags.writeable = False
+    return array
 
 
 # --- XXH64, after the reference specification (xxhash.h, "XXH64 algorithm description"). ---

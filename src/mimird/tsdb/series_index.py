@@ -18,46 +18,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mimird._fast.postings import PostingsBuilder, intersect_many, subtract, union_many
+from mimird._fast.postings import (
+    PostingsBuilder,
+    SeriesLabelStore,
+    intersect_many,
+    subtract,
+    union_many,
+)
 from mimird.tsdb.labels import Labels, Matcher, labels_hash
 
 _EMPTY_POSTINGS = np.empty(0, dtype=np.uint64)
 _EMPTY_POSTINGS.flags.writeable = False
-
-
-class _GrowableArray:
-    """A numpy array that grows by doubling, for appending a few elements at a time."""
-
-    __slots__ = ("_buffer", "_size")
-
-    def __init__(self, dtype: type, capacity: int = 1024) -> None:
-        self._buffer = np.empty(capacity, dtype=dtype)
-        self._size = 0
-
-    def extend(self, values: Sequence[int] | np.ndarray) -> None:
-        end = self._size + len(values)
-        if end > len(self._buffer):
-            grown = np.empty(max(end, 2 * len(self._buffer)), dtype=self._buffer.dtype)
-            grown[: self._size] = self._buffer[: self._size]
-            self._buffer = grown
-        self._buffer[self._size : end] = values
-        self._size = end
-
-    def view(self) -> np.ndarray:
-        return self._buffer[: self._size]
-
-    def replace(self, values: np.ndarray) -> None:
-        """Swap in new contents (with a little room to grow)."""
-        self._buffer = np.empty(max(1024, len(values) + len(values) // 4), dtype=self._buffer.dtype)
-        self._buffer[: len(values)] = values
-        self._size = len(values)
-
-    @property
-    def nbytes(self) -> int:
-        return self._buffer.nbytes
-
-    def __len__(self) -> int:
-        return self._size
 
 
 class SeriesIndex:
@@ -66,12 +37,8 @@ class SeriesIndex:
     def __init__(self) -> None:
         self._symbol_ids: dict[str, int] = {}
         self._symbols: list[str] = []
-        # Series are stored in slots, in ref order: slot i has ref _slot_refs[i] and its label pairs at
-        # _label_symbols[2 * _label_offsets[i] : 2 * _label_offsets[i + 1]] as (name id, value id, ...).
-        self._slot_refs = _GrowableArray(np.uint64)
-        self._label_offsets = _GrowableArray(np.int64)
-        self._label_offsets.extend([0])
-        self._label_symbols = _GrowableArray(np.uint32)
+        # Label sets as symbol-id pairs, by slot (slots are in ref order).
+        self._store = SeriesLabelStore()
         # A hash usually maps to one ref; on a collision, to a list of the refs sharing it.
         self._refs_by_hash: dict[int, int | list[int]] = {}
         self._postings: dict[str, dict[str, PostingsBuilder]] = {}
@@ -81,7 +48,7 @@ class SeriesIndex:
     @property
     def num_series(self) -> int:
         """How many series the index holds."""
-        return len(self._slot_refs)
+        return len(self._store)
 
     # Series by labels, labels by series.
 
@@ -101,20 +68,25 @@ class SeriesIndex:
                     return ref, False
         ref = self._next_ref
         self._next_ref += 1
-        symbol_ids = []
+        symbol_ids = self._symbol_ids
+        pair_ids = []
         for name, value in labels:
-            symbol_ids.append(self._symbol(name))
-            symbol_ids.append(self._symbol(value))
+            name_id = symbol_ids.get(name)
+            if name_id is None:
+                name_id = self._new_symbol(name)
+            value_id = symbol_ids.get(value)
+            if value_id is None:
+                value_id = self._new_symbol(value)
+            pair_ids.append(name_id)
+            pair_ids.append(value_id)
             by_value = self._postings.get(name)
             if by_value is None:
-                by_value = self._postings[self._symbols[symbol_ids[-2]]] = {}
+                by_value = self._postings[self._symbols[name_id]] = {}
             builder = by_value.get(value)
             if builder is None:
-                builder = by_value[self._symbols[symbol_ids[-1]]] = PostingsBuilder()
+                builder = by_value[self._symbols[value_id]] = PostingsBuilder()
             builder.append(ref)
-        self._slot_refs.extend([ref])
-        self._label_symbols.extend(symbol_ids)
-        self._label_offsets.extend([len(self._label_symbols) // 2])
+        self._store.append(ref, pair_ids)
         self._all_postings.append(ref)
         if existing is None:
             self._refs_by_hash[label_hash] = ref
@@ -136,38 +108,24 @@ class SeriesIndex:
 
     def labels_of(self, ref: int) -> Labels:
         """The label set of series `ref`; KeyError when there is no such series."""
-        slot = self._slot_of(ref)
-        if slot is None:
+        slot = self._store.find(ref) if ref >= 1 else -1
+        if slot < 0:
             raise KeyError(ref)
-        offsets = self._label_offsets.view()
-        ids = self._label_symbols.view()[2 * int(offsets[slot]) : 2 * int(offsets[slot + 1])].tolist()
-        symbols = self._symbols
-        return tuple((symbols[ids[i]], symbols[ids[i + 1]]) for i in range(0, len(ids), 2))
+        return self._store.labels(slot, self._symbols)
 
     def __contains__(self, ref: int) -> bool:
-        return self._slot_of(ref) is not None
+        return ref >= 1 and self._store.find(ref) >= 0
 
-    def _symbol(self, text: str) -> int:
-        symbol_id = self._symbol_ids.get(text)
-        if symbol_id is None:
-            symbol_id = len(self._symbols)
-            text = sys.intern(text)
-            self._symbols.append(text)
-            self._symbol_ids[text] = symbol_id
+    def _new_symbol(self, text: str) -> int:
+        symbol_id = len(self._symbols)
+        text = sys.intern(text)
+        self._symbols.append(text)
+        self._symbol_ids[text] = symbol_id
         return symbol_id
-
-    def _slot_of(self, ref: int) -> int | None:
-        refs = self._slot_refs.view()
-        if ref < 1:
-            return None
-        slot = int(np.searchsorted(refs, np.uint64(ref)))
-        if slot < len(refs) and refs[slot] == ref:
-            return slot
-        return None
 
     def _slots_of(self, refs: np.ndarray) -> np.ndarray:
         """Slots of those of the sorted `refs` that are in the index."""
-        slot_refs = self._slot_refs.view()
+        slot_refs = self._store.refs()
         slots = np.searchsorted(slot_refs, refs)
         found = slots < len(slot_refs)
         found[found] = slot_refs[slots[found]] == refs[found]
@@ -175,15 +133,15 @@ class SeriesIndex:
 
     def _label_pairs_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(name ids, value ids, slot of each pair) for every label pair of the series in `slots`."""
-        offsets = self._label_offsets.view()
+        offsets = self._store.offsets()
         starts = offsets[slots]
         lengths = offsets[slots + 1] - starts
         total = int(lengths.sum())
         # Pair positions: each slot's run starts..starts+length, laid end to end.
         run_starts = np.cumsum(lengths) - lengths
         positions = np.arange(total, dtype=np.int64) + np.repeat(starts - run_starts, lengths)
-        symbols = self._label_symbols.view()
-        return symbols[2 * positions], symbols[2 * positions + 1], np.repeat(slots, lengths)
+        pairs = self._store.pairs()
+        return pairs[2 * positions], pairs[2 * positions + 1], np.repeat(slots, lengths)
 
     # Postings and selection.
 
@@ -270,7 +228,7 @@ class SeriesIndex:
         slots = self._slots_of(refs)
         if len(slots) == 0:
             return 0
-        removed_refs = self._slot_refs.view()[slots]
+        removed_refs = self._store.refs()[slots]
         for ref in removed_refs.tolist():
             self._forget_hash(ref)
         self._remove_from_postings(slots)
@@ -295,7 +253,7 @@ class SeriesIndex:
         # A stable sort by label pair keeps each pair's refs in increasing order, as `remove` needs.
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-        pair_refs = self._slot_refs.view()[pair_slots[order]]
+        pair_refs = self._store.refs()[pair_slots[order]]
         boundaries = np.flatnonzero(np.diff(keys)) + 1
         starts = np.concatenate([[0], boundaries]).tolist()
         ends = np.concatenate([boundaries, [len(keys)]]).tolist()
@@ -312,30 +270,28 @@ class SeriesIndex:
                     del self._postings[name]
 
     def _compact_slots(self, removed_slots: np.ndarray) -> None:
-        offsets = self._label_offsets.view()
-        keep = np.ones(len(self._slot_refs), dtype=bool)
+        offsets = self._store.offsets()
+        keep = np.ones(len(self._store), dtype=bool)
         keep[removed_slots] = False
         lengths = np.diff(offsets)
         pair_keep = np.repeat(keep, lengths)
-        symbols = self._label_symbols.view().reshape(-1, 2)[pair_keep].reshape(-1)
-        self._label_symbols.replace(symbols)
-        self._label_offsets.replace(np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64))
-        self._slot_refs.replace(self._slot_refs.view()[keep])
+        pairs = self._store.pairs().reshape(-1, 2)[pair_keep].reshape(-1)
+        new_offsets = np.concatenate([[0], np.cumsum(lengths[keep])])
+        self._store.replace(self._store.refs()[keep], new_offsets, pairs)
 
     def _maybe_compact_symbols(self) -> None:
         """Forget label strings no series uses any more, once they are most of the table."""
-        symbols = self._label_symbols.view()
-        used = np.unique(symbols)
+        pairs = self._store.pairs()
+        used = np.unique(pairs)
         if len(used) * 2 >= len(self._symbols):
             return
         self._symbols = [self._symbols[i] for i in used.tolist()]
         self._symbol_ids = {text: i for i, text in enumerate(self._symbols)}
-        self._label_symbols.replace(np.searchsorted(used, symbols).astype(np.uint32))
+        self._store.replace(self._store.refs(), self._store.offsets(), np.searchsorted(used, pairs))
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by the numpy arrays of the index (postings, label pairs, refs)."""
-        total = self._slot_refs.nbytes + self._label_offsets.nbytes + self._label_symbols.nbytes
-        total += self._all_postings.nbytes
+        total = self._store.nbytes + self._all_postings.nbytes
         for by_value in self._postings.values():
             for builder in by_value.values():
                 total += builder.nbytes
