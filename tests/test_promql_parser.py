@@ -26,6 +26,7 @@ from mimird.promql.ast import (
     VectorSelector,
     walk,
 )
+from mimird.promql.durations import DurationError, resolve_duration_exprs
 from mimird.promql.functions import FUNCTIONS
 from promql_corpus import all_eval_expressions, corpus_files, eval_expressions
 
@@ -577,3 +578,44 @@ def test_selectors_accept_regexes_with_inner_flags():
     assert not Matcher(MatchType.REGEX, "a", "a").matches("ab")  # fully anchored
     assert Matcher(MatchType.REGEX, "a", "a.b").matches("a\nb")  # `.` matches newlines
     assert Matcher(MatchType.NOT_REGEX, "a", "a+").matches("")
+
+
+RESOLVED_DURATIONS = [
+    ("x[26m+4m]", "range_ns", 30 * MINUTE_NS),
+    ("x[60*30]", "range_ns", 30 * MINUTE_NS),
+    ("x[2m*(10+5)]", "range_ns", 30 * MINUTE_NS),
+    ("x[24m+((1.5*2m)+2m)]", "range_ns", 29 * MINUTE_NS),
+    ("x[1h/2]", "range_ns", 30 * MINUTE_NS),
+    ("x[1h30m % 1h]", "range_ns", 30 * MINUTE_NS),
+    ("x[30m1s-30m1s % 1m]", "range_ns", 30 * MINUTE_NS),
+    ("x[1.0005]", "range_ns", 1000500000),
+    ("x[(1/3)]", "range_ns", 333 * 10**6),  # truncated to whole milliseconds
+    ("x offset (100 + 2)", "offset_ns", 102 * SECOND_NS),
+    ("x offset -(2 * 2)", "offset_ns", -4 * SECOND_NS),
+]
+
+
+@pytest.mark.parametrize("query,field,ns", RESOLVED_DURATIONS)
+def test_resolving_duration_expressions(query, field, ns):
+    tree = resolve_duration_exprs(parse(query))
+    if isinstance(tree, MatrixSelector) and field == "offset_ns":
+        tree = tree.vector_selector
+    assert getattr(tree, field) == ns
+    assert to_string(tree) == to_string(parse(query))
+
+
+def test_resolving_subquery_durations():
+    tree = resolve_duration_exprs(parse("sum_over_time(x[29s+1s:((((8 - 2) / 3) * 7s) % 4) + 8000ms] offset (2*2))"))
+    subquery = tree.args[0]
+    assert (subquery.range_ns, subquery.step_ns, subquery.offset_ns) == (30 * SECOND_NS, 10 * SECOND_NS,
+                                                                          4 * SECOND_NS)
+
+
+@pytest.mark.parametrize("query,message", [
+    ("x[5m-10m]", "2:8: duration must be greater than 0"),
+    ("x[5m:1m-1m]", "5:10: duration must be greater than 0"),
+    ("x[5m/(1-1)]", "2:9: division by zero"),
+])
+def test_resolving_bad_duration_expressions(query, message):
+    with pytest.raises(DurationError, match=f"^{message}$"):
+        resolve_duration_exprs(parse(query))

@@ -12,7 +12,7 @@ import enum
 import math
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mimird.promql.regex import compile_anchored
@@ -361,3 +361,19 @@ def walk(node: Node):
     yield node
     for child in children(node):
         yield from walk(child)
+
+
+def map_children(node: Node, fn) -> Node:
+    """A copy of ``node`` whose direct sub-expressions are replaced by ``fn(child)``."""
+    if isinstance(node, (ParenExpr, UnaryExpr, SubqueryExpr)):
+        return replace(node, expr=fn(node.expr))
+    if isinstance(node, BinaryExpr):
+        return replace(node, lhs=fn(node.lhs), rhs=fn(node.rhs))
+    if isinstance(node, AggregateExpr):
+        param = fn(node.param) if node.param is not None else None
+        return replace(node, expr=fn(node.expr), param=param)
+    if isinstance(node, Call):
+        return replace(node, args=tuple(fn(arg) for arg in node.args))
+    if isinstance(node, MatrixSelector):
+        return replace(node, vector_selector=fn(node.vector_selector))
+    return node

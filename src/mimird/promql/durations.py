@@ -137,3 +137,71 @@ def _go_quote(text: str) -> str:
     from mimird.promql.quoting import go_quote
 
     return go_quote(text)
+
+
+def evaluate_duration_expr(expr) -> float:
+    """Evaluate a duration expression (a NumberLiteral or DurationExpr tree) to float seconds, as
+    Prometheus's ``evaluateDurationExpr`` does. Raises DurationError on division or modulo by zero."""
+    from mimird.promql.ast import DurationExpr, NumberLiteral
+
+    if isinstance(expr, NumberLiteral):
+        return expr.value
+    if not isinstance(expr, DurationExpr):
+        raise DurationError(f"unexpected duration expression type {type(expr).__name__}")
+    lhs = evaluate_duration_expr(expr.lhs) if expr.lhs is not None else 0.0
+    rhs = evaluate_duration_expr(expr.rhs)
+    where = f"{expr.pos_start}:{expr.pos_end}"
+    if expr.op == "+":
+        return lhs + rhs
+    if expr.op == "-":
+        return -rhs if expr.lhs is None else lhs - rhs
+    if expr.op == "*":
+        return lhs * rhs
+    if expr.op == "/":
+        if rhs == 0:
+            raise DurationError(f"{where}: division by zero")
+        return lhs / rhs
+    if expr.op == "%":
+        if rhs == 0:
+            raise DurationError(f"{where}: modulo by zero")
+        return math.fmod(lhs, rhs)
+    if expr.op == "^":
+        return math.pow(lhs, rhs)
+    raise DurationError(f"unexpected duration expression operator {expr.op!r}")
+
+
+def duration_expr_ns(expr, allow_negative: bool) -> int:
+    """Nanoseconds of a duration expression, as Prometheus's ``calculateDuration``: evaluated in
+    seconds, truncated to whole milliseconds; ranges and steps must be positive, offsets need not be."""
+    seconds = evaluate_duration_expr(expr)
+    where = f"{expr.pos_start}:{expr.pos_end}"
+    if seconds <= 0 and not allow_negative:
+        raise DurationError(f"{where}: duration must be greater than 0")
+    if math.isnan(seconds) or math.isinf(seconds) or abs(seconds * 1000) >= 2.0**63:
+        raise DurationError(f"{where}: duration is out of range")
+    return int(seconds * 1000) * NANOS_PER_MILLI
+
+
+def resolve_duration_exprs(node):
+    """A copy of a parsed tree with every duration expression evaluated into ``range_ns``,
+    ``step_ns`` and ``offset_ns`` (the expressions stay, so printing is unchanged). This is the
+    step Prometheus runs before evaluating a query; errors are DurationError."""
+    from dataclasses import replace
+
+    from mimird.promql.ast import MatrixSelector, SubqueryExpr, VectorSelector, map_children
+
+    node = map_children(node, resolve_duration_exprs)
+    if isinstance(node, VectorSelector) and node.offset_expr is not None:
+        return replace(node, offset_ns=duration_expr_ns(node.offset_expr, True))
+    if isinstance(node, MatrixSelector) and node.range_expr is not None:
+        return replace(node, range_ns=duration_expr_ns(node.range_expr, False))
+    if isinstance(node, SubqueryExpr):
+        changes = {}
+        if node.offset_expr is not None:
+            changes["offset_ns"] = duration_expr_ns(node.offset_expr, True)
+        if node.step_expr is not None:
+            changes["step_ns"] = duration_expr_ns(node.step_expr, False)
+        if node.range_expr is not None:
+            changes["range_ns"] = duration_expr_ns(node.range_expr, False)
+        return replace(node, **changes) if changes else node
+    return node
