@@ -459,6 +459,12 @@ def test_experimental_features_can_be_switched_off():
 ERRORS = [
     # Syntax errors, worded and positioned as Prometheus does.
     ("", "unknown position: parse error: no expression found in input"),
+    ("   # only a comment", "1:1: parse error: no expression found in input"),
+    ("sum by (a) 1", '1:12: parse error: unexpected number "1" in aggregation'),
+    ("sum(x) by (a) 1", '1:15: parse error: unexpected number "1"'),
+    ("rate(x[5m)", '1:10: parse error: unexpected ")" in subquery or range, expected ":" or "]"'),
+    ("x[5m:1m", "1:8: parse error: unclosed left bracket"),
+    ('x{a="a-very-long-value"} "another-long-string"', '1:26: parse error: unexpected string "\\"another-l"...'),
     ("1 +", "1:4: parse error: unexpected end of input"),
     ("sum(x", "1:6: parse error: unclosed left parenthesis"),
     ("x[5m", "1:5: parse error: unclosed left bracket"),

@@ -41,7 +41,7 @@ from mimird.promql.ast import (
 )
 from mimird.promql.durations import DurationError, ns_to_seconds, parse_duration, seconds_to_ns
 from mimird.promql.functions import AGGREGATOR_PARAM_TYPES, EXPERIMENTAL_AGGREGATORS, get_function
-from mimird.promql.lexer import Item, Lexer, LexError
+from mimird.promql.lexer import AGGREGATOR_TOKENS, Item, Lexer, LexError
 from mimird.promql.quoting import UnquoteError, go_quote, is_valid_utf8, unquote
 
 __all__ = ["ParseError", "parse", "parse_expr"]
@@ -719,22 +719,31 @@ class _Context:
     def __init__(self) -> None:
         self.stack: list[str] = []
         self.previous: Item | None = None
+        self.before_previous: Item | None = None
         self.bracket_colon = False
+        # Set right after `sum by (...)`, where only the aggregation's argument list may follow.
+        self.expecting_aggregation_body = False
 
     def advance(self, item: Item) -> None:
         kind = item.type
+        self.expecting_aggregation_body = False
         if kind == "LEFT_PAREN":
             grouping = self.previous is not None and self.previous.type in self._GROUPING_KEYWORDS
-            self.stack.append("grouping" if grouping else "paren")
+            if grouping and self.previous.type in ("BY", "WITHOUT") and self.before_previous is not None \
+                    and self.before_previous.type in AGGREGATOR_TOKENS:
+                self.stack.append("aggregation grouping")
+            else:
+                self.stack.append("grouping" if grouping else "paren")
         elif kind == "LEFT_BRACE":
             self.stack.append("braces")
         elif kind == "LEFT_BRACKET":
             self.stack.append("bracket")
             self.bracket_colon = False
         elif kind in ("RIGHT_PAREN", "RIGHT_BRACE", "RIGHT_BRACKET") and self.stack:
-            self.stack.pop()
+            self.expecting_aggregation_body = self.stack.pop() == "aggregation grouping"
         elif kind == "COLON":
             self.bracket_colon = True
+        self.before_previous = self.previous
         self.previous = item
 
     def message(self, item: Item) -> str:
@@ -749,6 +758,10 @@ class _Context:
     def _context_and_expected(self) -> tuple[str, str]:
         prev = self.previous.type if self.previous else None
         top = self.stack[-1] if self.stack else None
+        if top == "aggregation grouping":
+            top = "grouping"
+        if self.expecting_aggregation_body:
+            return "aggregation", ""
         if prev == "OFFSET":
             return "offset", "number or duration"
         if prev == "AT":
@@ -813,7 +826,7 @@ def parse(query: str, *, experimental: bool = True) -> ast.Expr:
         for item in lexer.items():
             if item.type == "EOF":
                 if context.previous is None:
-                    raise _Problem("no expression found in input", item.pos)
+                    raise _Problem("no expression found in input", 0)
                 token = Token("$END", "", start_pos=item.pos)
             else:
                 token = Token(item.type, item.value, start_pos=item.pos)
