@@ -51,6 +51,7 @@ cdef enum:
     # Prometheus's compression flags in the fragment type byte (snappy 1<<3, zstd 1<<4).
     _TYPE_MASK = 7
     _SAMPLES = 2
+    _SNAPPY = 8
 
 _intern = sys.intern
 
@@ -520,7 +521,8 @@ def read_record(const uint8_t[::1] data, Py_ssize_t pos):
     """Read the record whose first fragment is at or after `pos` in a segment's bytes.
 
     Returns (status, record_start, next_pos, record, message): status is READ_OK with the record's
-    bytes, READ_END at the end of the data, or READ_TORN / READ_CORRUPT with a message; record_start
+    bytes (message "snappy" when Prometheus compressed them with snappy: the caller decompresses), READ_END
+    at the end of the data, or READ_TORN / READ_CORRUPT with a message; record_start
     is where the record (or the problem's record) begins, the offset to truncate at. A short final
     page reads as if padded with zeros, as Prometheus's reader does.
     """
@@ -531,6 +533,7 @@ def read_record(const uint8_t[::1] data, Py_ssize_t pos):
     cdef uint32_t expected_crc, actual_crc
     cdef Buffer joined = Buffer(NULL, 0, 0)
     cdef Py_ssize_t single_start = -1, single_length = 0
+    cdef bint snappy = False
     if size == 0 or pos >= size:
         return READ_END, pos, pos, None, None
     base = &data[0]
@@ -559,8 +562,10 @@ def read_record(const uint8_t[::1] data, Py_ssize_t pos):
             if size - pos < _HEADER:
                 return READ_TORN, record_start, pos, None, "segment ends inside a fragment header"
             fragment_type = header & _TYPE_MASK
-            if header & ~_TYPE_MASK:
+            if header & ~(_TYPE_MASK | _SNAPPY):
                 return READ_CORRUPT, record_start, pos, None, f"unsupported fragment flags 0x{header:02x}"
+            if fragment_count == 0:
+                snappy = (header & _SNAPPY) != 0
             if fragment_type > _LAST:
                 return READ_CORRUPT, record_start, pos, None, f"invalid fragment type {fragment_type}"
             length = (<Py_ssize_t>base[pos + 1] << 8) | base[pos + 2]
@@ -591,10 +596,11 @@ def read_record(const uint8_t[::1] data, Py_ssize_t pos):
                 if single_length == 0:
                     return READ_CORRUPT, record_start, pos, None, "empty record"
                 return (READ_OK, record_start, pos,
-                        PyBytes_FromStringAndSize(<char*>base + single_start, single_length), None)
+                        PyBytes_FromStringAndSize(<char*>base + single_start, single_length),
+                        "snappy" if snappy else None)
             if fragment_type == _LAST:
                 if joined.size == 0:
                     return READ_CORRUPT, record_start, pos, None, "empty record"
-                return READ_OK, record_start, pos, _finish(&joined), None
+                return READ_OK, record_start, pos, _finish(&joined), "snappy" if snappy else None
     finally:
         free(joined.data)
