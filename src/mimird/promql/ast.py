@@ -108,6 +108,12 @@ class Node:
         """The value type this expression evaluates to."""
         raise TypeError(f"{type(self).__name__} has no value type")
 
+    def __str__(self) -> str:
+        # str() gives PromQL text, as Prometheus's String() does; repr() keeps the dataclass form.
+        from mimird.promql.printer import to_string
+
+        return to_string(self)
+
 
 def _pos() -> int:
     return field(default=-1, compare=False, repr=False, kw_only=True)

@@ -43,6 +43,7 @@ from mimird.promql.durations import DurationError, ns_to_seconds, parse_duration
 from mimird.promql.functions import AGGREGATOR_PARAM_TYPES, EXPERIMENTAL_AGGREGATORS, get_function
 from mimird.promql.lexer import AGGREGATOR_TOKENS, Item, Lexer, LexError
 from mimird.promql.quoting import UnquoteError, go_quote, is_valid_utf8, unquote
+from mimird.promql.regex import describe_error
 
 __all__ = ["ParseError", "parse", "parse_expr"]
 
@@ -579,7 +580,7 @@ class _Builder(Transformer):
             try:
                 ast.compile_matcher_regex(value)
             except re.error as exc:
-                raise _Problem(f"error parsing regexp: {exc}", name_tok.start_pos) from None
+                raise _Problem(describe_error(value, exc), name_tok.start_pos) from None
         return Matcher(match_type, name, value)
 
     def metric_name_matcher(self, children):

@@ -129,3 +129,21 @@ def compile_anchored(pattern: str) -> re.Pattern[str]:
     Use ``fullmatch`` on the result. Raises ``re.error`` for invalid patterns.
     """
     return re.compile(f"(?s:{translate(pattern)})")
+
+
+def describe_error(pattern: str, error: re.error) -> str:
+    """Word a compile error like Go's regexp package does where the two clearly correspond
+    (``error parsing regexp: missing closing ): `^(?s:()$```), else fall back to Python's text."""
+    anchored = f"^(?s:{pattern})$"
+    message = error.msg
+    if message.startswith("missing ), unterminated subpattern"):
+        return f"error parsing regexp: missing closing ): `{anchored}`"
+    if message.startswith("unbalanced parenthesis"):
+        return f"error parsing regexp: unexpected ): `{anchored}`"
+    if message.startswith("unterminated character set"):
+        return f"error parsing regexp: missing closing ]: `{anchored[anchored.find('['):]}`"
+    if message.startswith("nothing to repeat") and error.pos is not None:
+        return f"error parsing regexp: missing argument to repetition operator: `{error.pattern[error.pos]}`"
+    if message.startswith("multiple repeat") and error.pos:
+        return f"error parsing regexp: invalid nested repetition operator: `{error.pattern[error.pos - 1:error.pos + 1]}`"
+    return f"error parsing regexp: {message}"
