@@ -180,3 +180,78 @@ def test_labels_hash_is_xxhash_of_separated_pairs(pairs):
 def test_labels_hash_rejects_non_strings():
     with pytest.raises(TypeError):
         postings.labels_hash((("a", 1),))
+
+
+# Operations on a RefsByHash, checked against a dict of lists. Hashes come from a tiny set (and include the
+# extremes) so that collisions, long probe runs and wrap-around at the end of the table are common.
+hash_values = st.one_of(st.integers(min_value=0, max_value=40), st.sampled_from([2**64 - 1, 2**64 - 16, 2**63]))
+hash_operations = st.lists(
+    st.tuples(st.sampled_from(["add", "remove"]), hash_values, st.integers(min_value=1, max_value=60)),
+    max_size=200,
+)
+
+
+@settings(max_examples=150)
+@given(hash_operations)
+def test_refs_by_hash_matches_a_dict_of_lists(operations):
+    table = postings.RefsByHash(capacity=1)
+    model: dict[int, set[int]] = {}
+    for operation, label_hash, ref in operations:
+        if operation == "add":
+            if ref in model.get(label_hash, set()):
+                continue
+            table.add(label_hash, ref)
+            model.setdefault(label_hash, set()).add(ref)
+        else:
+            expected = ref in model.get(label_hash, set())
+            assert table.remove(label_hash, ref) is expected
+            model.get(label_hash, set()).discard(ref)
+        assert len(table) == sum(len(refs) for refs in model.values())
+    for label_hash in set(range(41)) | {2**64 - 1, 2**64 - 16, 2**63}:
+        assert sorted(table.get(label_hash)) == sorted(model.get(label_hash, set()))
+
+
+def test_refs_by_hash_grows_and_rejects_ref_zero():
+    table = postings.RefsByHash()
+    for ref in range(1, 50_001):
+        table.add(ref * 0x9E3779B97F4A7C15 % 2**64, ref)
+    assert len(table) == 50_000
+    assert table.nbytes <= 16 * 4 * 50_000 * 2
+    assert all(table.get(ref * 0x9E3779B97F4A7C15 % 2**64) == [ref] for ref in range(1, 50_001, 997))
+    with pytest.raises(ValueError):
+        table.add(1, 0)
+
+
+def test_series_label_store():
+    store = postings.SeriesLabelStore(capacity=1)
+    symbols = ["__name__", "up", "job", "api", "web"]
+    for ref in range(1, 3001):
+        store.append(ref * 2, [0, 1, 2, 3 + ref % 2])
+    store.append(7000, [])
+    assert len(store) == 3001
+    assert store.find(10) == 4
+    assert store.find(11) == -1 and store.find(0) == -1
+    assert store.labels(4, symbols) == (("__name__", "up"), ("job", "web"))
+    assert store.labels(3000, symbols) == ()
+    assert store.refs()[:3].tolist() == [2, 4, 6]
+    assert store.offsets()[:3].tolist() == [0, 2, 4]
+    assert store.pairs()[:4].tolist() == [0, 1, 2, 4]
+    with pytest.raises(ValueError):
+        store.append(7000, [0, 1])
+    with pytest.raises(ValueError):
+        store.append(8000, [0])
+    with pytest.raises(IndexError):
+        store.labels(3001, symbols)
+    with pytest.raises(IndexError):
+        store.labels(0, symbols[:2])
+
+    view = store.refs()
+    store.replace(np.array([4, 9], dtype=np.uint64), np.array([0, 1, 3], dtype=np.int64),
+                  np.array([2, 3, 0, 1, 2, 4], dtype=np.uint32))
+    assert view[:2].tolist() == [2, 4], "views taken before a replace keep their contents"
+    assert store.labels(store.find(9), symbols) == (("__name__", "up"), ("job", "web"))
+    assert store.labels(store.find(4), symbols) == (("job", "api"),)
+    store.append(10, [0, 1])
+    assert store.refs().tolist() == [4, 9, 10]
+    with pytest.raises(ValueError):
+        store.replace(np.array([4], dtype=np.uint64), np.array([0, 2], dtype=np.int64), np.zeros(2, np.uint32))

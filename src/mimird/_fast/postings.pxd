@@ -33,3 +33,16 @@ cdef class SeriesLabelStore:
 
     cdef _set_buffers(self, refs, offsets, pairs)
     cdef _grow(self, Py_ssize_t extra_pairs)
+
+
+cdef class RefsByHash:
+    cdef object _hashes
+    cdef object _refs
+    cdef uint64_t* _hashes_data
+    cdef uint64_t* _refs_data
+    cdef Py_ssize_t _mask
+    cdef Py_ssize_t _count
+
+    cdef _allocate(self, Py_ssize_t size)
+    cdef void _insert(self, uint64_t label_hash, uint64_t ref) noexcept nogil
+    cdef _rehash(self, const uint64_t[::1] hashes, const uint64_t[::1] refs)

@@ -544,6 +544,106 @@ cdef class SeriesLabelStore:
         return self._count
 
 
+cdef class RefsByHash:
+    """Series refs by label-set hash: an open-addressing multimap from uint64 hash to uint64 ref.
+
+    Several series may share a hash (a collision), so `get` returns every ref stored under it and the caller
+    compares label sets. Linear probing over two numpy arrays, 16 bytes a slot at most 3/4 full, instead of
+    a dict of Python ints (about 100 bytes a series). Ref 0 marks an empty slot, so refs must be >= 1.
+    """
+
+    def __cinit__(self, Py_ssize_t capacity=1024):
+        cdef Py_ssize_t size = 16
+        while size < capacity:
+            size *= 2
+        self._count = 0
+        self._allocate(size)
+
+    cdef _allocate(self, Py_ssize_t size):
+        self._hashes = np.zeros(size, dtype=np.uint64)
+        self._refs = np.zeros(size, dtype=np.uint64)
+        cdef uint64_t[::1] hashes_view = self._hashes
+        cdef uint64_t[::1] refs_view = self._refs
+        self._hashes_data = &hashes_view[0]
+        self._refs_data = &refs_view[0]
+        self._mask = size - 1
+
+    cdef void _insert(self, uint64_t label_hash, uint64_t ref) noexcept nogil:
+        cdef Py_ssize_t slot = <Py_ssize_t>(label_hash & <uint64_t>self._mask)
+        while self._refs_data[slot] != 0:
+            slot = (slot + 1) & self._mask
+        self._hashes_data[slot] = label_hash
+        self._refs_data[slot] = ref
+
+    def add(self, uint64_t label_hash, uint64_t ref):
+        """Store `ref` under `label_hash`."""
+        cdef Py_ssize_t i
+        if ref == 0:
+            raise ValueError("series ref 0 is reserved")
+        if 4 * (self._count + 1) > 3 * (self._mask + 1):
+            old_hashes = self._hashes
+            old_refs = self._refs
+            self._allocate(2 * (self._mask + 1))
+            self._rehash(old_hashes, old_refs)
+        self._insert(label_hash, ref)
+        self._count += 1
+
+    cdef _rehash(self, const uint64_t[::1] hashes, const uint64_t[::1] refs):
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(refs.shape[0]):
+                if refs[i] != 0:
+                    self._insert(hashes[i], refs[i])
+
+    def get(self, uint64_t label_hash):
+        """Every ref stored under `label_hash` (usually none or one), as a list."""
+        cdef Py_ssize_t slot = <Py_ssize_t>(label_hash & <uint64_t>self._mask)
+        cdef list found = []
+        while self._refs_data[slot] != 0:
+            if self._hashes_data[slot] == label_hash:
+                found.append(self._refs_data[slot])
+            slot = (slot + 1) & self._mask
+        return found
+
+    def remove(self, uint64_t label_hash, uint64_t ref):
+        """Drop `ref` from under `label_hash`; return whether it was there."""
+        cdef Py_ssize_t slot = <Py_ssize_t>(label_hash & <uint64_t>self._mask)
+        cdef Py_ssize_t next_slot, home
+        while self._refs_data[slot] != 0:
+            if self._hashes_data[slot] == label_hash and self._refs_data[slot] == ref:
+                break
+            slot = (slot + 1) & self._mask
+        else:
+            return False
+        # Backward-shift deletion: pull later entries of the probe run into the hole when their home slot
+        # allows it, so that lookups can keep stopping at the first empty slot (no tombstones).
+        next_slot = slot
+        while True:
+            next_slot = (next_slot + 1) & self._mask
+            if self._refs_data[next_slot] == 0:
+                break
+            home = <Py_ssize_t>(self._hashes_data[next_slot] & <uint64_t>self._mask)
+            if slot <= next_slot:
+                if slot < home <= next_slot:
+                    continue
+            elif slot < home or home <= next_slot:
+                continue
+            self._hashes_data[slot] = self._hashes_data[next_slot]
+            self._refs_data[slot] = self._refs_data[next_slot]
+            slot = next_slot
+        self._refs_data[slot] = 0
+        self._count -= 1
+        return True
+
+    @property
+    def nbytes(self):
+        """Bytes held by the table."""
+        return self._hashes.nbytes + self._refs.nbytes
+
+    def __len__(self):
+        return self._count
+
+
 cdef object _read_only(array):
     array.flags.writeable = False
     return array

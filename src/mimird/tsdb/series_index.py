@@ -3,7 +3,8 @@
 Each series gets a ref (1, 2, 3, ... in creation order) when its label set is first seen. The index owns:
 - the label sets, stored compactly as pairs of symbol ids in flat numpy arrays (a Python tuple is built
   only when `labels_of` is asked), with every label string kept once in a symbol table;
-- refs by label-set hash (Prometheus's XXH64 of the labels), with collisions resolved by comparing labels;
+- refs by label-set hash (Prometheus's XXH64 of the labels) in an open-addressing table, with collisions
+  resolved by comparing label sets;
 - postings `name -> value -> PostingsBuilder` of refs, plus the list of all refs, over which `select` runs
   Prometheus's PostingsForMatchers with the Cython kernels of mimird._fast.postings.
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from mimird._fast.postings import (
     PostingsBuilder,
+    RefsByHash,
     SeriesLabelStore,
     intersect_many,
     subtract,
@@ -39,8 +41,8 @@ class SeriesIndex:
         self._symbols: list[str] = []
         # Label sets as symbol-id pairs, by slot (slots are in ref order).
         self._store = SeriesLabelStore()
-        # A hash usually maps to one ref; on a collision, to a list of the refs sharing it.
-        self._refs_by_hash: dict[int, int | list[int]] = {}
+        # Refs by label-set hash; a collision leaves several refs under one hash.
+        self._refs_by_hash = RefsByHash()
         self._postings: dict[str, dict[str, PostingsBuilder]] = {}
         self._all_postings = PostingsBuilder()
         self._next_ref = 1
@@ -61,11 +63,9 @@ class SeriesIndex:
             if labels[index - 1][0] >= labels[index][0]:
                 raise ValueError(f"labels are not sorted by name or repeat a name: {labels!r}")
         label_hash = labels_hash(labels)
-        existing = self._refs_by_hash.get(label_hash)
-        if existing is not None:
-            for ref in existing if isinstance(existing, list) else (existing,):
-                if self.labels_of(ref) == labels:
-                    return ref, False
+        for ref in self._refs_by_hash.get(label_hash):
+            if self.labels_of(ref) == labels:
+                return ref, False
         ref = self._next_ref
         self._next_ref += 1
         symbol_ids = self._symbol_ids
@@ -88,20 +88,12 @@ class SeriesIndex:
             builder.append(ref)
         self._store.append(ref, pair_ids)
         self._all_postings.append(ref)
-        if existing is None:
-            self._refs_by_hash[label_hash] = ref
-        elif isinstance(existing, list):
-            existing.append(ref)
-        else:
-            self._refs_by_hash[label_hash] = [existing, ref]
+        self._refs_by_hash.add(label_hash, ref)
         return ref, True
 
     def get(self, labels: Labels) -> int | None:
         """The ref of the series with `labels`, or None when there is none."""
-        existing = self._refs_by_hash.get(labels_hash(labels))
-        if existing is None:
-            return None
-        for ref in existing if isinstance(existing, list) else (existing,):
+        for ref in self._refs_by_hash.get(labels_hash(labels)):
             if self.labels_of(ref) == labels:
                 return ref
         return None
@@ -230,22 +222,12 @@ class SeriesIndex:
             return 0
         removed_refs = self._store.refs()[slots]
         for ref in removed_refs.tolist():
-            self._forget_hash(ref)
+            self._refs_by_hash.remove(labels_hash(self.labels_of(ref)), ref)
         self._remove_from_postings(slots)
         self._all_postings.remove(removed_refs)
         self._compact_slots(slots)
         self._maybe_compact_symbols()
         return len(slots)
-
-    def _forget_hash(self, ref: int) -> None:
-        label_hash = labels_hash(self.labels_of(ref))
-        existing = self._refs_by_hash[label_hash]
-        if isinstance(existing, list):
-            existing.remove(ref)
-            if len(existing) == 1:
-                self._refs_by_hash[label_hash] = existing[0]
-        else:
-            del self._refs_by_hash[label_hash]
 
     def _remove_from_postings(self, slots: np.ndarray) -> None:
         name_ids, value_ids, pair_slots = self._label_pairs_of(slots)
@@ -290,8 +272,8 @@ class SeriesIndex:
         self._store.replace(self._store.refs(), self._store.offsets(), np.searchsorted(used, pairs))
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held by the numpy arrays of the index (postings, label pairs, refs)."""
-        total = self._store.nbytes + self._all_postings.nbytes
+        """Approximate bytes held by the numpy arrays of the index (postings, label pairs, refs, hash table)."""
+        total = self._store.nbytes + self._all_postings.nbytes + self._refs_by_hash.nbytes
         for by_value in self._postings.values():
             for builder in by_value.values():
                 total += builder.nbytes
