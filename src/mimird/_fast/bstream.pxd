@@ -66,13 +66,3 @@ cdef inline uint64_t peek64(const uint8_t* data, Py_ssize_t size, uint64_t pos) 
         return (window << shift) | ((<uint64_t>data[first_byte + 8] << shift) >> 8)
     return peek64_slow(data, size, pos)
 
-
-cdef inline void put_bits(uint8_t* data, uint64_t pos, uint64_t value, int nbits) noexcept nogil:
-    """OR the low `nbits` (1 to 57) bits of `value` into zeroed space at bit `pos`.
-
-    The caller guarantees 8 writable bytes from byte pos // 8.
-    """
-    cdef uint64_t first_byte = pos >> 3
-    cdef int shift = pos & 7
-    value &= (<uint64_t>1 << nbits) - 1
-    store_be64(data + first_byte, load_be64(data + first_byte) | (value << (64 - nbits - shift)))

@@ -1,5 +1,6 @@
 # C-level interface of the XOR chunk codec (Prometheus chunk encoding 1) for other kernels to cimport.
 # Byte layout: docs/format/chunks.md.
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 
@@ -31,10 +32,15 @@ cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
                                  int64_t* out_t, double* out_v, Py_ssize_t capacity) noexcept nogil
 
 
+@cython.final
 cdef class XORChunk:
     cdef uint8_t* buf
     cdef Py_ssize_t capacity
-    cdef uint64_t nbits
+    # Bits are gathered in `pending` (first bit in the top bit), which covers the 64 bits from bit
+    # `pending_start` (a multiple of 8) of buf and is stored whole when full or when bytes() is asked.
+    cdef uint64_t pending
+    cdef uint64_t pending_start
+    cdef int pending_bits
     cdef bint last_write_whole_bytes
     cdef unsigned int num
     cdef int64_t first_t
@@ -46,7 +52,8 @@ cdef class XORChunk:
 
     cdef int _reserve(self, Py_ssize_t nbytes) except -1
     cdef int _append(self, int64_t t, uint64_t value_bits) except -1
-    cdef void _write_bits(self, uint64_t value, int nbits) noexcept nogil
-    cdef void _write_value(self, uint64_t value_bits) noexcept nogil
+    cdef inline void _write_bits(self, uint64_t value, int nbits) noexcept nogil
+    cdef inline void _write_value(self, uint64_t value_bits) noexcept nogil
+    cdef uint64_t _nbits(self) noexcept nogil
     cdef Py_ssize_t _length(self) noexcept nogil
     cpdef append(self, int64_t t, double v)

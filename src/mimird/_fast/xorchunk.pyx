@@ -1,21 +1,22 @@
 """Prometheus's XOR chunk (chunk encoding 1): the Gorilla timestamp/value compression, bit for bit.
 
 This module owns the chunk bytes: the appender that the head keeps per series (`XORChunk`), whole-array
-`encode`, the decoders (`XORIterator`, `decode`, `decode_into`) and the stale-marker constants. The
+`encode`, the decoders (`XORIterator`, `decode`, `decode_into`, `decode_chunks`) and the stale-marker constants. The
 layout is drawn in docs/format/chunks.md; the rules follow Prometheus's tsdb/chunkenc/xor.go and
 bstream.go, so the bytes are the ones Prometheus writes for the same samples. Values are handled as
 64-bit patterns throughout, so NaN payloads (the stale marker among them) survive unchanged.
 """
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+cimport cython
 cimport numpy as cnp
 
-from mimird._fast.bstream cimport clz64, ctz64, peek64, put_bits
+from mimird._fast.bstream cimport clz64, ctz64, peek64, store_be64
 from mimird._fast.varint cimport get_uvarint, put_uvarint, zigzag_decode, zigzag_encode
 
 import numpy as np
@@ -26,14 +27,16 @@ SAMPLES_PER_CHUNK = 120
 """How many samples the head puts in a chunk before cutting a new one, as Prometheus."""
 MAX_BYTES_PER_CHUNK = 1024
 """Prometheus also cuts a float chunk once its bytes pass this size (MaxBytesPerXORChunk)."""
-MAX_SAMPLES = 0xFFFF
+cdef unsigned int _MAX_SAMPLES = 0xFFFF
+MAX_SAMPLES = _MAX_SAMPLES
 """The sample count is a 16-bit header field."""
 STALE_NAN_BITS = 0x7FF0000000000002
 """The NaN that Prometheus writes as a staleness marker; only this exact bit pattern means stale."""
 
 cdef uint64_t _STALE_NAN_BITS = 0x7FF0000000000002
-# The largest sample is 18 bytes (the first: 10-byte varint and 8-byte value) and put_bits may touch
-# 8 bytes past the current one, so this much free space before each append is always enough.
+# The largest sample is 145 bits (4-bit dod prefix, 64-bit dod, 13 control bits, 64-bit XOR), and
+# storing the pending word writes 8 bytes from its start, so this much room past the start of the
+# pending word before each append is always enough.
 cdef Py_ssize_t _APPEND_HEADROOM = 48
 
 
@@ -208,6 +211,16 @@ cdef int _check_output(Py_buffer* view, bytes formats, str name) except -1:
     return 0
 
 
+cdef inline bint _is_output_array(object array, int typenum) noexcept:
+    # Checking a numpy array directly costs nanoseconds; the buffer protocol costs far more per call,
+    # which shows when decoding many small chunks.
+    return (cnp.PyArray_CheckExact(array)
+            and cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>array), typenum)
+            and cnp.PyArray_NDIM(<cnp.ndarray>array) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array)
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>array))
+
+
 def num_samples(data):
     """The sample count in the header of the chunk bytes `data`."""
     cdef Py_buffer view
@@ -257,8 +270,18 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
     returned count. Raises ValueError if the chunk is corrupt or the outputs are too short.
     """
     cdef Py_buffer view, t_view, v_view
-    cdef XORCursor cursor
-    cdef Py_ssize_t count, capacity
+    cdef Py_ssize_t count
+    if _is_output_array(out_t, cnp.NPY_INT64) and _is_output_array(out_v, cnp.NPY_FLOAT64):
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            count = _decode_into_pointers(&view, <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out_t),
+                                          <double*>cnp.PyArray_DATA(<cnp.ndarray>out_v),
+                                          min(cnp.PyArray_DIM(<cnp.ndarray>out_t, 0),
+                                              cnp.PyArray_DIM(<cnp.ndarray>out_v, 0)),
+                                          offset, mint, maxt)
+        finally:
+            PyBuffer_Release(&view)
+        return count
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         PyObject_GetBuffer(out_t, &t_view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
@@ -267,24 +290,83 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
             try:
                 _check_output(&t_view, b"qlL", "out_t")
                 _check_output(&v_view, b"d", "out_v")
-                capacity = min(t_view.shape[0], v_view.shape[0]) - offset
-                if offset < 0 or capacity < 0:
-                    raise ValueError(f"offset {offset} is outside the output arrays")
-                _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
-                with nogil:
-                    count = xor_decode_range(&cursor, mint, maxt, <int64_t*>t_view.buf + offset,
-                                             <double*>v_view.buf + offset, capacity)
+                count = _decode_into_pointers(&view, <int64_t*>t_view.buf, <double*>v_view.buf,
+                                              min(t_view.shape[0], v_view.shape[0]), offset, mint, maxt)
             finally:
                 PyBuffer_Release(&v_view)
         finally:
             PyBuffer_Release(&t_view)
     finally:
         PyBuffer_Release(&view)
+    return count
+
+
+cdef Py_ssize_t _decode_into_pointers(Py_buffer* view, int64_t* out_t, double* out_v, Py_ssize_t length,
+                                      Py_ssize_t offset, int64_t mint, int64_t maxt) except -1:
+    cdef XORCursor cursor
+    cdef Py_ssize_t count
+    if offset < 0 or offset > length:
+        raise ValueError(f"offset {offset} is outside the output arrays")
+    _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
+    with nogil:
+        count = xor_decode_range(&cursor, mint, maxt, out_t + offset, out_v + offset, length - offset)
     if count == XOR_OUT_OF_SPACE:
         raise ValueError("output arrays are too short for the chunk's samples")
     if count < 0:
         raise ValueError("corrupt or truncated XOR chunk")
     return count
+
+
+def decode_chunks(chunks, int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
+    """Decode a series' chunks (a sequence of chunk bytes, in time order) into one pair of arrays.
+
+    Returns (timestamps int64, values float64) with the samples mint <= t <= maxt of all chunks, one
+    after the other. One call, one GIL release for all chunks: the way to read many small chunks.
+    Raises ValueError naming the first corrupt chunk.
+    """
+    cdef list owned = list(chunks)
+    cdef Py_ssize_t n = len(owned), i, total = 0, filled = 0, count = 0, failed = -1
+    cdef const uint8_t** starts = NULL
+    cdef Py_ssize_t* sizes = NULL
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray timestamps, values
+    cdef int64_t* out_t
+    cdef double* out_v
+    cdef XORCursor cursor
+    starts = <const uint8_t**>malloc(max(n, 1) * sizeof(uint8_t*))
+    sizes = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
+    try:
+        if starts == NULL or sizes == NULL:
+            raise MemoryError()
+        for i in range(n):
+            if type(owned[i]) is not bytes:
+                owned[i] = bytes(owned[i])
+            starts[i] = <const uint8_t*>PyBytes_AS_STRING(owned[i])
+            sizes[i] = PyBytes_GET_SIZE(owned[i])
+            if sizes[i] < 2:
+                raise ValueError(f"chunk {i}: {sizes[i]} bytes is shorter than the 2-byte header")
+            total += (<Py_ssize_t>starts[i][0] << 8) | starts[i][1]
+        dims[0] = total
+        timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+        out_t = <int64_t*>cnp.PyArray_DATA(timestamps)
+        out_v = <double*>cnp.PyArray_DATA(values)
+        with nogil:
+            for i in range(n):
+                xor_cursor_init(&cursor, starts[i], sizes[i])
+                count = xor_decode_range(&cursor, mint, maxt, out_t + filled, out_v + filled, total - filled)
+                if count < 0:
+                    failed = i
+                    break
+                filled += count
+    finally:
+        free(starts)
+        free(sizes)
+    if failed >= 0:
+        raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
+    if filled < total:
+        return timestamps[:filled], values[:filled]
+    return timestamps, values
 
 
 cdef class XORIterator:
@@ -321,6 +403,7 @@ cdef class XORIterator:
 # Encoding
 
 
+@cython.final
 cdef class XORChunk:
     """An XOR chunk being appended to; bytes() is the exact chunk at any moment, open or closed.
 
@@ -332,7 +415,9 @@ cdef class XORChunk:
         self.buf = NULL
         self.capacity = 0
         self._reserve(128)
-        self.nbits = 16
+        self.pending = 0
+        self.pending_start = 16
+        self.pending_bits = 0
         self.last_write_whole_bytes = False
         self.num = 0
         self.first_t = 0
@@ -346,8 +431,8 @@ cdef class XORChunk:
     def __dealloc__(self):
         free(self.buf)
 
-    @classmethod
-    def from_bytes(cls, data):
+    @staticmethod
+    def from_bytes(data):
         """Reopen chunk bytes for appending, as Prometheus's XORChunk.Appender(): replay every sample.
 
         The appender resumes with the decoder's state, including its leading/trailing-zero window
@@ -355,7 +440,7 @@ cdef class XORChunk:
         a reloaded chunk gives the same bytes as Prometheus does. Raises ValueError on corrupt bytes or
         on bytes after the last sample.
         """
-        cdef XORChunk chunk = cls()
+        cdef XORChunk chunk = XORChunk()
         cdef Py_buffer view
         cdef XORCursor cursor
         cdef int status
@@ -382,11 +467,12 @@ cdef class XORChunk:
         # whole byte was written on a byte boundary); anything more is not an appendable chunk.
         if free_bits > 8:
             raise ValueError("XOR chunk has bytes after its last sample")
-        if cursor.pos & 7:
-            chunk.buf[2 + (cursor.pos >> 3)] &= <uint8_t>(0xFF << (8 - (cursor.pos & 7)))
-        if free_bits == 8:
-            chunk.buf[2 + (cursor.pos >> 3)] = 0
-        chunk.nbits = 16 + cursor.pos
+        chunk.pending_start = 16 + (cursor.pos & ~<uint64_t>7)
+        chunk.pending_bits = cursor.pos & 7
+        if chunk.pending_bits:
+            # Keep the last byte's written bits; its padding bits will be overwritten.
+            chunk.pending = <uint64_t>(chunk.buf[chunk.pending_start >> 3] >> (8 - chunk.pending_bits)) << (
+                64 - chunk.pending_bits)
         chunk.last_write_whole_bytes = free_bits == 8
         chunk.num = cursor.num_total
         chunk.t = cursor.t
@@ -405,25 +491,33 @@ cdef class XORChunk:
         grown = <uint8_t*>realloc(self.buf, new_capacity)
         if grown == NULL:
             raise MemoryError()
-        # put_bits ORs into the buffer, so unwritten space must be zero.
         memset(grown + self.capacity, 0, new_capacity - self.capacity)
         self.buf = grown
         self.capacity = new_capacity
         return 0
 
-    cdef void _write_bits(self, uint64_t value, int nbits) noexcept nogil:
-        # Writes the low nbits (1 to 64) bits of value.
-        if nbits > 32:
-            put_bits(self.buf, self.nbits, value >> 32, nbits - 32)
-            put_bits(self.buf, self.nbits + nbits - 32, value, 32)
+    cdef inline void _write_bits(self, uint64_t value, int nbits) noexcept nogil:
+        # Writes the low nbits (1 to 64) bits of value. Whole 8-byte stores, never read back, keep
+        # the CPU from stalling on overlapping unaligned read-modify-writes.
+        cdef int free_bits = 64 - self.pending_bits
+        cdef int rest
+        if nbits < 64:
+            value &= (<uint64_t>1 << nbits) - 1
+        if nbits < free_bits:
+            self.pending |= value << (free_bits - nbits)
+            self.pending_bits += nbits
         else:
-            put_bits(self.buf, self.nbits, value, nbits)
-        self.nbits += nbits
+            rest = nbits - free_bits
+            self.pending |= value >> rest
+            store_be64(self.buf + (self.pending_start >> 3), self.pending)
+            self.pending_start += 64
+            self.pending = value << (64 - rest) if rest else 0
+            self.pending_bits = rest
         # Prometheus's bstream writes whole bytes with writeByte, which on a byte boundary leaves an
         # empty byte at the end of the stream; bytes() has to reproduce that length.
         self.last_write_whole_bytes = (nbits & 7) == 0
 
-    cdef void _write_value(self, uint64_t value_bits) noexcept nogil:
+    cdef inline void _write_value(self, uint64_t value_bits) noexcept nogil:
         cdef uint64_t delta = value_bits ^ self.value_bits
         cdef uint8_t leading, trailing
         cdef int significant
@@ -451,9 +545,9 @@ cdef class XORChunk:
         cdef Py_ssize_t varint_size, i
         cdef uint64_t t_delta = 0
         cdef int64_t dod
-        if self.num >= MAX_SAMPLES:
-            raise OverflowError(f"an XOR chunk holds at most {MAX_SAMPLES} samples")
-        self._reserve(<Py_ssize_t>(self.nbits >> 3) + _APPEND_HEADROOM)
+        if self.num >= _MAX_SAMPLES:
+            raise OverflowError(f"an XOR chunk holds at most {_MAX_SAMPLES} samples")
+        self._reserve(<Py_ssize_t>(self.pending_start >> 3) + _APPEND_HEADROOM)
         if self.num == 0:
             varint_size = put_uvarint(varint, zigzag_encode(t))
             for i in range(varint_size):
@@ -498,19 +592,25 @@ cdef class XORChunk:
         cdef Py_ssize_t i, n = ts.shape[0]
         if vals.shape[0] != n:
             raise ValueError(f"{n} timestamps but {vals.shape[0]} values")
-        if self.num + n > MAX_SAMPLES:
-            raise OverflowError(f"an XOR chunk holds at most {MAX_SAMPLES} samples")
+        if self.num + n > _MAX_SAMPLES:
+            raise OverflowError(f"an XOR chunk holds at most {_MAX_SAMPLES} samples")
         for i in range(n):
             self._append(ts[i], _bits_from_float(vals[i]))
 
+    cdef uint64_t _nbits(self) noexcept nogil:
+        return self.pending_start + <uint64_t>self.pending_bits
+
     cdef Py_ssize_t _length(self) noexcept nogil:
-        cdef Py_ssize_t length = <Py_ssize_t>((self.nbits + 7) >> 3)
-        if (self.nbits & 7) == 0 and self.last_write_whole_bytes:
+        cdef uint64_t nbits = self._nbits()
+        cdef Py_ssize_t length = <Py_ssize_t>((nbits + 7) >> 3)
+        if (nbits & 7) == 0 and self.last_write_whole_bytes:
             length += 1
         return length
 
     def bytes(self):
         """The chunk bytes as Prometheus's Bytes() would return them now."""
+        # The pending word holds every byte past pending_start that the length can reach.
+        store_be64(self.buf + (self.pending_start >> 3), self.pending)
         return PyBytes_FromStringAndSize(<char*>self.buf, self._length())
 
     @property
