@@ -39,7 +39,7 @@ from mimird.promql.ast import (
     VectorMatching,
     VectorSelector,
 )
-from mimird.promql.durations import DurationError, ns_to_seconds, parse_duration, seconds_to_ns
+from mimird.promql.durations import DurationError, go_round, ns_to_seconds, parse_duration, seconds_to_ns
 from mimird.promql.functions import AGGREGATOR_PARAM_TYPES, EXPERIMENTAL_AGGREGATORS, get_function
 from mimird.promql.lexer import AGGREGATOR_TOKENS, Item, Lexer, LexError
 from mimird.promql.quoting import UnquoteError, go_quote, is_valid_utf8, unquote
@@ -156,13 +156,6 @@ def _go_format_f(value: float) -> str:
     return f"{value:.6f}"
 
 
-def _go_round(value: float) -> float:
-    whole = math.trunc(value)
-    if abs(value - whole) >= 0.5:
-        whole += math.copysign(1.0, value)
-    return float(whole)
-
-
 # ---- tree builder ---------------------------------------------------------------------------------------
 
 
@@ -198,18 +191,6 @@ class _AtValue:
 
 def _tok_end(tok: Token) -> int:
     return tok.start_pos + len(tok.value)
-
-
-def _start(node) -> int:
-    if isinstance(node, Token):
-        return node.start_pos
-    return node.pos_start
-
-
-def _end(node) -> int:
-    if isinstance(node, Token):
-        return _tok_end(node)
-    return node.pos_end
 
 
 def _unquote_token(tok: Token) -> str:
@@ -471,7 +452,7 @@ class _Builder(Transformer):
         if target.timestamp_ms is not None or target.start_or_end is not None:
             raise _Problem("@ <timestamp> may not be set multiple times", expr.pos_start)
         if value.timestamp is not None:
-            target = replace(target, timestamp_ms=int(_go_round(value.timestamp * 1000.0)))
+            target = replace(target, timestamp_ms=int(go_round(value.timestamp * 1000.0)))
         else:
             target = replace(target, start_or_end=value.preprocessor)
         if isinstance(expr, MatrixSelector):
