@@ -413,6 +413,14 @@ class IndexReader:
 
     def label_index(self, name: str) -> list[str]:
         """The values of `name` as its label index section lists them (read through the label offset table)."""
+        try:
+            return self._label_index(name)
+        except CorruptIndexError:
+            raise
+        except (ValueError, struct.error) as exc:
+            raise CorruptIndexError(f"{self.path}: label offset table: {exc}") from None
+
+    def _label_index(self, name: str) -> list[str]:
         start, end = self._section(self.toc_label_offset_table, "label offset table")
         data = self._data
         (count,) = struct.unpack_from(">I", data, start)

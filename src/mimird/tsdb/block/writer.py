@@ -235,6 +235,9 @@ def _write_block_files(block_dir: Path, series_iter: Iterable, mint: int | None,
             collector.add(labels, chunks, refs)
         segment_sizes = chunk_writer.close()
 
+    # Prometheus's blocks always carry the empty string as symbol 0 (it comes from the head's all-series
+    # postings key); keeping it makes our index byte-identical to Prometheus's for the same series.
+    collector.symbol("")
     symbols = sorted(collector.symbol_ids)
     final_id = np.empty(len(symbols), dtype=np.uint32)
     for position, text in enumerate(symbols):
