@@ -28,6 +28,7 @@ from mimird.promql.ast import (
 )
 from mimird.promql.durations import DurationError, resolve_duration_exprs
 from mimird.promql.functions import FUNCTIONS
+from mimird.promql.printer import pretty
 from promql_corpus import all_eval_expressions, corpus_files, eval_expressions
 
 MINUTE_NS = 60 * 10**9
@@ -72,6 +73,8 @@ def test_corpus_file_parses_and_round_trips(path):
             continue
         if again != tree or to_string(again) != printed:
             failures.append(f"{case.id}: {case.expr!r} printed as {printed!r} does not round-trip")
+        elif parse(pretty(tree)) != tree:
+            failures.append(f"{case.id}: {case.expr!r} pretty-printed as {pretty(tree)!r} does not round-trip")
     assert not failures, "\n".join(failures)
 
 
@@ -464,6 +467,11 @@ ERRORS = [
     ("sum(x) by (a) 1", '1:15: parse error: unexpected number "1"'),
     ("rate(x[5m)", '1:10: parse error: unexpected ")" in subquery or range, expected ":" or "]"'),
     ("x[5m:1m", "1:8: parse error: unclosed left bracket"),
+    ("x[5m+]", '1:6: parse error: unexpected "]" in subquery selector, expected number or duration'),
+    ("x[5m:1m*]", '1:9: parse error: unexpected "]" in subquery selector, expected number or duration or "]"'),
+    ("x[5m:]]", "1:7: parse error: unexpected right bracket ']'"),
+    ("x[(5m]", '1:6: parse error: unexpected "]" in subquery selector, expected number or duration'),
+    ("x[5m:1m 2m]", '1:9: parse error: unexpected duration "2m" in subquery selector, expected "]"'),
     ('x{a="a-very-long-value"} "another-long-string"', '1:26: parse error: unexpected string "\\"another-l"...'),
     ("1 +", "1:4: parse error: unexpected end of input"),
     ("sum(x", "1:6: parse error: unclosed left parenthesis"),

@@ -763,10 +763,13 @@ class _Context:
                 return "label matching", "string"
             return "label matching", '"," or "}"'
         if top == "bracket" or (top == "paren" and "bracket" in self.stack):
-            if prev == "LEFT_BRACKET" or prev in self._OPERATORS:
+            # An unfinished duration (after `[`, `:`, an operator or inside its parentheses) is
+            # reported against the bracket or the colon, where Prometheus's grammar recovers.
+            unfinished = prev in ("LEFT_BRACKET", "COLON") or prev in self._OPERATORS or top == "paren"
+            if unfinished:
+                if self.bracket_colon:
+                    return "subquery selector", 'number or duration or "]"'
                 return "subquery selector", "number or duration"
-            if prev == "COLON":
-                return "subquery selector", 'number or duration or "]"'
             if self.bracket_colon:
                 return "subquery selector", '"]"'
             return "subquery or range", '":" or "]"'
