@@ -99,6 +99,13 @@ MATCHER_CASES = [
     ("=~", ".*bar", "barx", False),
     ("=~", ".*o\\.b.*", "fo.bar", True),
     ("=~", ".*o\\.b.*", "foxbar", False),
+    ("=~", ".+bar", "bar", False),
+    ("=~", ".+bar", "\nbar", True),
+    ("=~", "foo.+", "foo", False),
+    ("=~", ".+o.+", "oo", False),
+    ("=~", ".+o.+", "ooo", True),
+    ("=~", ".*o.+", "o\n", True),
+    ("=~", ".+.*", "", False),
     # RE2 syntax Python lacks or reads differently.
     ("=~", r"\d+", "123", True),
     ("=~", r"\d", "\u0663", False),  # RE2's \d is ASCII only

@@ -214,20 +214,28 @@ class RegexMatcher:
 
                 self.matches = match_folded
             return
-        if case_insensitive:
+        if not case_insensitive:
+            self._choose_wildcard_path(body)
+
+    def _choose_wildcard_path(self, body: str) -> None:
+        """`.*foo`, `foo.+`, `.*foo.*`... (a literal between `.*` or `.+`): string tests, not the regex."""
+        leading = body[:2] if body.startswith((".*", ".+")) else ""
+        rest = body[len(leading):]
+        trailing = rest[-2:] if len(rest) >= 2 and rest.endswith((".*", ".+")) else ""
+        literal = _parse_literal(rest[: len(rest) - len(trailing)])
+        if literal is None or not (leading or trailing):
             return
-        if body.startswith(".*") and body.endswith(".*") and len(body) >= 4:
-            literal = _parse_literal(body[2:-2])
-            if literal is not None:
-                self.matches = lambda value: literal in value
-        elif body.endswith(".*"):
-            literal = _parse_literal(body[:-2])
-            if literal is not None:
-                self.matches = lambda value: value.startswith(literal)
-        elif body.startswith(".*"):
-            literal = _parse_literal(body[2:])
-            if literal is not None:
-                self.matches = lambda value: value.endswith(literal)
+        # `.+` needs at least one character where `.*` takes none; `.` matches newlines here too.
+        skip_start = int(leading == ".+")
+        skip_end = int(trailing == ".+")
+        min_length = len(literal) + skip_start + skip_end
+        if leading and trailing:
+            self.matches = lambda value: (
+                len(value) >= min_length and literal in value[skip_start : len(value) - skip_end])
+        elif leading:
+            self.matches = lambda value: len(value) >= min_length and value.endswith(literal)
+        else:
+            self.matches = lambda value: len(value) >= min_length and value.startswith(literal)
 
 
 def _match_anything(value: str) -> bool:
