@@ -284,7 +284,7 @@ def test_same_bytes_as_reference_at_every_append(samples):
         assert bits_of(cython_chunk.last_value) == samples[-1][1]
 
 
-@settings(property_settings, max_examples=100)
+@settings(property_settings, max_examples=60)
 @given(series(min_size=0), st.data())
 def test_reload_and_continue_as_reference(samples, data):
     split = data.draw(st.integers(0, len(samples)))
@@ -333,6 +333,23 @@ def test_decode_into_concatenates_chunks(samples, cut):
     keep = timestamps >= mint
     assert out_t[:filled].tolist() == timestamps[keep].tolist()
     assert out_v[:filled].view(np.uint64).tolist() == values[keep].view(np.uint64).tolist()
+    batch_t, batch_v = xorchunk.decode_chunks(chunks, mint=mint)
+    assert batch_t.tolist() == timestamps[keep].tolist()
+    assert batch_v.view(np.uint64).tolist() == values[keep].view(np.uint64).tolist()
+
+
+def test_decode_chunks():
+    first = xorchunk.encode([1, 2, 3], [1.0, 2.0, 3.0])
+    second = xorchunk.encode([4, 5], [4.0, 5.0])
+    timestamps, values = xorchunk.decode_chunks([first, bytearray(second), memoryview(first)], mint=2, maxt=4)
+    assert timestamps.tolist() == [2, 3, 4, 2, 3]
+    assert values.tolist() == [2.0, 3.0, 4.0, 2.0, 3.0]
+    timestamps, values = xorchunk.decode_chunks([])
+    assert timestamps.dtype == np.int64 and values.dtype == np.float64 and len(timestamps) == 0
+    with pytest.raises(ValueError, match="chunk 1"):
+        xorchunk.decode_chunks([first, second[:-2]])
+    with pytest.raises(ValueError, match="chunk 0"):
+        xorchunk.decode_chunks([b"\x00"])
 
 
 def reference_outcome(blob):
@@ -358,19 +375,21 @@ def assert_decoders_agree(blob):
         assert got == expected
         with pytest.raises(ValueError):
             xorchunk.XORChunk.from_bytes(blob)
+        with pytest.raises(ValueError):
+            xorchunk.decode_chunks([blob])
     else:
         assert decoded_pairs(blob) == expected
         assert [(t, bits_of(v)) for t, v in xorchunk.XORIterator(blob)] == expected
 
 
-@property_settings
+@settings(property_settings, max_examples=70)
 @given(series(min_size=1, max_size=40), st.data())
 def test_truncated_chunks(samples, data):
     chunk = xorchunk.encode(*as_arrays(samples))
     assert_decoders_agree(chunk[: data.draw(st.integers(0, len(chunk) - 1))])
 
 
-@property_settings
+@settings(property_settings, max_examples=70)
 @given(series(min_size=1, max_size=40), st.data())
 def test_corrupted_chunks(samples, data):
     blob = bytearray(xorchunk.encode(*as_arrays(samples)))
