@@ -88,7 +88,11 @@ def types_file() -> descriptor_pb2.FileDescriptorProto:
     _message(
         file,
         "Exemplar",
-        [("labels", 1, MESSAGE, "repeated", ".prometheus.Label"), ("value", 2, DOUBLE), ("timestamp", 3, INT64)],
+        [
+            ("labels", 1, MESSAGE, "repeated", ".prometheus.Label"),
+            ("value", 2, DOUBLE),
+            ("timestamp", 3, INT64),
+        ],
     )
     _message(
         file,
