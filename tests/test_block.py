@@ -153,6 +153,26 @@ def test_chunk_segments_rotate(tmp_path):
     reader.close()
 
 
+def test_chunk_batches_write_the_same_bytes(tmp_path):
+    rng = random.Random(8)
+    chunks = [encode(np.arange(n) * 1000, np.cumsum(np.ones(n))) for n in
+              (rng.randrange(1, 120) for _ in range(80))]
+    with ChunkWriter(tmp_path / "one", segment_size=2048) as writer:
+        single = [writer.write_chunk(c) for c in chunks]
+    with ChunkWriter(tmp_path / "batch", segment_size=2048) as writer:
+        batched = []
+        position = 0
+        while position < len(chunks):
+            size = rng.randrange(1, 6)
+            batched.extend(writer.write_chunks(chunks[position:position + size]))
+            position += size
+    assert batched == single
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert len(names) > 2 and names == sorted(os.listdir(tmp_path / "batch"))
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "batch" / name).read_bytes()
+
+
 def test_chunk_corruption_is_detected(tmp_path):
     chunk = encode(np.arange(100) * 1000, np.sin(np.arange(100)))
     with ChunkWriter(tmp_path / "chunks") as writer:

@@ -13,6 +13,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport numpy as cnp
 
@@ -284,3 +285,77 @@ cdef inline bint _bytes_differ(const uint8_t* a, const uint8_t* b, Py_ssize_t n)
         if a[i] != b[i]:
             return True
     return False
+
+
+def frame_chunks(list chunks not None, int encoding):
+    """The chunk-file records of `chunks` (a list of bytes), back to back, and each record's offset.
+
+    A record is `uvarint(len(data)) | encoding byte | data | BE32 CRC-32C(encoding byte + data)`.
+    Returns (bytes, offsets int64 array relative to the start of the returned bytes).
+    """
+    cdef Py_ssize_t n = len(chunks), i, total = 0, pos = 0, size
+    cdef uint8_t encoding_byte = <uint8_t>encoding
+    cdef uint32_t crc
+    cdef bytes data
+    if not 0 <= encoding <= 255:
+        raise ValueError(f"encoding {encoding} is not a byte")
+    for i in range(n):
+        if type(chunks[i]) is not bytes:
+            raise TypeError("chunks must be bytes")
+        total += len(<bytes>chunks[i]) + _MAX_VARINT + 1 + 4
+    cdef cnp.ndarray offsets = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] offsets_view = offsets
+    cdef uint8_t* out = <uint8_t*>malloc(total + 1)
+    if out == NULL:
+        raise MemoryError()
+    cdef const uint8_t* src
+    try:
+        for i in range(n):
+            data = <bytes>chunks[i]
+            src = <const uint8_t*>PyBytes_AS_STRING(data)
+            size = len(data)
+            offsets_view[i] = pos
+            pos += put_uvarint(out + pos, <uint64_t>size)
+            out[pos] = encoding_byte
+            crc = crc32c_update(0, &encoding_byte, 1)
+            crc = crc32c_update(crc, src, size)
+            memcpy(out + pos + 1, src, size)
+            pos += 1 + size
+            _put_be32(out + pos, crc)
+            pos += 4
+        return PyBytes_FromStringAndSize(<char*>out, pos), offsets
+    finally:
+        free(out)
+
+
+def read_chunks(list segments not None, const uint64_t[::1] refs not None, Py_ssize_t header_size):
+    """The data bytes of the chunks `refs` in `segments` (one bytes-like buffer per segment file).
+
+    Checks each chunk's bounds and CRC; raises ValueError naming the first chunk that fails. Returns
+    a list of (encoding, bytes) pairs, one per ref.
+    """
+    cdef Py_ssize_t n = refs.shape[0], i, num_segments = len(segments), pos, size
+    cdef uint64_t ref, segment, offset, length
+    cdef const uint8_t[::1] view
+    cdef list views = [memoryview(s).cast("B") if not isinstance(s, bytes) else s for s in segments]
+    cdef list result = [None] * n
+    cdef const uint8_t* buf
+    for i in range(n):
+        ref = refs[i]
+        segment = ref >> 32
+        offset = ref & 0xFFFFFFFF
+        if segment >= <uint64_t>num_segments:
+            raise ValueError(f"chunk ref {ref:#x}: segment {segment + 1:06d} does not exist")
+        view = views[segment]
+        size = view.shape[0]
+        if offset < <uint64_t>header_size or offset >= <uint64_t>size:
+            raise ValueError(f"chunk ref {ref:#x}: offset {offset} is outside segment {segment + 1:06d} "
+                             f"({size} bytes)")
+        buf = &view[0]
+        pos = _read_uvarint(buf, <Py_ssize_t>offset, size, &length)
+        if pos < 0 or length > <uint64_t>size or <Py_ssize_t>length + 5 > size - pos:
+            raise ValueError(f"chunk ref {ref:#x}: length runs past the end of segment {segment + 1:06d}")
+        if crc32c_update(0, buf + pos, <Py_ssize_t>length + 1) != _get_be32(buf + pos + 1 + length):
+            raise ValueError(f"chunk ref {ref:#x}: checksum mismatch")
+        result[i] = (buf[pos], PyBytes_FromStringAndSize(<const char*>(buf + pos + 1), <Py_ssize_t>length))
+    return result

@@ -17,6 +17,9 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
+
+from mimird._fast.blockindex import frame_chunks, read_chunks
 from mimird._fast.crc32c import crc32c
 from mimird._fast.varint import decode_uvarint, encode_uvarint
 
@@ -103,6 +106,22 @@ class ChunkWriter:
         self.num_chunks += 1
         return ref
 
+    def write_chunks(self, chunks: list[bytes], encoding: int = ENCODING_XOR) -> list[int]:
+        """Append several chunks (a series' worth) and return their references, in order.
+
+        The same bytes as `write_chunk` one by one, framed in one pass.
+        """
+        worst_case = sum(map(len, chunks)) + _MAX_FRAMING * len(chunks)
+        if self._file is None or self._position + worst_case > self.segment_size:
+            # The batch may cross a segment boundary (or starts the first): place chunk by chunk.
+            return [self.write_chunk(data, encoding) for data in chunks]
+        framed, offsets = frame_chunks(chunks, encoding)
+        base = chunk_ref(len(self.segment_sizes) - 1, self._position)
+        self._file.write(framed)
+        self._position += len(framed)
+        self.num_chunks += len(chunks)
+        return (offsets + base).tolist()
+
     def close(self) -> list[int]:
         """Finish the last segment; return the byte size of every segment, in order."""
         self._finish_segment()
@@ -187,6 +206,13 @@ class ChunkReader:
         if crc32c(view[start:end]) != int.from_bytes(view[end:end + 4], "big"):
             raise CorruptChunkError(f"chunk ref {ref:#x}: checksum mismatch")
         return view[start], view[start + 1:end]
+
+    def chunks(self, refs: np.ndarray) -> list[tuple[int, bytes]]:
+        """(encoding, data bytes) of each chunk of `refs` (uint64), checksums verified in one pass."""
+        try:
+            return read_chunks(self._views, np.ascontiguousarray(refs, dtype=np.uint64), SEGMENT_HEADER_SIZE)
+        except ValueError as exc:
+            raise CorruptChunkError(str(exc)) from None
 
     def chunk(self, ref: int) -> bytes:
         """The data bytes of chunk `ref` (checksum verified)."""

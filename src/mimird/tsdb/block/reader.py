@@ -117,10 +117,16 @@ class BlockReader:
         hi = np.iinfo(np.int64).max if maxt is None else int(maxt)
         for ref in self.select(matchers).tolist():
             labels, chunk_mint, chunk_maxt, chunk_refs = self._guard(self._index.series, ref)
-            wanted = np.flatnonzero((chunk_maxt >= lo) & (chunk_mint <= hi)).tolist()
-            if not wanted:
-                continue
-            chunks = [self.chunk(int(chunk_refs[i])) for i in wanted]
+            if len(chunk_refs) == 0 or chunk_mint[0] < lo or chunk_maxt[-1] > hi:
+                chunk_refs = chunk_refs[(chunk_maxt >= lo) & (chunk_mint <= hi)]
+                if len(chunk_refs) == 0:
+                    continue
+            chunks = []
+            for encoding, data in self._guard(self._chunks.chunks, chunk_refs):
+                if encoding != ENCODING_XOR:
+                    raise CorruptBlockError(f"{self.dir}: series {labels}: chunk encoding {encoding}, only "
+                                            "XOR (1) is read")
+                chunks.append(data)
             try:
                 ts, vals = decode_chunks(chunks, lo, hi)
             except ValueError as exc:

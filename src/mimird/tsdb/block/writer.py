@@ -106,10 +106,9 @@ class _SeriesCollector:
             self.label_ids.append(symbol(name))
             self.label_ids.append(symbol(value))
         self.label_starts.append(len(self.label_ids))
-        for (mint, maxt, _), ref in zip(chunks, refs, strict=True):
-            self.chunk_mint.append(mint)
-            self.chunk_maxt.append(maxt)
-            self.chunk_refs.append(ref)
+        self.chunk_mint.extend([c[0] for c in chunks])
+        self.chunk_maxt.extend([c[1] for c in chunks])
+        self.chunk_refs.extend(refs)
         self.chunk_starts.append(len(self.chunk_refs))
 
     @property
@@ -230,8 +229,9 @@ def _write_block_files(block_dir: Path, series_iter: Iterable, mint: int | None,
                                  f"[{mint}, {maxt})")
             data_mint = first if data_mint is None else min(data_mint, first)
             data_maxt = last if data_maxt is None else max(data_maxt, last)
-            refs = [chunk_writer.write_chunk(data) for _, _, data in chunks]
-            total_samples += sum(num_samples(data) for _, _, data in chunks)
+            datas = [data for _, _, data in chunks]
+            refs = chunk_writer.write_chunks(datas)
+            total_samples += sum(map(num_samples, datas))
             collector.add(labels, chunks, refs)
         segment_sizes = chunk_writer.close()
 
