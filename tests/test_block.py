@@ -15,8 +15,12 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mimird._fast.blockindex import decode_series, encode_series_batch
 from mimird._fast.crc32c import crc32c
+from mimird._fast.varint import encode_uvarint, encode_varint
 from mimird._fast.xorchunk import STALE_NAN, decode, encode
 from mimird.tsdb.block import BlockReader, CorruptBlockError, cut_chunks, read_meta, write_block
 from mimird.tsdb.block.chunks import (
@@ -233,6 +237,58 @@ def test_index_series_alignment_and_symbols(tmp_path):
         reader.close()
     with pytest.raises(ValueError):
         IndexWriter(tmp_path / "other").add_symbols(["b", "a"])
+
+
+def reference_series_entry(label_ids: list[int], chunks: list[tuple[int, int, int]]) -> bytes:
+    """A series entry built straight from the format description (docs/format/index.md)."""
+    body = encode_uvarint(len(label_ids) // 2) + b"".join(encode_uvarint(i) for i in label_ids)
+    body += encode_uvarint(len(chunks))
+    for index, (mint, maxt, ref) in enumerate(chunks):
+        if index == 0:
+            body += encode_varint(mint) + encode_uvarint(maxt - mint) + encode_uvarint(ref)
+        else:
+            previous_maxt, previous_ref = chunks[index - 1][1], chunks[index - 1][2]
+            body += encode_uvarint(mint - previous_maxt) + encode_uvarint(maxt - mint)
+            body += encode_varint(ref - previous_ref)
+    return encode_uvarint(len(body)) + body + crc32c(body).to_bytes(4, "big")
+
+
+@st.composite
+def series_entries(draw):
+    label_ids = draw(st.lists(st.integers(0, 2**32 - 1), max_size=12))
+    label_ids = label_ids[:len(label_ids) // 2 * 2]
+    count = draw(st.integers(0, 6))
+    chunks = []
+    t = draw(st.integers(-(2**50), 2**50))
+    for _ in range(count):
+        mint = t + (draw(st.integers(1, 10**9)) if chunks else 0)
+        maxt = mint + draw(st.integers(0, 10**9))
+        ref = draw(st.integers(0, 2**40))
+        chunks.append((mint, maxt, ref))
+        t = maxt
+    return label_ids, chunks
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(series_entries(), min_size=1, max_size=5), st.integers(0, 1000))
+def test_series_entries_match_the_format(entries, position):
+    label_starts = np.cumsum([0] + [len(ids) for ids, _ in entries])
+    chunk_starts = np.cumsum([0] + [len(chunks) for _, chunks in entries])
+    all_chunks = [c for _, chunks in entries for c in chunks]
+    data, refs = encode_series_batch(
+        position, np.arange(len(entries), dtype=np.int64), label_starts.astype(np.int64),
+        np.array([i for ids, _ in entries for i in ids], dtype=np.uint32), chunk_starts.astype(np.int64),
+        np.array([c[0] for c in all_chunks], dtype=np.int64), np.array([c[1] for c in all_chunks], dtype=np.int64),
+        np.array([c[2] for c in all_chunks], dtype=np.uint64))
+    expected = b""
+    for ids, chunks in entries:
+        expected += bytes(-(position + len(expected)) % 16) + reference_series_entry(ids, chunks)
+    assert data == expected
+    padded = bytes(position) + data
+    for ref, (ids, chunks) in zip(refs.tolist(), entries, strict=True):
+        label_ids, mint, maxt, chunk_refs = decode_series(padded, ref * 16)
+        assert label_ids.tolist() == ids
+        assert list(zip(mint.tolist(), maxt.tolist(), chunk_refs.tolist(), strict=True)) == chunks
 
 
 # --------------------------------------------------------------------------------------------------
