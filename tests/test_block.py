@@ -554,3 +554,27 @@ def test_index_header_constants(tmp_path):
     assert toc[0] == 5 and crc32c(data[-52:-4]) == int.from_bytes(data[-4:], "big")
     # Symbol table: "" (always present, as in Prometheus), "a", "b".
     assert data[5:5 + 4 + 4 + 5] == struct.pack(">II", 4 + 5, 3) + b"\x00\x01a\x01b"
+
+
+def test_writer_streams_chunks_to_disk(tmp_path):
+    """Peak Python memory does not grow with the chunk bytes written: chunks are not held until the end."""
+    import tracemalloc
+
+    def generate(count):
+        rng = np.random.default_rng(1)
+        for i in range(count):
+            ts = T0 + np.arange(480, dtype=np.int64) * STEP
+            yield (("__name__", "m"), ("i", f"{i:06d}")), ts, 100 + np.cumsum(rng.normal(0, 1, 480))
+
+    peaks, chunk_bytes = [], []
+    for count in (200, 800):
+        parent = tmp_path / str(count)
+        tracemalloc.start()
+        try:
+            ulid = write_block(parent, generate(count), tenant="t", source="test")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        chunk_bytes.append(os.path.getsize(parent / ulid / "chunks" / "000001"))
+    assert chunk_bytes[1] - chunk_bytes[0] > 1_500_000
+    assert peaks[1] - peaks[0] < 0.2 * (chunk_bytes[1] - chunk_bytes[0])
