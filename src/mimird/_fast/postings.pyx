@@ -233,17 +233,26 @@ def intersect_many(postings_lists):
     Starts from the shortest list, so the working set only shrinks, and stops early once it is empty.
     """
     cdef list ordered = sorted(postings_lists, key=len)
-    cdef const uint64_t[::1] other
+    cdef const uint64_t[::1] first, other
     cdef uint64_t[::1] work
     cdef Py_ssize_t n, i
     if not ordered:
         raise ValueError("intersect_many needs at least one postings list")
     if len(ordered) == 1:
         return ordered[0]
-    result = np.array(ordered[0], dtype=np.uint64, copy=True)
+    first = ordered[0]
+    n = first.shape[0]
+    result = new_postings(n)
+    if n == 0:
+        return result
     work = result
-    n = work.shape[0]
-    for i in range(1, len(ordered)):
+    # The first step reads the shortest input and writes the result; later steps shrink it in place.
+    other = ordered[1]
+    if other.shape[0] == 0:
+        return trimmed(result, 0)
+    with nogil:
+        n = intersect_into(&first[0], n, &other[0], other.shape[0], &work[0])
+    for i in range(2, len(ordered)):
         if n == 0:
             break
         other = ordered[i]
