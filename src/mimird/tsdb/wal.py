@@ -356,6 +356,8 @@ class WAL:
             self._syncer.join()
         with self._fd_lock:
             fd, self._fd = self._fd, -1
+        if fd < 0:  # a failed rotation already closed it
+            return
         try:
             if self._failure is None:
                 _datasync(fd)
@@ -557,12 +559,6 @@ def _decode_counted(data: bytes, where: str, stats: ReplayStats) -> Record | Non
     return record
 
 
-def _cut_segment(path: Path, offset: int) -> None:
-    with open(path, "r+b") as file:
-        file.truncate(offset)
-        os.fsync(file.fileno())
-
-
 def replay(wal_dir: str | os.PathLike, *, repair: bool = True,
            stats: ReplayStats | None = None) -> Iterator[Record]:
     """Yield the records of the WAL in `wal_dir`: the newest checkpoint's, then those of the segments
@@ -613,7 +609,7 @@ def replay(wal_dir: str | os.PathLike, *, repair: bool = True,
             log.warning("WAL segment %s has a torn tail at byte %d (%s)%s", path, problem.offset,
                         problem.message, "; cutting it off" if repair else "")
             if repair:
-                _cut_segment(path, problem.offset)
+                _repair(wal_dir, path, problem.offset, [], stats)
             continue
         stats.corruptions.append((str(path), problem.offset, problem.message))
         later = [segment_path(wal_dir, later_index) for later_index in segments[position + 1:]]
@@ -623,12 +619,24 @@ def replay(wal_dir: str | os.PathLike, *, repair: bool = True,
                 ("cutting it there" + (f" and deleting {len(later)} later segments" if later else ""))
                 if repair else "not reading further")
         if repair:
-            _cut_segment(path, problem.offset)
-            for later_path in later:
-                os.remove(later_path)
-                stats.deleted_segments.append(str(later_path))
-            _fsync_dir(wal_dir)
+            _repair(wal_dir, path, problem.offset, later, stats)
         return
+
+
+def _repair(wal_dir: Path, path: Path, offset: int, later: list[Path], stats: ReplayStats) -> None:
+    """Cut `path` at `offset` and delete the `later` segments. A failure is logged, not raised: the
+    records before the damage are good either way, and a writer never appends to an old segment."""
+    try:
+        with open(path, "r+b") as file:
+            file.truncate(offset)
+            os.fsync(file.fileno())
+        for later_path in later:
+            os.remove(later_path)
+            stats.deleted_segments.append(str(later_path))
+        if later:
+            _fsync_dir(wal_dir)
+    except OSError as error:
+        log.error("WAL %s: repair failed: %s", wal_dir, error)
 
 
 def _yield_records(path: Path, stats: ReplayStats):
