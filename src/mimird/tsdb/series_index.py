@@ -8,8 +8,9 @@ Each series gets a ref (1, 2, 3, ... in creation order) when its label set is fi
 - postings `name -> value -> PostingsBuilder` of refs, plus the list of all refs, over which `select` runs
   Prometheus's PostingsForMatchers with the Cython kernels of mimird._fast.postings.
 
-The index is not thread-safe; the head serialises writers. Arrays returned by `postings` and `select` are
-read-only snapshots that later appends do not change.
+Writers must be serialised (the head does that). Reading from another thread meanwhile is safe: each
+Cython call runs under the GIL, and the arrays `postings` and `select` return are read-only snapshots that
+later appends do not change; a `select` that races with appends may miss the series created meanwhile.
 """
 
 from __future__ import annotations
@@ -158,22 +159,29 @@ class SeriesIndex:
         if not matchers:
             return _EMPTY_POSTINGS
         label_must_be_set = {m.name for m in matchers if not m.matches("")}
-        intersecting: list[np.ndarray] = []
-        subtracting: list[np.ndarray] = []
+        # Each matcher as (matcher whose accepted or rejected values give postings, accepted?, intersect?).
+        plan = []
         for matcher in matchers:
             if matcher.name not in label_must_be_set:
                 # l="", l!="foo", l=~"|foo", l!~".+": exclude the series whose (present) value is rejected.
-                subtracting.append(self._postings_for_values(matcher, accepted=False))
+                plan.append((matcher, False, False))
             elif matcher.is_negative and matcher.matches(""):
                 # l!="foo" where another matcher requires l: subtract the series with l="foo".
-                subtracting.append(self._postings_for_values(matcher.inverse(), accepted=True))
+                plan.append((matcher.inverse(), True, False))
             else:
                 # l="foo", l=~"a|b", l!="", l!~"" ...: the series whose value is accepted.
-                postings = self._postings_for_values(matcher, accepted=True)
-                if len(postings) == 0:
-                    return _EMPTY_POSTINGS
-                intersecting.append(postings)
+                plan.append((matcher, True, True))
+        # Intersecting postings are read first, as Prometheus does: a series created meanwhile can then only
+        # be missing from the base, never in the base but missing from what should be subtracted from it.
+        intersecting = []
+        for matcher, accepted, _ in (step for step in plan if step[2]):
+            postings = self._postings_for_values(matcher, accepted)
+            if len(postings) == 0:
+                return _EMPTY_POSTINGS
+            intersecting.append(postings)
         result = intersect_many(intersecting) if intersecting else self._all_postings.view()
+        subtracting = [self._postings_for_values(matcher, accepted) for matcher, accepted, intersect in plan
+                       if not intersect]
         if subtracting:
             result = subtract(result, union_many(subtracting))
         return result
@@ -188,7 +196,8 @@ class SeriesIndex:
             lists = [by_value[value].view() for value in exact if value in by_value]
         else:
             matches = matcher.matches
-            lists = [builder.view() for value, builder in by_value.items() if matches(value) == accepted]
+            # list() takes the items in one step, so a writer in another thread cannot resize the dict under us.
+            lists = [builder.view() for value, builder in list(by_value.items()) if matches(value) == accepted]
         return union_many(lists)
 
     # Label names and values.
