@@ -359,3 +359,15 @@ def read_chunks(list segments not None, const uint64_t[::1] refs not None, Py_ss
             raise ValueError(f"chunk ref {ref:#x}: checksum mismatch")
         result[i] = (buf[pos], PyBytes_FromStringAndSize(<const char*>(buf + pos + 1), <Py_ssize_t>length))
     return result
+
+
+def is_strictly_increasing(const int64_t[::1] values not None):
+    """Whether every value is greater than the one before (timestamps of one series)."""
+    cdef Py_ssize_t i
+    cdef bint increasing = True
+    with nogil:
+        for i in range(1, values.shape[0]):
+            if values[i] <= values[i - 1]:
+                increasing = False
+                break
+    return increasing

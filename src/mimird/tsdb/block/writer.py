@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mimird._fast.blockindex import is_strictly_increasing
 from mimird._fast.xorchunk import SAMPLES_PER_CHUNK, encode, num_samples
 from mimird.tsdb.block.chunks import DEFAULT_SEGMENT_SIZE, ChunkReader, ChunkWriter, segment_name
 from mimird.tsdb.block.index import IndexWriter
@@ -54,11 +55,12 @@ def cut_chunks(ts: Sequence[int] | np.ndarray, vals: Sequence[float] | np.ndarra
     vals = np.ascontiguousarray(vals, dtype=np.float64)
     if ts.shape != vals.shape or ts.ndim != 1:
         raise ValueError("timestamps and values must be 1-d arrays of the same length")
-    if len(ts) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+    if not is_strictly_increasing(ts):
         raise ValueError("timestamps must be strictly increasing")
-    return [(int(ts[i]), int(ts[min(i + samples_per_chunk, len(ts)) - 1]),
+    count = len(ts)
+    return [(int(ts[i]), int(ts[min(i + samples_per_chunk, count) - 1]),
              encode(ts[i:i + samples_per_chunk], vals[i:i + samples_per_chunk]))
-            for i in range(0, len(ts), samples_per_chunk)]
+            for i in range(0, count, samples_per_chunk)]
 
 
 def _normalise_labels(labels: Labels | Iterable[tuple[str, str]]) -> Labels:
@@ -198,6 +200,14 @@ def write_block(dir_parent: str | os.PathLike, series_iter: Iterable, mint: int 
     return ulid
 
 
+def _check_chunk_order(chunks: list[ChunkInput], labels) -> None:
+    previous_maxt = None
+    for c_mint, c_maxt, _ in chunks:
+        if c_maxt < c_mint or (previous_maxt is not None and c_mint <= previous_maxt):
+            raise ValueError(f"series {labels}: chunks overlap or are out of order")
+        previous_maxt = c_maxt
+
+
 def _write_block_files(block_dir: Path, series_iter: Iterable, mint: int | None, maxt: int | None, *,
                        ulid: str, tenant: str | None, source: str, level: int,
                        sources: Sequence[str] | None, parents: Sequence[dict] | None,
@@ -209,29 +219,29 @@ def _write_block_files(block_dir: Path, series_iter: Iterable, mint: int | None,
         for item in series_iter:
             if len(item) == 3:
                 labels, ts, vals = item
+                # cut_chunks checks the timestamps, so its chunks are ordered and disjoint.
                 chunks = cut_chunks(ts, vals)
+                datas = [data for _, _, data in chunks]
+                series_samples = len(ts)
             elif len(item) == 2:
                 labels, chunks = item
                 chunks = [(int(c_mint), int(c_maxt), bytes(data)) for c_mint, c_maxt, data in chunks]
+                _check_chunk_order(chunks, labels)
+                datas = [data for _, _, data in chunks]
+                series_samples = sum(map(num_samples, datas))
             else:
                 raise ValueError("series must be (labels, ts, vals) or (labels, chunks)")
             labels = _normalise_labels(labels)
             if not chunks:
                 continue
-            previous_maxt = None
-            for c_mint, c_maxt, _ in chunks:
-                if c_maxt < c_mint or (previous_maxt is not None and c_mint <= previous_maxt):
-                    raise ValueError(f"series {labels}: chunks overlap or are out of order")
-                previous_maxt = c_maxt
             first, last = chunks[0][0], chunks[-1][1]
             if (mint is not None and first < mint) or (maxt is not None and last >= maxt):
                 raise ValueError(f"series {labels}: samples [{first}, {last}] outside the block range "
                                  f"[{mint}, {maxt})")
             data_mint = first if data_mint is None else min(data_mint, first)
             data_maxt = last if data_maxt is None else max(data_maxt, last)
-            datas = [data for _, _, data in chunks]
             refs = chunk_writer.write_chunks(datas)
-            total_samples += sum(map(num_samples, datas))
+            total_samples += series_samples
             collector.add(labels, chunks, refs)
         segment_sizes = chunk_writer.close()
 
