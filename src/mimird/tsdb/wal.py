@@ -57,6 +57,11 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint\.(\d{8,})$")
 
 FsyncPolicy = str | float
 
+METRIC_TYPE_CODES = {"unknown": 0, "counter": 1, "gauge": 2, "histogram": 3, "gaugehistogram": 4,
+                     "summary": 5, "info": 6, "stateset": 7}
+"""The metric type numbers of metadata records (Prometheus's record.MetricType), by exposition name."""
+METRIC_TYPE_NAMES = {code: name for name, code in METRIC_TYPE_CODES.items()}
+
 
 class WALError(Exception):
     """A write, sync or checkpoint could not be done; the batch in question is not durable."""
@@ -94,7 +99,7 @@ class ExemplarsRecord:
 
 @dataclass(frozen=True, slots=True)
 class MetadataRecord:
-    """Series metadata: (ref, metric type as Prometheus numbers it, unit, help) tuples."""
+    """Series metadata: (ref, metric type as Prometheus numbers it (METRIC_TYPE_CODES), unit, help) tuples."""
 
     metadata: list[tuple[int, int, str, str]]
 
