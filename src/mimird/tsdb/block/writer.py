@@ -127,7 +127,7 @@ def _label_order(label_ids: np.ndarray, label_starts: np.ndarray) -> np.ndarray:
     num_series = len(label_starts) - 1
     lengths = np.diff(label_starts)
     width = int(lengths.max()) if num_series else 0
-    matrix = np.full((num_series, width), -1, dtype=np.int64)
+    matrix = np.full((num_series, width), -1, dtype=np.int32)
     rows = np.repeat(np.arange(num_series), lengths)
     columns = np.arange(len(label_ids)) - np.repeat(label_starts[:-1], lengths)
     matrix[rows, columns] = label_ids
@@ -265,7 +265,7 @@ def _write_block_files(block_dir: Path, series_iter: Iterable, mint: int | None,
     if collector.in_label_order:
         order = np.arange(num_series, dtype=np.int64)
     else:
-        order = _label_order(label_ids.astype(np.int64), label_starts)
+        order = _label_order(label_ids.astype(np.int32), label_starts)
         chunk_refs, segment_sizes = _rewrite_chunks_in_order(block_dir, order, chunk_starts, chunk_refs,
                                                              segment_size)
 
