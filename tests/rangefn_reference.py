@@ -1,12 +1,13 @@
 """A short pure-Python statement of Prometheus 3.5's range-function semantics, for float samples.
 
 Each function follows `promql/functions.go` (v3.5.0) line by line on the list of (t_ms, value)
-samples in one window; `evaluate` cuts the windows `(T - range, T]` naively, one step at a time.
-It is slow on purpose: the Cython kernels in `mimird._fast.rangefn` are checked against it.
+samples in one window; `evaluate` cuts the windows `(T - range, T]` by bisection, one step at a time.
+It favours plain over fast: the Cython kernels in `mimird._fast.rangefn` are checked against it.
 Returning None means Prometheus returns no sample for that step.
 """
 
 import math
+from bisect import bisect_right
 
 NAN = math.nan
 INF = math.inf
@@ -268,10 +269,11 @@ def evaluate(name, ts, vals, eval_ts, range_ms, params=(), intercept_shift_ms=0)
     `params` holds one tuple of scalar parameters per step, or a single tuple for all steps.
     """
     fn = FUNCTIONS[name]
-    samples = list(zip((int(t) for t in ts), (float(v) for v in vals), strict=True))
+    times = [int(t) for t in ts]
+    samples = list(zip(times, (float(v) for v in vals), strict=True))
     results = []
     for i, t_end in enumerate(int(t) for t in eval_ts):
         step_params = params[i] if params and isinstance(params[0], tuple) else params
-        window = [(t, v) for t, v in samples if t_end - range_ms < t <= t_end]
+        window = samples[bisect_right(times, t_end - range_ms):bisect_right(times, t_end)]
         results.append(fn(window, t_end, range_ms, step_params, intercept_shift_ms))
     return results
