@@ -184,6 +184,13 @@ def test_decode_into_checks_outputs():
         xorchunk.decode_into(chunk, out_t, np.zeros(3, dtype=np.float32))
     with pytest.raises(ValueError):
         xorchunk.decode_into(chunk, out_t, out_v, offset=4)
+    buffer_t, buffer_v = memoryview(bytearray(24)).cast("q"), memoryview(bytearray(24)).cast("d")
+    assert xorchunk.decode_into(chunk, buffer_t, buffer_v) == 3
+    assert buffer_t.tolist() == [1, 2, 3] and buffer_v.tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):
+        xorchunk.decode_into(chunk, memoryview(bytearray(24)).cast("Q"), buffer_v)
+    with pytest.raises(ValueError):
+        xorchunk.decode_into(chunk, buffer_t, memoryview(bytearray(24)))
     read_only = np.zeros(3, dtype=np.int64)
     read_only.setflags(write=False)
     with pytest.raises(ValueError):

@@ -1,8 +1,9 @@
-from collections.abc import Buffer, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer  # collections.abc.Buffer arrived in Python 3.12
 
 SAMPLES_PER_CHUNK: Final[int]
 MAX_BYTES_PER_CHUNK: Final[int]

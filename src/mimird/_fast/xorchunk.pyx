@@ -1,10 +1,11 @@
 """Prometheus's XOR chunk (chunk encoding 1): the Gorilla timestamp/value compression, bit for bit.
 
 This module owns the chunk bytes: the appender that the head keeps per series (`XORChunk`), whole-array
-`encode`, the decoders (`XORIterator`, `decode`, `decode_into`, `decode_chunks`) and the stale-marker constants. The
-layout is drawn in docs/format/chunks.md; the rules follow Prometheus's tsdb/chunkenc/xor.go and
-bstream.go, so the bytes are the ones Prometheus writes for the same samples. Values are handled as
-64-bit patterns throughout, so NaN payloads (the stale marker among them) survive unchanged.
+`encode`, the decoders (`XORIterator`, `decode`, `decode_into`, `decode_chunks`) and the stale-marker
+constants. The layout is drawn in docs/format/chunks.md; the rules follow Prometheus's
+tsdb/chunkenc/xor.go and bstream.go, so the bytes are the ones Prometheus writes for the same samples.
+Values are handled as 64-bit patterns throughout, so NaN payloads (the stale marker among them)
+survive unchanged.
 """
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
@@ -204,10 +205,11 @@ cdef int _init_cursor_or_raise(XORCursor* cursor, const uint8_t* chunk, Py_ssize
     return 0
 
 
-cdef int _check_output(Py_buffer* view, bytes formats, str name) except -1:
+cdef int _check_output(Py_buffer* view, tuple formats, str name) except -1:
+    # struct-module format codes; '@', '=' and '<' all mean native little-endian here.
     cdef bytes fmt = view.format.lstrip(b"@=<") if view.format != NULL else b"B"
     if view.ndim != 1 or view.itemsize != 8 or fmt not in formats:
-        raise ValueError(f"{name} must be a 1-dimensional contiguous array of 8-byte items ({formats!r})")
+        raise ValueError(f"{name} must be a 1-dimensional contiguous array of {formats[0].decode()} items")
     return 0
 
 
@@ -288,8 +290,8 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
         try:
             PyObject_GetBuffer(out_v, &v_view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
             try:
-                _check_output(&t_view, b"qlL", "out_t")
-                _check_output(&v_view, b"d", "out_v")
+                _check_output(&t_view, (b"q", b"l"), "out_t")
+                _check_output(&v_view, (b"d",), "out_v")
                 count = _decode_into_pointers(&view, <int64_t*>t_view.buf, <double*>v_view.buf,
                                               min(t_view.shape[0], v_view.shape[0]), offset, mint, maxt)
             finally:
