@@ -793,6 +793,22 @@ def test_fsync_policies(tmp_path, sync_calls, policy, syncs_before_close):
         writer.log_series([(3, lbls(a="d"))])
 
 
+def test_group_commit_and_metrics(tmp_path, sync_calls):
+    writer = WAL(tmp_path / "wal", fsync="batch")
+    written = 0
+    for batch in scrape_batches(5):
+        written += writer.log_batch(**batch, sync=False)
+    assert sync_calls == []
+    writer.sync()
+    writer.sync()  # nothing new: no second fsync
+    assert len(sync_calls) == 1
+    assert writer.metrics.records_written == 10
+    assert writer.metrics.bytes_written == written == (tmp_path / "wal" / "00000000").stat().st_size
+    assert writer.metrics.fsyncs == 1 and writer.metrics.fsync_seconds >= 0
+    assert writer.metrics.segments_created == 1 and writer.metrics.writes_failed == 0
+    writer.close()
+
+
 def test_rotation_syncs_the_finished_segment_under_every_policy(tmp_path, sync_calls):
     with WAL(tmp_path / "wal", segment_size=PAGE, fsync="never") as writer:
         for batch in scrape_batches(20, series_per_batch=200):

@@ -205,6 +205,18 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 # Writing.
 
 
+@dataclass
+class WALMetrics:
+    """Counters of one WAL writer, for the tenant's metrics (Prometheus's prometheus_tsdb_wal_*)."""
+
+    records_written: int = 0
+    bytes_written: int = 0
+    writes_failed: int = 0
+    fsyncs: int = 0
+    fsync_seconds: float = 0.0
+    segments_created: int = 0
+
+
 def _parse_fsync(policy: FsyncPolicy) -> tuple[str, float]:
     if isinstance(policy, str):
         if policy in ("batch", "always", "never"):
@@ -263,6 +275,7 @@ class WAL:
         self._synced_total = 0
         self._stop_syncer = threading.Event()
         self._syncer: threading.Thread | None = None
+        self.metrics = WALMetrics()
 
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_temporary_checkpoints(self.dir)
@@ -312,10 +325,13 @@ class WAL:
     def log_batch(self, series: Sequence[tuple[int, Labels]] = (),
                   samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                   exemplars: Sequence[tuple[int, int, float, Labels]] = (),
-                  metadata: Sequence[tuple[int, int, str, str]] = ()) -> int:
+                  metadata: Sequence[tuple[int, int, str, str]] = (), *, sync: bool = True) -> int:
         """Log one write request: a record for each non-empty part, in the order series, samples,
         exemplars, metadata, with one write() into one segment, then sync it as the policy says.
-        `samples` is (refs, timestamps, values). Returns the bytes written."""
+        `samples` is (refs, timestamps, values). Returns the bytes written.
+
+        sync=False defers the "batch" policy's sync, for group commit: log several requests' batches,
+        then one `sync()`, then acknowledge them all. ("always" syncs regardless.)"""
         records = []
         if series:
             records.append(walrecords.encode_series(series))
@@ -327,7 +343,7 @@ class WAL:
             records.append(walrecords.encode_metadata(metadata))
         if not records:
             return 0
-        return self._log(records, self._policy in ("batch", "always"))
+        return self._log(records, self._policy == "always" or (sync and self._policy == "batch"))
 
     def sync(self) -> None:
         """Force everything written so far to stable storage."""
@@ -365,7 +381,7 @@ class WAL:
             return
         try:
             if self._failure is None:
-                _datasync(fd)
+                self._datasync(fd)
         except OSError as error:
             raise WALError(f"fsync of WAL segment {segment_path(self.dir, self._segment_index)} on close: "
                            f"{error}") from error
@@ -398,6 +414,8 @@ class WAL:
         self._page_used = page_after
         self._segment_bytes += len(out)
         self._written_total += len(out)
+        self.metrics.records_written += len(records)
+        self.metrics.bytes_written += len(out)
         if durable:
             self._sync()
         return len(out)
@@ -409,6 +427,7 @@ class WAL:
             while written < len(data):
                 written += os.write(self._fd, view[written:])
         except OSError as error:
+            self.metrics.writes_failed += 1
             # Cut the partial batch off again, so that the segment stays a sequence of whole records
             # and the next batch does not follow a torn one.
             try:
@@ -427,7 +446,7 @@ class WAL:
         if self._synced_total == target:
             return
         try:
-            _datasync(self._fd)
+            self._datasync(self._fd)
         except OSError as error:
             # After a failed fsync the kernel may have dropped the dirty pages: nothing written since
             # the last good sync can be trusted, so stop here.
@@ -435,6 +454,14 @@ class WAL:
             raise WALError(f"fsync of WAL segment {segment_path(self.dir, self._segment_index)}: "
                            f"{error}") from error
         self._synced_total = max(self._synced_total, target)
+
+    def _datasync(self, fd: int) -> None:
+        started = time.perf_counter()
+        try:
+            _datasync(fd)
+        finally:
+            self.metrics.fsyncs += 1
+            self.metrics.fsync_seconds += time.perf_counter() - started
 
     def _open_segment(self, index: int) -> None:
         path = segment_path(self.dir, index)
@@ -450,13 +477,14 @@ class WAL:
         self._segment_index = index
         self._segment_bytes = 0
         self._page_used = 0
+        self.metrics.segments_created += 1
 
     def _rotate(self) -> None:
         with self._fd_lock:
             previous, self._fd = self._fd, -1
         try:
             try:
-                _datasync(previous)
+                self._datasync(previous)
             except OSError as error:
                 self._failure = error
                 raise WALError(f"fsync of WAL segment {segment_path(self.dir, self._segment_index)}: "
@@ -482,7 +510,7 @@ class WAL:
                 # sync run without holding anything the writer waits for.
                 fd = os.dup(self._fd)
             try:
-                _datasync(fd)
+                self._datasync(fd)
                 self._synced_total = max(self._synced_total, target)
             except OSError as error:
                 self._failure = error
