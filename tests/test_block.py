@@ -326,8 +326,7 @@ def test_block_roundtrip_random(tmp_path, seed):
             assert reader.index.label_index(name) == sorted(values)
         assert "" not in {v for values in expected_values.values() for v in values}
         # Series are stored in label order, and their chunks in that order in the files.
-        refs = reader.index.all_postings().tolist()
-        stored = [reader.series(ref) for ref in refs]
+        stored = [(labels, chunks) for _, labels, chunks in reader.iter_series()]
         assert [labels for labels, _ in stored] == sorted(labels for labels, _, _ in series)
         chunk_refs = [c[2] for _, chunks in stored for c in chunks]
         assert chunk_refs == sorted(chunk_refs)
@@ -389,6 +388,10 @@ def test_block_from_chunks_and_time_range(tmp_path):
         ((_, got_ts, got_vals),) = reader.read_series_samples([Matcher("=", "__name__", "m")], lo, hi)
         assert got_ts.tolist() == ts[100:301].tolist() and got_vals.tolist() == vals[100:301].tolist()
         assert list(reader.read_series_samples([Matcher("=", "__name__", "m")], 0, T0 - 1)) == []
+        _, got_ts, _ = reader.series_samples(ref, int(ts[-1]), None)
+        assert got_ts.tolist() == [int(ts[-1])]
+        _, got_ts, got_vals = reader.series_samples(ref)
+        assert got_ts.tolist() == ts.tolist() and got_vals.tolist() == vals.tolist()
 
 
 def test_block_selection_matches_brute_force(tmp_path):

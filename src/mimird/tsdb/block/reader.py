@@ -28,6 +28,8 @@ from mimird.tsdb.block.meta import (
 from mimird.tsdb.labels import Labels, Matcher
 
 ChunkMeta = tuple[int, int, int]
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
 class CorruptBlockError(ValueError):
@@ -113,26 +115,37 @@ class BlockReader:
         Both bounds are inclusive (as a Prometheus querier's); None means unbounded. Series without
         samples in the range are skipped. Series come in label order.
         """
-        lo = np.iinfo(np.int64).min if mint is None else int(mint)
-        hi = np.iinfo(np.int64).max if maxt is None else int(maxt)
         for ref in self.select(matchers).tolist():
-            labels, chunk_mint, chunk_maxt, chunk_refs = self._guard(self._index.series, ref)
-            if len(chunk_refs) == 0 or chunk_mint[0] < lo or chunk_maxt[-1] > hi:
-                chunk_refs = chunk_refs[(chunk_maxt >= lo) & (chunk_mint <= hi)]
-                if len(chunk_refs) == 0:
-                    continue
-            chunks = []
-            for encoding, data in self._guard(self._chunks.chunks, chunk_refs):
-                if encoding != ENCODING_XOR:
-                    raise CorruptBlockError(f"{self.dir}: series {labels}: chunk encoding {encoding}, only "
-                                            "XOR (1) is read")
-                chunks.append(data)
-            try:
-                ts, vals = decode_chunks(chunks, lo, hi)
-            except ValueError as exc:
-                raise CorruptBlockError(f"{self.dir}: series {labels}: {exc}") from None
+            labels, ts, vals = self.series_samples(ref, mint, maxt)
             if len(ts):
                 yield labels, ts, vals
+
+    def series_samples(self, ref: int, mint: int | None = None,
+                       maxt: int | None = None) -> tuple[Labels, np.ndarray, np.ndarray]:
+        """(labels, timestamps, values) of series `ref`, only the samples in [mint, maxt] (inclusive)."""
+        lo = _INT64_MIN if mint is None else int(mint)
+        hi = _INT64_MAX if maxt is None else int(maxt)
+        labels, chunk_mint, chunk_maxt, chunk_refs = self._guard(self._index.series, ref)
+        if len(chunk_refs) == 0 or chunk_mint[0] < lo or chunk_maxt[-1] > hi:
+            # Only the chunks that overlap the range; decoding trims the ones that stick out.
+            chunk_refs = chunk_refs[(chunk_maxt >= lo) & (chunk_mint <= hi)]
+        chunks = []
+        for encoding, data in self._guard(self._chunks.chunks, chunk_refs):
+            if encoding != ENCODING_XOR:
+                raise CorruptBlockError(f"{self.dir}: series {labels}: chunk encoding {encoding}, only "
+                                        "XOR (1) is read")
+            chunks.append(data)
+        try:
+            ts, vals = decode_chunks(chunks, lo, hi)
+        except ValueError as exc:
+            raise CorruptBlockError(f"{self.dir}: series {labels}: {exc}") from None
+        return labels, ts, vals
+
+    def iter_series(self) -> Iterator[tuple[int, Labels, list[ChunkMeta]]]:
+        """(ref, labels, chunk metas) of every series, in label order (what a compactor walks)."""
+        for ref in self._guard(self._index.all_postings).tolist():
+            labels, chunks = self.series(ref)
+            yield ref, labels, chunks
 
     def _guard(self, method, *args):
         try:
