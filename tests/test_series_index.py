@@ -253,6 +253,18 @@ def test_get_or_create_and_labels_of():
     assert index.label_values("nope", np.array([1, 2], dtype=np.uint64)) == []
 
 
+def test_get_or_create_with_a_given_ref_as_wal_replay_does():
+    index = SeriesIndex()
+    assert index.get_or_create(make_labels({"a": "1"}), ref=10) == (10, True)
+    assert index.get_or_create(make_labels({"a": "2"}), ref=12) == (12, True)
+    # A duplicate series record keeps the first ref; the caller maps 15 onto 10.
+    assert index.get_or_create(make_labels({"a": "1"}), ref=15) == (10, False)
+    with pytest.raises(ValueError):
+        index.get_or_create(make_labels({"a": "3"}), ref=11)
+    assert index.get_or_create(make_labels({"a": "3"})) == (13, True)
+    assert index.select([Matcher("=~", "a", ".+")]).tolist() == [10, 12, 13]
+
+
 def test_hash_collisions_are_resolved_by_labels(monkeypatch):
     monkeypatch.setattr(series_index, "labels_hash", lambda labels: 42)
     index = SeriesIndex()

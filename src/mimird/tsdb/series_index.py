@@ -55,20 +55,26 @@ class SeriesIndex:
 
     # Series by labels, labels by series.
 
-    def get_or_create(self, labels: Labels) -> tuple[int, bool]:
+    def get_or_create(self, labels: Labels, ref: int | None = None) -> tuple[int, bool]:
         """The ref of the series with `labels`, and whether it was created by this call.
 
-        `labels` is a label set as `make_labels` builds it: (name, value) pairs sorted by name.
+        `labels` is a label set as `make_labels` builds it: (name, value) pairs sorted by name. A new
+        series gets the next ref, or `ref` when given (WAL replay restores the refs the WAL recorded; it
+        must exceed every ref handed out so far). An existing series keeps its ref whatever `ref` says,
+        and the caller maps the other ref onto it, as Prometheus does for duplicate series records.
         """
         for index in range(1, len(labels)):
             if labels[index - 1][0] >= labels[index][0]:
                 raise ValueError(f"labels are not sorted by name or repeat a name: {labels!r}")
         label_hash = labels_hash(labels)
-        for ref in self._refs_by_hash.get(label_hash):
-            if self.labels_of(ref) == labels:
-                return ref, False
-        ref = self._next_ref
-        self._next_ref += 1
+        for existing in self._refs_by_hash.get(label_hash):
+            if self.labels_of(existing) == labels:
+                return existing, False
+        if ref is None:
+            ref = self._next_ref
+        elif ref < self._next_ref:
+            raise ValueError(f"series ref {ref} is not above the refs already used (next is {self._next_ref})")
+        self._next_ref = ref + 1
         symbol_ids = self._symbol_ids
         pair_ids = []
         for name, value in labels:
