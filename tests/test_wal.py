@@ -775,8 +775,8 @@ def sync_calls(monkeypatch):
 
 
 def one_of_each(writer: WAL) -> None:
-    writer.log_series([(1, lbls(a="b"))])
-    writer.log_samples(*samples([1], [1], [1.0]))
+    writer.log_series([(1, lbls(a="b"))], sync=False)
+    writer.log_samples(*samples([1], [1], [1.0]), sync=False)
     writer.log_batch(series=[(2, lbls(a="c"))], samples=samples([1, 2], [2, 2], [1.0, 2.0]))
     writer.log_batch(samples=samples([1, 2], [3, 3], [1.0, 2.0]))
 

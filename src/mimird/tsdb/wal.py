@@ -10,9 +10,10 @@ fragment reading) is in mimird._fast.walrecords.
 
 What the log guarantees, and what the head must do about it:
 
-- A batch is written with one write() into one segment (records never cross segments) and, under
-  the "batch" and "always" policies, made durable with one fdatasync before `log_batch` returns. An
-  acknowledged batch is replayed unless the disk itself loses or corrupts synced bytes.
+- A batch (one `log_*` call) is written with one write() into one segment (records never cross
+  segments) and, under the "batch" and "always" policies, made durable with one fdatasync before the
+  call returns. An acknowledged batch is replayed unless the disk itself loses or corrupts synced
+  bytes.
 - A batch that was not acknowledged (the process died during the write, or the write or sync
   raised) may be replayed in full, in part (whole records only, a torn record is dropped) or not
   at all. A client retries such a batch, so a sample can reach the WAL twice: on replay the head
@@ -238,10 +239,11 @@ class WAL:
 
     `fsync` says when written bytes are forced to stable storage:
 
-    - "batch" (default): at the end of each `log_batch`. The single-record calls (`log_series`, ...)
-      only write; an fdatasync covers everything written to the segment before it, so a following
-      `log_batch` or `sync()` makes them durable too.
-    - "always": at the end of every call that writes.
+    - "batch" (default): at the end of every call that writes (each call is one batch: one write(),
+      one fdatasync). A call with sync=False only writes, for group commit: log several requests,
+      then one `sync()` (an fdatasync covers everything written to the segment before it), then
+      acknowledge them all.
+    - "always": at the end of every call that writes, even one that passes sync=False.
     - "never": not on the write path; bytes reach the page cache (they survive a process crash, not a
       power loss).
     - a number of seconds: not on the write path; a background thread syncs at most that long after a
@@ -297,30 +299,31 @@ class WAL:
     def fsync_policy(self) -> FsyncPolicy:
         return self._interval if self._policy == "interval" else self._policy
 
-    def log_series(self, series: Sequence[tuple[int, Labels]]) -> int:
+    def log_series(self, series: Sequence[tuple[int, Labels]], *, sync: bool = True) -> int:
         """Log new series as one record; return the bytes written."""
         if not series:
             return 0
-        return self._log([walrecords.encode_series(series)], self._policy == "always")
+        return self._log([walrecords.encode_series(series)], sync)
 
-    def log_samples(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> int:
+    def log_samples(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray, *,
+                    sync: bool = True) -> int:
         """Log samples (uint64 refs, int64 ms timestamps, float64 values) as one record; return the
         bytes written."""
         if len(refs) == 0:
             return 0
-        return self._log([_encode_samples(refs, timestamps, values)], self._policy == "always")
+        return self._log([_encode_samples(refs, timestamps, values)], sync)
 
-    def log_exemplars(self, exemplars: Sequence[tuple[int, int, float, Labels]]) -> int:
+    def log_exemplars(self, exemplars: Sequence[tuple[int, int, float, Labels]], *, sync: bool = True) -> int:
         """Log (ref, timestamp, value, labels) exemplars as one record; return the bytes written."""
         if not exemplars:
             return 0
-        return self._log([walrecords.encode_exemplars(exemplars)], self._policy == "always")
+        return self._log([walrecords.encode_exemplars(exemplars)], sync)
 
-    def log_metadata(self, metadata: Sequence[tuple[int, int, str, str]]) -> int:
+    def log_metadata(self, metadata: Sequence[tuple[int, int, str, str]], *, sync: bool = True) -> int:
         """Log (ref, type, unit, help) metadata as one record; return the bytes written."""
         if not metadata:
             return 0
-        return self._log([walrecords.encode_metadata(metadata)], self._policy == "always")
+        return self._log([walrecords.encode_metadata(metadata)], sync)
 
     def log_batch(self, series: Sequence[tuple[int, Labels]] = (),
                   samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -328,10 +331,8 @@ class WAL:
                   metadata: Sequence[tuple[int, int, str, str]] = (), *, sync: bool = True) -> int:
         """Log one write request: a record for each non-empty part, in the order series, samples,
         exemplars, metadata, with one write() into one segment, then sync it as the policy says.
-        `samples` is (refs, timestamps, values). Returns the bytes written.
-
-        sync=False defers the "batch" policy's sync, for group commit: log several requests' batches,
-        then one `sync()`, then acknowledge them all. ("always" syncs regardless.)"""
+        `samples` is (refs, timestamps, values). Returns the bytes written. sync=False: see the class.
+        """
         records = []
         if series:
             records.append(walrecords.encode_series(series))
@@ -343,7 +344,7 @@ class WAL:
             records.append(walrecords.encode_metadata(metadata))
         if not records:
             return 0
-        return self._log(records, self._policy == "always" or (sync and self._policy == "batch"))
+        return self._log(records, sync)
 
     def sync(self) -> None:
         """Force everything written so far to stable storage."""
@@ -402,7 +403,7 @@ class WAL:
         if self._failure is not None:
             raise WALError(f"WAL {self.dir} failed earlier and must be reopened: {self._failure}")
 
-    def _log(self, records: list[bytes], durable: bool) -> int:
+    def _log(self, records: list[bytes], sync: bool) -> int:
         self._check_writable()
         out = bytearray()
         page_after = walrecords.frame_records(out, records, self._page_used)
@@ -416,7 +417,7 @@ class WAL:
         self._written_total += len(out)
         self.metrics.records_written += len(records)
         self.metrics.bytes_written += len(out)
-        if durable:
+        if self._policy == "always" or (sync and self._policy == "batch"):
             self._sync()
         return len(out)
 
