@@ -150,9 +150,10 @@ def _rewrite_chunks_in_order(block_dir: Path, order: np.ndarray, chunk_starts: n
     try:
         with ChunkWriter(new_dir, segment_size) as writer:
             for series in order.tolist():
-                for c in range(int(chunk_starts[series]), int(chunk_starts[series + 1])):
-                    encoding, data = reader.chunk_with_encoding(int(chunk_refs[c]))
-                    new_refs[c] = writer.write_chunk(bytes(data), encoding)
+                start, end = int(chunk_starts[series]), int(chunk_starts[series + 1])
+                # The writer wrote every chunk as XOR, so one series' chunks go back as one batch.
+                datas = [data for _, data in reader.chunks(chunk_refs[start:end])]
+                new_refs[start:end] = writer.write_chunks(datas)
             sizes = writer.close()
     finally:
         reader.close()
