@@ -1,7 +1,10 @@
 """The Cython XOR chunk codec against hand-derived bytes and against the pure-Python reference codec."""
 
 import math
+import random
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -87,6 +90,84 @@ def test_golden_chunks(chunk, samples):
     assert decoded_pairs(chunk) == samples
     assert reference.decode(chunk) == samples
     assert xorchunk.num_samples(chunk) == len(samples)
+
+
+def promtool_chunks(tmp_path, series_samples: dict[str, list[tuple[int, float]]]) -> list[bytes]:
+    """The XOR chunk data that `promtool tsdb create-blocks-from openmetrics` writes for the series."""
+    lines = ["# TYPE g gauge"]
+    for instance, samples in series_samples.items():
+        lines.extend(f'g{{instance="{instance}"}} {v!r} {t // 1000}.{t % 1000:03d}' for t, v in samples)
+    lines.append("# EOF")
+    source = tmp_path / "input.om"
+    source.write_text("\n".join(lines).replace("nan", "NaN").replace("inf", "Inf") + "\n")
+    result = subprocess.run([shutil.which("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    chunks = []
+    for segment in sorted((tmp_path / "out").glob("*/chunks/*")):
+        data = segment.read_bytes()
+        assert data[:4] == bytes.fromhex("85bd40dd")
+        pos = 8  # magic, version, 3 bytes of padding
+        while pos < len(data):
+            length, shift = 0, 0
+            while data[pos] & 0x80:
+                length |= (data[pos] & 0x7F) << shift
+                shift, pos = shift + 7, pos + 1
+            length |= data[pos] << shift
+            assert data[pos + 1] == 1  # XOR encoding
+            chunks.append(data[pos + 2 : pos + 2 + length])
+            pos += 2 + length + 4  # and the CRC-32C
+    return chunks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (run `make peers`)")
+def test_same_bytes_as_promtool(tmp_path):
+    # Samples inside one 2 h block: scrape jitter, gaps past the 20-bit delta-of-delta bucket,
+    # values with every kind of XOR (equal, NaN, infinities, -0, tiny, huge, random).
+    rng = random.Random(11)
+    start = 1_700_000_000_000 // 7_200_000 * 7_200_000 + 1_000
+    specials = [math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1.7976931348623157e308, 1.0]
+    series_samples = {}
+    for instance in range(6):
+        t, value, samples = start, 0.0, []
+        for _ in range(rng.randrange(150, 300)):
+            gap = rng.random()
+            if gap < 0.5:
+                t += 15_000
+            elif gap < 0.9:
+                t += 15_000 + rng.randrange(-40, 40)
+            elif gap < 0.97:
+                t += rng.randrange(1, 200_000)
+            else:
+                t += rng.randrange(600_000, 1_200_000)
+            choice = rng.random()
+            if choice < 0.2:
+                value = rng.choice(specials)
+            elif choice < 0.5:
+                value = float(rng.randrange(0, 10**6))
+            elif choice < 0.8:
+                value = value if choice < 0.65 else rng.uniform(-1e6, 1e6)
+            else:
+                value = rng.uniform(-1, 1) * 10.0 ** rng.randrange(-300, 300)
+            samples.append((t, value))
+        series_samples[f"i-{instance}"] = [s for s in samples if s[0] < start + 7_100_000]
+    chunks = promtool_chunks(tmp_path, series_samples)
+    assert len(chunks) > len(series_samples)
+    decoded_total, dods, value_bits = 0, [], set()
+    for chunk in chunks:
+        samples = decoded_pairs(chunk)
+        assert reference.decode(chunk) == samples
+        timestamps, values = as_arrays(samples)
+        assert xorchunk.encode(timestamps, values) == chunk
+        decoded_total += len(samples)
+        dods.extend(np.diff(timestamps, 2).tolist())
+        value_bits.update(b for _, b in samples)
+    assert decoded_total == sum(len(s) for s in series_samples.values())
+    # Every delta-of-delta bucket and the awkward values really occurred.
+    for low, high in [(0, 0), (1, 2**13), (2**13 + 1, 2**16), (2**16 + 1, 2**19), (2**19 + 1, 2**63)]:
+        assert any(low <= abs(dod) <= high for dod in dods), (low, high)
+    assert {bits_of(-0.0), 0x7FF8000000000001} <= value_bits  # Go's NaN has payload 1
 
 
 def test_empty_chunk():
