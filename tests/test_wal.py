@@ -669,6 +669,27 @@ def test_checkpoint_on_top_of_a_checkpoint(tmp_path):
     assert wal.checkpoint(wal_dir, lambda ref: True, 0, last_segment=segments[-2]) == second
 
 
+def test_damaged_checkpoint_is_read_up_to_the_damage_and_left_alone(tmp_path, caplog):
+    wal_dir = tmp_path / "wal"
+    checkpoint_fixture(wal_dir)
+    segments = wal.list_segments(wal_dir)
+    path = wal.checkpoint(wal_dir, lambda ref: True, 0, last_segment=segments[4])
+    wal.truncate(wal_dir, segments[4])
+    later = replayed(copy_segments(wal_dir, tmp_path / "later", segments[5:]))
+    in_checkpoint = replayed(path)
+    segment = path / "00000000"
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x08
+    segment.write_bytes(data)
+    stats = ReplayStats()
+    with caplog.at_level(logging.ERROR, logger="mimird.tsdb.wal"):
+        got = replayed(wal_dir, stats=stats)
+    assert len(stats.corruptions) == 1 and "checkpoint" in caplog.text
+    assert segment.read_bytes() == data
+    assert got[len(got) - len(later):] == later
+    assert is_prefix(got[:len(got) - len(later)], in_checkpoint)
+
+
 def test_truncate_refuses_without_a_covering_checkpoint(tmp_path):
     wal_dir = tmp_path / "wal"
     checkpoint_fixture(wal_dir)
