@@ -690,6 +690,19 @@ def test_damaged_checkpoint_is_read_up_to_the_damage_and_left_alone(tmp_path, ca
     assert is_prefix(got[:len(got) - len(later)], in_checkpoint)
 
 
+def test_numbering_continues_after_a_checkpoint_that_covers_every_segment(tmp_path):
+    wal_dir = tmp_path / "wal"
+    checkpoint_fixture(wal_dir)
+    last = wal.list_segments(wal_dir)[-1]
+    wal.checkpoint(wal_dir, lambda ref: ref == 1, 59_000, last_segment=last)
+    wal.truncate(wal_dir, last)
+    assert wal.list_segments(wal_dir) == []
+    with WAL(wal_dir) as writer:
+        assert writer.segment_index == last + 1
+        writer.log_samples(*samples([1], [60_000], [7.0]))
+    assert sample_set(wal.replay(wal_dir)) == [(1, 59_000, 59.01), (1, 60_000, 7.0)]
+
+
 def test_truncate_refuses_without_a_covering_checkpoint(tmp_path):
     wal_dir = tmp_path / "wal"
     checkpoint_fixture(wal_dir)

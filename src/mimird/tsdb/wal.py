@@ -282,7 +282,10 @@ class WAL:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_temporary_checkpoints(self.dir)
         existing = list_segments(self.dir)
-        self._open_segment(existing[-1] + 1 if existing else 0)
+        newest = last_checkpoint(self.dir)
+        # Replay reads only segments after the newest checkpoint, so numbering continues after it even
+        # when truncation left no segment behind.
+        self._open_segment(max(existing[-1] + 1 if existing else 0, newest[0] + 1 if newest else 0))
         if self._policy == "interval":
             self._syncer = threading.Thread(target=self._sync_periodically, name=f"wal-sync {self.dir}",
                                             daemon=True)
