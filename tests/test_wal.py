@@ -881,7 +881,6 @@ def test_invalid_segment_size(tmp_path):
 def test_failed_write_is_cut_off_and_later_batches_replay(tmp_path, monkeypatch):
     wal_dir = tmp_path / "wal"
     writer = WAL(wal_dir)
-    expected = []
     batches = scrape_batches(4, series_per_batch=400)
     writer.log_batch(**batches[0])
     real_write = os.write
