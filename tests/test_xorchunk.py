@@ -358,9 +358,11 @@ property_settings = settings(max_examples=100, deadline=None, suppress_health_ch
 def test_same_bytes_as_reference_at_every_append(samples):
     cython_chunk, reference_chunk = xorchunk.XORChunk(), reference.XORAppender()
     for t, value_bits in samples:
+        size_before = cython_chunk.nbytes
         cython_chunk.append(t, float_of(value_bits))
         reference_chunk.append(t, float_of(value_bits))
         assert cython_chunk.bytes() == reference_chunk.bytes()
+        assert cython_chunk.nbytes - size_before <= xorchunk.MAX_SAMPLE_BYTES
     chunk = cython_chunk.bytes()
     assert xorchunk.encode(*as_arrays(samples)) == chunk
     assert decoded_pairs(chunk) == samples

@@ -7,6 +7,7 @@ from typing_extensions import Buffer  # collections.abc.Buffer arrived in Python
 
 SAMPLES_PER_CHUNK: Final[int]
 MAX_BYTES_PER_CHUNK: Final[int]
+MAX_SAMPLE_BYTES: Final[int]
 MAX_SAMPLES: Final[int]
 STALE_NAN_BITS: Final[int]
 STALE_NAN: Final[float]

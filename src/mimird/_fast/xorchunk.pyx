@@ -27,7 +27,10 @@ cnp.import_array()
 SAMPLES_PER_CHUNK = 120
 """How many samples the head puts in a chunk before cutting a new one, as Prometheus."""
 MAX_BYTES_PER_CHUNK = 1024
-"""Prometheus also cuts a float chunk once its bytes pass this size (MaxBytesPerXORChunk)."""
+"""Prometheus's hard cap on a float chunk's size (MaxBytesPerXORChunk): its head cuts a new chunk
+before an append when the open one already has more than MAX_BYTES_PER_CHUNK - MAX_SAMPLE_BYTES bytes."""
+MAX_SAMPLE_BYTES = 19
+"""The most bytes one appended sample can add (145 bits)."""
 cdef unsigned int _MAX_SAMPLES = 0xFFFF
 MAX_SAMPLES = _MAX_SAMPLES
 """The sample count is a 16-bit header field."""
