@@ -106,3 +106,31 @@ def daemon(tmp_path_factory):
     proc = Daemon(workdir, ["-runtime-config.file=runtime.yaml"]).start()
     yield proc
     proc.stop(signal.SIGKILL)
+
+
+def encode_write_request(series: dict, metadata=()) -> bytes:
+    """A snappy-compressed remote write 1.0 body: {labels tuple/dict: [(ts_ms, value), ...]}."""
+    import snappy
+
+    from mimird import prompb
+
+    request = prompb.WriteRequest()
+    for labels, samples in series.items():
+        pairs = labels.items() if isinstance(labels, dict) else labels
+        ts = request.timeseries.add()
+        for name, value in pairs:
+            ts.labels.add(name=name, value=value)
+        for t, v in samples:
+            ts.samples.add(timestamp=t, value=v)
+    for mtype, name, help_text, unit in metadata:
+        request.metadata.add(type=mtype, metric_family_name=name, help=help_text, unit=unit)
+    return snappy.compress(request.SerializeToString())
+
+
+def remote_write(daemon: Daemon, tenant: str | None, series: dict, metadata=()) -> httpx.Response:
+    """POST a remote write request to the daemon as Prometheus would."""
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+               "X-Prometheus-Remote-Write-Version": "0.1.0"}
+    if tenant is not None:
+        headers["X-Scope-OrgID"] = tenant
+    return daemon.post("/api/v1/push", content=encode_write_request(series, metadata), headers=headers)

@@ -8,11 +8,14 @@ import signal
 import socket
 
 from mimird.api.routes import register_routes
+from mimird.bucket import FilesystemBucket
 from mimird.config.runtime import Overrides, RuntimeConfig
 from mimird.config.schema import Config
+from mimird.distributor.distributor import Distributor
 from mimird.http.auth import TenantResolver
 from mimird.http.router import Router
 from mimird.http.server import HTTPServer
+from mimird.ingester.ingester import Ingester
 from mimird.ring import RING_PATHS, LocalRings
 from mimird.services import Service
 from mimird.util import systemd
@@ -73,11 +76,15 @@ class App:
         self.rings = LocalRings(instance_id, address, config.ingester.ring.num_tokens,
                                 config.ingester.ring.heartbeat_period)
 
+        self.bucket = FilesystemBucket(config.blocks_storage.filesystem.dir)
+        self.ingester = Ingester(config, self.overrides, instance_id, self.bucket)
+        self.distributor = Distributor(config, self.ingester, instance_id)
+
         # Dependency order: each service only uses those before it.
         self.services: list[Service] = [self.server]
         if self.runtime_config is not None:
             self.services.append(self.runtime_config)
-        self.services.append(self.rings)
+        self.services += [self.rings, self.ingester, self.distributor]
         register_routes(self)
 
     def features(self) -> dict[str, str]:

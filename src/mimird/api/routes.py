@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mimird.api.status import StatusAPI
+from mimird.ingester.http import IngesterAPI
 from mimird.ring import RING_PATHS
 
 if TYPE_CHECKING:
@@ -39,6 +40,24 @@ def register_routes(app: App) -> None:
     if app.runtime_config is not None:
         router.add("GET", "/runtime_config", status.runtime_config)
         router.add("GET", "/api/v1/user_limits", status.user_limits, auth=True)
+
+    # Distributor
+    router.add("POST", "/api/v1/push", app.distributor.push, auth=True, gzip_response=False,
+               max_body=app.config.distributor.max_recv_msg_size)
+
+    # Ingester
+    ingester = IngesterAPI(app.ingester)
+    router.add("GET,POST", "/ingester/flush", ingester.flush)
+    router.add("GET,POST,DELETE", "/ingester/prepare-shutdown", ingester.prepare_shutdown)
+    router.add("POST", "/ingester/shutdown", ingester.shutdown)
+    router.add("GET,POST,DELETE", "/ingester/prepare-partition-downscale", ingester.prepare_partition_downscale)
+    router.add("GET,POST,DELETE", "/ingester/prepare-instance-ring-downscale",
+               ingester.prepare_instance_ring_downscale)
+    router.add("GET,PUT,DELETE", "/ingester/unregister-on-shutdown", ingester.unregister_on_shutdown,
+               gzip_response=False)
+    router.add("GET", "/ingester/tsdb_metrics", ingester.tsdb_metrics, auth=True)
+    router.add("GET", "/ingester/tenants", ingester.tenants)
+    router.add("GET", "/ingester/tsdb/{tenant}", ingester.tenant_tsdb)
 
     # Ring pages: one per component ring, all owned by this instance
     for path in RING_PATHS:

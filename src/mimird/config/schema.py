@@ -244,6 +244,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ingester.ring.unregister_on_shutdown", "ingester.ring.unregister-on-shutdown", "bool", True,
            "Unregister from the ring on shutdown (shown by /ingester/unregister-on-shutdown).",
            category="advanced"),
+    Option("distributor.max_recv_msg_size", "distributor.max-recv-msg-size", "int", 100 * MIB,
+           "Max message size in bytes that the distributors will accept for incoming push requests.",
+           minimum=1, category="advanced"),
     # ring (one instance owns every ring)
     Option("ingester.ring.instance_id", "ingester.ring.instance-id", "string", "",
            "Instance ID shown in every ring; empty means the hostname. A single process owns all rings.",

@@ -208,11 +208,12 @@ class Head:
             return self.min_valid_time
         return max(self.min_valid_time, self.max_time - self.block_range // 2)
 
-    def get_or_create_series(self, labels: Labels) -> tuple[MemSeries, bool]:
+    def get_or_create_series(self, labels: Labels, ref: int | None = None) -> tuple[MemSeries, bool]:
+        """The series with `labels`, created if new (with `ref` when replaying a WAL)."""
         series = self.by_labels.get(labels)
         if series is not None:
             return series, False
-        ref, _ = self.index.get_or_create(labels)
+        ref, _ = self.index.get_or_create(labels, ref)
         series = MemSeries(ref, labels)
         self.series[ref] = series
         self.by_labels[labels] = series
@@ -280,6 +281,36 @@ class Head:
                         self.max_time = t
             result.samples_appended = len(result.refs)
         return result
+
+    def replay_samples(self, refs: Sequence[int], timestamps: Sequence[int], values: Sequence[float],
+                       series_by_wal_ref: dict[int, MemSeries]) -> int:
+        """Re-apply samples read back from the WAL; returns how many were new.
+
+        They were accepted once, so only what a block already holds (before the min valid time) is
+        skipped, and a sample the head already has (a batch logged twice) is a no-op.
+        """
+        applied = 0
+        with self.lock:
+            for ref, t, v in zip(refs, timestamps, values, strict=True):
+                series = series_by_wal_ref.get(ref)
+                if series is None or t < self.min_valid_time:
+                    continue
+                if t > series.last_t:
+                    series.append(t, v, self.block_range)
+                elif t == series.last_t or not self._replay_ooo(series, t, v):
+                    continue
+                applied += 1
+                if t < self.min_time:
+                    self.min_time = t
+                if t > self.max_time:
+                    self.max_time = t
+        return applied
+
+    def _replay_ooo(self, series: MemSeries, t: int, v: float) -> bool:
+        chunks, _, _ = series.snapshot(t, t)
+        if chunks and len(xorchunk.decode_chunks(chunks, t, t)[0]):
+            return False
+        return series.insert_ooo(t, v)
 
     def _in_ooo_window(self, t: int) -> bool:
         return self.ooo_window > 0 and self.max_time != INT64_MIN and t >= self.max_time - self.ooo_window
