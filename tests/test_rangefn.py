@@ -120,6 +120,34 @@ def test_batch_matches_single_series(series, name, data):
         np.testing.assert_array_equal(one_out[one_present == 1], out[k][present[k] == 1])
 
 
+
+@st.composite
+def long_series_and_grid(draw):
+    """Hundreds of samples on a regular step grid: windows that overlap a lot, or barely."""
+    n = draw(st.integers(30, 250))
+    scrape = draw(st.sampled_from([1_000, 15_000]))
+    jitter = draw(st.lists(st.integers(0, scrape // 2), min_size=n, max_size=n))
+    ts = np.arange(n, dtype=np.int64) * scrape + np.array(jitter, dtype=np.int64)
+    vals = np.array(draw(st.lists(st.one_of(st.integers(-5, 5).map(float), interesting_values),
+                                  min_size=n, max_size=n)))
+    range_ms = scrape * draw(st.integers(1, 60))
+    step = scrape * draw(st.sampled_from([1, 2, 7, 40]))
+    eval_ts = np.arange(ts[0] - range_ms, ts[-1] + range_ms, step, dtype=np.int64)
+    return ts, vals, eval_ts, range_ms
+
+
+SLIDING_FUNCTIONS = ["quantile_over_time", "mad_over_time", "min_over_time", "max_over_time",
+                     "ts_of_min_over_time", "ts_of_max_over_time", "rate", "resets", "changes"]
+
+
+@pytest.mark.parametrize("name", SLIDING_FUNCTIONS)
+@settings(max_examples=max(EXAMPLES // 8, 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_sliding_kernels_on_long_series(name, data):
+    ts, vals, eval_ts, range_ms = data.draw(long_series_and_grid())
+    params = draw_params(data.draw, name, len(eval_ts))
+    assert_matches_reference(name, ts, vals, eval_ts, range_ms, params)
+
 # --- the left-open window and hand-checked values -------------------------------------------------
 
 def test_window_is_left_open():

@@ -24,6 +24,7 @@ cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, sqrt
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport qsort
+from libc.string cimport memmove
 
 cnp.import_array()
 
@@ -102,7 +103,7 @@ cdef struct StepGrid:
 
 
 cdef struct Scratch:
-    double* values         # room for one series' values (quantile sorting)
+    double* values         # room for two copies of one series' values (quantile and mad sorting)
     Py_ssize_t* indexes    # room for one series' sample indexes (resets list, min/max deque)
 
 
@@ -460,26 +461,103 @@ cdef int compare_doubles(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-cdef double sorted_quantile(double q, double* values, Py_ssize_t n) noexcept nogil:
-    """Prometheus's quantile(): sorts `values` in place, NaNs first, then interpolates linearly."""
-    cdef Py_ssize_t j, n_nan = 0, k
-    cdef double rank, lower, upper, weight
+cdef void sort_doubles(double* values, Py_ssize_t n) noexcept nogil:
+    """Ascending sort of NaN-free values; insertion sort below qsort's call overhead."""
+    cdef Py_ssize_t i, j
+    cdef double x
+    if n > 24:
+        qsort(values, n, sizeof(double), compare_doubles)
+        return
+    for i in range(1, n):
+        x = values[i]
+        j = i
+        while j > 0 and values[j - 1] > x:
+            values[j] = values[j - 1]
+            j -= 1
+        values[j] = x
+
+
+cdef struct SortedWindow:
+    # Prometheus orders NaN before every number, so a window sorts as n_nan NaNs followed by
+    # `values[:n_values]` ascending.
+    double* values
+    Py_ssize_t n_values
+    Py_ssize_t n_nan
+    Py_ssize_t lo          # the samples [lo, hi) it holds
+    Py_ssize_t hi
+
+
+cdef void sorted_rebuild(SortedWindow* sw, const double* vals, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t j
+    sw.n_values = 0
+    sw.n_nan = 0
+    for j in range(lo, hi):
+        if isnan(vals[j]):
+            sw.n_nan += 1
+        else:
+            sw.values[sw.n_values] = vals[j]
+            sw.n_values += 1
+    sort_doubles(sw.values, sw.n_values)
+
+
+cdef void sorted_remove(SortedWindow* sw, double x) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = sw.n_values, mid
+    if isnan(x):
+        sw.n_nan -= 1
+        return
+    while lo < hi:  # first position holding a value >= x, which is x itself
+        mid = (lo + hi) >> 1
+        if sw.values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    memmove(sw.values + lo, sw.values + lo + 1, (sw.n_values - lo - 1) * sizeof(double))
+    sw.n_values -= 1
+
+
+cdef void sorted_insert(SortedWindow* sw, double x) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = sw.n_values, mid
+    if isnan(x):
+        sw.n_nan += 1
+        return
+    while lo < hi:  # first position holding a value > x
+        mid = (lo + hi) >> 1
+        if sw.values[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    memmove(sw.values + lo + 1, sw.values + lo, (sw.n_values - lo) * sizeof(double))
+    sw.values[lo] = x
+    sw.n_values += 1
+
+
+cdef void sorted_slide(SortedWindow* sw, const double* vals, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Move the sorted window to samples [lo, hi); both edges only move forward."""
+    cdef Py_ssize_t leaving_end = min(lo, sw.hi), entering_start = max(sw.hi, lo), j
+    cdef Py_ssize_t changes = max(leaving_end - sw.lo, 0) + max(hi - entering_start, 0)
+    # Each insert or removal shifts part of the array; past a few of them a fresh sort is cheaper.
+    if changes > 16 + (hi - lo) // 64:
+        sorted_rebuild(sw, vals, lo, hi)
+    else:
+        for j in range(sw.lo, leaving_end):
+            sorted_remove(sw, vals[j])
+        for j in range(entering_start, hi):
+            sorted_insert(sw, vals[j])
+    sw.lo = lo
+    sw.hi = hi
+
+
+cdef double sorted_quantile(double q, const double* values, Py_ssize_t n_values,
+                            Py_ssize_t n_nan) noexcept nogil:
+    """Prometheus's quantile() over n_nan NaNs followed by the ascending `values`."""
+    cdef Py_ssize_t n = n_values + n_nan, lower_index, upper_index
+    cdef double rank, lower, upper, weight, lower_value, upper_value
     if n == 0 or isnan(q):
         return NAN
     if q < 0:
         return -INFINITY
     if q > 1:
         return INFINITY
-    # Go's Less puts NaN before everything: move NaNs to the front, sort the rest.
-    k = n - 1
-    for j in range(n - 1, -1, -1):
-        if not isnan(values[j]):
-            values[k] = values[j]
-            k -= 1
-    n_nan = k + 1
-    for j in range(n_nan):
-        values[j] = NAN
-    qsort(values + n_nan, n - n_nan, sizeof(double), compare_doubles)
     rank = q * <double>(n - 1)
     lower = floor(rank)
     if lower < 0:
@@ -488,30 +566,43 @@ cdef double sorted_quantile(double q, double* values, Py_ssize_t n) noexcept nog
     if upper > <double>(n - 1):
         upper = <double>(n - 1)
     weight = rank - floor(rank)
-    return values[<Py_ssize_t>lower] * (1 - weight) + values[<Py_ssize_t>upper] * weight
+    lower_index = <Py_ssize_t>lower
+    upper_index = <Py_ssize_t>upper
+    lower_value = NAN if lower_index < n_nan else values[lower_index - n_nan]
+    upper_value = NAN if upper_index < n_nan else values[upper_index - n_nan]
+    return lower_value * (1 - weight) + upper_value * weight
 
 
 cdef void quantile_or_mad(const Series* s, const StepGrid* g, Scratch* scratch, double* out,
                           uint8_t* present, bint mad) noexcept nogil:
+    # The window is kept sorted from step to step; mad also sorts the deviations from the median,
+    # which change with every step, in the second half of the scratch space.
     cdef Window w = Window(0, 0)
-    cdef Py_ssize_t i, j, k
-    cdef double median
-    cdef double* buf = scratch.values
+    cdef SortedWindow sw = SortedWindow(scratch.values, 0, 0, 0, 0)
+    cdef double* deviations = scratch.values + s.n
+    cdef Py_ssize_t i, j, n_dev, n_dev_nan
+    cdef double median, d
     for i in range(g.n_steps):
         advance_window(s, g.eval_ts[i], g.range_ms, &w)
-        k = w.hi - w.lo
-        if k < 1:
+        if w.hi - w.lo < 1:
             mark_absent(out, present, i)
             continue
-        for j in range(k):
-            buf[j] = s.vals[w.lo + j]
+        sorted_slide(&sw, s.vals, w.lo, w.hi)
         if not mad:
-            set_result(out, present, i, sorted_quantile(g.param0[i], buf, k))
+            set_result(out, present, i, sorted_quantile(g.param0[i], sw.values, sw.n_values, sw.n_nan))
             continue
-        median = sorted_quantile(0.5, buf, k)
-        for j in range(k):
-            buf[j] = fabs(s.vals[w.lo + j] - median)
-        set_result(out, present, i, sorted_quantile(0.5, buf, k))
+        median = sorted_quantile(0.5, sw.values, sw.n_values, sw.n_nan)
+        n_dev = 0
+        n_dev_nan = 0
+        for j in range(w.lo, w.hi):
+            d = fabs(s.vals[j] - median)
+            if isnan(d):
+                n_dev_nan += 1
+            else:
+                deviations[n_dev] = d
+                n_dev += 1
+        sort_doubles(deviations, n_dev)
+        set_result(out, present, i, sorted_quantile(0.5, deviations, n_dev, n_dev_nan))
 
 
 # --- double_exponential_smoothing ---------------------------------------------------------------
@@ -648,7 +739,7 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     longest = int(np.max(np.diff(offsets_arr))) if n_series > 0 else 0
     out_arr = np.empty((n_series, n_steps), dtype=np.float64)
     present_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
-    value_scratch_arr = np.empty(max(longest, 1), dtype=np.float64)
+    value_scratch_arr = np.empty(max(2 * longest, 1), dtype=np.float64)
     index_scratch_arr = np.empty(max(longest, 1), dtype=np.intp)
     cdef double[:, ::1] out_view = out_arr
     cdef uint8_t[:, ::1] present_view = present_arr
