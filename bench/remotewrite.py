@@ -105,7 +105,7 @@ def bench_shape(n_series: int, samples_per_series: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=60)
     args = parser.parse_args()
     bench_shape(args.series, 1, args.repeats)
     bench_shape(args.series, 120, max(3, args.repeats // 4))

@@ -313,6 +313,22 @@ def test_flat_layout_and_wire_order():
     assert batch.exemplars == [] and batch.histograms == [] and batch.metadata == []
 
 
+def test_large_request_like_protobuf():
+    # Big enough for the up-front sample reservation and several intern table resizes.
+    rng = np.random.default_rng(7)
+    request = prompb.WriteRequest()
+    for index in range(1500):
+        series = request.timeseries.add()
+        series.labels.add(name="__name__", value=f"metric_{index % 40}")
+        series.labels.add(name="pod", value=f"pod-{rng.integers(1 << 40):x}")
+        series.labels.add(name=f"extra_{index % 7}", value="ü" * (index % 5))
+        for _ in range(int(rng.integers(0, 30))):
+            series.samples.add(value=float(rng.normal()), timestamp=int(rng.integers(-(1 << 62), 1 << 62)))
+    data = request.SerializeToString()
+    assert len(data) > 100_000
+    assert_same_as_reference(data, decode_write_request(data))
+
+
 def test_label_strings_and_pairs_are_shared_within_a_request():
     request = prompb.WriteRequest()
     for index in range(50):
