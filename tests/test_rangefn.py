@@ -216,6 +216,8 @@ def test_argument_errors():
         rangefn.evaluate("quantile_over_time", [], [], [0, 1], 1000, (np.array([0.5]),))
     with pytest.raises(ValueError, match="differ in length"):
         rangefn.evaluate("rate", [1, 2], [1.0], [0], 1000)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        rangefn.evaluate("rate", [1, 2], [1.0, 2.0], [5, 4], 1000)
     with pytest.raises(ValueError, match="series_offsets"):
         rangefn.evaluate_batch("rate", [1, 2], [1.0, 2.0], [0, 3], [0], 1000)
 

@@ -733,6 +733,9 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
             or np.any(np.diff(offsets_arr) < 0)):
         raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
 
+    if np.any(np.diff(np.asarray(steps_view)) < 0):
+        raise ValueError("eval_ts must be non-decreasing")
+
     cdef Py_ssize_t n_series = offsets_view.shape[0] - 1
     cdef Py_ssize_t n_steps = steps_view.shape[0]
     cdef const double[:, ::1] param_view = _per_step_params(name, spec[1], params, n_steps)
