@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from mimird.config.schema import OPTIONS, ConfigError, load_config
 
 

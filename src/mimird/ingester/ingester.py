@@ -32,6 +32,7 @@ from mimird.tsdb.block import BlockReader, read_meta, write_block
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
+from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.ingester")
@@ -210,6 +211,7 @@ class TenantTSDB:
 
 def _chain(first, rest):
     yield first
+    failpoint("during-block-write")
     yield from rest
 
 
@@ -343,6 +345,7 @@ class Ingester(Service):
             head.min_valid_time = max(head.min_valid_time, hi)
         started = time.monotonic()
         ulid = await asyncio.to_thread(db.write_block, lo, hi)
+        failpoint("after-block-write")
         if ulid is not None:
             db.blocks[ulid] = read_meta(db.dir / ulid)
         removed = head.truncate(hi)
@@ -352,6 +355,7 @@ class Ingester(Service):
         last_segment = db.wal.next_segment() - 1
         keep = head.series.__contains__
         await asyncio.to_thread(walmod.checkpoint, db.wal_dir, keep, hi, last_segment)
+        failpoint("after-checkpoint")
         db.wal.truncate(last_segment)
         kv_log(log, logging.INFO, "head compacted into block", tenant=db.tenant, block=ulid or "none",
                mint=lo, maxt=hi, series_removed=removed, duration=f"{time.monotonic() - started:.3f}s")
@@ -362,6 +366,7 @@ class Ingester(Service):
             return
         for ulid in pending:
             await asyncio.to_thread(upload_block, self.bucket, db.tenant, db.dir / ulid)
+            failpoint("after-upload")
             db.shipped.add(ulid)
             _write_json_atomic(db.dir / SHIPPER_FILE, {"version": 1, "uploaded": sorted(db.shipped)})
             kv_log(log, logging.INFO, "block shipped", tenant=db.tenant, block=ulid)
