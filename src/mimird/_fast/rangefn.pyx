@@ -11,8 +11,15 @@ Assumptions about the input, which the caller guarantees:
 - `ts` is strictly increasing within each series (milliseconds since the epoch);
 - stale markers (the NaN with bits 0x7ff0000000000002) have already been removed. Every other NaN
   is an ordinary sample value and propagates as Prometheus propagates it;
-- `eval_ts` is non-decreasing; both window edges then only move forward, which is what lets the
-  sliding-window kernels run in O(n_samples + n_steps).
+- `eval_ts` is non-decreasing; both window edges then only move forward.
+
+Cost per series: rate, increase, delta, irate, idelta, resets, changes, count, present, last and
+ts_of_last are O(n_samples + n_steps); min, max and ts_of_min/max keep a monotonic deque, and
+quantile_over_time a sorted window, across steps. Sums, means, variances, regressions and smoothing
+must add in Prometheus's order to give its bits, so they walk each window afresh: O(window) per step.
+
+Annotations (a q outside [0, 1], a metric name that does not look like a counter) are the
+evaluator's business; these kernels only compute values.
 
 Results come back as `(out, present)`; `present[i] == 0` means Prometheus returns no sample at
 that step (for example fewer than two samples in a `rate` window), and `out[i]` is then NaN.
@@ -27,32 +34,6 @@ from libc.stdlib cimport qsort
 from libc.string cimport memmove
 
 cnp.import_array()
-
-cdef enum RangeFunction:
-    FN_RATE
-    FN_INCREASE
-    FN_DELTA
-    FN_IRATE
-    FN_IDELTA
-    FN_DERIV
-    FN_PREDICT_LINEAR
-    FN_RESETS
-    FN_CHANGES
-    FN_AVG
-    FN_SUM
-    FN_COUNT
-    FN_MIN
-    FN_MAX
-    FN_LAST
-    FN_PRESENT
-    FN_STDDEV
-    FN_STDVAR
-    FN_QUANTILE
-    FN_MAD
-    FN_TS_OF_MIN
-    FN_TS_OF_MAX
-    FN_TS_OF_LAST
-    FN_DOUBLE_EXPONENTIAL_SMOOTHING
 
 # name -> (kernel, number of scalar parameters besides the range vector)
 cdef dict _FUNCTIONS = {
@@ -85,26 +66,6 @@ cdef dict _FUNCTIONS = {
 #: Range functions this module evaluates, mapped to how many scalar parameters each takes.
 #: `quantile_over_time`'s q comes first in PromQL but is passed here as the only parameter.
 FUNCTION_PARAMETER_COUNTS = {name: spec[1] for name, spec in _FUNCTIONS.items()}
-
-
-cdef struct Series:
-    const int64_t* ts
-    const double* vals
-    Py_ssize_t n
-
-
-cdef struct StepGrid:
-    const int64_t* eval_ts
-    Py_ssize_t n_steps
-    int64_t range_ms
-    const double* param0   # per-step value of the first scalar parameter
-    const double* param1   # per-step value of the second scalar parameter
-    int64_t intercept_shift_ms
-
-
-cdef struct Scratch:
-    double* values         # room for two copies of one series' values (quantile and mad sorting)
-    Py_ssize_t* indexes    # room for one series' sample indexes (resets list, min/max deque)
 
 
 cdef struct Window:
