@@ -54,39 +54,45 @@ class Distributor(Service):
         except PushDecodeError as exc:
             raise HTTPError(exc.status, exc.message) from None
 
+        return self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(), batch.timestamps.tolist(),
+                           batch.values.tolist(), batch.exemplars, batch.metadata)
+
+    def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=()) -> Response:
+        """The shared write path of remote write, OTLP and Influx: canonical labels, then the ingester.
+
+        `series_pairs[i]` are series i's (name, value) label pairs in any order; its samples are
+        timestamps/values[offsets[i]:offsets[i+1]]. `exemplars` are (series index, label pairs, value,
+        timestamp); `metadata` are (type, metric family name, help, unit). Returns the HTTP answer.
+        """
         first_error = None
         series_labels: list[Labels] = []
-        offsets = [0]
-        timestamps: list[int] = []
-        values: list[float] = []
-        all_ts = batch.timestamps.tolist()
-        all_vals = batch.values.tolist()
-        bounds = batch.sample_offsets.tolist()
+        kept_offsets = [0]
+        kept_ts: list[int] = []
+        kept_values: list[float] = []
         kept_index: dict[int, Labels] = {}
-        for index, pairs in enumerate(batch.series_labels):
+        for index, pairs in enumerate(series_pairs):
             labels, error = canonical_labels(pairs)
             if labels is None or not labels:
                 first_error = first_error or error
                 continue
-            start, end = bounds[index], bounds[index + 1]
             previous = None
-            for i in range(start, end):
-                t = all_ts[i]
+            for i in range(offsets[index], offsets[index + 1]):
+                t = timestamps[i]
                 if t == previous:
                     continue  # samples sharing a timestamp within one series: the first one wins
                 previous = t
-                timestamps.append(t)
-                values.append(all_vals[i])
-            if len(timestamps) == offsets[-1] and not batch.exemplars:
+                kept_ts.append(t)
+                kept_values.append(values[i])
+            if len(kept_ts) == kept_offsets[-1] and not exemplars:
                 continue
             series_labels.append(labels)
-            offsets.append(len(timestamps))
+            kept_offsets.append(len(kept_ts))
             kept_index[index] = labels
-        exemplars = [(kept_index[i], tuple(sorted(ex_labels)), value, ts)
-                     for i, ex_labels, value, ts in batch.exemplars if i in kept_index]
+        kept_exemplars = [(kept_index[i], tuple(sorted(ex_labels)), value, ts)
+                          for i, ex_labels, value, ts in exemplars if i in kept_index]
         try:
-            result = self.ingester.push(tenant, series_labels, offsets, timestamps, values,
-                                        exemplars=exemplars, metadata=batch.metadata)
+            result = self.ingester.push(tenant, series_labels, kept_offsets, kept_ts, kept_values,
+                                        exemplars=kept_exemplars, metadata=metadata)
         except IngesterUnavailable as exc:
             raise HTTPError(503, f"failed pushing to ingester {self.instance_id}: {exc}") from None
         if result.first_error is not None:
