@@ -19,13 +19,15 @@ from datetime import UTC, datetime
 import numpy as np
 
 from mimird._fast import xorchunk
-from mimird._fast.xorchunk import SAMPLES_PER_CHUNK, XORChunk
+from mimird._fast.xorchunk import MAX_BYTES_PER_CHUNK, MAX_SAMPLE_BYTES, SAMPLES_PER_CHUNK, XORChunk
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _pack_double = struct.Struct("<d").pack
+# As Prometheus, a chunk is cut before an append that could take it past 1 KiB.
+_CHUNK_BYTES_CUT = MAX_BYTES_PER_CHUNK - MAX_SAMPLE_BYTES
 
 
 def format_series(labels: Labels) -> str:
@@ -122,7 +124,8 @@ class MemSeries:
     def append(self, t: int, v: float, block_range: int) -> None:
         """Append an in-order sample (t > last_t), cutting chunks at 120 samples and block boundaries."""
         chunk = self.open
-        if chunk is None or chunk.num_samples >= SAMPLES_PER_CHUNK or t >= self.cut_at:
+        if (chunk is None or chunk.num_samples >= SAMPLES_PER_CHUNK or t >= self.cut_at
+                or chunk.nbytes > _CHUNK_BYTES_CUT):
             self.close_open_chunk()
             chunk = self.open = XORChunk()
             self.open_mint = t
