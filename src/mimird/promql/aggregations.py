@@ -1,0 +1,308 @@
+"""PromQL aggregation operators over (series x steps) frames, as Prometheus 3.5 computes them.
+
+Series are grouped once; the values of each group are then folded row by row in input order,
+vectorised across all steps (so sums add in Prometheus's order, with its Kahan-Neumaier
+compensation, and give its bits). topk/bottomk/limitk/limit_ratio keep input series;
+count_values builds new ones from the values.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import numpy as np
+
+from mimird.promql import ast
+from mimird.promql.frame import Frame
+from mimird.promql.value import ExecutionError
+from mimird.tsdb.labels import Labels, go_quote, labels_hash
+
+_LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
+
+
+def kahan_inc(inc: np.ndarray, total: np.ndarray, comp: np.ndarray):
+    """Prometheus's kahanSumInc (Neumaier's variant), elementwise."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = total + inc
+        bigger = np.abs(total) >= np.abs(inc)
+        comp = np.where(np.isinf(t), 0.0,
+                        comp + np.where(bigger, (total - t) + inc, (inc - t) + total))
+    return t, comp
+
+
+def group_labels(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
+    """The output label set of the group a series falls into."""
+    if without:
+        names = set(grouping)
+        names.add("__name__")
+        return tuple(pair for pair in labels if pair[0] not in names)
+    if grouping:
+        names = set(grouping)
+        return tuple(pair for pair in labels if pair[0] in names)
+    return ()
+
+
+def _layers(group_ids: np.ndarray, n_groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows split into layers: layer r holds the r-th row of every group (rows, their groups)."""
+    rank = np.zeros(len(group_ids), dtype=np.intp)
+    seen = np.zeros(n_groups, dtype=np.intp)
+    for row, g in enumerate(group_ids.tolist()):
+        rank[row] = seen[g]
+        seen[g] += 1
+    layers = []
+    for r in range(int(rank.max()) + 1 if len(rank) else 0):
+        rows = np.flatnonzero(rank == r)
+        layers.append((rows, group_ids[rows]))
+    return layers
+
+
+def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
+    """Evaluate one aggregation node on its input frame."""
+    op = node.op
+    n_steps = frame.present.shape[1]
+    if op == "count_values":
+        return count_values(node, frame, param)
+    keys: dict[Labels, int] = {}
+    group_ids = np.empty(frame.n_series, dtype=np.intp)
+    for row, labels in enumerate(frame.labels):
+        group_ids[row] = keys.setdefault(group_labels(labels, node.grouping, node.without), len(keys))
+    if op in ("topk", "bottomk", "limitk", "limit_ratio"):
+        return select_k(node, frame, param, group_ids, len(keys), ev)
+    if op == "quantile":
+        _quantile_warnings(param, ev)
+    n_groups = len(keys)
+    value = np.zeros((n_groups, n_steps))
+    comp = np.zeros((n_groups, n_steps))
+    mean = np.zeros((n_groups, n_steps))
+    count = np.zeros((n_groups, n_steps))
+    seen = np.zeros((n_groups, n_steps), dtype=bool)
+    incremental = np.zeros((n_groups, n_steps), dtype=bool)
+    if op == "quantile":
+        result = _quantile(frame, group_ids, n_groups, param)
+        seen = result[1]
+        value = result[0]
+    else:
+        for rows, groups in _layers(group_ids, n_groups):
+            ev.check()
+            f = frame.values[rows]
+            mask = frame.present[rows]
+            first = mask & ~seen[groups]
+            later = mask & seen[groups]
+            _fold(op, f, first, later, groups, value, comp, mean, count, incremental)
+            seen[groups] |= mask
+    with np.errstate(all="ignore"):
+        if op == "sum":
+            value = value + comp
+        elif op == "avg":
+            value = np.where(incremental, mean + comp, value / count + comp / count)
+        elif op == "count":
+            value = count
+        elif op == "group":
+            value = np.ones_like(value)
+        elif op == "stdvar":
+            value = value / count
+        elif op == "stddev":
+            value = np.sqrt(value / count)
+    drop = np.array([bool(frame.drop[g]) if g < frame.n_series else False for g in range(n_groups)],
+                    dtype=bool)
+    return Frame(list(keys), value, seen, drop).compact()
+
+
+def _fold(op, f, first, later, groups, value, comp, mean, count, incremental) -> None:
+    # Every group appears at most once in `groups`, so fancy-index assignment is safe.
+    v, c, m, n, inc = value[groups], comp[groups], mean[groups], count[groups], incremental[groups]
+    n = np.where(first, 1.0, np.where(later, n + 1, n))
+    with np.errstate(all="ignore"):
+        if op == "sum":
+            new_v, new_c = kahan_inc(f, v, c)
+            v = np.where(first, f, np.where(later, new_v, v))
+            c = np.where(first, 0.0, np.where(later, new_c, c))
+        elif op == "avg":
+            new_v, new_c = kahan_inc(f, v, c)
+            simple = later & ~inc & ~np.isinf(new_v)
+            switch = later & ~inc & np.isinf(new_v)
+            v = np.where(first, f, np.where(simple, new_v, v))
+            c = np.where(first, 0.0, np.where(simple, new_c, c))
+            m = np.where(first, f, np.where(switch, v / (n - 1), m))
+            c = np.where(switch, c / (n - 1), c)
+            inc = (inc | switch) & ~first
+            step = later & inc
+            q = (n - 1) / n
+            new_m, new_c = kahan_inc(f / n, q * m, q * c)
+            m = np.where(step, new_m, m)
+            c = np.where(step, new_c, c)
+        elif op in ("count", "group"):
+            pass
+        elif op == "max":
+            replace = later & ((v < f) | np.isnan(v))
+            v = np.where(first | replace, f, v)
+        elif op == "min":
+            replace = later & ((v > f) | np.isnan(v))
+            v = np.where(first | replace, f, v)
+        elif op in ("stddev", "stdvar"):
+            delta = f - m
+            new_m = m + delta / n
+            new_v = v + delta * (f - new_m)
+            m = np.where(first, f, np.where(later, new_m, m))
+            v = np.where(first, 0.0, np.where(later, new_v, v))
+        else:
+            raise ExecutionError(f"expected aggregation operator but got {op!r}")
+    value[groups], comp[groups], mean[groups], count[groups], incremental[groups] = v, c, m, n, inc
+
+
+def _quantile_warnings(param: np.ndarray, ev) -> None:
+    from mimird.promql.evaluator import go_g
+
+    if np.isnan(param).any():
+        ev.warn(f"quantile value should be between 0 and 1, got {go_g(math.nan)}")
+    finite = param[~np.isnan(param)]
+    if len(finite) and finite.max() > 1:
+        ev.warn(f"quantile value should be between 0 and 1, got {go_g(float(finite.max()))}")
+    if len(finite) and finite.min() < 0:
+        ev.warn(f"quantile value should be between 0 and 1, got {go_g(float(finite.min()))}")
+
+
+def quantile(q: float, values: np.ndarray) -> float:
+    """Prometheus's quantile() over the values of one group (NaNs sort first)."""
+    if len(values) == 0 or math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    nans = values[np.isnan(values)]
+    ordered = np.concatenate([nans, np.sort(values[~np.isnan(values)])])
+    n = len(ordered)
+    rank = q * (n - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(n - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return float(ordered[lower] * (1 - weight) + ordered[upper] * weight)
+
+
+def _quantile(frame: Frame, group_ids, n_groups, param):
+    n_steps = frame.present.shape[1]
+    value = np.full((n_groups, n_steps), np.nan)
+    seen = np.zeros((n_groups, n_steps), dtype=bool)
+    for g in range(n_groups):
+        rows = np.flatnonzero(group_ids == g)
+        sub_vals = frame.values[rows]
+        sub_present = frame.present[rows]
+        for j in np.flatnonzero(sub_present.any(axis=0)):
+            value[g, j] = quantile(float(param[j]), sub_vals[sub_present[:, j], j])
+            seen[g, j] = True
+    return value, seen
+
+
+def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids, n_groups, ev) -> Frame:
+    """topk, bottomk, limitk and limit_ratio: which input series survive at each step."""
+    op = node.op
+    n_steps = frame.present.shape[1]
+    selected = np.zeros_like(frame.present)
+    order_key = np.zeros(frame.present.shape)  # position within its group, for instant-query ordering
+    if op == "limit_ratio":
+        if np.isnan(param).any():
+            raise ExecutionError("Ratio value NaN is NaN")
+        if param.max() == 0 and param.min() == 0:
+            return Frame.empty(n_steps)
+        from mimird.promql.evaluator import go_g
+
+        if param.max() > 1:
+            ev.warn(f"ratio value should be between -1 and 1, got {go_g(float(param.max()))}, capping to 1")
+        if param.min() < -1:
+            ev.warn(f"ratio value should be between -1 and 1, got {go_g(float(param.min()))}, capping to -1")
+        offsets = np.array([labels_hash(lbls) / float(2**64 - 1) for lbls in frame.labels])
+        ratio = np.clip(param, -1.0, 1.0)[None, :]
+        keep = np.where(ratio >= 0, offsets[:, None] < ratio, offsets[:, None] >= 1.0 + ratio)
+        selected = frame.present & keep & (param != 0)[None, :]
+        return Frame(frame.labels, frame.values, selected, frame.drop).compact()
+    for value in np.unique(param):
+        if math.isnan(value) or abs(value) >= 2.0**63:
+            raise ExecutionError(f"Scalar value {go_v(value)} overflows int64")
+    if param.max() < 1:
+        return Frame.empty(n_steps)
+    ks = np.minimum(param.astype(np.int64), frame.n_series)
+    for g in range(n_groups):
+        rows = np.flatnonzero(group_ids == g)
+        for j in range(n_steps):
+            k = int(ks[j])
+            if k < 1:
+                continue
+            present_rows = rows[frame.present[rows, j]]
+            if len(present_rows) == 0:
+                continue
+            if op == "limitk":
+                chosen = present_rows[:k]
+            else:
+                vals = frame.values[present_rows, j]
+                nan = np.isnan(vals)
+                primary = -vals if op == "topk" else vals
+                order = np.lexsort((np.arange(len(vals)), np.where(nan, 0, primary), nan))
+                chosen = present_rows[order[:k]]
+            selected[chosen, j] = True
+            order_key[chosen, j] = np.arange(len(chosen))
+    result = Frame(frame.labels, frame.values, selected, frame.drop)
+    if n_steps == 1:
+        rows = np.flatnonzero(selected[:, 0])
+        rows = sorted(rows, key=lambda r: (group_ids[r], order_key[r, 0]))
+        return result.take(rows)
+    return result.compact()
+
+
+def go_v(value: float) -> str:
+    """A float as Go's ``%v`` prints it."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    dec = Decimal(repr(float(value)))
+    exponent = dec.adjusted()
+    if exponent < -4 or exponent >= 21:
+        digits = "".join(map(str, dec.as_tuple().digits)).rstrip("0") or "0"
+        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        sign = "-" if value < 0 else ""
+        return f"{sign}{body}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
+    text = format(dec, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_value(value: float) -> str:
+    """strconv.FormatFloat(v, 'f', -1, 64): shortest digits, never an exponent."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = format(Decimal(repr(float(value))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "-0" if text == "0" and math.copysign(1, value) < 0 else text
+
+
+def count_values(node: ast.AggregateExpr, frame: Frame, param: str) -> Frame:
+    """count_values("label", v): how many series have each value, per group."""
+    label = param
+    if not label or label[0].isdigit() or any(ch not in _LABEL_NAME_CHARS for ch in label):
+        raise ExecutionError(f"invalid label name {go_quote(label)}")
+    n_steps = frame.present.shape[1]
+    index: dict[Labels, int] = {}
+    counts: list[np.ndarray] = []
+    for row, labels in enumerate(frame.labels):
+        if node.without:
+            names = set(node.grouping) | {"__name__"}
+            base = {k: v for k, v in labels if k not in names}
+        else:
+            names = set(node.grouping)
+            base = {k: v for k, v in labels if k in names}
+        for j in np.flatnonzero(frame.present[row]):
+            out = dict(base)
+            out[label] = format_value(float(frame.values[row, j]))
+            key = tuple(sorted(out.items()))
+            g = index.setdefault(key, len(index))
+            if g == len(counts):
+                counts.append(np.zeros(n_steps))
+            counts[g][j] += 1
+    if not index:
+        return Frame.empty(n_steps)
+    values = np.vstack(counts)
+    return Frame(list(index), values, values > 0, np.zeros(len(index), dtype=bool))

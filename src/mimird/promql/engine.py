@@ -1,0 +1,105 @@
+"""The PromQL engine: runs instant and range queries against a ``Queryable``.
+
+A ``Queryable`` has ``select(matchers, mint_ms, maxt_ms)`` returning ``(labels, ts, vals)`` per
+series, sorted by labels (``mimird.tsdb.head.Head`` and the ingester fit). Settings follow
+Prometheus 3.5 with Mimir's defaults: 5m lookback, ``-querier.max-samples`` 50M, a timeout.
+Evaluation is plain synchronous code, safe to run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from mimird.promql import ast
+from mimird.promql.durations import DurationError, resolve_duration_exprs
+from mimird.promql.evaluator import Evaluator, RawMatrix, finish
+from mimird.promql.frame import Frame, Steps
+from mimird.promql.parser import ParseError, parse
+from mimird.promql.value import (
+    BadDataError,
+    ExecutionError,
+    Matrix,
+    QueryResult,
+    Sample,
+    Scalar,
+    Series,
+    String,
+    Vector,
+)
+
+
+class Engine:
+    """Evaluates PromQL; one instance serves any number of queries (it holds settings only)."""
+
+    def __init__(self, lookback_delta_ms: int = 300_000, max_samples: int = 50_000_000,
+                 timeout_s: float = 120.0) -> None:
+        self.lookback_delta_ms = lookback_delta_ms
+        self.max_samples = max_samples
+        self.timeout_s = timeout_s
+
+    def _prepare(self, query) -> ast.Node:
+        if isinstance(query, str):
+            try:
+                query = parse(query)
+            except ParseError as error:
+                raise BadDataError(str(error)) from None
+        try:
+            return resolve_duration_exprs(query)
+        except DurationError as error:
+            raise BadDataError(str(error)) from None
+
+    def _evaluator(self, queryable, start_ms, end_ms, cancelled) -> Evaluator:
+        return Evaluator(queryable, start_ms, end_ms, self.lookback_delta_ms, self.max_samples,
+                         time.monotonic() + self.timeout_s, cancelled)
+
+    def instant(self, queryable, query: str | ast.Node, time_ms: int,
+                cancelled: Callable[[], bool] | None = None) -> QueryResult:
+        """Evaluate ``query`` at one time (ms); returns Scalar, String, Vector or Matrix."""
+        expr = self._prepare(query)
+        ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
+        steps = np.array([time_ms], dtype=np.int64)
+        value = ev.eval(expr, steps)
+        if isinstance(value, Steps):
+            result = Scalar(time_ms, float(value.values[0]))
+        elif isinstance(value, str):
+            result = String(time_ms, value)
+        elif isinstance(value, RawMatrix):
+            result = Matrix(Series(lbls, ts, vals) for lbls, ts, vals in zip(value.labels, value.ts, value.vals,
+                                                                             strict=True))
+        else:
+            frame = finish(value)
+            result = Vector(Sample(lbls, time_ms, float(frame.values[i, 0]))
+                            for i, lbls in enumerate(frame.labels) if frame.present[i, 0])
+        return QueryResult(result, list(ev.warnings), list(ev.infos))
+
+    def range(self, queryable, query: str | ast.Node, start_ms: int, end_ms: int, step_ms: int,
+              cancelled: Callable[[], bool] | None = None) -> QueryResult:
+        """Evaluate ``query`` at start, start+step, ... <= end; returns a Matrix sorted by labels."""
+        if step_ms <= 0:
+            raise BadDataError("zero or negative query resolution step widths are not accepted. "
+                               "Try a positive integer")
+        if end_ms < start_ms:
+            raise BadDataError("end timestamp must not be before start time")
+        expr = self._prepare(query)
+        if expr.type not in (ast.ValueType.SCALAR, ast.ValueType.VECTOR):
+            raise BadDataError(f"invalid expression type \"{expr.type.documented}\" for range query, "
+                               "must be Scalar or instant Vector")
+        ev = self._evaluator(queryable, start_ms, end_ms, cancelled)
+        steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        value = ev.eval(expr, steps)
+        if isinstance(value, Steps):
+            value = Frame([()], value.values[None, :], np.ones((1, len(steps)), dtype=bool),
+                          np.zeros(1, dtype=bool))
+        if not isinstance(value, Frame):
+            raise ExecutionError("range query must return a scalar or an instant vector")
+        frame = finish(value.merged())
+        order = sorted(range(frame.n_series), key=lambda i: frame.labels[i])
+        matrix = Matrix()
+        for i in order:
+            mask = frame.present[i]
+            if mask.any():
+                matrix.append(Series(frame.labels[i], steps[mask], frame.values[i, mask]))
+        return QueryResult(matrix, list(ev.warnings), list(ev.infos))

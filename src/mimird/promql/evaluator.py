@@ -1,0 +1,442 @@
+"""Evaluation of a PromQL syntax tree over a whole step grid at once (Prometheus 3.5 semantics).
+
+Every node is evaluated for all evaluation times of the query in one call: selectors fetch their
+series once for the whole range, instant selection is a vectorised ``searchsorted`` over all series
+and steps, range functions run in :mod:`mimird._fast.rangefn`, and operators, aggregations and
+functions work on (series x steps) matrices with a presence mask (see :mod:`.frame`). Subqueries
+evaluate their inner expression on the union of their step grids.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from decimal import Decimal
+from collections.abc import Callable
+
+import numpy as np
+
+from mimird._fast import rangefn
+from mimird.promql import ast
+from mimird.promql.aggregations import aggregate
+from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
+from mimird.promql.frame import Frame, Steps, drop_name
+from mimird.promql.funcs import FunctionContext, call_instant_function
+from mimird.promql.value import (
+    ExecutionError,
+    QueryCanceledError,
+    QueryTimeoutError,
+    TooManySamplesError,
+)
+from mimird.tsdb.labels import Labels, Matcher, MatchType
+
+STALE_BITS = np.uint64(0x7FF0000000000002)
+NS_PER_MS = 1_000_000
+DEFAULT_SUBQUERY_STEP_MS = 60_000
+
+_COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+
+
+def is_stale(vals: np.ndarray) -> np.ndarray:
+    """Which values are Prometheus stale markers (a NaN with one exact bit pattern)."""
+    return vals.view(np.uint64) == STALE_BITS
+
+
+def to_storage_matchers(matchers) -> list[Matcher]:
+    """The AST's matchers as the storage's RE2-semantics matchers."""
+    return [Matcher(MatchType(m.type.value), m.name, m.value) for m in matchers]
+
+
+class RawMatrix:
+    """A range vector as a query result: per series the raw samples of its window."""
+
+    def __init__(self, labels: list[Labels], ts: list[np.ndarray], vals: list[np.ndarray]):
+        self.labels = labels
+        self.ts = ts
+        self.vals = vals
+
+
+class Evaluator:
+    """Evaluates one query; holds its data source, limits and collected annotations."""
+
+    def __init__(self, queryable, start_ms: int, end_ms: int, lookback_ms: int, max_samples: int,
+                 deadline: float, cancelled: Callable[[], bool] | None = None):
+        self.queryable = queryable
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.lookback_ms = lookback_ms
+        self.max_samples = max_samples
+        self.deadline = deadline
+        self.cancelled = cancelled
+        self.warnings: dict[str, None] = {}
+        self.infos: dict[str, None] = {}
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise if the query ran out of time or was cancelled."""
+        if self.cancelled is not None and self.cancelled():
+            raise QueryCanceledError()
+        if time.monotonic() > self.deadline:
+            raise QueryTimeoutError()
+
+    def count_samples(self, n: int) -> None:
+        if n > self.max_samples:
+            raise TooManySamplesError()
+
+    def warn(self, text: str) -> None:
+        self.warnings[f"PromQL warning: {text}"] = None
+
+    def info(self, text: str) -> None:
+        self.infos[f"PromQL info: {text}"] = None
+
+    def at_time(self, timestamp_ms: int | None, start_or_end: str | None) -> int | None:
+        if start_or_end == "start":
+            return self.start_ms
+        if start_or_end == "end":
+            return self.end_ms
+        return timestamp_ms
+
+    def shifted_times(self, node, steps: np.ndarray) -> np.ndarray:
+        """The times a selector or subquery reads at, per step: ``@`` and ``offset`` applied."""
+        at = self.at_time(node.timestamp_ms, node.start_or_end)
+        base = steps if at is None else np.full(len(steps), at, dtype=np.int64)
+        return base - node.offset_ns // NS_PER_MS
+
+    def select(self, selector: ast.VectorSelector, mint: int, maxt: int):
+        self.check()
+        matchers = to_storage_matchers(selector.matchers)
+        return list(self.queryable.select(matchers, mint, maxt))
+
+    # --- dispatch --------------------------------------------------------------------------------
+
+    def eval(self, node, steps: np.ndarray):
+        """Evaluate ``node`` at every time of ``steps``: a Frame, Steps, str or RawMatrix."""
+        self.check()
+        if isinstance(node, ast.ParenExpr):
+            return self.eval(node.expr, steps)
+        if isinstance(node, ast.NumberLiteral):
+            return Steps(np.full(len(steps), node.value))
+        if isinstance(node, ast.StringLiteral):
+            return node.value
+        if isinstance(node, ast.VectorSelector):
+            return self.eval_vector_selector(node, steps)
+        if isinstance(node, ast.MatrixSelector):
+            return self.eval_matrix_selector(node, steps)
+        if isinstance(node, ast.SubqueryExpr):
+            return self.eval_subquery_raw(node, steps)
+        if isinstance(node, ast.UnaryExpr):
+            value = self.eval(node.expr, steps)
+            if node.op != "-":
+                return value
+            if isinstance(value, Steps):
+                return Steps(-value.values)
+            return Frame(value.labels, -value.values, value.present, np.ones(value.n_series, dtype=bool))
+        if isinstance(node, ast.BinaryExpr):
+            return self.eval_binary(node, steps)
+        if isinstance(node, ast.AggregateExpr):
+            return self.eval_aggregate(node, steps)
+        if isinstance(node, ast.Call):
+            return self.eval_call(node, steps)
+        raise ExecutionError(f"unhandled expression of type: {type(node).__name__}")
+
+    # --- selectors -------------------------------------------------------------------------------
+
+    def eval_vector_selector(self, node: ast.VectorSelector, steps: np.ndarray,
+                             with_timestamps: bool = False):
+        times = self.shifted_times(node, steps)
+        n = len(steps)
+        if n == 0:
+            return Frame.empty(0)
+        series = self.select(node, int(times.min()) - self.lookback_ms + 1, int(times.max()))
+        labels, values, present, stamps = [], [], [], []
+        total = 0
+        for lbls, ts, vals in series:
+            pos = np.searchsorted(ts, times, side="right") - 1
+            ok = pos >= 0
+            clipped = np.where(ok, pos, 0)
+            sample_ts = ts[clipped]
+            sample_vals = vals[clipped]
+            ok &= sample_ts > times - self.lookback_ms
+            ok &= ~is_stale(sample_vals)
+            if not ok.any():
+                continue
+            labels.append(lbls)
+            values.append(sample_vals)
+            present.append(ok)
+            stamps.append(sample_ts)
+            total += int(ok.sum())
+            self.count_samples(total)
+        if not labels:
+            frame = Frame.empty(n)
+            return (frame, np.empty((0, n), dtype=np.int64)) if with_timestamps else frame
+        frame = Frame(labels, np.vstack(values), np.vstack(present), np.zeros(len(labels), dtype=bool))
+        if with_timestamps:
+            return frame, np.vstack(stamps)
+        return frame
+
+    def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
+        """Series of a range selector, stale markers removed, concatenated for rangefn, with the
+        shifted evaluation times and the range in ms."""
+        selector = node.vector_selector
+        times = self.shifted_times(selector, steps)
+        range_ms = node.range_ns // NS_PER_MS
+        labels, ts_parts, val_parts = [], [], []
+        if len(steps):
+            for lbls, ts, vals in self.select(selector, int(times.min()) - range_ms + 1, int(times.max())):
+                keep = ~is_stale(vals)
+                if not keep.all():
+                    ts, vals = ts[keep], vals[keep]
+                if len(ts) == 0:
+                    continue
+                labels.append(lbls)
+                ts_parts.append(ts)
+                val_parts.append(vals)
+        return labels, ts_parts, val_parts, times, range_ms
+
+    def eval_matrix_selector(self, node: ast.MatrixSelector, steps: np.ndarray) -> RawMatrix:
+        labels, ts_parts, val_parts, times, range_ms = self.fetch_range(node, steps)
+        t = int(times[-1])
+        out = RawMatrix([], [], [])
+        total = 0
+        for lbls, ts, vals in zip(labels, ts_parts, val_parts, strict=True):
+            lo = np.searchsorted(ts, t - range_ms, side="right")
+            hi = np.searchsorted(ts, t, side="right")
+            if hi > lo:
+                out.labels.append(lbls)
+                out.ts.append(ts[lo:hi])
+                out.vals.append(vals[lo:hi])
+                total += hi - lo
+                self.count_samples(total)
+        return out
+
+    def subquery_grid(self, node: ast.SubqueryExpr, steps: np.ndarray):
+        times = self.shifted_times(node, steps)
+        range_ms = node.range_ns // NS_PER_MS
+        step_ms = node.step_ns // NS_PER_MS or DEFAULT_SUBQUERY_STEP_MS
+        first = (int(times.min()) - range_ms) // step_ms * step_ms + step_ms
+        inner = np.arange(first, int(times.max()) + 1, step_ms, dtype=np.int64)
+        return times, range_ms, inner
+
+    def eval_subquery(self, node: ast.SubqueryExpr, steps: np.ndarray):
+        """The subquery's series as (labels, ts list, vals list), the shifted times and the range."""
+        times, range_ms, inner = self.subquery_grid(node, steps)
+        value = self.eval(node.expr, inner)
+        if isinstance(value, Steps):
+            value = Frame([()], value.values[None, :], np.ones((1, len(inner)), dtype=bool),
+                          np.zeros(1, dtype=bool))
+        value = value.merged()
+        labels, ts_parts, val_parts = [], [], []
+        for row, lbls in enumerate(value.labels):
+            mask = value.present[row]
+            if mask.any():
+                labels.append(lbls)
+                ts_parts.append(inner[mask])
+                val_parts.append(value.values[row, mask])
+        return labels, ts_parts, val_parts, times, range_ms
+
+    def eval_subquery_raw(self, node: ast.SubqueryExpr, steps: np.ndarray) -> RawMatrix:
+        labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(node, steps)
+        t = int(times[-1])
+        out = RawMatrix([], [], [])
+        for lbls, ts, vals in zip(labels, ts_parts, val_parts, strict=True):
+            keep = (ts > t - range_ms) & (ts <= t)
+            if keep.any():
+                out.labels.append(lbls)
+                out.ts.append(ts[keep])
+                out.vals.append(vals[keep])
+        return out
+
+    # --- range functions -------------------------------------------------------------------------
+
+    def range_function(self, node: ast.Call, steps: np.ndarray) -> Frame:
+        name = node.func.name
+        matrix_index = next(i for i, arg in enumerate(node.args)
+                            if _unwrap(arg).type is ast.ValueType.MATRIX)
+        matrix_arg = _unwrap(node.args[matrix_index])
+        params = []
+        for i, arg in enumerate(node.args):
+            if i != matrix_index:
+                params.append(self.eval(arg, steps).values)
+        if isinstance(matrix_arg, ast.SubqueryExpr):
+            labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(matrix_arg, steps)
+            source_names = [_metric_name(lbls) for lbls in labels]
+        else:
+            labels, ts_parts, val_parts, times, range_ms = self.fetch_range(matrix_arg, steps)
+            source_names = [_metric_name(lbls) for lbls in labels]
+        n = len(steps)
+        if name == "quantile_over_time":
+            q = params[0]
+            for value in np.unique(q):
+                if math.isnan(value) or value < 0 or value > 1:
+                    self.warn(f"quantile value should be between 0 and 1, got {go_g(value)}")
+        if name == "double_exponential_smoothing":
+            self.check_smoothing(params, labels)
+        self.count_samples(sum(len(t) for t in ts_parts))
+        if labels:
+            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+            np.cumsum([len(t) for t in ts_parts], out=offsets[1:])
+            ts_all = np.concatenate(ts_parts)
+            vals_all = np.concatenate(val_parts)
+        else:
+            offsets = np.zeros(1, dtype=np.int64)
+            ts_all = np.empty(0, dtype=np.int64)
+            vals_all = np.empty(0)
+        if name == "absent_over_time":
+            return self.absent_over_time(node, ts_all, offsets, times, range_ms, n)
+        kernel_params = tuple(params)
+        shift = 0
+        if name == "predict_linear":
+            shift = int(steps[0] - times[0]) if n else 0
+        out, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
+                                              kernel_params, shift)
+        present = present.astype(bool)
+        drop = np.full(len(labels), name != "last_over_time")
+        frame = Frame(labels, out, present, drop).compact()
+        self.count_samples(int(frame.present.sum()))
+        if name in ("rate", "increase"):
+            for row, lbls in enumerate(labels):
+                metric = source_names[row]
+                if metric and present[row].any() and not metric.endswith(_COUNTER_SUFFIXES):
+                    self.info("metric might not be a counter, name does not end in "
+                              f"_total/_sum/_count/_bucket: {_go_quote(metric)}")
+        return frame
+
+    def check_smoothing(self, params, labels) -> None:
+        sf, tf = params
+        for value in np.unique(sf):
+            if not 0 < value < 1:
+                raise ExecutionError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {value:f}")
+        for value in np.unique(tf):
+            if not 0 < value < 1:
+                raise ExecutionError(f"invalid trend factor. Expected: 0 < tf < 1, got: {value:f}")
+
+    def absent_over_time(self, node, ts_all, offsets, times, range_ms, n) -> Frame:
+        any_present = np.zeros(n, dtype=bool)
+        for k in range(len(offsets) - 1):
+            ts = ts_all[offsets[k]:offsets[k + 1]]
+            lo = np.searchsorted(ts, times - range_ms, side="right")
+            hi = np.searchsorted(ts, times, side="right")
+            any_present |= hi > lo
+        absent = ~any_present
+        if not absent.any():
+            return Frame.empty(n)
+        labels = absent_labels(node.args[0])
+        return Frame([labels], np.ones((1, n)), absent[None, :], np.ones(1, dtype=bool))
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def eval_call(self, node: ast.Call, steps: np.ndarray):
+        name = node.func.name
+        args = node.args
+        if any(_unwrap(arg).type is ast.ValueType.MATRIX for arg in args):
+            return self.range_function(node, steps)
+        if name == "timestamp":
+            inner = _unwrap(args[0])
+            if isinstance(inner, ast.VectorSelector):
+                frame, stamps = self.eval_vector_selector(inner, steps, with_timestamps=True)
+                return Frame(frame.labels, stamps / 1000.0, frame.present, np.ones(frame.n_series, dtype=bool))
+        if name == "absent":
+            value = self.eval(args[0], steps)
+            n = len(steps)
+            absent = ~value.present.any(axis=0) if value.n_series else np.ones(n, dtype=bool)
+            if not absent.any():
+                return Frame.empty(n)
+            return Frame([absent_labels(args[0])], np.ones((1, n)), absent[None, :], np.zeros(1, dtype=bool))
+        values = [self.eval(arg, steps) for arg in args]
+        context = FunctionContext(steps=steps, node=node, warn=self.warn, info=self.info)
+        return call_instant_function(name, values, context)
+
+    # --- operators -------------------------------------------------------------------------------
+
+    def eval_binary(self, node: ast.BinaryExpr, steps: np.ndarray):
+        lhs = self.eval(node.lhs, steps)
+        rhs = self.eval(node.rhs, steps)
+        if isinstance(lhs, Steps) and isinstance(rhs, Steps):
+            return Steps(scalar_binop(node.op, lhs.values, rhs.values))
+        if isinstance(lhs, Frame) and isinstance(rhs, Frame):
+            result = vector_binop(node, lhs, rhs)
+        elif isinstance(lhs, Frame):
+            result = vector_scalar_binop(node.op, lhs, rhs.values, False, node.return_bool)
+        else:
+            result = vector_scalar_binop(node.op, rhs, lhs.values, True, node.return_bool)
+        self.count_samples(int(result.present.sum()))
+        return result
+
+    def eval_aggregate(self, node: ast.AggregateExpr, steps: np.ndarray) -> Frame:
+        param = None
+        if node.param is not None:
+            param = self.eval(node.param, steps)
+            if isinstance(param, Steps):
+                param = param.values
+        frame = self.eval(node.expr, steps)
+        result = aggregate(node, frame, param, self)
+        self.count_samples(int(result.present.sum()))
+        return result
+
+
+def _unwrap(node):
+    while isinstance(node, ast.ParenExpr):
+        node = node.expr
+    return node
+
+
+def _metric_name(labels: Labels) -> str:
+    for name, value in labels:
+        if name == "__name__":
+            return value
+    return ""
+
+
+def _go_quote(text: str) -> str:
+    from mimird.tsdb.labels import go_quote
+
+    return go_quote(text)
+
+
+def go_g(value: float) -> str:
+    """A float as Go's ``%g`` prints it (shortest digits; exponent form below 1e-4 or from 1e6 up)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    dec = Decimal(repr(float(value)))
+    exponent = dec.adjusted()
+    sign, digit_tuple, _ = dec.as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    prefix = "-" if sign else ""
+    if exponent < -4 or exponent >= 6:
+        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{prefix}{body}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
+    text = format(dec, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def absent_labels(node) -> Labels:
+    """Labels for absent()/absent_over_time(): the selector's unique equality matchers."""
+    node = _unwrap(node)
+    if isinstance(node, ast.MatrixSelector):
+        node = node.vector_selector
+    if not isinstance(node, ast.VectorSelector):
+        return ()
+    result: dict[str, str | None] = {}
+    for matcher in node.matchers:
+        if matcher.name == "__name__":
+            continue
+        if matcher.type is ast.MatchType.EQUAL and matcher.name not in result:
+            result[matcher.name] = matcher.value
+        else:
+            result[matcher.name] = None
+    return tuple(sorted((k, v) for k, v in result.items() if v))
+
+
+def finish(frame: Frame) -> Frame:
+    """Delayed name removal at the end of a query, then the duplicate-labelset check."""
+    labels = [drop_name(lbls) if frame.drop[i] else lbls for i, lbls in enumerate(frame.labels)]
+    if len(set(labels)) != len(labels):
+        raise ExecutionError("vector cannot contain metrics with the same labelset")
+    return Frame(labels, frame.values, frame.present, np.zeros(len(labels), dtype=bool))
