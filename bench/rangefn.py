@@ -24,6 +24,9 @@ SCRAPE_MS = 15_000
 RANGE_MS = 5 * 60_000
 STEP_MS = 30_000
 QUERY_MS = 2 * 3600_000
+# Scalar arguments used when --function names a function that takes them.
+DEFAULT_PARAMS = {"quantile_over_time": (0.9,), "predict_linear": (3600.0,),
+                  "double_exponential_smoothing": (0.5, 0.5)}
 
 
 def make_series(n_series: int, seed: int = 1):
@@ -63,19 +66,20 @@ def main() -> None:
     parser.add_argument("--function", default="rate")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    params = DEFAULT_PARAMS.get(args.function, ())
 
     ts, vals, offsets, eval_ts = make_series(args.series)
     n_samples = len(ts)
     in_windows = window_samples(ts, offsets, eval_ts)
-    print(f"{args.function}(x[5m]): {args.series} series x {len(eval_ts)} steps, "
+    print(f"{args.function}(x[5m]{''.join(f', {p}' for p in params)}): {args.series} series x {len(eval_ts)} steps, "
           f"{n_samples / args.series:.0f} samples per series, {n_samples} samples in all, "
           f"{in_windows} samples summed over windows")
 
-    rangefn.evaluate_batch(args.function, ts, vals, offsets, eval_ts, RANGE_MS)  # warm-up
+    rangefn.evaluate_batch(args.function, ts, vals, offsets, eval_ts, RANGE_MS, params)  # warm-up
     walls, cpus = [], []
     for _ in range(args.repeat):
         started, started_cpu = time.perf_counter(), time.thread_time()
-        rangefn.evaluate_batch(args.function, ts, vals, offsets, eval_ts, RANGE_MS)
+        rangefn.evaluate_batch(args.function, ts, vals, offsets, eval_ts, RANGE_MS, params)
         walls.append(time.perf_counter() - started)
         cpus.append(time.thread_time() - started_cpu)
     best = min(walls)
@@ -88,7 +92,7 @@ def main() -> None:
     started = time.perf_counter()
     for k in range(m):
         lo, hi = offsets[k], offsets[k + 1]
-        rangefn_reference.evaluate(args.function, ts[lo:hi], vals[lo:hi], eval_ts, RANGE_MS)
+        rangefn_reference.evaluate(args.function, ts[lo:hi], vals[lo:hi], eval_ts, RANGE_MS, params)
     per_series = (time.perf_counter() - started) / m
     reference_query = per_series * args.series
     print(f"python reference: {reference_query * 1e3:9.0f} ms per query (scaled from {m} series), "

@@ -84,12 +84,13 @@ cdef inline void advance_window(const Series* s, int64_t t_end, int64_t range_ms
 cdef inline double kahan_sum_inc(double inc, double total, double* compensation) noexcept nogil:
     """Neumaier-compensated `total + inc`, as Prometheus's kahanSumInc (the infinity reset included)."""
     cdef double t = total + inc
-    if isinf(t):
-        compensation[0] = 0
-    elif fabs(total) >= fabs(inc):
-        compensation[0] += (total - t) + inc
-    else:
-        compensation[0] += (inc - t) + total
+    # Written without branches (selects, which compile to blends): which operand is larger is
+    # data-dependent and would otherwise mispredict on most samples. Same operations, same bits.
+    cdef bint total_larger = fabs(total) >= fabs(inc)
+    cdef double larger = total if total_larger else inc
+    cdef double smaller = inc if total_larger else total
+    cdef double corrected = compensation[0] + ((larger - t) + smaller)
+    compensation[0] = 0 if isinf(t) else corrected
     return t
 
 
