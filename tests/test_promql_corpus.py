@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from promql_corpus import CORPUS_DIR
 from promql_known_failures import KNOWN_FAILURES
 from promql_runner import all_test_files, load_cases, run_case

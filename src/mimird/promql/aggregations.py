@@ -145,7 +145,7 @@ def _fold(op, f, first, later, groups, value, comp, mean, count, incremental) ->
             new_m = m + delta / n
             new_v = v + delta * (f - new_m)
             m = np.where(first, f, np.where(later, new_m, m))
-            v = np.where(first, 0.0, np.where(later, new_v, v))
+            v = np.where(first, np.where(np.isfinite(f), 0.0, np.nan), np.where(later, new_v, v))
         else:
             raise ExecutionError(f"expected aggregation operator but got {op!r}")
     value[groups], comp[groups], mean[groups], count[groups], incremental[groups] = v, c, m, n, inc

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 
 import numpy as np
 
@@ -113,6 +113,8 @@ class Evaluator:
     def eval(self, node, steps: np.ndarray):
         """Evaluate ``node`` at every time of ``steps``: a Frame, Steps, str or RawMatrix."""
         self.check()
+        if len(steps) == 0 and node.type in (ast.ValueType.VECTOR, ast.ValueType.SCALAR):
+            return Frame.empty(0) if node.type is ast.ValueType.VECTOR else Steps(np.empty(0))
         if isinstance(node, ast.ParenExpr):
             return self.eval(node.expr, steps)
         if isinstance(node, ast.NumberLiteral):
@@ -285,17 +287,24 @@ class Evaluator:
         if name == "absent_over_time":
             return self.absent_over_time(node, ts_all, offsets, times, range_ms, n)
         kernel_params = tuple(params)
-        shift = 0
-        if name == "predict_linear":
-            shift = int(steps[0] - times[0]) if n else 0
-        out, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
-                                              kernel_params, shift)
+        shifts = steps - times
+        if name == "predict_linear" and n > 1 and (shifts != shifts[0]).any():
+            # Under @ the window stays put while the regression is anchored at each step's time.
+            out = np.empty((len(labels), n))
+            present = np.zeros((len(labels), n), dtype=np.uint8)
+            for j in range(n):
+                out[:, j:j + 1], present[:, j:j + 1] = rangefn.evaluate_batch(
+                    name, ts_all, vals_all, offsets, times[j:j + 1], range_ms,
+                    tuple(p[j:j + 1] for p in kernel_params), int(shifts[j]))
+        else:
+            out, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
+                                                  kernel_params, int(shifts[0]) if n else 0)
         present = present.astype(bool)
         drop = np.full(len(labels), name != "last_over_time")
         frame = Frame(labels, out, present, drop).compact()
         self.count_samples(int(frame.present.sum()))
         if name in ("rate", "increase"):
-            for row, lbls in enumerate(labels):
+            for row in range(len(labels)):
                 metric = source_names[row]
                 if metric and present[row].any() and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
