@@ -78,7 +78,7 @@ class App:
 
         self.bucket = FilesystemBucket(config.blocks_storage.filesystem.dir)
         self.ingester = Ingester(config, self.overrides, instance_id, self.bucket)
-        self.distributor = Distributor(config, self.ingester, instance_id)
+        self.distributor = Distributor(config, self.ingester, instance_id, metrics=self.metrics)
 
         # Dependency order: each service only uses those before it.
         self.services: list[Service] = [self.server]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mimird.api.status import StatusAPI
+from mimird.distributor.distributor import push_body_read_limit
+from mimird.distributor.http import DistributorAPI
 from mimird.ingester.http import IngesterAPI
 from mimird.ring import RING_PATHS
 
@@ -41,9 +43,14 @@ def register_routes(app: App) -> None:
         router.add("GET", "/runtime_config", status.runtime_config)
         router.add("GET", "/api/v1/user_limits", status.user_limits, auth=True)
 
-    # Distributor
+    # Distributor (the push route reads up to twice the message limit so that the handler, not the
+    # server's 413, answers Mimir's 400 for a too-large push; see distributor.py)
     router.add("POST", "/api/v1/push", app.distributor.push, auth=True, gzip_response=False,
-               max_body=app.config.distributor.max_recv_msg_size)
+               max_body=push_body_read_limit(app.config.distributor.max_recv_msg_size))
+    distributor = DistributorAPI(app.distributor)
+    router.add("GET", "/api/v1/user_stats", distributor.user_stats, auth=True)
+    router.add("GET", "/distributor/all_user_stats", distributor.all_user_stats)
+    router.add("GET", "/distributor/ha_tracker", distributor.ha_tracker)
 
     # Ingester
     ingester = IngesterAPI(app.ingester)

@@ -247,6 +247,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("distributor.max_recv_msg_size", "distributor.max-recv-msg-size", "int", 100 * MIB,
            "Max message size in bytes that the distributors will accept for incoming push requests.",
            minimum=1, category="advanced"),
+    # distributor: HA tracker, Retry-After, validation opt-outs, ingestion statistics
+    Option("distributor.ha_tracker.enable_ha_tracker", "distributor.ha-tracker.enable", "bool", False,
+           "Enable the HA tracker, which deduplicates samples from Prometheus HA pairs (tenants also need "
+           "accept_ha_samples). Elections are kept in <tsdb dir>/ha-tracker.json."),
+    Option("distributor.retry_after_header.enabled", "distributor.retry-after-header.enabled", "bool", True,
+           "Send a Retry-After header with 429 and 5xx answers to pushes.", category="experimental"),
+    Option("distributor.retry_after_header.min_backoff", "distributor.retry-after-header.min-backoff", "duration",
+           6.0, "Minimum Retry-After, for the first retry attempt.", minimum=0, category="experimental"),
+    Option("distributor.retry_after_header.max_backoff", "distributor.retry-after-header.max-backoff", "duration",
+           96.0, "Maximum Retry-After, whatever the Retry-Attempt header says.", minimum=0, category="experimental"),
+    Option("api.skip_label_name_validation_header_enabled", "api.skip-label-name-validation-header-enabled",
+           "bool", False, "Allows skipping label name validation via the X-Mimir-SkipLabelNameValidation header "
+           "on the http write path (the request must also set skip_label_validation).", category="advanced"),
+    Option("api.skip_label_count_validation_header_enabled", "api.skip-label-count-validation-header-enabled",
+           "bool", False, "Allows skipping the label count validation via the X-Mimir-SkipLabelCountValidation "
+           "header on the http write path (the request must also set skip_label_count_validation).",
+           category="advanced"),
+    Option("ingester.rate_update_period", "ingester.rate-update-period", "duration", 15.0,
+           "Period with which to update the per-tenant ingestion rates.", minimum=0.001, category="advanced"),
     # ring (one instance owns every ring)
     Option("ingester.ring.instance_id", "ingester.ring.instance-id", "string", "",
            "Instance ID shown in every ring; empty means the hostname. A single process owns all rings.",
@@ -263,6 +282,48 @@ OPTIONS: tuple[Option, ...] = (
     Option("limits.ingestion_burst_factor", "distributor.ingestion-burst-factor", "float", 0.0,
            "Per-tenant burst factor; when above 0 the burst size is the rate times this factor.",
            minimum=0, category="experimental"),
+    Option("limits.request_rate", "distributor.request-rate-limit", "float", 0.0,
+           "Per-tenant push request rate limit in requests per second; 0 disables it.", minimum=0),
+    Option("limits.request_burst_size", "distributor.request-burst-size", "int", 0,
+           "Per-tenant allowed push request burst size; 0 disables the limit.", minimum=0),
+    Option("limits.max_label_name_length", "validation.max-length-label-name", "int", 1024,
+           "Maximum length accepted for label names.", minimum=0),
+    Option("limits.max_label_value_length", "validation.max-length-label-value", "int", 2048,
+           "Maximum length accepted for label value. This setting also applies to the metric name.", minimum=0),
+    Option("limits.max_label_names_per_series", "validation.max-label-names-per-series", "int", 30,
+           "Maximum number of label names per series.", minimum=0),
+    Option("limits.max_label_names_per_info_series", "validation.max-label-names-per-info-series", "int", 80,
+           "Maximum number of label names per info series (metric names ending in _info).", minimum=0),
+    Option("limits.max_metadata_length", "validation.max-metadata-length", "int", 1024,
+           "Maximum length accepted for metric metadata. Metadata refers to Metric Name, HELP and UNIT; longer "
+           "HELP is truncated.", minimum=0),
+    Option("limits.enforce_metadata_metric_name", "validation.enforce-metadata-metric-name", "bool", True,
+           "Enforce every metadata has a metric name.", category="advanced"),
+    Option("limits.creation_grace_period", "validation.create-grace-period", "duration", 600.0,
+           "Controls how far into the future incoming samples are accepted compared to the wall clock.",
+           minimum=0),
+    Option("limits.past_grace_period", "validation.past-grace-period", "duration", 0.0,
+           "Controls how far into the past incoming samples are accepted compared to the wall clock; 0 disables "
+           "the check.", minimum=0),
+    Option("limits.accept_ha_samples", "distributor.ha-tracker.enable-for-all-users", "bool", False,
+           "Flag to enable, for all tenants, handling of samples with external labels identifying replicas in an "
+           "HA Prometheus setup."),
+    Option("limits.ha_cluster_label", "distributor.ha-tracker.cluster", "string", "cluster",
+           "Prometheus label to look for in samples to identify a Prometheus HA cluster."),
+    Option("limits.ha_replica_label", "distributor.ha-tracker.replica", "string", "__replica__",
+           "Prometheus label to look for in samples to identify a Prometheus HA replica."),
+    Option("limits.ha_max_clusters", "distributor.ha-tracker.max-clusters", "int", 100,
+           "Maximum number of clusters that HA tracker will keep track of for a single tenant; 0 disables the "
+           "limit.", minimum=0),
+    Option("limits.ha_tracker_update_timeout", "distributor.ha-tracker.update-timeout", "duration", 15.0,
+           "Update the timestamp in the KV store for a given cluster/replica only after this amount of time has "
+           "passed since the current stored timestamp.", minimum=0, category="advanced"),
+    Option("limits.ha_tracker_update_timeout_jitter_max", "distributor.ha-tracker.update-timeout-jitter-max",
+           "duration", 5.0, "Maximum jitter applied to the update timeout, in order to spread the HA heartbeats "
+           "over time.", minimum=0, category="advanced"),
+    Option("limits.ha_tracker_failover_timeout", "distributor.ha-tracker.failover-timeout", "duration", 30.0,
+           "If we don't receive any samples from the accepted replica for a cluster in this amount of time we will "
+           "failover to the next replica we receive a sample from.", minimum=0, category="advanced"),
     Option("limits.out_of_order_time_window", "ingester.out-of-order-time-window", "duration", 0.0,
            "Non-zero value enables out-of-order support for most recent samples that are within the time "
            "window in relation to the TSDB's maximum time.", minimum=0),

@@ -1,51 +1,174 @@
 """The distributor: the way in for pushed samples, on to the ingester.
 
-Remote write bodies are decoded in Cython (`mimird._fast.remotewrite`); each series' labels are put
-in Mimir's canonical form (empty values dropped, sorted by name) before the ingester appends them.
+`Distributor.ingest` is the one write path of remote write, OTLP and Influx, and follows Mimir 2.17's
+processing order (reference §1.2): request rate limit, HA deduplication decided on the first series,
+per-series canonical labels (empty values dropped, sorted) and validation (a bad series is dropped
+and the first error remembered), metadata validation, the ingestion rate limit over what is left,
+then the ingester. An ingester error wins over a remembered validation error; a remembered
+validation error answers 400 although the good series were stored.
+
+The push route's body limit: Mimir answers a push over `-distributor.max-recv-msg-size` with a 400
+carrying its own message, never 413. The HTTP server refuses bodies over a route's `max_body` with
+413 before reading them, so the push route is registered with `max_body` = `PUSH_BODY_READ_LIMIT`
+(twice the message limit) and the handler answers Mimir's 400 from the `Content-Length` (or the body
+length) for anything between the limit and that; only bodies over twice the limit still get the
+server's 413 unread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from pathlib import Path
 
-from mimird.distributor.remotewrite import PushDecodeError, decode_push_body
+from prometheus_client import Counter
+
+from mimird._fast.remotewrite import SOURCE_RULE
+from mimird.distributor import validation as v
+from mimird.distributor.hatracker import HADecline, HATracker, find_ha_labels
+from mimird.distributor.ratelimit import (
+    TenantLimiter,
+    ingestion_burst_message,
+    ingestion_burst_size,
+    ingestion_rate_message,
+    request_rate_message,
+    retry_after_seconds,
+)
+from mimird.distributor.remotewrite import PushDecodeError, decode_push_body, message_size_error
+from mimird.distributor.stats import IngestionRates
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
 from mimird.ingester.ingester import Ingester, IngesterUnavailable
 from mimird.services import Service
-from mimird.tsdb.head import format_series
+from mimird.tsdb.head import DISCARD_REASONS
 from mimird.tsdb.labels import Labels
+from mimird.util.logging import kv_log
+from mimird.util.metrics import Metrics
 
 log = logging.getLogger("mimird.distributor")
 
 
-def canonical_labels(pairs) -> tuple[Labels | None, str | None]:
-    """Sort a series' labels by name and drop empty values; (None, error) on a repeated name."""
-    labels = tuple(sorted((name, value) for name, value in pairs if value != ""))
-    for index in range(1, len(labels)):
-        if labels[index][0] == labels[index - 1][0]:
-            name = labels[index][0]
-            return None, (f"received a series with duplicate label name, label: '{name}' series: "
-                          f"'{format_series(labels)[:200]}' (err-mimir-duplicate-label-names)")
-    return labels, None
+def push_body_read_limit(max_message_size: int) -> int:
+    """How much of a push body the server may read so that the handler can answer Mimir's 400 itself."""
+    return 2 * max_message_size
+
+
+def canonical_labels(pairs, drop_name: str | None = None) -> Labels:
+    """A series' labels sorted by name with empty values (and `drop_name`, the HA replica label) removed.
+
+    Repeated names are kept next to each other for validation to report.
+    """
+    return tuple(sorted((name, value) for name, value in pairs if value != "" and name != drop_name))
+
+
+class DistributorMetrics:
+    """The distributor's counters, named and labelled as Mimir's."""
+
+    def __init__(self, metrics: Metrics | None):
+        registry = metrics.registry if metrics is not None else None  # None: not exposed anywhere
+
+        def counter(name, help_text, labels):
+            return Counter(name, help_text, labels, registry=registry)
+
+        self.discarded_samples = counter("cortex_discarded_samples_total",
+                                         "The total number of samples that were discarded.", ["reason", "user"])
+        self.discarded_exemplars = counter("cortex_discarded_exemplars_total",
+                                           "The total number of exemplars that were discarded.", ["reason", "user"])
+        self.discarded_metadata = counter("cortex_discarded_metadata_total",
+                                          "The total number of metadata that were discarded.", ["reason", "user"])
+        self.requests_in = counter("cortex_distributor_requests_in_total",
+                                   "The total number of requests that have come in to the distributor, including "
+                                   "rejected or deduped requests.", ["user"])
+        self.received_requests = counter("cortex_distributor_received_requests_total",
+                                         "The total number of received requests, excluding rejected and deduped "
+                                         "requests.", ["user"])
+        self.samples_in = counter("cortex_distributor_samples_in_total",
+                                  "The total number of samples that have come in to the distributor, including "
+                                  "rejected or deduped samples.", ["user"])
+        self.received_samples = counter("cortex_distributor_received_samples_total",
+                                        "The total number of received samples, excluding rejected and deduped "
+                                        "samples.", ["user"])
+        self.exemplars_in = counter("cortex_distributor_exemplars_in_total",
+                                    "The total number of exemplars that have come in to the distributor, including "
+                                    "rejected or deduped exemplars.", ["user"])
+        self.received_exemplars = counter("cortex_distributor_received_exemplars_total",
+                                          "The total number of received exemplars, excluding rejected and deduped "
+                                          "exemplars.", ["user"])
+        self.metadata_in = counter("cortex_distributor_metadata_in_total",
+                                   "The total number of metadata the have come in to the distributor, including "
+                                   "rejected.", ["user"])
+        self.received_metadata = counter("cortex_distributor_received_metadata_total",
+                                         "The total number of received metadata, excluding rejected.", ["user"])
+        self.deduped_samples = counter("cortex_distributor_deduped_samples_total",
+                                       "The total number of deduplicated samples.", ["user", "cluster"])
+        self.non_ha_samples = counter("cortex_distributor_non_ha_samples_received_total",
+                                      "The total number of received samples for a user that has HA tracking turned "
+                                      "on, but the sample didn't contain both HA labels.", ["user"])
+        self.elected_replica_changes = counter("cortex_ha_tracker_elected_replica_changes_total",
+                                               "The total number of times the elected replica has changed for a "
+                                               "user ID/cluster.", ["user", "cluster"])
 
 
 class Distributor(Service):
-    """Receives pushes and hands them to the ingester."""
+    """Receives pushes, validates and limits them per tenant, and hands them to the ingester."""
 
     name = "distributor"
 
-    def __init__(self, config, ingester: Ingester, instance_id: str):
+    def __init__(self, config, ingester: Ingester, instance_id: str, metrics: Metrics | None = None):
         super().__init__()
         self.config = config
         self.ingester = ingester
+        self.overrides = ingester.overrides
         self.instance_id = instance_id
         self.max_message_size = config.distributor.max_recv_msg_size
+        self.metrics = DistributorMetrics(metrics)
+        self.request_limiter = TenantLimiter()
+        self.ingestion_limiter = TenantLimiter()
+        self.ha_enabled = config.distributor.ha_tracker.enable_ha_tracker
+        self.ha_tracker = HATracker(Path(config.blocks_storage.tsdb.dir) if self.ha_enabled else None)
+        self.ha_tracker.elected_changes_listener = (
+            lambda tenant, cluster: self.metrics.elected_replica_changes.labels(tenant, cluster).inc())
+        self.rates = IngestionRates(config.ingester.rate_update_period)
+        retry = config.distributor.retry_after_header
+        self.retry_after = (retry.enabled, retry.min_backoff, retry.max_backoff)
+        self._tasks: list[asyncio.Task] = []
 
+    # lifecycle
+    async def starting(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._tick_rates()))
+        if self.ha_enabled:
+            self.ha_tracker.load()
+            self._tasks.append(loop.create_task(self._maintain_ha()))
+
+    async def stopping(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _tick_rates(self) -> None:
+        while True:
+            await asyncio.sleep(self.rates.interval)
+            self.rates.tick()
+
+    async def _maintain_ha(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.overrides.defaults["ha_tracker_update_timeout"]))
+            try:
+                self.ha_tracker.maintain(self.overrides.for_tenant)
+            except Exception as exc:  # one failed pass must not end the loop
+                kv_log(log, logging.ERROR, "HA tracker maintenance failed", err=f"{type(exc).__name__}: {exc}")
+
+    # remote write
     async def push(self, request: Request) -> Response:
         """POST /api/v1/push: Prometheus remote write 1.0."""
         tenant = request.tenant
-        exemplars_on = bool(self.ingester.overrides.get(tenant, "max_global_exemplars_per_user"))
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_message_size:
+            raise HTTPError(400, message_size_error(int(length), self.max_message_size).message)
+        exemplars_on = bool(self.overrides.get(tenant, "max_global_exemplars_per_user"))
         try:
             batch = decode_push_body(request.body, request.headers.get("content-encoding"),
                                      request.headers.get("content-type"),
@@ -53,51 +176,202 @@ class Distributor(Service):
                                      max_message_size=self.max_message_size, decode_exemplars=exemplars_on)
         except PushDecodeError as exc:
             raise HTTPError(exc.status, exc.message) from None
-
+        api = self.config.api
+        skip_names = (api.skip_label_name_validation_header_enabled and batch.skip_label_validation
+                      and request.headers.get("x-mimir-skiplabelnamevalidation", "").lower() == "true")
+        skip_count = (api.skip_label_count_validation_header_enabled and batch.skip_label_count_validation
+                      and request.headers.get("x-mimir-skiplabelcountvalidation", "").lower() == "true")
         return self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(), batch.timestamps.tolist(),
-                           batch.values.tolist(), batch.exemplars, batch.metadata)
+                           batch.values.tolist(), batch.exemplars, batch.metadata,
+                           from_rule=batch.source == SOURCE_RULE, skip_label_validation=skip_names,
+                           skip_label_count_validation=skip_count,
+                           retry_attempt=request.headers.get("retry-attempt"))
 
-    def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=()) -> Response:
-        """The shared write path of remote write, OTLP and Influx: canonical labels, then the ingester.
+    def _refuse(self, status: int, message: str, retry_attempt: str | None) -> HTTPError:
+        """An error answer; 429 and 5xx carry Retry-After when enabled."""
+        enabled, min_backoff, max_backoff = self.retry_after
+        headers = []
+        if enabled and (status == 429 or status >= 500):
+            headers.append(("Retry-After", retry_after_seconds(retry_attempt, min_backoff, max_backoff)))
+        return HTTPError(status, message, headers)
+
+    # the shared write path
+    def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=(), *,
+               from_rule: bool = False, skip_label_validation: bool = False,
+               skip_label_count_validation: bool = False, retry_attempt: str | None = None) -> Response:
+        """The shared write path of remote write, OTLP and Influx: limits, HA, validation, then the ingester.
 
         `series_pairs[i]` are series i's (name, value) label pairs in any order; its samples are
         timestamps/values[offsets[i]:offsets[i+1]]. `exemplars` are (series index, label pairs, value,
-        timestamp); `metadata` are (type, metric family name, help, unit). Returns the HTTP answer.
+        timestamp); `metadata` are (type, metric family name, help, unit). `from_rule` marks ruler
+        writes (counted in the rule ingestion rate); the skip flags are the already-checked
+        X-Mimir-SkipLabel{Name,Count}Validation opt-outs; `retry_attempt` is the client's Retry-Attempt
+        header. Returns the 200 answer or raises HTTPError with Mimir's status and message.
         """
+        m = self.metrics
+        limits = self.overrides.for_tenant(tenant)
+        total_samples = len(timestamps)
+        m.requests_in.labels(tenant).inc()
+        m.samples_in.labels(tenant).inc(total_samples)
+        if exemplars:
+            m.exemplars_in.labels(tenant).inc(len(exemplars))
+        if metadata:
+            m.metadata_in.labels(tenant).inc(len(metadata))
+
+        request_rate = limits["request_rate"]
+        if request_rate > 0 and not self.request_limiter.allow(tenant, request_rate, limits["request_burst_size"], 1):
+            m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(total_samples)
+            raise self._refuse(429, request_rate_message(request_rate, limits["request_burst_size"]), retry_attempt)
+
+        drop_label = None
+        if limits["accept_ha_samples"] and series_pairs:
+            drop_label = self._ha_dedupe(tenant, series_pairs[0], limits, total_samples)
+
+        now_ms = int(time.time() * 1000)
+        bounds = v.SampleTimeBounds(now_ms, limits)
         first_error = None
-        series_labels: list[Labels] = []
+        kept_labels: list[Labels] = []
         kept_offsets = [0]
         kept_ts: list[int] = []
         kept_values: list[float] = []
         kept_index: dict[int, Labels] = {}
+        duplicates = 0
         for index, pairs in enumerate(series_pairs):
-            labels, error = canonical_labels(pairs)
-            if labels is None or not labels:
-                first_error = first_error or error
+            labels = canonical_labels(pairs, drop_label)
+            lo, hi = offsets[index], offsets[index + 1]
+            if not labels:
+                continue  # Mimir drops label-less series without a word
+            problem = v.validate_labels(labels, limits, skip_label_validation, skip_label_count_validation)
+            if problem is None and hi > lo:
+                problem, duplicates_here = self._collect_samples(labels, timestamps, values, lo, hi, bounds,
+                                                                 kept_ts, kept_values, len(kept_ts))
+                duplicates += duplicates_here
+            if problem is not None:
+                reason, message = problem
+                # Mimir counts one discarded sample per rejected series, at the first failed check.
+                m.discarded_samples.labels(reason, tenant).inc()
+                first_error = first_error or message
                 continue
-            previous = None
-            for i in range(offsets[index], offsets[index + 1]):
-                t = timestamps[i]
-                if t == previous:
-                    continue  # samples sharing a timestamp within one series: the first one wins
-                previous = t
-                kept_ts.append(t)
-                kept_values.append(values[i])
             if len(kept_ts) == kept_offsets[-1] and not exemplars:
                 continue
-            series_labels.append(labels)
+            kept_labels.append(labels)
             kept_offsets.append(len(kept_ts))
             kept_index[index] = labels
-        kept_exemplars = [(kept_index[i], tuple(sorted(ex_labels)), value, ts)
-                          for i, ex_labels, value, ts in exemplars if i in kept_index]
+        if duplicates:
+            m.discarded_samples.labels(v.SAMPLE_DUPLICATE_TIMESTAMP, tenant).inc(duplicates)
+
+        kept_exemplars = self._valid_exemplars(tenant, exemplars, kept_index, kept_ts, now_ms, bounds)
+        kept_metadata = []
+        for entry in metadata:
+            cleaned, problem = v.clean_metadata(entry, limits)
+            if problem is not None:
+                m.discarded_metadata.labels(problem[0], tenant).inc()
+                first_error = first_error or problem[1]
+            else:
+                kept_metadata.append(cleaned)
+
+        if not kept_ts and not kept_metadata and not kept_exemplars:
+            if first_error is not None:
+                raise HTTPError(400, first_error)
+            return Response(200)
+
+        cost = len(kept_ts) + len(kept_exemplars) + len(kept_metadata)
+        rate = limits["ingestion_rate"]
+        burst = ingestion_burst_size(limits)
+        if not self.ingestion_limiter.allow(tenant, rate, burst, cost):
+            m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(len(kept_ts))
+            message = ingestion_burst_message(burst, cost) if cost > burst else ingestion_rate_message(rate, burst)
+            raise self._refuse(429, message, retry_attempt)
+
         try:
-            result = self.ingester.push(tenant, series_labels, kept_offsets, kept_ts, kept_values,
-                                        exemplars=kept_exemplars, metadata=metadata)
+            result = self.ingester.push(tenant, kept_labels, kept_offsets, kept_ts, kept_values,
+                                        exemplars=kept_exemplars, metadata=kept_metadata)
         except IngesterUnavailable as exc:
-            raise HTTPError(503, f"failed pushing to ingester {self.instance_id}: {exc}") from None
+            raise self._refuse(503, f"failed pushing to ingester {self.instance_id}: {exc}", retry_attempt) from None
+        m.received_requests.labels(tenant).inc()
+        m.received_samples.labels(tenant).inc(len(kept_ts))
+        if kept_exemplars:
+            m.received_exemplars.labels(tenant).inc(len(kept_exemplars))
+        if kept_metadata:
+            m.received_metadata.labels(tenant).inc(len(kept_metadata))
+        for reason, count in result.discarded.items():
+            m.discarded_samples.labels(DISCARD_REASONS.get(reason, reason), tenant).inc(count)
+        self.rates.add(tenant, result.samples_appended, from_rule)
         if result.first_error is not None:
             raise HTTPError(400, f"failed pushing to ingester {self.instance_id}: user={tenant}: "
                                  f"{result.first_error}")
         if first_error is not None:
             raise HTTPError(400, first_error)
         return Response(200)
+
+    @staticmethod
+    def _collect_samples(labels, timestamps, values, lo, hi, bounds, kept_ts, kept_values, start):
+        """Append one series' samples (first of each timestamp) to the kept lists, or undo and report.
+
+        Returns ((reason, message) or None, number of duplicate-timestamp samples skipped).
+        """
+        metric = v.metric_name_of(labels) or ""
+        seen: set[int] = set()
+        duplicates = 0
+        for i in range(lo, hi):
+            t = timestamps[i]
+            if t in seen:
+                duplicates += 1
+                continue
+            seen.add(t)
+            problem = bounds.check(t, metric)
+            if problem is not None:
+                del kept_ts[start:], kept_values[start:]  # the first bad sample rejects the whole series
+                return problem, duplicates
+            kept_ts.append(t)
+            kept_values.append(values[i])
+        return None, duplicates
+
+    def _valid_exemplars(self, tenant, exemplars, kept_index, kept_ts, now_ms, bounds):
+        """The exemplars of kept series that pass Mimir's checks, with sorted labels; the rest are counted."""
+        if not exemplars:
+            return []
+        earliest = min(min(kept_ts), now_ms) if kept_ts else now_ms
+        min_ts = earliest - v.EXEMPLAR_MAX_AGE_MS
+        kept = []
+        for index, ex_labels, value, ts in exemplars:
+            labels = kept_index.get(index)
+            if labels is None:
+                continue
+            reason = v.exemplar_discard_reason(ex_labels, ts, min_ts, bounds.max_ms)
+            if reason is not None:
+                self.metrics.discarded_exemplars.labels(reason, tenant).inc()
+                continue
+            kept.append((labels, tuple(sorted(ex_labels)), value, ts))
+        return kept
+
+    def _ha_dedupe(self, tenant: str, first_series, limits: dict, total_samples: int) -> str | None:
+        """Decide a request by its first series' HA labels: the label to strip, or raise HTTPError."""
+        cluster, replica = find_ha_labels(first_series, limits["ha_cluster_label"], limits["ha_replica_label"])
+        if not cluster or not replica or len(replica.encode()) > limits["max_label_value_length"]:
+            self.metrics.non_ha_samples.labels(tenant).inc(total_samples)
+            return None
+        if self.ha_enabled:
+            try:
+                self.ha_tracker.check_replica(tenant, cluster, replica, limits)
+            except HADecline as exc:
+                if exc.status == 202:
+                    self.metrics.deduped_samples.labels(tenant, cluster).inc(total_samples)
+                else:
+                    self.metrics.discarded_samples.labels(v.TOO_MANY_HA_CLUSTERS, tenant).inc(total_samples)
+                raise HTTPError(exc.status, exc.message) from None
+        # Mimir strips the replica label even when the tracker itself is off.
+        return limits["ha_replica_label"]
+
+    # statistics
+    def user_stats(self, tenant: str) -> dict:
+        """Mimir's UserStats for one tenant: EWMA ingestion rates and the head's series count."""
+        db = self.ingester.tenants.get(tenant)
+        return self.rates.stats(tenant, db.head.num_series if db is not None else 0)
+
+    def all_user_stats(self) -> list[dict]:
+        """Every tenant's stats, by series count (descending) then tenant ID."""
+        tenants = set(self.ingester.tenants) | self.rates.tenants()
+        rows = [{"userID": tenant, **self.user_stats(tenant)} for tenant in tenants]
+        rows.sort(key=lambda row: (-row["numSeries"], row["userID"]))
+        return rows
