@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -381,6 +382,18 @@ class Ingester(Service):
                 shutil.rmtree(db.dir / ulid, ignore_errors=True)
                 del db.blocks[ulid]
 
+    async def forget_tenant(self, tenant: str) -> bool:
+        """Drop a deleted tenant's head, WAL and local blocks (the compactor calls this after deleting the
+        tenant's blocks from the bucket). Returns whether the ingester had the tenant."""
+        async with self.flush_lock:
+            db = self.tenants.pop(tenant, None)
+            if db is None:
+                return False
+            db.close()
+            await asyncio.to_thread(shutil.rmtree, db.dir, True)
+        kv_log(log, logging.INFO, "forgot deleted tenant", tenant=tenant)
+        return True
+
     # admin state
     def set_prepare_shutdown(self, enabled: bool) -> None:
         if enabled:
@@ -494,6 +507,14 @@ def upload_block(bucket: FilesystemBucket, tenant: str, block_dir: Path) -> None
 
 def update_bucket_index(bucket: FilesystemBucket, tenant: str) -> None:
     """Rewrite `<tenant>/bucket-index.json.gz` from the blocks and deletion marks in the bucket."""
+    with _BUCKET_INDEX_LOCK:  # the ingester's shipper and the compactor rewrite it from different threads
+        _write_bucket_index(bucket, tenant)
+
+
+_BUCKET_INDEX_LOCK = threading.Lock()
+
+
+def _write_bucket_index(bucket: FilesystemBucket, tenant: str) -> None:
     import gzip
 
     blocks, marks = [], []
