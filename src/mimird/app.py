@@ -9,6 +9,7 @@ import socket
 
 from mimird.api.routes import register_routes
 from mimird.bucket import FilesystemBucket
+from mimird.compactor.compactor import Compactor
 from mimird.config.runtime import Overrides, RuntimeConfig
 from mimird.config.schema import Config
 from mimird.distributor.distributor import Distributor
@@ -18,6 +19,7 @@ from mimird.http.server import HTTPServer
 from mimird.ingester.ingester import Ingester
 from mimird.ring import RING_PATHS, LocalRings
 from mimird.services import Service
+from mimird.storegateway.gateway import StoreGateway
 from mimird.util import systemd
 from mimird.util.logging import kv_log
 from mimird.util.metrics import Metrics
@@ -78,6 +80,8 @@ class App:
 
         self.bucket = FilesystemBucket(config.blocks_storage.filesystem.dir)
         self.ingester = Ingester(config, self.overrides, instance_id, self.bucket)
+        self.store_gateway = StoreGateway(config, self.bucket, self.metrics)
+        self.compactor = Compactor(config, self.overrides, self.bucket, self.ingester)
         self.distributor = Distributor(config, self.ingester, instance_id, metrics=self.metrics)
 
         # Dependency order: each service only uses those before it.
@@ -85,6 +89,7 @@ class App:
         if self.runtime_config is not None:
             self.services.append(self.runtime_config)
         self.services += [self.rings, self.ingester, self.distributor]
+        self.services += [self.store_gateway, self.compactor]
         register_routes(self)
 
     def features(self) -> dict[str, str]:

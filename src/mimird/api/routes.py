@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mimird.api.status import StatusAPI
+from mimird.compactor.http import CompactorAPI
+from mimird.compactor.upload import BlockUploadAPI
 from mimird.distributor.distributor import push_body_read_limit
 from mimird.distributor.http import DistributorAPI
 from mimird.ingester.http import IngesterAPI
 from mimird.ring import RING_PATHS
+from mimird.storegateway.http import StoreGatewayAPI
 
 if TYPE_CHECKING:
     from mimird.app import App
@@ -65,6 +68,27 @@ def register_routes(app: App) -> None:
     router.add("GET", "/ingester/tsdb_metrics", ingester.tsdb_metrics, auth=True)
     router.add("GET", "/ingester/tenants", ingester.tenants)
     router.add("GET", "/ingester/tsdb/{tenant}", ingester.tenant_tsdb)
+
+    # Store-gateway
+    store_gateway = StoreGatewayAPI(app.store_gateway)
+    router.add("GET", "/store-gateway/tenants", store_gateway.tenants)
+    router.add("GET", "/store-gateway/tenant/{tenant}/blocks", store_gateway.tenant_blocks)
+    router.add("GET,POST,DELETE", "/store-gateway/prepare-shutdown", store_gateway.prepare_shutdown,
+               gzip_response=False)
+
+    # Compactor (block upload bodies are whole block files: no server-wide body limit)
+    compactor = CompactorAPI(app.compactor, app.rings.address)
+    upload = BlockUploadAPI(app.compactor)
+    router.add("POST", "/api/v1/upload/block/{block}/start", upload.start, auth=True, gzip_response=False,
+               max_body=2 * 1024 * 1024)
+    router.add("POST", "/api/v1/upload/block/{block}/files", upload.files, auth=True, gzip_response=False,
+               max_body=1 << 40)
+    router.add("POST", "/api/v1/upload/block/{block}/finish", upload.finish, auth=True, gzip_response=False)
+    router.add("GET", "/api/v1/upload/block/{block}/check", upload.check, auth=True, gzip_response=False)
+    router.add("POST", "/compactor/delete_tenant", compactor.delete_tenant, auth=True)
+    router.add("GET", "/compactor/delete_tenant_status", compactor.delete_tenant_status, auth=True)
+    router.add("GET", "/compactor/tenants", compactor.tenants)
+    router.add("GET", "/compactor/tenant/{tenant}/planned_jobs", compactor.planned_jobs)
 
     # Ring pages: one per component ring, all owned by this instance
     for path in RING_PATHS:

@@ -166,6 +166,12 @@ def _tenant_name(value: str) -> None:
     validate_tenant_id(value)
 
 
+def _block_ranges(value: list) -> None:
+    from mimird.compactor.compactor import parse_block_ranges
+
+    parse_block_ranges(value)
+
+
 MIB = 1024 * 1024
 
 OPTIONS: tuple[Option, ...] = (
@@ -345,6 +351,33 @@ OPTIONS: tuple[Option, ...] = (
            "Maximum number of rule groups per tenant; 0 disables the limit.", minimum=0),
     Option("limits.compactor_blocks_retention_period", "compactor.blocks-retention-period", "duration", 0.0,
            "Delete blocks older than this from the bucket; 0 keeps them forever.", minimum=0),
+    # compactor and store-gateway
+    Option("limits.compactor_block_upload_enabled", "compactor.block-upload-enabled", "bool", False,
+           "Enable block upload API for the tenant."),
+    Option("compactor.block_ranges", "compactor.block-ranges", "list", ["2h", "12h", "24h"],
+           "List of compaction time ranges.", category="advanced", validate=_block_ranges),
+    Option("compactor.data_dir", "compactor.data-dir", "string", "./data-compactor/",
+           "Directory to temporarily store blocks during compaction and upload validation."),
+    Option("compactor.compaction_interval", "compactor.compaction-interval", "duration", 3600.0,
+           "The frequency at which the compaction runs.", minimum=0.001, category="advanced"),
+    Option("compactor.cleanup_interval", "compactor.cleanup-interval", "duration", 900.0,
+           "How frequently the compactor applies retention and deletes marked blocks and tenants.",
+           minimum=0.001, category="advanced"),
+    Option("compactor.deletion_delay", "compactor.deletion-delay", "duration", 12 * 3600.0,
+           "Time before a block marked for deletion is deleted from the bucket.", minimum=0, category="advanced"),
+    Option("compactor.first_level_compaction_wait_period", "compactor.first-level-compaction-wait-period",
+           "duration", 25 * 60.0, "How long the compactor waits before compacting first-level blocks uploaded by "
+           "the ingesters.", minimum=0),
+    Option("compactor.max_block_upload_validation_concurrency",
+           "compactor.max-block-upload-validation-concurrency", "int", 1,
+           "Max number of uploaded blocks that can be validated concurrently; 0 means no limit.", minimum=0),
+    Option("blocks_storage.bucket_store.sync_interval", "blocks-storage.bucket-store.sync-interval", "duration",
+           900.0, "How frequently the store-gateway scans the bucket for new and deleted blocks.",
+           minimum=0.001),
+    Option("blocks_storage.bucket_store.ignore_deletion_marks_delay",
+           "blocks-storage.bucket-store.ignore-deletion-marks-delay", "duration", 3600.0,
+           "How long after a block is marked for deletion the store-gateway stops reading it.", minimum=0,
+           category="advanced"),
 )
 
 OPTIONS_BY_PATH = {opt.path: opt for opt in OPTIONS}

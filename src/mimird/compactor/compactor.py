@@ -1,0 +1,326 @@
+"""The compactor component: merges each tenant's blocks in the bucket, applies retention, deletes blocks
+marked for deletion and tenants marked for deletion.
+
+Two loops run, each in a worker thread so the event loop keeps serving: compaction every
+`-compactor.compaction-interval` and cleanup every `-compactor.cleanup-interval`; one lock keeps them
+from running at the same time. A compaction job streams its source blocks series by series into a new
+block under `-compactor.data-dir`, uploads it (meta.json last, so a half-uploaded block is never
+read), and only then marks the sources for deletion. The sources stay readable for
+`-compactor.deletion-delay`; readers that see both the new block and its sources drop the sources
+(`superseded_blocks`), and a crash between the upload and the marks is repaired by the next cycle,
+which marks superseded blocks itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mimird.bucket import FilesystemBucket
+from mimird.compactor.blocks import (
+    BUCKET_INDEX,
+    BucketBlock,
+    delete_block,
+    list_block_ids,
+    list_tenants,
+    mark_for_deletion,
+    read_block,
+    read_deletion_time,
+    scan_tenant,
+    superseded_blocks,
+    tenant_deletion_time,
+)
+from mimird.compactor.planner import Job, group_key, plan_jobs
+from mimird.config.runtime import Overrides
+from mimird.ingester.ingester import update_bucket_index, upload_block
+from mimird.services import Service
+from mimird.tsdb.block import BlockReader, write_block
+from mimird.tsdb.block.meta import TENANT_LABEL
+from mimird.util.durations import parse_duration
+from mimird.util.logging import kv_log
+
+log = logging.getLogger("mimird.compactor")
+
+# Each round of a tenant's compaction plans again over the blocks the previous round wrote, so six
+# 2h blocks become a 12h block and two 12h blocks a 24h block in one cycle; the bound stops a cycle
+# that keeps finding work (which would be a planning bug) from running forever.
+MAX_ROUNDS_PER_CYCLE = 8
+
+
+def parse_block_ranges(ranges: Sequence[str]) -> list[int]:
+    """`-compactor.block-ranges` as milliseconds; ValueError unless each is a positive multiple of the first."""
+    values = [int(round(parse_duration(text) * 1000)) for text in ranges]
+    if not values or any(v <= 0 for v in values):
+        raise ValueError("block ranges must be positive durations")
+    if any(v % values[0] for v in values):
+        raise ValueError("each block range must be a multiple of the first")
+    return values
+
+
+def merge_samples_dedup(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of several blocks for one series, by time, one sample per timestamp (the first block's)."""
+    ts = np.concatenate([p[0] for p in parts])
+    vals = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, vals = ts[order], vals[order]
+    keep = np.ones(len(ts), dtype=bool)
+    keep[1:] = ts[1:] != ts[:-1]
+    return ts[keep], vals[keep]
+
+
+def _merged_series(readers: list[BlockReader]) -> Iterator[tuple]:
+    """The union of the blocks' series in label order, one series at a time.
+
+    A series whose chunks from the different blocks do not overlap in time keeps its chunks as they
+    are; one whose chunks overlap is decoded, merged with duplicates dropped, and re-cut.
+    """
+    def tagged(index: int, reader: BlockReader):
+        for ref, labels, chunks in reader.iter_series():
+            yield labels, index, ref, chunks
+
+    streams = [tagged(index, reader) for index, reader in enumerate(readers)]
+    merged = heapq.merge(*streams, key=lambda item: item[0])
+    for labels, group in itertools.groupby(merged, key=lambda item: item[0]):
+        parts = list(group)
+        metas = sorted((c_mint, c_maxt, index, c_ref) for _, index, _, chunks in parts
+                       for c_mint, c_maxt, c_ref in chunks)
+        if all(metas[i][0] > metas[i - 1][1] for i in range(1, len(metas))):
+            yield labels, [(c_mint, c_maxt, readers[index].chunk(c_ref)) for c_mint, c_maxt, index, c_ref in metas]
+            continue
+        samples = [readers[index].series_samples(ref)[1:] for _, index, ref, _ in parts]
+        ts, vals = merge_samples_dedup(samples)
+        yield labels, ts, vals
+
+
+def merge_blocks(block_dirs: Sequence[Path], out_parent: Path, tenant: str | None) -> str | None:
+    """Merge the blocks in `block_dirs` into one new block under `out_parent`; return its ULID.
+
+    Level is one above the highest source level, sources the union of the sources, parents the
+    source blocks. Returns None (and writes nothing) when the sources hold no samples.
+    """
+    readers = []
+    try:
+        for block_dir in block_dirs:
+            readers.append(BlockReader(block_dir))
+        metas = [r.meta for r in readers]
+        sources = sorted({s for m in metas for s in (m.sources or [m.ulid])})
+        parents = [{"ulid": m.ulid, "minTime": m.min_time, "maxTime": m.max_time} for m in metas]
+        mint = min(m.min_time for m in metas)
+        maxt = max(m.max_time for m in metas)
+        series = _merged_series(readers)
+        first = next(series, None)
+        if first is None:
+            return None
+        return write_block(out_parent, itertools.chain([first], series), mint, maxt, tenant=tenant,
+                           source="compactor", level=max(m.level for m in metas) + 1, sources=sources,
+                           parents=parents)
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+class Compactor(Service):
+    """Compaction, retention, block deletion and tenant deletion over the bucket."""
+
+    name = "compactor"
+
+    def __init__(self, config, overrides: Overrides, bucket: FilesystemBucket, ingester=None):
+        super().__init__()
+        settings = config.compactor
+        self.overrides = overrides
+        self.bucket = bucket
+        self.ingester = ingester
+        self.ranges_ms = parse_block_ranges(settings.block_ranges)
+        self.compaction_interval = settings.compaction_interval
+        self.cleanup_interval = settings.cleanup_interval
+        self.deletion_delay = settings.deletion_delay
+        self.first_level_wait = settings.first_level_compaction_wait_period
+        self.max_validations = settings.max_block_upload_validation_concurrency
+        self.data_dir = Path(settings.data_dir)
+        self.cycle_lock = asyncio.Lock()
+        self.validations_in_flight = 0
+        self.validation_lock = threading.Lock()
+        self.compactions_total = 0
+        self.blocks_marked_total = 0
+        self.blocks_deleted_total = 0
+        self.last_compaction = 0.0
+        self.last_cleanup = 0.0
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+
+    # lifecycle
+    async def starting(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for entry in self.data_dir.iterdir():
+            # whatever a previous run left behind (jobs and validations interrupted by a stop or crash)
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop(self.compaction_interval, self.run_compaction)),
+                       loop.create_task(self._loop(self.cleanup_interval, self.run_cleanup))]
+
+    async def stopping(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        async with self.cycle_lock:  # a cycle's worker thread finishes its current job
+            pass
+
+    async def _loop(self, interval: float, cycle) -> None:
+        while True:
+            try:
+                await cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failed cycle must not end the loop
+                kv_log(log, logging.ERROR, "compactor cycle failed", cycle=cycle.__name__,
+                       err=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
+
+    # compaction
+    async def run_compaction(self) -> int:
+        """One compaction cycle over every tenant; returns the number of jobs run."""
+        async with self.cycle_lock:
+            jobs = 0
+            for tenant in await asyncio.to_thread(list_tenants, self.bucket):
+                if self._stopping:
+                    break
+                jobs += await asyncio.to_thread(self.compact_tenant, tenant)
+            self.last_compaction = time.time()
+            return jobs
+
+    def plan(self, blocks: Sequence[BucketBlock]) -> list[Job]:
+        """Merge jobs for a tenant's compactable blocks, grouped by external labels (but the tenant's)."""
+        groups: dict[str, list[BucketBlock]] = {}
+        for block in blocks:
+            labels = {k: v for k, v in block.meta.thanos_labels.items() if k != TENANT_LABEL}
+            groups.setdefault(group_key(labels), []).append(block)
+        jobs = []
+        for key, members in sorted(groups.items()):
+            jobs += plan_jobs(members, self.ranges_ms, key)
+        return jobs
+
+    def _wait_elapsed(self, job: Job, now: float) -> bool:
+        # Level-1 blocks wait so that every ingester's block for the range is in before the merge.
+        return all(b.meta.level > 1 or now - b.uploaded_at >= self.first_level_wait for b in job.blocks)
+
+    def compact_tenant(self, tenant: str) -> int:
+        """Plan and run the tenant's merge jobs until none is left (runs in a worker thread)."""
+        if tenant_deletion_time(self.bucket, tenant) is not None:
+            return 0
+        done = 0
+        changed = False
+        for _ in range(MAX_ROUNDS_PER_CYCLE):
+            live = [b for b in scan_tenant(self.bucket, tenant) if b.deletion_time is None]
+            superseded = superseded_blocks(live)
+            for ulid in sorted(superseded):
+                mark_for_deletion(self.bucket, tenant, ulid, details="superseded by a compacted block")
+                self.blocks_marked_total += 1
+                changed = True
+            now = time.time()
+            jobs = [job for job in self.plan([b for b in live if b.ulid not in superseded and not b.no_compact])
+                    if self._wait_elapsed(job, now)]
+            if not jobs:
+                break
+            for job in jobs:
+                if self._stopping:
+                    break
+                self._run_job(tenant, job)
+                done += 1
+                changed = True
+            if self._stopping:
+                break
+        if changed:
+            update_bucket_index(self.bucket, tenant)
+        return done
+
+    def _run_job(self, tenant: str, job: Job) -> None:
+        started = time.monotonic()
+        out_parent = self.data_dir / tenant
+        out_parent.mkdir(parents=True, exist_ok=True)
+        block_dirs = [self.bucket.local_path(f"{tenant}/{b.ulid}") for b in job.blocks]
+        ulid = merge_blocks(block_dirs, out_parent, tenant)
+        if ulid is not None:
+            try:
+                upload_block(self.bucket, tenant, out_parent / ulid)
+            finally:
+                shutil.rmtree(out_parent / ulid, ignore_errors=True)
+        for block in job.blocks:
+            mark_for_deletion(self.bucket, tenant, block.ulid, details="source of a compacted block")
+            self.blocks_marked_total += 1
+        self.compactions_total += 1
+        kv_log(log, logging.INFO, "compacted blocks", tenant=tenant, new_block=ulid or "none",
+               sources=",".join(b.ulid for b in job.blocks), range_start=job.range_start,
+               range_end=job.range_end, duration=f"{time.monotonic() - started:.3f}s")
+
+    # cleanup: tenant deletion, retention, deleting marked blocks
+    async def run_cleanup(self) -> None:
+        """One cleanup cycle over every tenant."""
+        async with self.cycle_lock:
+            for tenant in await asyncio.to_thread(list_tenants, self.bucket):
+                if self._stopping:
+                    break
+                deleted_tenant = await asyncio.to_thread(self.cleanup_tenant, tenant)
+                if deleted_tenant and self.ingester is not None:
+                    await self.ingester.forget_tenant(tenant)
+            self.last_cleanup = time.time()
+
+    def cleanup_tenant(self, tenant: str) -> bool:
+        """Apply the tenant's retention and delete what is due (worker thread). True if the tenant is
+        marked for deletion (all its blocks were deleted)."""
+        bucket = self.bucket
+        if tenant_deletion_time(bucket, tenant) is not None:
+            ulids = list_block_ids(bucket, tenant)
+            for ulid in ulids:
+                delete_block(bucket, tenant, ulid)
+            bucket.delete(f"{tenant}/{BUCKET_INDEX}")
+            self.blocks_deleted_total += len(ulids)
+            if ulids:
+                kv_log(log, logging.INFO, "deleted blocks of tenant marked for deletion", tenant=tenant,
+                       blocks=len(ulids))
+            return True
+        now = time.time()
+        retention_ms = int(self.overrides.get(tenant, "compactor_blocks_retention_period") * 1000)
+        changed = False
+        for ulid in list_block_ids(bucket, tenant):
+            block = read_block(bucket, tenant, ulid)
+            if block is None:
+                # a partial block is being uploaded, unless it carries a mark: a deletion cut short
+                if read_deletion_time(bucket, tenant, ulid) is not None:
+                    delete_block(bucket, tenant, ulid)
+                    changed = True
+                continue
+            if block.deletion_time is not None:
+                if now - block.deletion_time >= self.deletion_delay:
+                    delete_block(bucket, tenant, ulid)
+                    self.blocks_deleted_total += 1
+                    changed = True
+                    kv_log(log, logging.INFO, "deleted block marked for deletion", tenant=tenant, block=ulid)
+            elif retention_ms > 0 and block.max_time < now * 1000 - retention_ms:
+                mark_for_deletion(bucket, tenant, ulid, now, details="block exceeding retention period")
+                self.blocks_marked_total += 1
+                changed = True
+                kv_log(log, logging.INFO, "marked block for deletion: beyond retention", tenant=tenant,
+                       block=ulid)
+        if changed or not bucket.exists(f"{tenant}/{BUCKET_INDEX}"):
+            if list_block_ids(bucket, tenant):
+                update_bucket_index(bucket, tenant)
+        return False
+
+    # what the pages show
+    def tenants(self) -> list[str]:
+        """Tenants with blocks in the bucket."""
+        return [t for t in list_tenants(self.bucket) if list_block_ids(self.bucket, t)]
+
+    def tenant_blocks_deleted(self, tenant: str) -> bool:
+        """Whether no block directory of the tenant is left (delete_tenant_status)."""
+        return not list_block_ids(self.bucket, tenant)

@@ -1,0 +1,1 @@
+"""The store-gateway: serves reads from the blocks in the bucket."""
