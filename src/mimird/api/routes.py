@@ -14,6 +14,8 @@ from mimird.compactor.http import CompactorAPI
 from mimird.compactor.upload import BlockUploadAPI
 from mimird.distributor.distributor import push_body_read_limit
 from mimird.distributor.http import DistributorAPI
+from mimird.distributor.influx import InfluxHandler
+from mimird.distributor.otlp import OTLPHandler
 from mimird.ingester.http import IngesterAPI
 from mimird.ring import RING_PATHS
 from mimird.storegateway.http import StoreGatewayAPI
@@ -54,6 +56,16 @@ def register_routes(app: App) -> None:
     router.add("GET", "/api/v1/user_stats", distributor.user_stats, auth=True)
     router.add("GET", "/distributor/all_user_stats", distributor.all_user_stats)
     router.add("GET", "/distributor/ha_tracker", distributor.ha_tracker)
+
+    # OTLP and Influx line protocol (the server reads up to twice the size limit so that the handlers,
+    # not the server's generic 413, answer Mimir's messages for a body that is too large)
+    otlp = OTLPHandler(app.distributor, app.overrides, app.config.distributor.max_otlp_request_size)
+    router.add("POST", "/otlp/v1/metrics", otlp.push, auth=True, gzip_response=False,
+               max_body=2 * app.config.distributor.max_otlp_request_size)
+    if app.config.distributor.influx_endpoint_enabled:
+        influx = InfluxHandler(app.distributor, app.config.distributor.max_influx_request_size)
+        router.add("POST", "/api/v1/push/influx/write", influx.push, auth=True, gzip_response=False,
+                   max_body=2 * app.config.distributor.max_influx_request_size)
 
     # Ingester
     ingester = IngesterAPI(app.ingester)

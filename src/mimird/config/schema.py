@@ -253,6 +253,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("distributor.max_recv_msg_size", "distributor.max-recv-msg-size", "int", 100 * MIB,
            "Max message size in bytes that the distributors will accept for incoming push requests.",
            minimum=1, category="advanced"),
+    # distributor: OTLP and Influx line protocol
+    Option("distributor.max_otlp_request_size", "distributor.max-otlp-request-size", "int", 100 * MIB,
+           "Maximum OTLP request size in bytes that the distributors accept, compressed and decompressed.",
+           minimum=1, category="advanced"),
+    Option("distributor.influx_endpoint_enabled", "distributor.influx-endpoint-enabled", "bool", False,
+           "Enable the Influx line protocol endpoint /api/v1/push/influx/write.", category="experimental"),
+    Option("distributor.max_influx_request_size", "distributor.max-influx-request-size", "int", 100 * MIB,
+           "Maximum Influx line protocol request size in bytes, compressed and decompressed.",
+           minimum=1, category="experimental"),
+    Option("limits.otel_metric_suffixes_enabled", "distributor.otel-metric-suffixes-enabled", "bool", False,
+           "Whether to enable automatic suffixes to names of metrics ingested through OTLP.", category="advanced"),
+    Option("limits.promote_otel_resource_attributes", "distributor.otel-promote-resource-attributes", "list", [],
+           "Optionally specify OTel resource attributes to promote to labels.", category="experimental"),
+    Option("limits.otel_keep_identifying_resource_attributes",
+           "distributor.otel-keep-identifying-resource-attributes", "bool", False,
+           "Whether to keep identifying OTel resource attributes in the target_info metric on top of converting "
+           "to job and instance labels.", category="experimental"),
+    Option("limits.otel_promote_scope_metadata", "distributor.otel-promote-scope-metadata", "bool", False,
+           "Whether to promote OTel scope metadata (scope name, version, schema URL, attributes) to "
+           "corresponding metric labels, prefixed with otel_scope_.", category="experimental"),
     # distributor: HA tracker, Retry-After, validation opt-outs, ingestion statistics
     Option("distributor.ha_tracker.enable_ha_tracker", "distributor.ha-tracker.enable", "bool", False,
            "Enable the HA tracker, which deduplicates samples from Prometheus HA pairs (tenants also need "
