@@ -59,7 +59,7 @@ class TenantLimiter:
 
 
 def go_float(value: float) -> str:
-    """A float64 as Go's `%v` prints it: shortest digits, exponent form below 1e-4 or from 1e21."""
+    """A float64 as Go's `%v` prints it: shortest digits, exponent form below 1e-4 and from 1e6 (`1e+06`)."""
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if math.isnan(value):
@@ -70,7 +70,7 @@ def go_float(value: float) -> str:
     text = "".join(map(str, digits))
     decimal_exponent = len(text) + exponent - 1  # exponent of the leading digit
     prefix = "-" if sign else ""
-    if decimal_exponent < -4 or decimal_exponent >= 21:
+    if decimal_exponent < -4 or decimal_exponent >= 6:
         mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
         return f"{prefix}{mantissa}e{'-' if decimal_exponent < 0 else '+'}{abs(decimal_exponent):02d}"
     if exponent >= 0:
