@@ -1,7 +1,7 @@
 """PromQL aggregation operators over (series x steps) frames, as Prometheus 3.5 computes them.
 
-Series are grouped once; the values of each group are then folded row by row in input order,
-vectorised across all steps (so sums add in Prometheus's order, with its Kahan-Neumaier
+Series are grouped once; :func:`mimird._fast.aggregate.fold` then folds each group's values series
+by series in input order for all steps (so sums add in Prometheus's order, with its Kahan-Neumaier
 compensation, and give its bits). topk/bottomk/limitk/limit_ratio keep input series;
 count_values builds new ones from the values.
 """
@@ -13,22 +13,13 @@ from decimal import Decimal
 
 import numpy as np
 
+from mimird._fast.aggregate import fold
 from mimird.promql import ast
 from mimird.promql.frame import Frame
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import Labels, go_quote, labels_hash
 
 _LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
-
-
-def kahan_inc(inc: np.ndarray, total: np.ndarray, comp: np.ndarray):
-    """Prometheus's kahanSumInc (Neumaier's variant), elementwise."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        t = total + inc
-        bigger = np.abs(total) >= np.abs(inc)
-        comp = np.where(np.isinf(t), 0.0,
-                        comp + np.where(bigger, (total - t) + inc, (inc - t) + total))
-    return t, comp
 
 
 def group_labels(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
@@ -43,24 +34,9 @@ def group_labels(labels: Labels, grouping: tuple[str, ...], without: bool) -> La
     return ()
 
 
-def _layers(group_ids: np.ndarray, n_groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Rows split into layers: layer r holds the r-th row of every group (rows, their groups)."""
-    rank = np.zeros(len(group_ids), dtype=np.intp)
-    seen = np.zeros(n_groups, dtype=np.intp)
-    for row, g in enumerate(group_ids.tolist()):
-        rank[row] = seen[g]
-        seen[g] += 1
-    layers = []
-    for r in range(int(rank.max()) + 1 if len(rank) else 0):
-        rows = np.flatnonzero(rank == r)
-        layers.append((rows, group_ids[rows]))
-    return layers
-
-
 def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
     """Evaluate one aggregation node on its input frame."""
     op = node.op
-    n_steps = frame.present.shape[1]
     if op == "count_values":
         return count_values(node, frame, param)
     keys: dict[Labels, int] = {}
@@ -72,83 +48,15 @@ def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
     if op == "quantile":
         _quantile_warnings(param, ev)
     n_groups = len(keys)
-    value = np.zeros((n_groups, n_steps))
-    comp = np.zeros((n_groups, n_steps))
-    mean = np.zeros((n_groups, n_steps))
-    count = np.zeros((n_groups, n_steps))
-    seen = np.zeros((n_groups, n_steps), dtype=bool)
-    incremental = np.zeros((n_groups, n_steps), dtype=bool)
     if op == "quantile":
-        result = _quantile(frame, group_ids, n_groups, param)
-        seen = result[1]
-        value = result[0]
+        value, seen = _quantile(frame, group_ids, n_groups, param)
     else:
-        for rows, groups in _layers(group_ids, n_groups):
-            ev.check()
-            f = frame.values[rows]
-            mask = frame.present[rows]
-            first = mask & ~seen[groups]
-            later = mask & seen[groups]
-            _fold(op, f, first, later, groups, value, comp, mean, count, incremental)
-            seen[groups] |= mask
-    with np.errstate(all="ignore"):
-        if op == "sum":
-            value = value + comp
-        elif op == "avg":
-            value = np.where(incremental, mean + comp, value / count + comp / count)
-        elif op == "count":
-            value = count
-        elif op == "group":
-            value = np.ones_like(value)
-        elif op == "stdvar":
-            value = value / count
-        elif op == "stddev":
-            value = np.sqrt(value / count)
+        ev.check()
+        value, seen = fold(op, frame.values, frame.present, group_ids, n_groups)
+        seen = seen.astype(bool)
     drop = np.array([bool(frame.drop[g]) if g < frame.n_series else False for g in range(n_groups)],
                     dtype=bool)
     return Frame(list(keys), value, seen, drop).compact()
-
-
-def _fold(op, f, first, later, groups, value, comp, mean, count, incremental) -> None:
-    # Every group appears at most once in `groups`, so fancy-index assignment is safe.
-    v, c, m, n, inc = value[groups], comp[groups], mean[groups], count[groups], incremental[groups]
-    n = np.where(first, 1.0, np.where(later, n + 1, n))
-    with np.errstate(all="ignore"):
-        if op == "sum":
-            new_v, new_c = kahan_inc(f, v, c)
-            v = np.where(first, f, np.where(later, new_v, v))
-            c = np.where(first, 0.0, np.where(later, new_c, c))
-        elif op == "avg":
-            new_v, new_c = kahan_inc(f, v, c)
-            simple = later & ~inc & ~np.isinf(new_v)
-            switch = later & ~inc & np.isinf(new_v)
-            v = np.where(first, f, np.where(simple, new_v, v))
-            c = np.where(first, 0.0, np.where(simple, new_c, c))
-            m = np.where(first, f, np.where(switch, v / (n - 1), m))
-            c = np.where(switch, c / (n - 1), c)
-            inc = (inc | switch) & ~first
-            step = later & inc
-            q = (n - 1) / n
-            new_m, new_c = kahan_inc(f / n, q * m, q * c)
-            m = np.where(step, new_m, m)
-            c = np.where(step, new_c, c)
-        elif op in ("count", "group"):
-            pass
-        elif op == "max":
-            replace = later & ((v < f) | np.isnan(v))
-            v = np.where(first | replace, f, v)
-        elif op == "min":
-            replace = later & ((v > f) | np.isnan(v))
-            v = np.where(first | replace, f, v)
-        elif op in ("stddev", "stdvar"):
-            delta = f - m
-            new_m = m + delta / n
-            new_v = v + delta * (f - new_m)
-            m = np.where(first, f, np.where(later, new_m, m))
-            v = np.where(first, np.where(np.isfinite(f), 0.0, np.nan), np.where(later, new_v, v))
-        else:
-            raise ExecutionError(f"expected aggregation operator but got {op!r}")
-    value[groups], comp[groups], mean[groups], count[groups], incremental[groups] = v, c, m, n, inc
 
 
 def _quantile_warnings(param: np.ndarray, ev) -> None:

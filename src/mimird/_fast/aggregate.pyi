@@ -1,0 +1,10 @@
+import numpy as np
+import numpy.typing as npt
+
+def fold(
+    op: str,
+    values: npt.ArrayLike,
+    present: npt.ArrayLike,
+    group_ids: npt.ArrayLike,
+    n_groups: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]: ...
