@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FAST_SOURCES := $(wildcard src/mimird/_fast/*.pyx src/mimird/_fast/*.pxd)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint build clean peers
+.PHONY: run test lint build clean peers bench
 
 $(STAMP): pyproject.toml setup.py $(FAST_SOURCES)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 test: $(STAMP) peers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Side-by-side benchmarks against Debian's Prometheus (figures, not pass/fail).
+bench: $(STAMP) peers
+	$(PY) -m pip install -q -e '.[bench]' --no-build-isolation
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf build $(VENV) src/*.egg-info src/mimird/_fast/*.c src/mimird/_fast/*.so

@@ -1,0 +1,6 @@
+from collections.abc import Iterable
+
+Labels = tuple[tuple[str, str], ...]
+
+def canonical_labels(pairs: Iterable[tuple[str, str]], drop_name: str | None = None) -> Labels: ...
+def canonical_labels_many(series_pairs: list[Iterable[tuple[str, str]]], drop_name: str | None = None) -> list[Labels]: ...
