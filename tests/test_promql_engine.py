@@ -1,0 +1,119 @@
+"""The PromQL Engine's public API: result types, errors with Prometheus's error types, limits,
+cancellation, annotations, and evaluation from a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from mimird.promql.engine import Engine
+from mimird.promql.value import (
+    BadDataError,
+    ExecutionError,
+    Matrix,
+    QueryCanceledError,
+    QueryTimeoutError,
+    Scalar,
+    String,
+    TooManySamplesError,
+    Vector,
+)
+from mimird.tsdb.head import Head
+from mimird.tsdb.labels import make_labels
+
+
+@pytest.fixture(scope="module")
+def head():
+    head = Head(ooo_window_ms=1 << 60)
+    series = [make_labels({"__name__": "up_total", "job": job}) for job in ("a", "b", "c")]
+    ts = list(range(0, 600_001, 15_000))
+    timestamps, values, offsets = [], [], [0]
+    for k in range(len(series)):
+        timestamps += ts
+        values += [float(i * (k + 1)) for i in range(len(ts))]
+        offsets.append(len(timestamps))
+    head.append(series, offsets, timestamps, values)
+    head.append([make_labels({"__name__": "gauge", "job": "a"})], [0, 2], [0, 60_000], [1.0, 2.0])
+    return head
+
+
+def test_instant_vector_scalar_string(head):
+    engine = Engine()
+    result = engine.instant(head, 'up_total{job="b"}', 600_000)
+    assert isinstance(result.value, Vector)
+    assert result.value[0].labels == make_labels({"__name__": "up_total", "job": "b"})
+    assert result.value[0].v == 80.0 and result.value[0].t == 600_000
+    assert engine.instant(head, "1 + 2", 0).value == Scalar(0, 3.0)
+    assert engine.instant(head, '"hello"', 5).value == String(5, "hello")
+
+
+def test_instant_range_selector_returns_matrix(head):
+    result = Engine().instant(head, 'up_total{job="a"}[1m]', 600_000)
+    assert isinstance(result.value, Matrix)
+    assert result.value[0].ts.tolist() == [555_000, 570_000, 585_000, 600_000]
+
+
+def test_range_query_sorted_matrix(head):
+    result = Engine().range(head, "rate(up_total[1m])", 300_000, 600_000, 60_000)
+    assert [s.labels for s in result.value] == sorted(s.labels for s in result.value)
+    assert all(len(s.ts) == 6 for s in result.value)
+    np.testing.assert_allclose(result.value[0].vals, 1 / 15)
+    assert result.value[0].labels == make_labels({"job": "a"})
+
+
+def test_annotations(head):
+    result = Engine().instant(head, "rate(gauge[5m])", 60_000)
+    assert result.infos == ['PromQL info: metric might not be a counter, name does not end in '
+                            '_total/_sum/_count/_bucket: "gauge"']
+    result = Engine().instant(head, "quantile(2, up_total)", 60_000)
+    assert result.warnings == ["PromQL warning: quantile value should be between 0 and 1, got 2"]
+
+
+def test_errors_carry_error_types(head):
+    engine = Engine()
+    with pytest.raises(BadDataError) as error:
+        engine.instant(head, "sum(", 0)
+    assert error.value.error_type == "bad_data"
+    with pytest.raises(ExecutionError) as error:
+        engine.instant(head, "up_total * on() up_total", 600_000)
+    assert error.value.error_type == "execution"
+    assert "found duplicate series for the match group {} on the right hand-side" in str(error.value)
+    with pytest.raises(ExecutionError, match="many-to-one matching must be explicit"):
+        engine.instant(head, "up_total + ignoring(job) gauge", 60_000)
+    with pytest.raises(ExecutionError, match="vector cannot contain metrics with the same labelset"):
+        engine.instant(head, "rate(up_total[1m]) or label_replace(rate(up_total[1m]), 'x', '', '', '')",
+                       600_000)
+    with pytest.raises(BadDataError, match="invalid expression type"):
+        engine.range(head, "up_total[1m]", 0, 60_000, 15_000)
+
+
+def test_max_samples(head):
+    with pytest.raises(TooManySamplesError) as error:
+        Engine(max_samples=10).range(head, "up_total", 0, 600_000, 15_000)
+    assert str(error.value) == "query processing would load too many samples into memory in query execution"
+
+
+def test_timeout_and_cancel(head):
+    with pytest.raises(QueryTimeoutError) as error:
+        Engine(timeout_s=-1).instant(head, "up_total", 0)
+    assert error.value.error_type == "timeout"
+    with pytest.raises(QueryCanceledError) as error:
+        Engine().range(head, "sum(up_total)", 0, 600_000, 15_000, cancelled=lambda: True)
+    assert error.value.error_type == "canceled"
+
+
+def test_negative_times_and_at_modifier(head):
+    engine = Engine()
+    result = engine.instant(head, 'up_total{job="a"} @ 600', -100_000)
+    assert result.value[0].v == 40.0
+    result = engine.range(head, 'up_total{job="a"} @ end()', 0, 600_000, 300_000)
+    assert result.value[0].vals.tolist() == [40.0, 40.0, 40.0]
+
+
+def test_runs_in_worker_thread(head):
+    async def main():
+        return await asyncio.to_thread(Engine().instant, head, "sum(up_total)", 600_000)
+
+    assert asyncio.run(main()).value[0].v == 40 + 80 + 120
