@@ -64,6 +64,13 @@ def go_duration(ms: int) -> str:
     return f"{sign}{seconds}s"
 
 
+def go_time_string(ms: int) -> str:
+    """Unix milliseconds as Go's time.Time.String() prints a UTC time (`2023-11-14 00:59:45.001 +0000 UTC`)."""
+    text = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    fraction = f"{ms % 1000:03d}".rstrip("0")
+    return f"{text}{'.' + fraction if fraction else ''} +0000 UTC"
+
+
 def rfc3339_ms(ms: int) -> str:
     """Unix milliseconds as RFC 3339 UTC."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -264,7 +271,7 @@ class BlockUploadAPI:
     def _check_time_range(self, tenant: str, meta: BlockMeta) -> None:
         retention = self.compactor.overrides.get(tenant, "compactor_blocks_retention_period")
         if retention > 0 and meta.max_time < (time.time() - retention) * 1000:
-            raise HTTPError(422, f"block max time ({rfc3339_ms(meta.max_time)}) older than retention period")
+            raise HTTPError(422, f"block max time ({go_time_string(meta.max_time)}) older than retention period")
         largest = max(self.compactor.ranges_ms)
         if meta.max_time - meta.min_time > largest:
             raise HTTPError(422, f"block duration ({go_duration(meta.max_time - meta.min_time)}) is larger than "
@@ -349,7 +356,7 @@ class BlockUploadAPI:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         try:
-            uploaded = self.bucket.local_path(f"{tenant}/{block_id}")
+            uploaded = self.bucket.local_path(f"{tenant}/{block_id}").absolute()
             for name in (INDEX_FILENAME, CHUNKS_DIRNAME):
                 if (uploaded / name).exists():
                     os.symlink(uploaded / name, scratch / name)
