@@ -17,6 +17,9 @@ from mimird.distributor.http import DistributorAPI
 from mimird.distributor.influx import InfluxHandler
 from mimird.distributor.otlp import OTLPHandler
 from mimird.ingester.http import IngesterAPI
+from mimird.querier.api import QuerierAPI
+from mimird.querier.cardinality import CardinalityAPI
+from mimird.querier.remoteread import MAX_REQUEST_BYTES, RemoteReadAPI
 from mimird.ring import RING_PATHS
 from mimird.storegateway.http import StoreGatewayAPI
 
@@ -80,6 +83,24 @@ def register_routes(app: App) -> None:
     router.add("GET", "/ingester/tsdb_metrics", ingester.tsdb_metrics, auth=True)
     router.add("GET", "/ingester/tenants", ingester.tenants)
     router.add("GET", "/ingester/tsdb/{tenant}", ingester.tenant_tsdb)
+
+    # Querier (read paths; several tenants each with tenant federation)
+    querier = QuerierAPI(app)
+    remote_read = RemoteReadAPI(app)
+    cardinality = CardinalityAPI(app)
+    router.add("GET,POST", f"{prom}/api/v1/query", querier.query, auth=True, federated=True)
+    router.add("GET,POST", f"{prom}/api/v1/query_range", querier.query_range, auth=True, federated=True)
+    router.add("GET,POST", f"{prom}/api/v1/query_exemplars", querier.query_exemplars, auth=True, federated=True)
+    router.add("GET,POST", f"{prom}/api/v1/series", querier.series, auth=True, federated=True)
+    router.add("GET,POST", f"{prom}/api/v1/labels", querier.labels, auth=True, federated=True)
+    router.add("GET", f"{prom}/api/v1/label/{{name}}/values", querier.label_values, auth=True, federated=True)
+    router.add("GET", f"{prom}/api/v1/metadata", querier.metadata, auth=True, federated=True)
+    router.add("GET,POST", f"{prom}/api/v1/format_query", querier.format_query, auth=True)
+    router.add("POST", f"{prom}/api/v1/read", remote_read.read, auth=True, federated=True, gzip_response=False,
+               max_body=2 * MAX_REQUEST_BYTES)
+    router.add("GET,POST", f"{prom}/api/v1/cardinality/label_names", cardinality.label_names, auth=True)
+    router.add("GET,POST", f"{prom}/api/v1/cardinality/label_values", cardinality.label_values, auth=True)
+    router.add("GET,POST", f"{prom}/api/v1/cardinality/active_series", cardinality.active_series, auth=True)
 
     # Store-gateway
     store_gateway = StoreGatewayAPI(app.store_gateway)

@@ -365,6 +365,32 @@ OPTIONS: tuple[Option, ...] = (
            "Maximum number of series a single query may fetch; 0 disables the limit.", minimum=0),
     Option("limits.max_fetched_chunk_bytes_per_query", "querier.max-fetched-chunk-bytes-per-query", "int", 0,
            "Maximum size of chunks a single query may fetch, in bytes; 0 disables the limit.", minimum=0),
+    Option("limits.query_ingesters_within", "querier.query-ingesters-within", "duration", 13 * 3600.0,
+           "Maximum lookback beyond which queries are not sent to ingester. 0 means all queries are sent to "
+           "ingester.", minimum=0, category="advanced"),
+    Option("limits.cardinality_analysis_enabled", "querier.cardinality-analysis-enabled", "bool", False,
+           "Enables endpoints used for cardinality analysis."),
+    Option("limits.cardinality_analysis_max_results", "querier.cardinality-analysis-max-results", "int", 500,
+           "Maximum number of results that can be returned by the cardinality analysis endpoints (the largest "
+           "allowed 'limit' parameter).", minimum=0),
+    Option("limits.label_values_max_cardinality_label_names_per_request",
+           "querier.label-values-max-cardinality-label-names-per-request", "int", 100,
+           "Maximum number of label names allowed to be queried in a single /api/v1/cardinality/label_values "
+           "API call; 0 disables the limit.", minimum=0),
+    # querier
+    Option("querier.timeout", "querier.timeout", "duration", 120.0,
+           "The timeout for a query.", minimum=0.001),
+    Option("querier.max_samples", "querier.max-samples", "int", 50_000_000,
+           "Maximum number of samples a single query can load into memory.", minimum=1, category="advanced"),
+    Option("querier.lookback_delta", "querier.lookback-delta", "duration", 300.0,
+           "Time since the last sample after which a time series is considered stale and ignored by expression "
+           "evaluations.", minimum=0.001, category="advanced"),
+    Option("querier.query_store_after", "querier.query-store-after", "duration", 12 * 3600.0,
+           "The time after which a metric should be queried from storage and not just ingesters. 0 means all "
+           "queries are sent to store.", minimum=0, category="advanced"),
+    Option("ingester.active_series_metrics_idle_timeout", "ingester.active-series-metrics-idle-timeout",
+           "duration", 1200.0, "After what time a series is considered to be inactive (for the active series "
+           "cardinality endpoints).", minimum=0.001, category="advanced"),
     Option("limits.ruler_max_rules_per_rule_group", "ruler.max-rules-per-rule-group", "int", 20,
            "Maximum number of rules per rule group per tenant; 0 disables the limit.", minimum=0),
     Option("limits.ruler_max_rule_groups_per_tenant", "ruler.max-rule-groups-per-tenant", "int", 70,

@@ -1,0 +1,347 @@
+"""The querier's Prometheus HTTP API handlers (`<prometheus-http-prefix>/api/v1/...`): instant and range
+queries, series, label names and values, metadata, exemplars and format_query.
+
+Handlers parse parameters as Prometheus's web API does (via Mimir's query-frontend, which forwards only
+`query`, `time`/`start`/`end`/`step` and `stats` of query requests), read through a `TenantQueryable`
+in a worker thread, and answer with Prometheus's JSON envelope (`jsonfmt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mimird.http.request import Request, Response
+from mimird.promql import ParseError, parse
+from mimird.promql import ast as promql_ast
+from mimird.promql.printer import format_query
+from mimird.querier import jsonfmt
+from mimird.querier.params import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    ParamError,
+    parse_duration,
+    parse_limit,
+    parse_match_params,
+    parse_time,
+    parse_time_or,
+    to_tsdb_matchers,
+    unescape_label_name,
+    valid_label_name,
+)
+from mimird.querier.queryable import TENANT_LABEL, TenantQueryable, with_tenant_label
+
+if TYPE_CHECKING:
+    from mimird.app import App
+
+MAX_POINTS_PER_SERIES = 11000
+TRUNCATED_WARNING = "results truncated due to limit"
+
+# prometheus.MetricMetadata.MetricType numbers as the metadata API names them.
+METRIC_TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: "gaugehistogram",
+                     5: "summary", 6: "info", 7: "stateset"}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _stats_warning(stats: str | None) -> list[str]:
+    if stats in (None, "", "true", "all"):
+        return []
+    return [f'value {jsonfmt.quote(stats)} for parameter "stats" is deprecated and will be rejected in the next '
+            'major release, use "true" or "all"']
+
+
+def extract_selectors(expr: Any) -> list[list]:
+    """The matchers of every vector selector in a parsed expression (Prometheus's ExtractSelectors)."""
+    found: list[list] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_ast.VectorSelector):
+            found.append(to_tsdb_matchers(node.matchers))
+            return
+        if dataclasses.is_dataclass(node):
+            for field in dataclasses.fields(node):
+                value = getattr(node, field.name)
+                if isinstance(value, promql_ast.Node):
+                    visit(value)
+                elif isinstance(value, list | tuple):
+                    for item in value:
+                        if isinstance(item, promql_ast.Node):
+                            visit(item)
+
+    visit(expr)
+    return found
+
+
+class QuerierAPI:
+    """Handlers of the read endpoints; `engine_factory(lookback_delta_ms, max_samples, timeout_s)` builds the
+    PromQL engine (by default `mimird.promql.engine.Engine`)."""
+
+    def __init__(self, app: App, engine_factory: Callable[[int, int, float], Any] | None = None):
+        self.app = app
+        self.engine_factory = engine_factory
+        querier = app.config.querier
+        self.lookback_delta_ms = int(querier.lookback_delta * 1000)
+        self.max_samples = int(querier.max_samples)
+        self.timeout_s = float(querier.timeout)
+
+    def queryable(self, tenants: Sequence[str], mint: int = MIN_TIME_MS, maxt: int = MAX_TIME_MS) -> TenantQueryable:
+        """The read view of `tenants` over [mint, maxt]."""
+        return TenantQueryable(self.app, tenants, mint, maxt)
+
+    def _engine(self):
+        factory = self.engine_factory
+        if factory is None:
+            from mimird.promql.engine import Engine
+
+            factory = Engine
+        return factory(self.lookback_delta_ms, self.max_samples, self.timeout_s)
+
+    # --- queries --------------------------------------------------------------------------------------
+    async def query(self, request: Request) -> Response:
+        """`/api/v1/query`: one expression evaluated at `time` (default now)."""
+        try:
+            at = parse_time_or(request.arg("time"), "time", _now_ms())
+            text = request.arg("query", "") or ""
+            self._check_query(text)
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        engine = self._engine()
+        queryable = self.queryable(request.tenants)
+        return await self._run(lambda cancelled: engine.instant(queryable, text, at, cancelled=cancelled),
+                               request.arg("stats"))
+
+    async def query_range(self, request: Request) -> Response:
+        """`/api/v1/query_range`: an expression evaluated at every step from `start` to `end`."""
+        try:
+            for name in ("start", "end", "step"):
+                if not request.arg(name):
+                    raise ParamError(None, f'missing required parameter "{name}"')
+            start = parse_time(request.arg("start"), "start")
+            end = parse_time(request.arg("end"), "end")
+            if end < start:
+                raise ParamError("end", "end timestamp must not be before start time")
+            step = parse_duration(request.arg("step"), "step")
+            if step <= 0:
+                raise ParamError("step", "zero or negative query resolution step widths are not accepted. "
+                                         "Try a positive integer")
+            if (end - start) // step > MAX_POINTS_PER_SERIES:
+                raise ParamError(None, "exceeded maximum resolution of 11,000 points per timeseries. "
+                                       "Try decreasing the query resolution (?step=XX)")
+            text = request.arg("query", "") or ""
+            self._check_query(text)
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        engine = self._engine()
+        queryable = self.queryable(request.tenants)
+        return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
+                               request.arg("stats"))
+
+    @staticmethod
+    def _check_query(text: str) -> None:
+        try:
+            parse(text)
+        except ParseError as exc:
+            raise ParamError("query", str(exc)) from None
+
+    async def _run(self, evaluate: Callable[[Callable[[], bool]], Any], stats: str | None) -> Response:
+        """Evaluate in a worker thread and render the result or the error as Prometheus does.
+
+        `evaluate(cancelled)` runs the engine; `cancelled()` turns true when the request is abandoned
+        (the engine's own deadline normally fires first; this is the backstop)."""
+        abandoned = threading.Event()
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(evaluate, abandoned.is_set), self.timeout_s + 5)
+        except TimeoutError:
+            abandoned.set()
+            return jsonfmt.error("timeout", "query timed out in expression evaluation")
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        except Exception as exc:  # the engine's QueryError subclasses carry Prometheus's errorType
+            error_type = getattr(exc, "error_type", None)
+            if error_type is None:
+                return jsonfmt.error("internal", f"{type(exc).__name__}: {exc}")
+            if error_type == "bad_data":
+                # raised while preparing the query (type checks), which Prometheus reports against "query"
+                return jsonfmt.error(error_type, str(ParamError("query", str(exc))))
+            return jsonfmt.error(error_type, str(exc))
+        warnings = list(result.warnings) + _stats_warning(stats)
+        return jsonfmt.success(jsonfmt.value_json(result.value), warnings, list(result.infos))
+
+    # --- series and labels ----------------------------------------------------------------------------
+    async def series(self, request: Request) -> Response:
+        """`/api/v1/series`: label sets of the series matching any `match[]` selector."""
+        match_values = request.form.get("match[]") or []
+        if not match_values:
+            return jsonfmt.error("bad_data", "no match[] parameter provided")
+        try:
+            limit = parse_limit(request.arg("limit"))
+            mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
+            maxt = parse_time_or(request.arg("end"), "end", MAX_TIME_MS)
+            matcher_sets = parse_match_params(match_values, "match[]")
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        queryable = self.queryable(request.tenants, mint, maxt)
+
+        def collect():
+            found = set()
+            for matchers in matcher_sets:
+                found.update(queryable.series(matchers))
+            return sorted(found)
+
+        series = await asyncio.to_thread(collect)
+        warnings = []
+        if limit and len(series) > limit:
+            series = series[:limit]
+            warnings.append(TRUNCATED_WARNING)
+        return jsonfmt.success("[" + ",".join(jsonfmt.labels_json(s) for s in series) + "]", warnings)
+
+    def _label_params(self, request: Request) -> tuple[int, int, int, list]:
+        limit = parse_limit(request.arg("limit"))
+        mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
+        maxt = parse_time_or(request.arg("end"), "end", MAX_TIME_MS)
+        try:
+            matcher_sets = parse_match_params(request.form.get("match[]") or [])
+        except ParamError as exc:
+            raise ParamError(None, exc.message) from None
+        return limit, mint, maxt, matcher_sets
+
+    async def labels(self, request: Request) -> Response:
+        """`/api/v1/labels`: label names, optionally of the series matching `match[]`."""
+        try:
+            limit, mint, maxt, matcher_sets = self._label_params(request)
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        queryable = self.queryable(request.tenants, mint, maxt)
+
+        def collect():
+            if not matcher_sets:
+                return queryable.label_names()
+            names = set()
+            for matchers in matcher_sets:
+                names.update(queryable.label_names(matchers))
+            return sorted(names)
+
+        return self._string_list(await asyncio.to_thread(collect), limit)
+
+    async def label_values(self, request: Request) -> Response:
+        """`/api/v1/label/{name}/values`: the values of one label."""
+        name = unescape_label_name(request.params["name"])
+        if not valid_label_name(name):
+            return jsonfmt.error("bad_data", f"invalid label name: {jsonfmt.quote(name)}")
+        try:
+            limit, mint, maxt, matcher_sets = self._label_params(request)
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        queryable = self.queryable(request.tenants, mint, maxt)
+
+        def collect():
+            if not matcher_sets:
+                return queryable.label_values(name)
+            values = set()
+            for matchers in matcher_sets:
+                values.update(queryable.label_values(name, matchers))
+            return sorted(values)
+
+        return self._string_list(await asyncio.to_thread(collect), limit)
+
+    @staticmethod
+    def _string_list(values: list[str], limit: int) -> Response:
+        warnings = []
+        if limit and len(values) > limit:
+            values = values[:limit]
+            warnings.append(TRUNCATED_WARNING)
+        return jsonfmt.success(jsonfmt.string_list_json(values), warnings)
+
+    # --- metadata, exemplars, format_query ------------------------------------------------------------
+    async def metadata(self, request: Request) -> Response:
+        """`/api/v1/metadata` (Mimir's handler): metric families' type, help and unit from the heads."""
+        limits = {}
+        for param in ("limit", "limit_per_metric"):
+            text = request.arg(param)
+            limits[param] = -1
+            if text:
+                try:
+                    limits[param] = int(text)
+                except ValueError:
+                    body = jsonfmt.dumps({"status": "error", "error": f"{param} must be a number"})
+                    return Response(400, body, "application/json")
+        limit, per_metric = limits["limit"], limits["limit_per_metric"]
+        metric = request.arg("metric", "") or ""
+
+        entries: dict[str, list[dict]] = {}
+        for tenant in request.tenants:
+            db = self.app.ingester.tenants.get(tenant)
+            if db is None:
+                continue
+            with db.head.lock:
+                items = list(db.head.metadata.items())
+            for name, meta in items:
+                if metric and name != metric:
+                    continue
+                entry = {"type": METRIC_TYPE_NAMES.get(meta.type, "unknown"), "help": meta.help, "unit": meta.unit}
+                if entry not in entries.setdefault(name, []):
+                    entries[name].append(entry)
+        out: dict[str, list[dict]] = {}
+        for name in sorted(entries):
+            if limit >= 0 and len(out) >= limit:
+                break
+            kept = entries[name] if per_metric <= 0 else entries[name][:per_metric]
+            out[name] = kept
+        return jsonfmt.success(jsonfmt.dumps(out))
+
+    async def query_exemplars(self, request: Request) -> Response:
+        """`/api/v1/query_exemplars`: exemplars of the series the query's selectors match."""
+        try:
+            mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
+            maxt = parse_time_or(request.arg("end"), "end", MAX_TIME_MS)
+        except ParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        if maxt < mint:
+            return jsonfmt.error("bad_data", "end timestamp must not be before start timestamp")
+        try:
+            expr = parse(request.arg("query", "") or "")
+        except ParseError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        selectors = extract_selectors(expr)
+        if not selectors:
+            return jsonfmt.success("null")
+        federated = len(request.tenants) > 1
+        grouped: dict[tuple, list[str]] = {}
+        for tenant in sorted(request.tenants):
+            db = self.app.ingester.tenants.get(tenant)
+            if db is None:
+                continue
+            with db.head.lock:
+                exemplars = list(db.head.exemplars)
+            for series_labels, labels, value, ts in exemplars:
+                if not mint <= ts <= maxt:
+                    continue
+                shown = with_tenant_label(series_labels, tenant) if federated else series_labels
+                values = dict(shown)
+                if not any(all(m.matches(values.get(m.name, "")) for m in matchers) for matchers in selectors):
+                    continue
+                grouped.setdefault(shown, []).append(
+                    f'{{"labels":{jsonfmt.labels_json(labels)},"value":"{jsonfmt.format_float(value)}",'
+                    f'"timestamp":{jsonfmt.format_timestamp(ts)}}}')
+        items = [f'{{"seriesLabels":{jsonfmt.labels_json(series)},"exemplars":[{",".join(grouped[series])}]}}'
+                 for series in sorted(grouped)]
+        return jsonfmt.success("[" + ",".join(items) + "]")
+
+    async def format_query(self, request: Request) -> Response:
+        """`/api/v1/format_query`: the expression pretty-printed."""
+        try:
+            formatted = format_query(request.arg("query", "") or "")
+        except ParseError as exc:
+            return jsonfmt.error("bad_data", str(ParamError("query", str(exc))))
+        return jsonfmt.success(jsonfmt.quote(formatted))
+
+
+__all__ = ["METRIC_TYPE_NAMES", "QuerierAPI", "TENANT_LABEL", "extract_selectors"]

@@ -1,0 +1,158 @@
+"""Prometheus-exact JSON for the querier's API: the response envelope, sample values, timestamps, label
+sets and the four PromQL result types.
+
+Prometheus writes its API responses with jsoniter (standard-library compatible), so strings escape
+`<`, `>`, `&`, U+2028 and U+2029 as Go's encoding/json does and keep other non-ASCII text as UTF-8;
+label sets are objects in label-name order; timestamps are seconds with up to three decimals (never
+trailing-zero trimmed: `1.500`); sample values are strings formatted as `strconv.FormatFloat(v, 'f',
+-1, 64)`, switching to the exponent form below 1e-6 and from 1e21 on (jsonutil.MarshalFloat).
+
+Responses are assembled from JSON fragments (strings) so that large matrices are rendered once,
+without building an intermediate tree of Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from mimird.http.request import Response
+
+Labels = Iterable[tuple[str, str]]
+
+# Prometheus's errorType values and the status codes its API answers them with (web/api/v1/api.go).
+ERROR_STATUS = {
+    "bad_data": 400,
+    "execution": 422,
+    "canceled": 499,
+    "timeout": 503,
+    "internal": 500,
+    "not_found": 404,
+    "unavailable": 503,
+}
+
+_HTML_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                 ("\u2029", "\\u2029"))
+
+
+def dumps(value: Any) -> str:
+    """JSON text as Go's encoding/json writes it (compact, HTML-safe escapes, UTF-8 kept)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if any(ch in text for ch in "<>&\u2028\u2029"):
+        for raw, escaped in _HTML_ESCAPES:
+            text = text.replace(raw, escaped)
+    return text
+
+
+def quote(text: str) -> str:
+    """One JSON string literal, escaped as Go does."""
+    return dumps(text)
+
+
+def format_float(value: float) -> str:
+    """A sample value as Prometheus prints it: shortest round-trip digits, `+Inf`, `-Inf`, `NaN`."""
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    magnitude = abs(value)
+    shortest = repr(float(value))
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        # Python's repr uses the exponent form in these ranges already, with Go's two-digit minimum.
+        return shortest
+    fixed = format(Decimal(shortest), "f")
+    if "." in fixed:
+        fixed = fixed.rstrip("0").rstrip(".")
+    return fixed
+
+
+def format_timestamp(ms: int) -> str:
+    """Milliseconds as Prometheus's float seconds (jsonutil.MarshalTimestamp): `12.5` is written `12.500`."""
+    sign = ""
+    if ms < 0:
+        sign = "-"
+        ms = -ms
+    seconds, fraction = divmod(ms, 1000)
+    if fraction:
+        return f"{sign}{seconds}.{fraction:03d}"
+    return f"{sign}{seconds}"
+
+
+def labels_json(labels: Iterable[tuple[str, str]]) -> str:
+    """A label set as a JSON object in label-name order."""
+    return "{" + ",".join(f"{quote(name)}:{quote(value)}" for name, value in sorted(labels)) + "}"
+
+
+def point_json(ms: int, value: float) -> str:
+    """`[<seconds>,"<value>"]`."""
+    return f'[{format_timestamp(ms)},"{format_float(value)}"]'
+
+
+def string_list_json(values: Sequence[str]) -> str:
+    return "[" + ",".join(quote(v) for v in values) + "]"
+
+
+def envelope(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = ()) -> str:
+    """The success envelope around an already rendered `data`; empty warnings/infos are omitted."""
+    parts = ['"status":"success"']
+    if data_json is not None:
+        parts.append(f'"data":{data_json}')
+    if warnings:
+        parts.append(f'"warnings":{string_list_json(list(warnings))}')
+    if infos:
+        parts.append(f'"infos":{string_list_json(list(infos))}')
+    return "{" + ",".join(parts) + "}"
+
+
+def success(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = ()) -> Response:
+    """A 200 JSON response with Prometheus's success envelope."""
+    return Response(200, envelope(data_json, warnings, infos), "application/json")
+
+
+def error(error_type: str, message: str, status: int | None = None, warnings: Sequence[str] = ()) -> Response:
+    """Prometheus's error envelope with the status its API uses for `error_type`."""
+    parts = ['"status":"error"', f'"errorType":{quote(error_type)}', f'"error":{quote(message)}']
+    if warnings:
+        parts.append(f'"warnings":{string_list_json(list(warnings))}')
+    return Response(status or ERROR_STATUS.get(error_type, 500), "{" + ",".join(parts) + "}", "application/json")
+
+
+# --- PromQL values ------------------------------------------------------------------------------------
+#
+# The engine's values (mimird.promql.value) are read by shape, so this module does not import the engine:
+#   Scalar, String:  .t (ms) and .v
+#   Vector:          a list of samples with .labels, .t (ms), .v (float)
+#   Matrix:          a list of series with .labels, .ts (int64 ms array), .vals (float64 array)
+
+def _kind(value: Any) -> str:
+    return type(value).__name__.lower()
+
+
+def matrix_series_json(labels: Labels, ts: Sequence[int], vals: Sequence[float]) -> str:
+    """One element of a matrix result; `values` is left out when the series has no points."""
+    body = f'{{"metric":{labels_json(labels)}'
+    if len(ts):
+        body += ',"values":[' + ",".join(point_json(t, v) for t, v in zip(ts, vals, strict=True)) + "]"
+    return body + "}"
+
+
+def value_json(value: Any) -> str:
+    """`{"resultType":...,"result":...}` for a PromQL value."""
+    kind = _kind(value)
+    if kind == "scalar":
+        result = point_json(int(value.t), float(value.v))
+    elif kind == "string":
+        result = f"[{format_timestamp(int(value.t))},{quote(str(value.v))}]"
+    elif kind == "vector":
+        result = "[" + ",".join(
+            f'{{"metric":{labels_json(sample.labels)},"value":{point_json(int(sample.t), float(sample.v))}}}'
+            for sample in value) + "]"
+    elif kind == "matrix":
+        result = "[" + ",".join(matrix_series_json(series.labels, series.ts.tolist(), series.vals.tolist())
+                                for series in value) + "]"
+    else:
+        raise TypeError(f"not a PromQL value: {type(value).__name__}")
+    return f'{{"resultType":"{kind}","result":{result}}}'

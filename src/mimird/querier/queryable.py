@@ -1,0 +1,263 @@
+"""The querier's read view of one or more tenants: series, samples, label names and values, merged from
+the ingester (head and local blocks) and, when this build has one, the store-gateway (bucket blocks).
+
+This is the `Queryable` the PromQL engine and the HTTP handlers read through. Like Mimir's querier:
+
+* the ingester is asked only when the range ends within `-querier.query-ingesters-within` of now, and
+  the store-gateway only for the part of the range older than `-querier.query-store-after` (0
+  disables either rule);
+* where both answer for a series, samples are merged by timestamp and duplicates dropped (the
+  ingester's sample wins, as it holds what was written last);
+* with several tenants (tenant federation) every series gets a `__tenant_id__` label, a series that
+  already has one keeps it as `original___tenant_id__`, and matchers on `__tenant_id__` pick tenants.
+
+Store-gateway hook: `app.store_gateway`, when the attribute exists and is not None, must provide
+`select(tenant, matchers, mint, maxt)` yielding (labels, ts, vals) sorted by labels; it may also
+provide `series_labels(tenant, matchers, mint, maxt) -> list[Labels]`, `label_names(tenant, mint=,
+maxt=)` and `label_values(tenant, name, mint=, maxt=)`, which are used when present.
+
+All methods block (they read blocks from disk): call them off the event loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from mimird.tsdb.block import BlockReader
+from mimird.tsdb.head import merge_samples
+from mimird.tsdb.labels import Labels, Matcher
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+TENANT_LABEL = "__tenant_id__"
+ORIGINAL_TENANT_LABEL = "original___tenant_id__"
+
+SeriesSamples = tuple[Labels, np.ndarray, np.ndarray]
+
+
+def merge_sorted_series(streams: Sequence[Iterable[SeriesSamples]]) -> Iterator[SeriesSamples]:
+    """Merge label-sorted series streams; a series in several streams gets its samples merged by
+    timestamp, the earlier stream's sample kept where two share a timestamp."""
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    tagged = [((labels, index, ts, vals) for labels, ts, vals in stream) for index, stream in enumerate(streams)]
+    current: Labels | None = None
+    ts = vals = None
+    for labels, _, more_ts, more_vals in heapq.merge(*tagged, key=lambda item: (item[0], item[1])):
+        if labels != current:
+            if current is not None:
+                yield current, ts, vals
+            current, ts, vals = labels, more_ts, more_vals
+        else:
+            ts, vals = merge_samples(ts, vals, more_ts, more_vals)
+    if current is not None:
+        yield current, ts, vals
+
+
+def with_tenant_label(labels: Labels, tenant: str) -> Labels:
+    pairs = []
+    for name, value in labels:
+        pairs.append((ORIGINAL_TENANT_LABEL if name == TENANT_LABEL else name, value))
+    pairs.append((TENANT_LABEL, tenant))
+    pairs.sort()
+    return tuple(pairs)
+
+
+def _overlaps(lo: int, hi: int, mint: int, maxt: int) -> bool:
+    return hi >= mint and lo <= maxt
+
+
+class TenantQueryable:
+    """Read access to `tenants`' data between `mint` and `maxt` (ms, inclusive)."""
+
+    def __init__(self, app, tenants: Sequence[str], mint: int = INT64_MIN, maxt: int = INT64_MAX,
+                 now_ms: int | None = None):
+        self.app = app
+        self.tenants = list(tenants)
+        self.mint = mint
+        self.maxt = maxt
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.store_after_ms = int(app.config.querier.query_store_after * 1000)
+
+    @property
+    def federated(self) -> bool:
+        return len(self.tenants) > 1
+
+    # --- range and tenant selection -------------------------------------------------------------------
+    def _range(self, mint: int | None, maxt: int | None) -> tuple[int, int]:
+        lo = self.mint if mint is None else max(self.mint, mint)
+        hi = self.maxt if maxt is None else min(self.maxt, maxt)
+        return lo, hi
+
+    def _split(self, matchers: Sequence[Matcher]) -> tuple[list[str], list[Matcher]]:
+        """The tenants the `__tenant_id__` matchers accept, and the other matchers."""
+        if not self.federated:
+            return self.tenants, list(matchers)
+        tenant_matchers = [m for m in matchers if m.name == TENANT_LABEL]
+        rest = [m for m in matchers if m.name != TENANT_LABEL]
+        tenants = [t for t in sorted(self.tenants) if all(m.matches(t) for m in tenant_matchers)]
+        return tenants, rest
+
+    def _ingester_range(self, tenant: str, mint: int, maxt: int) -> tuple[int, int] | None:
+        # Mimir's ShouldQueryIngesters: a yes/no on the query's end, the range itself is not cut.
+        within_ms = int(self.app.overrides.for_tenant(tenant)["query_ingesters_within"] * 1000)
+        if within_ms and maxt < self.now_ms - within_ms:
+            return None
+        return mint, maxt
+
+    def _store(self):
+        return getattr(self.app, "store_gateway", None)
+
+    def _store_range(self, mint: int, maxt: int) -> tuple[int, int] | None:
+        if self._store() is None:
+            return None
+        if self.store_after_ms:
+            maxt = min(maxt, self.now_ms - self.store_after_ms)
+        return (mint, maxt) if mint <= maxt else None
+
+    # --- samples --------------------------------------------------------------------------------------
+    def _tenant_select(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int
+                       ) -> Iterator[SeriesSamples]:
+        streams = []
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        if ingester_range is not None:
+            streams.append(self.app.ingester.select(tenant, matchers, *ingester_range))
+        store_range = self._store_range(mint, maxt)
+        if store_range is not None:
+            streams.append(self._store().select(tenant, matchers, *store_range))
+        if not streams:
+            return iter(())
+        return merge_sorted_series(streams)
+
+    def select(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
+               ) -> Iterator[SeriesSamples]:
+        """(labels, timestamps int64, values float64) of each matching series with samples in
+        [mint_ms, maxt_ms] (clipped to this queryable's range), sorted by labels."""
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        if mint > maxt:
+            return iter(())
+        tenants, matchers = self._split(matchers)
+        if not self.federated:
+            return self._tenant_select(tenants[0], matchers, mint, maxt) if tenants else iter(())
+        collected = []
+        for tenant in tenants:
+            for labels, ts, vals in self._tenant_select(tenant, matchers, mint, maxt):
+                collected.append((with_tenant_label(labels, tenant), ts, vals))
+        collected.sort(key=lambda item: item[0])
+        return iter(collected)
+
+    # --- series and labels ----------------------------------------------------------------------------
+    def _tenant_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
+        found: set[Labels] = set()
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        db = self.app.ingester.tenants.get(tenant)
+        if db is not None and ingester_range is not None:
+            lo, hi = ingester_range
+            found.update(db.head.series_labels(matchers, lo, hi))
+            for ulid, meta in sorted(db.blocks.items()):
+                if not _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
+                    continue
+                with BlockReader(db.dir / ulid) as reader:
+                    for ref in reader.select(matchers).tolist():
+                        labels, chunks = reader.series(ref)
+                        if any(_overlaps(c_lo, c_hi, lo, hi) for c_lo, c_hi, _ in chunks):
+                            found.add(labels)
+        store_range = self._store_range(mint, maxt)
+        if store_range is not None:
+            store = self._store()
+            if hasattr(store, "series_labels"):
+                found.update(store.series_labels(tenant, matchers, *store_range))
+            else:
+                found.update(labels for labels, _, _ in store.select(tenant, matchers, *store_range))
+        return found
+
+    def series(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
+               ) -> list[Labels]:
+        """Label sets of the matching series that have data in the range, sorted."""
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        if mint > maxt:
+            return []
+        tenants, matchers = self._split(matchers)
+        found: set[Labels] = set()
+        for tenant in tenants:
+            labels_set = self._tenant_series(tenant, matchers, mint, maxt)
+            if self.federated:
+                found.update(with_tenant_label(labels, tenant) for labels in labels_set)
+            else:
+                found.update(labels_set)
+        return sorted(found)
+
+    def _tenant_label_index(self, tenant: str, mint: int, maxt: int, name: str | None) -> set[str]:
+        """Label names (name None) or one label's values of the tenant's data overlapping the range,
+        read from the indexes without matching series."""
+        out: set[str] = set()
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        db = self.app.ingester.tenants.get(tenant)
+        if db is not None and ingester_range is not None:
+            lo, hi = ingester_range
+            head = db.head
+            with head.lock:
+                if head.num_series and _overlaps(head.min_time, head.max_time, lo, hi):
+                    out.update(head.index.label_names() if name is None else head.index.label_values(name))
+            for ulid, meta in sorted(db.blocks.items()):
+                if _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
+                    with BlockReader(db.dir / ulid) as reader:
+                        out.update(reader.label_names() if name is None else reader.label_values(name))
+        store_range = self._store_range(mint, maxt)
+        if store_range is not None:
+            store = self._store()
+            lo, hi = store_range
+            if name is None and hasattr(store, "label_names"):
+                out.update(store.label_names(tenant, mint=lo, maxt=hi))
+            elif name is not None and hasattr(store, "label_values"):
+                out.update(store.label_values(tenant, name, mint=lo, maxt=hi))
+            else:
+                for labels, _, _ in store.select(tenant, [Matcher("=~", "__name__", ".+")], *store_range):
+                    if name is None:
+                        out.update(label for label, _ in labels)
+                    else:
+                        out.update(value for label, value in labels if label == name)
+        out.discard("")
+        return out
+
+    def label_names(self, matchers: Sequence[Matcher] = (), mint_ms: int | None = None,
+                    maxt_ms: int | None = None) -> list[str]:
+        """Sorted label names of the series (all, or those matching) with data in the range."""
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        if mint > maxt:
+            return []
+        if matchers:
+            return sorted({name for labels in self.series(matchers, mint, maxt) for name, _ in labels})
+        tenants, _ = self._split(())
+        names: set[str] = set()
+        for tenant in tenants:
+            names |= self._tenant_label_index(tenant, mint, maxt, None)
+        if self.federated and tenants:
+            names.add(TENANT_LABEL)
+        return sorted(names)
+
+    def label_values(self, name: str, matchers: Sequence[Matcher] = (), mint_ms: int | None = None,
+                     maxt_ms: int | None = None) -> list[str]:
+        """Sorted values of label `name` on the series (all, or those matching) with data in the range."""
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        if mint > maxt:
+            return []
+        if matchers:
+            return sorted({value for labels in self.series(matchers, mint, maxt)
+                           for label, value in labels if label == name})
+        tenants, _ = self._split(())
+        values: set[str] = set()
+        if self.federated and name == TENANT_LABEL:
+            # a tenant shows up only if it has data in the range
+            return sorted(t for t in tenants if self._tenant_label_index(t, mint, maxt, None))
+        if self.federated and name == ORIGINAL_TENANT_LABEL:
+            name = TENANT_LABEL
+        for tenant in tenants:
+            values |= self._tenant_label_index(tenant, mint, maxt, name)
+        return sorted(values)

@@ -1,0 +1,303 @@
+"""The querier's Prometheus API through the real daemon: data pushed with remote write, then every endpoint
+compared with what Prometheus (behind Mimir) answers, byte for byte where the JSON is deterministic."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+import pytest
+import snappy
+
+from conftest import Daemon, remote_write
+from mimird import prompb
+from mimird.querier import jsonfmt
+from mimird.querier.params import (
+    MAX_TIME_FORMATTED,
+    MAX_TIME_MS,
+    ParamError,
+    parse_duration,
+    parse_limit,
+    parse_match_params,
+    parse_time,
+    unescape_label_name,
+)
+
+P = "/prometheus/api/v1"
+MINUTE = 60_000
+# Recent data: the querier only asks ingesters about ranges ending within -querier.query-ingesters-within.
+BASE = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+T0 = BASE // 1000
+
+
+# --- formatting and parameter parsing (no daemon) -------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "text"), [
+    (0.0, "0"), (-0.0, "-0"), (1.0, "1"), (1.5, "1.5"), (100.0, "100"), (0.1 + 0.2, "0.30000000000000004"),
+    (1e-5, "0.00001"), (1e-6, "0.000001"), (9e-7, "9e-07"), (1.5e-7, "1.5e-07"), (1e20, "100000000000000000000"),
+    (1e21, "1e+21"), (-2.5e22, "-2.5e+22"), (2.0**53, "9007199254740992"), (123456789.123, "123456789.123"),
+    (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
+])
+def test_format_float_matches_prometheus(value, text):
+    assert jsonfmt.format_float(value) == text
+
+
+def test_format_timestamp_keeps_three_decimals():
+    assert [jsonfmt.format_timestamp(t) for t in (0, 1000, 1500, 1435781451781, 5, -1500, -5)] == \
+        ["0", "1", "1.500", "1435781451.781", "0.005", "-1.500", "-0.005"]
+
+
+def test_go_json_escaping():
+    assert jsonfmt.dumps({"a": "<b>&\u2028é\n"}) == '{"a":"\\u003cb\\u003e\\u0026\\u2028é\\n"}'
+
+
+def test_parse_time_forms():
+    assert parse_time("1435781451.781", "t") == 1435781451781
+    assert parse_time("1.2345", "t") == 1234  # the fraction is rounded to ms before truncation, as Go does
+    assert parse_time("1e3", "t") == 1_000_000
+    assert parse_time("-1.5", "t") == -1500
+    assert parse_time("2015-07-01T20:10:51.781Z", "t") == 1435781451781
+    assert parse_time("2015-07-01T22:10:51.7819999+02:00", "t") == 1435781451781
+    assert parse_time(MAX_TIME_FORMATTED, "t") == MAX_TIME_MS
+    for bad in ("x", "", " 1", "1_0", "2015-07-01", "2015-13-01T00:00:00Z"):
+        with pytest.raises(ParamError) as info:
+            parse_time(bad, "start")
+        assert str(info.value) == f'invalid parameter "start": cannot parse "{bad}" to a valid timestamp'
+
+
+def test_parse_duration_and_limit():
+    assert [parse_duration(t, "step") for t in ("15", "0.5", "5m", "1h30m", "1d", "0")] == \
+        [15000, 500, 300000, 5400000, 86400000, 0]
+    with pytest.raises(ParamError, match='invalid parameter "step": cannot parse "1.5m" to a valid duration$'):
+        parse_duration("1.5m", "step")
+    with pytest.raises(ParamError, match="It overflows int64"):
+        parse_duration("1e10", "step")
+    assert parse_limit(None) == 0 and parse_limit("7") == 7
+    with pytest.raises(ParamError, match='^invalid parameter "limit": limit must be non-negative$'):
+        parse_limit("-1")
+    with pytest.raises(ParamError, match=r'strconv.Atoi: parsing "x": invalid syntax'):
+        parse_limit("x")
+
+
+def test_match_params():
+    (matchers,) = parse_match_params(['up{job=~"a|b"}'])
+    assert sorted(str(m) for m in matchers) == ['__name__="up"', 'job=~"a|b"']
+    with pytest.raises(ParamError, match="match\\[\\] must contain at least one non-empty matcher"):
+        parse_match_params(['{job=~".*"}'])
+    assert unescape_label_name("U__a_2e_b") == "a.b"
+    assert unescape_label_name("job") == "job"
+
+
+# --- through the daemon ----------------------------------------------------------------------------------
+
+SERIES = {
+    (("__name__", "up"), ("job", "a"), ("instance", "1")): [(BASE + i * MINUTE, 1.0) for i in range(10)],
+    (("__name__", "up"), ("job", "b"), ("instance", "2")): [(BASE + i * MINUTE, float(i % 2)) for i in range(10)],
+    (("__name__", "http_requests_total"), ("job", "a"), ("code", "200")): [
+        (BASE + i * MINUTE, 10.0 * i) for i in range(10)],
+}
+METADATA = [(1, "http_requests_total", "Total HTTP requests.", ""), (2, "up", "Target is up.", "")]
+
+
+def _push_with_exemplar(daemon: Daemon, tenant: str) -> None:
+    request = prompb.WriteRequest()
+    series = request.timeseries.add()
+    for name, value in (("__name__", "traces_total"), ("job", "t")):
+        series.labels.add(name=name, value=value)
+    series.samples.add(timestamp=BASE, value=1.0)
+    exemplar = series.exemplars.add(timestamp=BASE + 1500, value=0.25)
+    exemplar.labels.add(name="trace_id", value="abc<1>")
+    response = daemon.post("/api/v1/push", content=snappy.compress(request.SerializeToString()),
+                           headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+                                    "X-Scope-OrgID": tenant})
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def querier(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("querier")
+    proc = Daemon(workdir, ["-tenant-federation.enabled=true", "-ingester.max-global-exemplars-per-user=100"]).start()
+    assert remote_write(proc, "team-a", SERIES, METADATA).status_code == 200
+    assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)]}).status_code == 200
+    _push_with_exemplar(proc, "team-a")
+    yield proc
+    proc.stop(signal.SIGKILL)
+
+
+def get(daemon: Daemon, path: str, tenant: str = "team-a", **params):
+    return daemon.get(P + path, params=params, headers={"X-Scope-OrgID": tenant})
+
+
+def assert_bad_data(response, message: str) -> None:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.text == json.dumps({"status": "error", "errorType": "bad_data", "error": message},
+                                       separators=(",", ":"))
+
+
+def test_requires_tenant(querier):
+    assert querier.get(P + "/labels").status_code == 401
+
+
+def test_series(querier):
+    response = get(querier, "/series", **{"match[]": "up"})
+    assert response.status_code == 200
+    assert response.text == ('{"status":"success","data":[{"__name__":"up","instance":"1","job":"a"},'
+                             '{"__name__":"up","instance":"2","job":"b"}]}')
+    both = get(querier, "/series", **{"match[]": ['up{job="a"}', "http_requests_total"]}).json()
+    assert both["data"] == [{"__name__": "http_requests_total", "code": "200", "job": "a"},
+                            {"__name__": "up", "instance": "1", "job": "a"}]
+
+
+def test_series_post_form_limit_and_range(querier):
+    response = querier.post(P + "/series", data={"match[]": '{job=~"a|b"}', "limit": "1"},
+                            headers={"X-Scope-OrgID": "team-a"})
+    assert response.text == ('{"status":"success","data":[{"__name__":"http_requests_total","code":"200",'
+                             '"job":"a"}],"warnings":["results truncated due to limit"]}')
+    # a range after every sample selects nothing
+    later = get(querier, "/series", **{"match[]": "up", "start": str(T0 + 3600), "end": str(T0 + 7200)})
+    assert later.json() == {"status": "success", "data": []}
+
+
+def test_series_errors(querier):
+    assert_bad_data(get(querier, "/series"), "no match[] parameter provided")
+    assert_bad_data(get(querier, "/series", **{"match[]": "up", "start": "x"}),
+                    'invalid parameter "start": cannot parse "x" to a valid timestamp')
+    assert_bad_data(get(querier, "/series", **{"match[]": "up", "limit": "-2"}),
+                    'invalid parameter "limit": limit must be non-negative')
+    assert_bad_data(get(querier, "/series", **{"match[]": "up{"}),
+                    'invalid parameter "match[]": 1:4: parse error: unexpected end of input inside braces')
+
+
+def test_labels_and_values(querier):
+    assert get(querier, "/labels").text == \
+        '{"status":"success","data":["__name__","code","instance","job"]}'
+    assert get(querier, "/labels", **{"match[]": "up"}).json()["data"] == ["__name__", "instance", "job"]
+    assert get(querier, "/labels", limit="2").json() == {
+        "status": "success", "data": ["__name__", "code"], "warnings": ["results truncated due to limit"]}
+    assert get(querier, "/label/job/values").text == '{"status":"success","data":["a","b","t"]}'
+    assert get(querier, "/label/__name__/values").json()["data"] == ["http_requests_total", "traces_total", "up"]
+    assert get(querier, "/label/job/values", **{"match[]": "up"}).json()["data"] == ["a", "b"]
+    assert get(querier, "/label/U__job/values", **{"match[]": "up"}).json()["data"] == ["a", "b"]
+    assert get(querier, "/label/nope/values").json() == {"status": "success", "data": []}
+    assert_bad_data(get(querier, "/label/0abc/values"), 'invalid label name: "0abc"')
+    assert_bad_data(get(querier, "/labels", end="soon"),
+                    'invalid parameter "end": cannot parse "soon" to a valid timestamp')
+
+
+def test_federated_reads(querier):
+    response = get(querier, "/series", tenant="team-a|team-b", **{"match[]": "up"})
+    assert response.json()["data"] == [
+        {"__name__": "up", "__tenant_id__": "team-a", "instance": "1", "job": "a"},
+        {"__name__": "up", "__tenant_id__": "team-a", "instance": "2", "job": "b"},
+        {"__name__": "up", "__tenant_id__": "team-b", "job": "c"},
+    ]
+    only_b = get(querier, "/series", tenant="team-a|team-b", **{"match[]": 'up{__tenant_id__="team-b"}'})
+    assert only_b.json()["data"] == [{"__name__": "up", "__tenant_id__": "team-b", "job": "c"}]
+    assert "__tenant_id__" in get(querier, "/labels", tenant="team-a|team-b").json()["data"]
+    assert get(querier, "/label/__tenant_id__/values", tenant="team-a|team-b").json()["data"] == \
+        ["team-a", "team-b"]
+
+
+def test_metadata(querier):
+    assert get(querier, "/metadata").text == (
+        '{"status":"success","data":{"http_requests_total":[{"type":"counter","help":"Total HTTP requests.",'
+        '"unit":""}],"up":[{"type":"gauge","help":"Target is up.","unit":""}]}}')
+    assert list(get(querier, "/metadata", limit="1").json()["data"]) == ["http_requests_total"]
+    assert list(get(querier, "/metadata", metric="up").json()["data"]) == ["up"]
+    assert get(querier, "/metadata", limit="0").json() == {"status": "success", "data": {}}
+    bad = get(querier, "/metadata", limit="x")
+    assert bad.status_code == 400 and bad.text == '{"status":"error","error":"limit must be a number"}'
+    assert get(querier, "/metadata", limit_per_metric="y").json()["error"] == "limit_per_metric must be a number"
+
+
+def test_query_exemplars(querier):
+    response = get(querier, "/query_exemplars", query='rate(traces_total{job="t"}[5m])',
+                   start=str(T0 - 60), end=str(T0 + 60))
+    assert response.text == (
+        '{"status":"success","data":[{"seriesLabels":{"__name__":"traces_total","job":"t"},"exemplars":'
+        f'[{{"labels":{{"trace_id":"abc\\u003c1\\u003e"}},"value":"0.25","timestamp":{T0 + 1}.500}}]}}]}}')
+    assert get(querier, "/query_exemplars", query="up").json() == {"status": "success", "data": []}
+    assert get(querier, "/query_exemplars", query="1 + 1").json() == {"status": "success", "data": None}
+    assert_bad_data(get(querier, "/query_exemplars", query="up", start="10", end="5"),
+                    "end timestamp must not be before start timestamp")
+    assert_bad_data(get(querier, "/query_exemplars", query="up{"),
+                    "1:4: parse error: unexpected end of input inside braces")
+
+
+def test_format_query(querier):
+    assert get(querier, "/format_query", query="sum by(job)(rate(x[5m]))").text == \
+        '{"status":"success","data":"sum by (job) (rate(x[5m]))"}'
+    post = querier.post(P + "/format_query", data={"query": "foo{a='b'}"}, headers={"X-Scope-OrgID": "team-a"})
+    assert post.json()["data"] == 'foo{a="b"}'
+    assert_bad_data(get(querier, "/format_query", query="foo{"),
+                    'invalid parameter "query": 1:5: parse error: unexpected end of input inside braces')
+
+
+def test_instant_query_shapes(querier):
+    at = str(T0 + 9 * 60)
+    vector = get(querier, "/query", query="up", time=at)
+    assert vector.status_code == 200
+    assert vector.headers["content-type"] == "application/json"
+    result = sorted(vector.json()["data"]["result"], key=lambda item: item["metric"]["job"])
+    assert vector.json()["data"]["resultType"] == "vector"
+    assert result == [{"metric": {"__name__": "up", "instance": "1", "job": "a"}, "value": [T0 + 540, "1"]},
+                      {"metric": {"__name__": "up", "instance": "2", "job": "b"}, "value": [T0 + 540, "1"]}]
+    assert get(querier, "/query", query="sum(up)", time=f"{at}.25").text == \
+        f'{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{at}.250,"2"]}}]}}}}'
+    assert get(querier, "/query", query="1/0", time="100").text == \
+        '{"status":"success","data":{"resultType":"scalar","result":[100,"+Inf"]}}'
+    assert get(querier, "/query", query='"hi"', time="1.5").text == \
+        '{"status":"success","data":{"resultType":"string","result":[1.500,"hi"]}}'
+    matrix = get(querier, "/query", query='up{job="a"}[2m]', time=at).json()["data"]
+    assert matrix == {"resultType": "matrix", "result": [{"metric": {"__name__": "up", "instance": "1", "job": "a"},
+                                                          "values": [[T0 + 480, "1"], [T0 + 540, "1"]]}]}
+
+
+def test_range_query(querier):
+    response = querier.post(P + "/query_range", data={"query": 'http_requests_total', "start": str(T0),
+                                                       "end": str(T0 + 120), "step": "1m"},
+                            headers={"X-Scope-OrgID": "team-a"})
+    assert response.text == (
+        '{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"http_requests_total",'
+        f'"code":"200","job":"a"}},"values":[[{T0},"0"],[{T0 + 60},"10"],[{T0 + 120},"20"]]}}]}}}}')
+    federated = get(querier, "/query_range", tenant="team-a|team-b", query="count by (__tenant_id__) (up)",
+                    start=str(T0), end=str(T0), step="15")
+    assert federated.json()["data"]["result"] == [
+        {"metric": {"__tenant_id__": "team-a"}, "values": [[T0, "2"]]},
+        {"metric": {"__tenant_id__": "team-b"}, "values": [[T0, "1"]]}]
+
+
+def test_query_parameter_errors(querier):
+    def range_query(**params):
+        return get(querier, "/query_range", **{"query": "up", "start": "0", "end": "100", "step": "10", **params})
+
+    assert_bad_data(get(querier, "/query", query="up", time="x"),
+                    'invalid parameter "time": cannot parse "x" to a valid timestamp')
+    assert_bad_data(get(querier, "/query", query="up{"),
+                    'invalid parameter "query": 1:4: parse error: unexpected end of input inside braces')
+    assert_bad_data(get(querier, "/query"),
+                    'invalid parameter "query": unknown position: parse error: no expression found in input')
+    assert_bad_data(range_query(start="x"), 'invalid parameter "start": cannot parse "x" to a valid timestamp')
+    assert_bad_data(range_query(end="-1"), 'invalid parameter "end": end timestamp must not be before start time')
+    assert_bad_data(range_query(step="0"), 'invalid parameter "step": zero or negative query resolution step '
+                                           'widths are not accepted. Try a positive integer')
+    assert_bad_data(range_query(step="x"), 'invalid parameter "step": cannot parse "x" to a valid duration')
+    assert_bad_data(range_query(end="11001", step="1"),
+                    "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query "
+                    "resolution (?step=XX)")
+    assert range_query(end="11000", step="1").status_code == 200
+    assert_bad_data(get(querier, "/query_range", query="up", end="1", step="1"),
+                    'missing required parameter "start"')
+    assert_bad_data(range_query(query="up[5m]"), 'invalid parameter "query": invalid expression type "range '
+                                                 'vector" for range query, must be Scalar or instant Vector')
+
+
+def test_execution_error(querier):
+    query = 'label_replace(label_replace(up, "job", "x", "job", ".*"), "instance", "y", "instance", ".*")'
+    response = get(querier, "/query", query=query, time=str(T0 + 60))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["status"] == "error" and body["errorType"] == "execution"
