@@ -60,6 +60,11 @@ def _trim_fraction(ns: int) -> str:
     return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
 
 
+def _go_json_numbers(row: dict) -> dict:
+    """Whole float64s as Go's encoding/json writes them (`10`, not `10.0`)."""
+    return {k: int(x) if isinstance(x, float) and x.is_integer() else x for k, x in row.items()}
+
+
 class DistributorAPI:
     """HTTP handlers over a Distributor."""
 
@@ -68,13 +73,13 @@ class DistributorAPI:
 
     async def user_stats(self, request: Request) -> Response:
         """GET /api/v1/user_stats: the tenant's ingestion rates and series count (JSON only)."""
-        return Response.json(self.distributor.user_stats(request.tenant))
+        return Response.json(_go_json_numbers(self.distributor.user_stats(request.tenant)))
 
     async def all_user_stats(self, request: Request) -> Response:
         """GET /distributor/all_user_stats: every tenant's stats, HTML or JSON (`Accept` containing json)."""
         rows = self.distributor.all_user_stats()
         if "json" in request.headers.get("accept", ""):
-            return Response.json(rows)
+            return Response.json([_go_json_numbers(row) for row in rows])
         body = [_PAGE_HEAD.format(title="Ingester Stats", now=html.escape(rfc3339(time.time() * 1000))),
                 "<p><b>NB stats do not account for replication factor, which is currently set to 1</b></p>",
                 "<table border=\"1\"><thead><tr><th>User</th><th># Series</th><th>Total Ingest Rate</th>"
