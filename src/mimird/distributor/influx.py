@@ -22,6 +22,7 @@ field `value`), with the tags as labels and `__proxy_source__="influx"`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -102,6 +103,8 @@ def unescape_string_field(text: str) -> str:
 
 def split_lines(text: str) -> list[str]:
     """Split a body into lines, not at newlines inside quoted string field values (models' scanLine)."""
+    if '"' not in text and "\\\n" not in text:
+        return text.split("\n")
     lines = []
     start = index = 0
     quoted = in_fields = False
@@ -228,8 +231,59 @@ def _end_of_fields(text: str, index: int) -> int:
     return index
 
 
+def _parse_plain_line(line: str, default_time_ns: int, precision: str) -> Point | None:
+    """The common case quickly: a line without escapes, quotes or tabs that parses cleanly.
+
+    Returns None whenever anything is unusual, leaving the exact diagnosis to `parse_line`.
+    """
+    parts = [part for part in line.split(" ") if part]
+    if not 2 <= len(parts) <= 3:
+        return None
+    key = parts[0].split(",")
+    measurement = key[0]
+    if not measurement:
+        return None
+    tags = []
+    for pair in key[1:]:
+        name, equals, value = pair.partition("=")
+        if not name or not equals or not value:
+            return None
+        tags.append((name, value))
+    fields: dict[str, float | int | bool | str] = {}
+    unsigned: set[str] = set()
+    for pair in parts[1].split(","):
+        name, equals, raw = pair.partition("=")
+        if not name or not equals:
+            return None
+        try:
+            value, is_unsigned = _parse_field_value(raw)
+        except InfluxParseError:
+            return None
+        fields[name] = value
+        if is_unsigned:
+            unsigned.add(name)
+        else:
+            unsigned.discard(name)
+    multiplier = PRECISION_NANOS[precision]
+    if len(parts) == 3:
+        if not _TIMESTAMP.fullmatch(parts[2]):
+            return None
+        timestamp = int(parts[2]) * multiplier
+        if not MIN_NANO_TIME <= timestamp <= MAX_NANO_TIME:
+            return None
+    else:
+        timestamp = default_time_ns - default_time_ns % multiplier
+    if len(tags) > 1 and len({name for name, _ in tags}) != len(tags):
+        return None
+    return Point(measurement, tags, fields, unsigned, timestamp)
+
+
 def parse_line(line: str, default_time_ns: int, precision: str = "ns") -> Point:
     """Parse one non-empty, non-comment line (models.parsePoint)."""
+    if "\\" not in line and '"' not in line and "\t" not in line:
+        point = _parse_plain_line(line, default_time_ns, precision)
+        if point is not None:
+            return point
     key_end = _scan_until(line, 0, " ")
     key = line[:key_end]
     measurement_end = _scan_until(key, 0, ",")
@@ -311,6 +365,7 @@ def parse_points(body: bytes, precision: str = "ns", now_ns: int | None = None) 
     return points
 
 
+@functools.lru_cache(maxsize=4096)
 def sanitize_name(name: str) -> str:
     """Mimir's replaceInvalidChars: anything outside [a-zA-Z0-9_] becomes `_`; a leading digit gets `_`."""
     name = _INVALID_NAME_CHAR.sub("_", name)

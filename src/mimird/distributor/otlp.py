@@ -22,9 +22,11 @@ Samples then go through `Distributor.ingest`, the write path shared with remote 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
+import operator
 import re
 import struct
 import zlib
@@ -404,6 +406,7 @@ UNIT_NAMES = {
 PER_UNIT_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_label(name: str) -> str:
     """otlptranslator.NormalizeLabel: an attribute key as a Prometheus label name."""
     if not name:
@@ -601,7 +604,7 @@ class _ResourceContext:
     def labels(self, attributes, ignore=(), promote=True, **extras) -> dict[str, str]:
         """createAttributes: point attributes (sanitised, colliding keys merged), then the shared labels."""
         pairs = sorted(((kv.key, any_value_string(kv.value)) for kv in attributes if kv.key not in ignore),
-                       key=lambda pair: pair[0])
+                       key=_BY_NAME)
         labels: dict[str, str] = {}
         for key, value in pairs:
             name = normalize_label(key)
@@ -614,6 +617,9 @@ class _ResourceContext:
         for name, value in extras.items():
             labels[name if name == "__name__" else normalize_label(name)] = value
         return labels
+
+
+_BY_NAME = operator.itemgetter(0)
 
 
 def _metric_type(metric) -> str:
