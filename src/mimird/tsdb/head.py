@@ -9,7 +9,6 @@ chunk is copied under the lock, so readers decode without holding it.
 from __future__ import annotations
 
 import bisect
-import struct
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -19,15 +18,12 @@ from datetime import UTC, datetime
 import numpy as np
 
 from mimird._fast import xorchunk
-from mimird._fast.xorchunk import MAX_BYTES_PER_CHUNK, MAX_SAMPLE_BYTES, SAMPLES_PER_CHUNK, XORChunk
+from mimird._fast.headseries import MemSeries, append_in_order, float_bits
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-_pack_double = struct.Struct("<d").pack
-# As Prometheus, a chunk is cut before an append that could take it past 1 KiB.
-_CHUNK_BYTES_CUT = MAX_BYTES_PER_CHUNK - MAX_SAMPLE_BYTES
 
 
 def format_series(labels: Labels) -> str:
@@ -80,78 +76,6 @@ class AppendResult:
         self.discarded[reason] = self.discarded.get(reason, 0) + count
         if self.first_error is None:
             self.first_error = message
-
-
-class MemSeries:
-    """One series in the head: closed chunks, the open chunk, and out-of-order samples."""
-
-    __slots__ = ("ref", "labels", "chunks", "chunk_mints", "chunk_maxts", "open", "open_mint", "last_t",
-                 "last_v_bits", "ooo_t", "ooo_v", "cut_at")
-
-    def __init__(self, ref: int, labels: Labels):
-        self.ref = ref
-        self.labels = labels
-        self.chunks: list[bytes] = []
-        self.chunk_mints: list[int] = []
-        self.chunk_maxts: list[int] = []
-        self.open: XORChunk | None = None
-        self.open_mint = INT64_MAX
-        self.last_t = INT64_MIN
-        self.last_v_bits = b""
-        self.ooo_t: list[int] = []
-        self.ooo_v: list[float] = []
-        self.cut_at = INT64_MAX  # the block boundary the open chunk must not cross
-
-    @property
-    def min_time(self) -> int:
-        candidates = []
-        if self.chunk_mints:
-            candidates.append(self.chunk_mints[0])
-        if self.open is not None:
-            candidates.append(self.open_mint)
-        if self.ooo_t:
-            candidates.append(self.ooo_t[0])
-        return min(candidates) if candidates else INT64_MAX
-
-    def close_open_chunk(self) -> None:
-        if self.open is not None and self.open.num_samples:
-            self.chunks.append(self.open.bytes())
-            self.chunk_mints.append(self.open_mint)
-            self.chunk_maxts.append(self.last_t)
-        self.open = None
-        self.open_mint = INT64_MAX
-
-    def append(self, t: int, v: float, block_range: int) -> None:
-        """Append an in-order sample (t > last_t), cutting chunks at 120 samples and block boundaries."""
-        chunk = self.open
-        if (chunk is None or chunk.num_samples >= SAMPLES_PER_CHUNK or t >= self.cut_at
-                or chunk.nbytes > _CHUNK_BYTES_CUT):
-            self.close_open_chunk()
-            chunk = self.open = XORChunk()
-            self.open_mint = t
-            self.cut_at = (t // block_range + 1) * block_range
-        chunk.append(t, v)
-        self.last_t = t
-        self.last_v_bits = _pack_double(v)
-
-    def insert_ooo(self, t: int, v: float) -> bool:
-        """Keep an out-of-order sample; False if one with the same timestamp exists already."""
-        index = bisect.bisect_left(self.ooo_t, t)
-        if index < len(self.ooo_t) and self.ooo_t[index] == t:
-            return False
-        self.ooo_t.insert(index, t)
-        self.ooo_v.insert(index, v)
-        return True
-
-    def snapshot(self, mint: int, maxt: int) -> tuple[list[bytes], list[int], list[float]]:
-        """The chunks overlapping [mint, maxt] (open one copied) and the OOO samples in range."""
-        chunks = [c for c, lo, hi in zip(self.chunks, self.chunk_mints, self.chunk_maxts, strict=True)
-                  if hi >= mint and lo <= maxt]
-        if self.open is not None and self.open.num_samples and self.last_t >= mint and self.open_mint <= maxt:
-            chunks.append(self.open.bytes())
-        lo = bisect.bisect_left(self.ooo_t, mint)
-        hi = bisect.bisect_right(self.ooo_t, maxt)
-        return chunks, self.ooo_t[lo:hi], self.ooo_v[lo:hi]
 
 
 def merge_samples(ts: np.ndarray, vals: np.ndarray, ooo_t: Sequence[int], ooo_v: Sequence[float]):
@@ -236,10 +160,16 @@ class Head:
         result = AppendResult()
         with self.lock:
             min_valid = self.appendable_min_time()
-            for index, labels in enumerate(series_labels):
-                start, end = offsets[index], offsets[index + 1]
-                if start == end:
-                    continue
+            # The common case (the next sample of a known series) runs in Cython; the rest comes back.
+            deferred, lo, hi = append_in_order(self.by_labels, series_labels, offsets, timestamps, values,
+                                               min_valid, self.block_range, result.refs, result.timestamps,
+                                               result.values)
+            if result.refs:
+                self.min_time = min(self.min_time, lo)
+                self.max_time = max(self.max_time, hi)
+            for index, start in deferred:
+                labels = series_labels[index]
+                end = offsets[index + 1]
                 series = self.by_labels.get(labels)
                 if series is None:
                     # As Prometheus, a series whose samples are all out of bounds is not created.
@@ -265,9 +195,9 @@ class Head:
                             continue
                         series.append(t, v, self.block_range)
                     elif t == series.last_t:
-                        if _pack_double(v) == series.last_v_bits:
+                        if float_bits(v) == series.last_v_bits:
                             continue  # an identical resend is silently fine
-                        self._reject_duplicate(result, t, v, series)
+                        self._reject_duplicate(result, t, series)
                         continue
                     elif self._in_ooo_window(t) and t >= self.min_valid_time:
                         if not self._ooo_insert(series, t, v, result):
@@ -321,16 +251,16 @@ class Head:
     def _ooo_insert(self, series: MemSeries, t: int, v: float, result: AppendResult) -> bool:
         index = bisect.bisect_left(series.ooo_t, t)
         if index < len(series.ooo_t) and series.ooo_t[index] == t:
-            if _pack_double(series.ooo_v[index]) != _pack_double(v):
-                self._reject_duplicate(result, t, v, series, existing=series.ooo_v[index])
+            if float_bits(series.ooo_v[index]) != float_bits(v):
+                self._reject_duplicate(result, t, series)
             return False
         # an in-order chunk may already hold this timestamp
         chunks, _, _ = series.snapshot(t, t)
         if chunks:
             found_t, found_v = xorchunk.decode_chunks(chunks, t, t)
             if len(found_t):
-                if _pack_double(float(found_v[0])) != _pack_double(v):
-                    self._reject_duplicate(result, t, v, series, existing=float(found_v[0]))
+                if float_bits(float(found_v[0])) != float_bits(v):
+                    self._reject_duplicate(result, t, series)
                 return False
         series.insert_ooo(t, v)
         return True
@@ -363,15 +293,11 @@ class Head:
         result.reject(reason, f"{text} (err-mimir-{reason}). The affected sample has timestamp "
                               f"{_rfc3339_ms(t)} and is from series {format_labels(labels)}")
 
-    def _reject_duplicate(self, result: AppendResult, t: int, v: float, series: MemSeries,
-                          existing: float | None = None) -> None:
-        if existing is None:
-            existing = struct.unpack("<d", series.last_v_bits)[0]
+    def _reject_duplicate(self, result: AppendResult, t: int, series: MemSeries) -> None:
         result.reject(DUPLICATE, (
             f"the sample has been rejected because another sample with the same timestamp, but a different "
             f"value, has already been ingested (err-mimir-{DUPLICATE}). The affected sample has timestamp "
             f"{_rfc3339_ms(t)} and is from series {format_labels(series.labels)}"))
-        del existing
 
     # exemplars and metadata
     def add_exemplars(self, exemplars: Sequence[tuple[Labels, Labels, float, int]]) -> int:

@@ -1,0 +1,160 @@
+# cython: language_level=3
+"""The head's per-series state and the in-order append loop, in Cython.
+
+A `MemSeries` holds one series' closed XOR chunks (immutable bytes), its open chunk and its
+out-of-order samples. `append_in_order` is the ingest hot loop: it appends every sample that is
+simply the next one of an existing series and hands back, untouched, whatever needs a decision
+(new series, duplicates, out-of-order or too-old samples), which the Python head then takes with
+Mimir's rules and messages.
+"""
+from bisect import bisect_left, bisect_right
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
+
+from mimird._fast.xorchunk cimport XORChunk
+
+cdef int SAMPLES_PER_CHUNK = 120
+# As Prometheus, a chunk is cut before an append that could take it past 1 KiB (1024 - 19 bytes).
+cdef Py_ssize_t CHUNK_BYTES_CUT = 1024 - 19
+cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
+cdef int64_t INT64_MIN = -0x7FFFFFFFFFFFFFFF - 1
+
+
+cpdef uint64_t float_bits(double v) noexcept:
+    """The IEEE-754 bits of v (NaN payloads kept), to compare sample values exactly."""
+    cdef uint64_t bits
+    memcpy(&bits, &v, 8)
+    return bits
+
+
+cdef class MemSeries:
+    """One series in the head: closed chunks, the open chunk, and out-of-order samples."""
+
+    cdef public object ref
+    cdef public tuple labels
+    cdef public list chunks
+    cdef public list chunk_mints
+    cdef public list chunk_maxts
+    cdef public XORChunk open
+    cdef public int64_t open_mint
+    cdef public int64_t last_t
+    cdef public uint64_t last_v_bits
+    cdef public list ooo_t
+    cdef public list ooo_v
+    cdef public int64_t cut_at  # the block boundary the open chunk must not cross
+
+    def __init__(self, ref, tuple labels):
+        self.ref = ref
+        self.labels = labels
+        self.chunks = []
+        self.chunk_mints = []
+        self.chunk_maxts = []
+        self.open = None
+        self.open_mint = INT64_MAX
+        self.last_t = INT64_MIN
+        self.last_v_bits = 0
+        self.ooo_t = []
+        self.ooo_v = []
+        self.cut_at = INT64_MAX
+
+    @property
+    def min_time(self):
+        cdef int64_t lo = INT64_MAX
+        if self.chunk_mints:
+            lo = min(lo, <int64_t>self.chunk_mints[0])
+        if self.open is not None:
+            lo = min(lo, self.open_mint)
+        if self.ooo_t:
+            lo = min(lo, <int64_t>self.ooo_t[0])
+        return lo
+
+    cpdef close_open_chunk(self):
+        if self.open is not None and self.open.num > 0:
+            self.chunks.append(self.open.bytes())
+            self.chunk_mints.append(self.open_mint)
+            self.chunk_maxts.append(self.last_t)
+        self.open = None
+        self.open_mint = INT64_MAX
+
+    cdef int _append(self, int64_t t, double v, int64_t block_range) except -1:
+        cdef XORChunk chunk = self.open
+        if (chunk is None or chunk.num >= SAMPLES_PER_CHUNK or t >= self.cut_at
+                or chunk._length() > CHUNK_BYTES_CUT):
+            self.close_open_chunk()
+            chunk = self.open = XORChunk()
+            self.open_mint = t
+            self.cut_at = (t // block_range + 1) * block_range if t >= 0 else (
+                -((-t - 1) // block_range)) * block_range
+        chunk._append(t, float_bits(v))
+        self.last_t = t
+        self.last_v_bits = float_bits(v)
+        return 0
+
+    def append(self, int64_t t, double v, int64_t block_range):
+        """Append an in-order sample (t > last_t), cutting chunks at 120 samples, 1 KiB and block ends."""
+        self._append(t, v, block_range)
+
+    def insert_ooo(self, int64_t t, double v):
+        """Keep an out-of-order sample; False if one with the same timestamp exists already."""
+        index = bisect_left(self.ooo_t, t)
+        if index < len(self.ooo_t) and self.ooo_t[index] == t:
+            return False
+        self.ooo_t.insert(index, t)
+        self.ooo_v.insert(index, v)
+        return True
+
+    def snapshot(self, int64_t mint, int64_t maxt):
+        """The chunks overlapping [mint, maxt] (the open one copied) and the OOO samples in range."""
+        cdef list chunks = []
+        cdef Py_ssize_t i
+        for i in range(len(self.chunks)):
+            if <int64_t>self.chunk_maxts[i] >= mint and <int64_t>self.chunk_mints[i] <= maxt:
+                chunks.append(self.chunks[i])
+        if self.open is not None and self.open.num > 0 and self.last_t >= mint and self.open_mint <= maxt:
+            chunks.append(self.open.bytes())
+        lo = bisect_left(self.ooo_t, mint)
+        hi = bisect_right(self.ooo_t, maxt)
+        return chunks, self.ooo_t[lo:hi], self.ooo_v[lo:hi]
+
+
+def append_in_order(dict by_labels, list series_labels, list offsets, list timestamps, list values,
+                    int64_t min_valid, int64_t block_range, list out_refs, list out_ts, list out_vs):
+    """Append the samples that are plainly the next of an existing series.
+
+    Series i's samples are timestamps/values[offsets[i]:offsets[i+1]]. Accepted samples are recorded
+    in out_refs/out_ts/out_vs. Returns (deferred, min_t, max_t): `deferred` lists (series index, first
+    sample index) for the new series and the rest of any series whose next sample needs a decision;
+    min_t/max_t span the accepted samples.
+    """
+    cdef Py_ssize_t i, k, start, end, n = len(series_labels)
+    cdef int64_t t, min_t = INT64_MAX, max_t = INT64_MIN
+    cdef double v
+    cdef MemSeries series
+    cdef list deferred = []
+    cdef object found
+    for i in range(n):
+        start = offsets[i]
+        end = offsets[i + 1]
+        if start == end:
+            continue
+        found = by_labels.get(series_labels[i])
+        if found is None:
+            deferred.append((i, start))
+            continue
+        series = <MemSeries>found
+        for k in range(start, end):
+            t = timestamps[k]
+            if t <= series.last_t or t < min_valid:
+                deferred.append((i, k))
+                break
+            v = values[k]
+            series._append(t, v, block_range)
+            out_refs.append(series.ref)
+            out_ts.append(t)
+            out_vs.append(v)
+            if t < min_t:
+                min_t = t
+            if t > max_t:
+                max_t = t
+    return deferred, min_t, max_t
