@@ -35,6 +35,8 @@ NS_PER_MS = 1_000_000
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+INFO_METRIC = "target_info"
+IDENTIFYING_LABELS = ("instance", "job")
 
 
 def is_stale(vals: np.ndarray) -> np.ndarray:
@@ -105,8 +107,7 @@ class Evaluator:
 
     def select(self, selector: ast.VectorSelector, mint: int, maxt: int):
         self.check()
-        matchers = to_storage_matchers(selector.matchers)
-        return list(self.queryable.select(matchers, mint, maxt))
+        return list(self.queryable.select(to_storage_matchers(selector.matchers), mint, maxt))
 
     # --- dispatch --------------------------------------------------------------------------------
 
@@ -147,10 +148,19 @@ class Evaluator:
     def eval_vector_selector(self, node: ast.VectorSelector, steps: np.ndarray,
                              with_timestamps: bool = False):
         times = self.shifted_times(node, steps)
-        n = len(steps)
+        return self.select_instant(to_storage_matchers(node.matchers), times, with_timestamps)
+
+    def select_instant(self, matchers: list[Matcher], times: np.ndarray, with_timestamps: bool = False):
+        """Instant selection at every time: the newest sample in (t - lookback, t], unless stale.
+
+        With ``with_timestamps`` also returns the (series, steps) matrix of the chosen samples' times.
+        """
+        n = len(times)
         if n == 0:
-            return Frame.empty(0)
-        series = self.select(node, int(times.min()) - self.lookback_ms + 1, int(times.max()))
+            frame = Frame.empty(0)
+            return (frame, np.empty((0, 0), dtype=np.int64)) if with_timestamps else frame
+        self.check()
+        series = self.queryable.select(matchers, int(times.min()) - self.lookback_ms + 1, int(times.max()))
         labels, values, present, stamps = [], [], [], []
         total = 0
         for lbls, ts, vals in series:
@@ -345,6 +355,8 @@ class Evaluator:
             if isinstance(inner, ast.VectorSelector):
                 frame, stamps = self.eval_vector_selector(inner, steps, with_timestamps=True)
                 return Frame(frame.labels, stamps / 1000.0, frame.present, np.ones(frame.n_series, dtype=bool))
+        if name == "info":
+            return self.eval_info(node, steps)
         if name == "absent":
             value = self.eval(args[0], steps)
             n = len(steps)
@@ -355,6 +367,91 @@ class Evaluator:
         values = [self.eval(arg, steps) for arg in args]
         context = FunctionContext(steps=steps, node=node, warn=self.warn, info=self.info)
         return call_instant_function(name, values, context)
+
+    def eval_info(self, node: ast.Call, steps: np.ndarray) -> Frame:
+        """info(v, {data label selector}): add labels of matching info series (target_info by
+        default), joined on the identifying labels ``instance`` and ``job``, as Prometheus 3.5."""
+        base = self.eval(node.args[0], steps)
+        n = len(steps)
+        data_matchers: dict[str, list[Matcher]] = {}
+        if len(node.args) > 1:
+            for m in to_storage_matchers(_unwrap(node.args[1]).matchers):
+                data_matchers.setdefault(m.name, []).append(m)
+            name_matchers = list(data_matchers.get("__name__", []))
+        else:
+            name_matchers = [Matcher(MatchType.EQUAL, "__name__", INFO_METRIC)]
+        ignored = np.array([any(m.matches(_metric_name(lbls)) for m in name_matchers) for lbls in base.labels],
+                           dtype=bool)
+        id_values: dict[str, set[str]] = {}
+        for row, lbls in enumerate(base.labels):
+            if ignored[row]:
+                continue
+            values = dict(lbls)
+            for name in IDENTIFYING_LABELS:
+                if values.get(name):
+                    id_values.setdefault(name, set()).add(values[name])
+        info = Frame.empty(n)
+        info_ts = np.empty((0, n), dtype=np.int64)
+        if id_values:
+            matchers = [Matcher(MatchType.REGEX, name, "|".join(quote_meta(v) for v in sorted(vals)))
+                        for name, vals in id_values.items()]
+            has_name = "__name__" in data_matchers
+            for name in list(data_matchers):
+                matchers.extend(data_matchers[name])
+                if name == "__name__":
+                    del data_matchers[name]
+            if not has_name:
+                matchers.insert(0, Matcher(MatchType.EQUAL, "__name__", INFO_METRIC))
+            info, info_ts = self.select_instant(matchers, steps, with_timestamps=True)
+        info_names = sorted({_metric_name(lbls) for lbls in info.labels})
+
+        def signature(name: str, lbls: Labels) -> tuple:
+            values = dict(lbls)
+            return (name, *((k, values[k]) for k in IDENTIFYING_LABELS if values.get(k)))
+
+        info_sigs = [signature(_metric_name(lbls), lbls) for lbls in info.labels]
+        base_sigs = [{name: signature(name, lbls) for name in info_names} for lbls in base.labels]
+        empty_ok = all(m.matches("") for ms in data_matchers.values() for m in ms)
+        out: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}
+        for j in range(n):
+            chosen: dict[tuple, int] = {}
+            for row in np.flatnonzero(info.present[:, j]) if info.n_series else []:
+                sig = info_sigs[row]
+                if sig in chosen:
+                    existing = info_ts[chosen[sig], j]
+                    if existing == info_ts[row, j]:
+                        raise ExecutionError(f"found duplicate series for info metric {sig[0]}")
+                    if existing > info_ts[row, j]:
+                        continue
+                chosen[sig] = row
+            for row in np.flatnonzero(base.present[:, j]):
+                lbls = base.labels[row]
+                if not ignored[row]:
+                    base_values = dict(lbls)
+                    added: dict[str, str] = {}
+                    for name in info_names:
+                        info_row = chosen.get(base_sigs[row][name])
+                        if info_row is None:
+                            continue
+                        for label, value in info.labels[info_row]:
+                            if label == "__name__" or (data_matchers and label not in data_matchers):
+                                continue
+                            if added.get(label, value) != value:
+                                raise ExecutionError(f"conflicting label: {label}")
+                            if label not in base_values:
+                                added[label] = value
+                    if not added and not empty_ok:
+                        continue
+                    lbls = tuple(sorted({**base_values, **added}.items()))
+                values, present = out.setdefault(lbls, (np.full(n, np.nan), np.zeros(n, dtype=bool)))
+                if present[j]:
+                    raise ExecutionError("vector cannot contain metrics with the same labelset")
+                values[j] = base.values[row, j]
+                present[j] = True
+        if not out:
+            return Frame.empty(n)
+        return Frame(list(out), np.vstack([v for v, _ in out.values()]),
+                     np.vstack([p for _, p in out.values()]), np.zeros(len(out), dtype=bool))
 
     # --- operators -------------------------------------------------------------------------------
 
@@ -382,6 +479,14 @@ class Evaluator:
         result = aggregate(node, frame, param, self)
         self.count_samples(int(result.present.sum()))
         return result
+
+
+_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def quote_meta(text: str) -> str:
+    """Go's regexp.QuoteMeta: escape the characters that are special in RE2."""
+    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
 
 
 def _unwrap(node):

@@ -535,6 +535,4 @@ def call_instant_function(name: str, values: list, ctx: FunctionContext):
         return _histogram_fraction(values, ctx)
     if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar"):
         return _native_only(values, ctx)
-    if name == "info":
-        return values[0]
     raise ExecutionError(f"function {name!r} is not supported by this engine")
