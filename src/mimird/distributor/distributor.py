@@ -223,6 +223,8 @@ class Distributor(Service):
             m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(total_samples)
             raise self._refuse(429, request_rate_message(request_rate, limits["request_burst_size"]), retry_attempt)
 
+        if exemplars and not limits["max_global_exemplars_per_user"]:
+            exemplars = ()  # Mimir clears them unread when the tenant may not store any
         drop_label = None
         if limits["accept_ha_samples"] and series_pairs:
             drop_label = self._ha_dedupe(tenant, series_pairs[0], limits, total_samples)
@@ -310,6 +312,14 @@ class Distributor(Service):
 
         Returns ((reason, message) or None, number of duplicate-timestamp samples skipped).
         """
+        series_ts = timestamps[lo:hi]
+        low = bounds.min_ms
+        if (max(series_ts) <= bounds.max_ms and (low is None or min(series_ts) >= low)
+                and (hi - lo == 1 or len(set(series_ts)) == hi - lo)):
+            # the usual case, all in builtins: every sample in the window, no repeated timestamp
+            kept_ts.extend(series_ts)
+            kept_values.extend(values[lo:hi])
+            return None, 0
         metric = v.metric_name_of(labels) or ""
         seen: set[int] = set()
         duplicates = 0

@@ -98,6 +98,18 @@ def _remove_non_ascii(name: str) -> str:
     return kept if len(kept) == len(name) else kept + " (non-ascii characters removed)"
 
 
+# Names already found valid (bounded: cleared when full), so the regular expressions run once per name.
+_VALID_METRIC_NAMES: set[str] = set()
+_VALID_LABEL_NAMES: set[str] = set()
+_MAX_REMEMBERED = 100_000
+
+
+def _remember(names: set[str], name: str) -> None:
+    if len(names) >= _MAX_REMEMBERED:
+        names.clear()
+    names.add(name)
+
+
 def metric_name_of(labels: Labels) -> str | None:
     for name, value in labels:
         if name == METRIC_NAME:
@@ -111,9 +123,12 @@ def validate_labels(labels: Labels, limits: dict, skip_label_validation: bool = 
     metric = metric_name_of(labels)
     if metric is None:
         return MISSING_METRIC_NAME, plain_message("received series has no metric name", "missing-metric-name")
-    if not _METRIC_NAME_RE.fullmatch(metric):
-        return METRIC_NAME_INVALID, plain_message(
-            f"received a series with invalid metric name: '{_cut(_remove_non_ascii(metric))}'", "metric-name-invalid")
+    if metric not in _VALID_METRIC_NAMES:
+        if not _METRIC_NAME_RE.fullmatch(metric):
+            return METRIC_NAME_INVALID, plain_message(
+                f"received a series with invalid metric name: '{_cut(_remove_non_ascii(metric))}'",
+                "metric-name-invalid")
+        _remember(_VALID_METRIC_NAMES, metric)
     count = len(labels)
     if not skip_label_count_validation and count > limits["max_label_names_per_series"]:
         series = format_series(labels)
@@ -134,19 +149,30 @@ def validate_labels(labels: Labels, limits: dict, skip_label_validation: bool = 
     max_value_length = limits["max_label_value_length"]
     previous = ""
     for name, value in labels:
-        if not skip_label_validation and not _LABEL_NAME_RE.fullmatch(name):
+        # Valid names are ASCII, so their length in bytes is their length; they are remembered.
+        if name in _VALID_LABEL_NAMES:
+            name_length = len(name)
+        elif skip_label_validation or _LABEL_NAME_RE.fullmatch(name):
+            name_length = len(name.encode("utf-8", "surrogateescape"))
+            if not skip_label_validation:
+                _remember(_VALID_LABEL_NAMES, name)
+        else:
             return LABEL_INVALID, plain_message(
                 f"received a series with an invalid label: '{_cut(name)}' series: '{_cut(format_series(labels))}'",
                 "label-invalid")
-        if len(name.encode()) > max_name_length:
+        if name_length > max_name_length:
             return LABEL_NAME_TOO_LONG, tenant_limit_message(
                 f"received a series whose label name length exceeds the limit, label: '{_cut(name)}' "
                 f"series: '{_cut(format_series(labels))}'", "label-name-too-long", "validation.max-length-label-name")
-        if not skip_label_validation and not _valid_utf8(value):
-            return LABEL_VALUE_INVALID, plain_message(
-                f"received a series with invalid value in label '{_cut(name)}': '{_cut(_to_valid_utf8(value))}' "
-                f"metric: '{_cut(_to_valid_utf8(metric))}'", "label-value-invalid")
-        if len(value.encode("utf-8", "surrogateescape")) > max_value_length:
+        if value.isascii():
+            value_length = len(value)
+        else:
+            if not skip_label_validation and not _valid_utf8(value):
+                return LABEL_VALUE_INVALID, plain_message(
+                    f"received a series with invalid value in label '{_cut(name)}': '{_cut(_to_valid_utf8(value))}' "
+                    f"metric: '{_cut(_to_valid_utf8(metric))}'", "label-value-invalid")
+            value_length = len(value.encode("utf-8", "surrogateescape"))
+        if value_length > max_value_length:
             return LABEL_VALUE_TOO_LONG, tenant_limit_message(
                 f"received a series whose label value length exceeds the limit, label: '{name}', "
                 f"value: '{_cut(value)}' (truncated) series: '{_cut(format_series(labels))}'",
