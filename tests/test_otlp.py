@@ -27,7 +27,12 @@ NOW_MS = NOW_NS // 1_000_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("otlp")
-    proc = Daemon(workdir, [f"-distributor.max-otlp-request-size={MAX_SIZE}"]).start()
+    (workdir / "runtime.yaml").write_text(
+        "overrides:\n"
+        "  limited:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n"
+        "  suffixed:\n    otel_metric_suffixes_enabled: true\n"
+        "    promote_otel_resource_attributes: [k8s.namespace.name]\n")
+    proc = Daemon(workdir, [f"-distributor.max-otlp-request-size={MAX_SIZE}", "-runtime-config.file=runtime.yaml"]).start()
     yield proc
     proc.stop(signal.SIGKILL)
 
@@ -351,6 +356,35 @@ def test_validation_error_is_a_status(server):
     code, message = status_of(response)
     assert code == 3  # InvalidArgument
     assert "too far in the future" in message
+
+
+def test_rate_limited_is_resource_exhausted(server):
+    request, scope = new_request()
+    for index in range(10):
+        scope.metrics.add(name=f"m{index}").gauge.data_points.add(time_unix_nano=NOW_NS, as_double=index)
+    response = post(server, request.SerializeToString(), tenant="limited", **{"Retry-Attempt": "2"})
+    assert response.status_code == 429
+    code, message = status_of(response)
+    assert code == 8 and "ingestion burst size limit" in message
+    assert 6 <= int(response.headers["retry-after"]) <= 24
+
+
+def test_per_tenant_translation_options(server):
+    request, scope = new_request({"service.name": "api", "k8s.namespace.name": "prod"})
+    counter = scope.metrics.add(name="http.requests", unit="1")
+    counter.sum.aggregation_temporality = otlpb.AGGREGATION_TEMPORALITY_CUMULATIVE
+    counter.sum.is_monotonic = True
+    counter.sum.data_points.add(time_unix_nano=NOW_NS, as_int=4)
+    body = request.SerializeToString()
+    assert post(server, body, tenant="suffixed").status_code == 200
+    assert post(server, body, tenant="plain").status_code == 200
+    suffixed = {dict(labels)["__name__"]: dict(labels) for labels in stored_samples(server, "suffixed")}
+    plain = {dict(labels)["__name__"]: dict(labels) for labels in stored_samples(server, "plain")}
+    assert suffixed["http_requests_total"] == {"__name__": "http_requests_total", "job": "api",
+                                               "k8s_namespace_name": "prod"}
+    assert plain["http_requests"] == {"__name__": "http_requests", "job": "api"}
+    assert set(suffixed) == {"http_requests_total", "target_info"}
+    assert set(plain) == {"http_requests", "target_info"}
 
 
 def test_missing_tenant(server):

@@ -431,7 +431,8 @@ class InfluxHandler:
             return Response(400)
         series_pairs, offsets, timestamps, values = points_to_series(points)
         try:
-            self.distributor.ingest(tenant, series_pairs, offsets, timestamps, values)
+            self.distributor.ingest(tenant, series_pairs, offsets, timestamps, values,
+                                    retry_attempt=request.headers.get("retry-attempt"))
         except HTTPError as exc:
             kv_log(log, logging.WARNING, "detected an error while ingesting Influx metrics request "
                    "(the request may have been partially ingested)", user=tenant, httpCode=exc.status,

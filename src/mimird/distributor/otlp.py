@@ -835,7 +835,8 @@ class OTLPHandler:
             return status_response(content_type, 400, 400, parse_error)
         try:
             self.distributor.ingest(tenant, translation.series_pairs, translation.offsets, translation.timestamps,
-                                    translation.values, translation.exemplars, translation.metadata)
+                                    translation.values, translation.exemplars, translation.metadata,
+                                    retry_attempt=request.headers.get("retry-attempt"))
         except HTTPError as exc:
             http_status, grpc_code = _grpc_code_for(exc.status)
             kv_log(log, logging.WARNING, "detected an error while ingesting OTLP metrics request "
