@@ -160,31 +160,47 @@ class Evaluator:
             frame = Frame.empty(0)
             return (frame, np.empty((0, 0), dtype=np.int64)) if with_timestamps else frame
         self.check()
-        series = self.queryable.select(matchers, int(times.min()) - self.lookback_ms + 1, int(times.max()))
-        labels, values, present, stamps = [], [], [], []
-        total = 0
-        for lbls, ts, vals in series:
-            pos = np.searchsorted(ts, times, side="right") - 1
-            ok = pos >= 0
-            clipped = np.where(ok, pos, 0)
-            sample_ts = ts[clipped]
-            sample_vals = vals[clipped]
-            ok &= sample_ts > times - self.lookback_ms
-            ok &= ~is_stale(sample_vals)
-            if not ok.any():
-                continue
-            labels.append(lbls)
-            values.append(sample_vals)
-            present.append(ok)
-            stamps.append(sample_ts)
-            total += int(ok.sum())
-            self.count_samples(total)
-        if not labels:
-            frame = Frame.empty(n)
-            return (frame, np.empty((0, n), dtype=np.int64)) if with_timestamps else frame
-        frame = Frame(labels, np.vstack(values), np.vstack(present), np.zeros(len(labels), dtype=bool))
+        mint, maxt = int(times.min()) - self.lookback_ms + 1, int(times.max())
+        series = list(self.queryable.select(matchers, mint, maxt))
+        empty = Frame.empty(n)
+        if not series:
+            return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
+        labels = [lbls for lbls, _, _ in series]
+        ts_all = np.concatenate([ts for _, ts, _ in series])
+        vals_all = np.concatenate([vals for _, _, vals in series])
+        lengths = np.array([len(ts) for _, ts, _ in series], dtype=np.int64)
+        in_window = (ts_all >= mint) & (ts_all <= maxt)
+        if not in_window.all():
+            # Keep every series' samples inside [mint, maxt] so that the keys below stay sorted.
+            series_of = np.repeat(np.arange(len(series)), lengths)
+            ts_all, vals_all = ts_all[in_window], vals_all[in_window]
+            lengths = np.bincount(series_of[in_window], minlength=len(series)).astype(np.int64)
+        starts = np.zeros(len(series), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        span = maxt - mint + 2
+        if len(series) * span < 2**62:
+            # One searchsorted for all series and steps: series k's samples and queries are moved
+            # into their own key interval [k * span, (k + 1) * span).
+            base = np.arange(len(series), dtype=np.int64) * span
+            keys = ts_all - mint + np.repeat(base, lengths)
+            queries = (times - mint)[None, :] + base[:, None]
+            pos = np.searchsorted(keys, queries.ravel(), side="right").reshape(queries.shape) - 1
+        else:
+            pos = np.vstack([np.searchsorted(ts_all[start:start + length], times, side="right") - 1 + start
+                             for start, length in zip(starts.tolist(), lengths.tolist(), strict=True)])
+        ok = pos >= starts[:, None]
+        clipped = np.where(ok, pos, 0)
+        if len(ts_all) == 0:
+            return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
+        sample_ts = ts_all[clipped]
+        sample_vals = vals_all[clipped]
+        ok &= sample_ts > (times - self.lookback_ms)[None, :]
+        ok &= ~is_stale(sample_vals)
+        self.count_samples(int(ok.sum()))
+        rows = np.flatnonzero(ok.any(axis=1))
+        frame = Frame([labels[i] for i in rows], sample_vals[rows], ok[rows], np.zeros(len(rows), dtype=bool))
         if with_timestamps:
-            return frame, np.vstack(stamps)
+            return frame, sample_ts[rows]
         return frame
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
