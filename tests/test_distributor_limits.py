@@ -127,3 +127,12 @@ def test_retry_after_seconds():
     assert retry_after_seconds("bogus", 6, 96, rng) in {str(i) for i in range(6, 9)}
     assert all(48 <= int(retry_after_seconds("9", 6, 96, rng)) <= 96 for _ in range(50))
     assert retry_after_seconds("1", 1, 1, rng) == "1"
+
+
+def test_unavailable_ingester_is_503_with_retry_after(d):
+    # last in this module: it shuts the module daemon's ingester down
+    assert d.post("/ingester/shutdown").status_code in (200, 204)
+    response = push(d, "free", series(1, "late"))
+    assert response.status_code == 503
+    assert response.text.startswith("failed pushing to ingester ")
+    check_retry_after(response, 6, 9)
