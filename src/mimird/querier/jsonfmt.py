@@ -54,14 +54,21 @@ def quote(text: str) -> str:
 
 def format_float(value: float) -> str:
     """A sample value as Prometheus prints it: shortest round-trip digits, `+Inf`, `-Inf`, `NaN`."""
+    shortest = repr(float(value))
+    if "e" not in shortest and "n" not in shortest:
+        # Python's repr is already the shortest fixed form between 1e-4 and 1e16 ("1.0" is Go's "1")
+        return shortest[:-2] if shortest.endswith(".0") else shortest
+    return _format_float_slow(value, shortest)
+
+
+def _format_float_slow(value: float, shortest: str) -> str:
     if value != value:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     magnitude = abs(value)
-    shortest = repr(float(value))
-    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
-        # Python's repr uses the exponent form in these ranges already, with Go's two-digit minimum.
+    if magnitude < 1e-6 or magnitude >= 1e21:
+        # Go's 'e' form, which Python's repr matches in these ranges (two-digit exponent minimum)
         return shortest
     fixed = format(Decimal(shortest), "f")
     if "." in fixed:
@@ -135,8 +142,30 @@ def matrix_series_json(labels: Labels, ts: Sequence[int], vals: Sequence[float])
     """One element of a matrix result; `values` is left out when the series has no points."""
     body = f'{{"metric":{labels_json(labels)}'
     if len(ts):
-        body += ',"values":[' + ",".join(point_json(t, v) for t, v in zip(ts, vals, strict=True)) + "]"
+        points = [f'[{t},"{v}"]' for t, v in zip(format_timestamps(ts), format_floats(vals), strict=True)]
+        body += ',"values":[' + ",".join(points) + "]"
     return body + "}"
+
+
+def format_timestamps(ts: Sequence[int]) -> list[str]:
+    """`format_timestamp` of many; whole seconds (the usual step grid) take a shortcut."""
+    ts = list(ts)
+    if all(t % 1000 == 0 for t in ts):
+        return [str(t // 1000) for t in ts]
+    return [format_timestamp(t) for t in ts]
+
+
+def format_floats(vals: Sequence[float]) -> list[str]:
+    """`format_float` of many."""
+    out = []
+    for value in vals:
+        text = repr(value)
+        if "e" in text or "n" in text:
+            text = _format_float_slow(value, text)
+        elif text.endswith(".0"):
+            text = text[:-2]
+        out.append(text)
+    return out
 
 
 def value_json(value: Any) -> str:
