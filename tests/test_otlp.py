@@ -459,6 +459,35 @@ def test_job_instance_promotion_and_target_info():
         assert all(dict(labels)["__name__"] != "target_info" for labels in series)
 
 
+def test_gauge_exemplars_are_not_read():
+    request, scope = new_request()
+    point = scope.metrics.add(name="g").gauge.data_points.add(time_unix_nano=NOW_NS, as_double=1)
+    point.exemplars.add(time_unix_nano=NOW_NS, as_double=1, trace_id=b"\x02" * 16)
+    result, _ = translate(request)
+    assert result.exemplars == []
+
+
+def test_delta_temporality():
+    request, scope = new_request()
+    for kind in ("sum", "histogram"):
+        metric = scope.metrics.add(name=f"delta.{kind}")
+        getattr(metric, kind).aggregation_temporality = otlpb.AGGREGATION_TEMPORALITY_DELTA
+        getattr(metric, kind).data_points.add(time_unix_nano=NOW_NS, **({"as_int": 3} if kind == "sum" else {"count": 3}))
+    unspecified = scope.metrics.add(name="unspecified.sum")
+    unspecified.sum.data_points.add(time_unix_nano=NOW_NS, as_int=1)
+    result, series = translate(request)
+    assert not series and result.errors == [
+        'invalid temporality and type combination for metric "delta.sum"',
+        'invalid temporality and type combination for metric "delta.histogram"',
+        'invalid temporality and type combination for metric "unspecified.sum"']
+    result, series = translate(request, allow_delta_temporality=True)
+    assert {dict(labels)["__name__"] for labels in series} == {"delta_sum", "delta_histogram_count",
+                                                               "delta_histogram_bucket"}
+    assert [(kind, name) for kind, name, _, _ in result.metadata] == [(otlp.UNKNOWN, "delta_sum"),
+                                                                       (otlp.UNKNOWN, "delta_histogram")]
+    assert result.errors == ['invalid temporality and type combination for metric "unspecified.sum"']
+
+
 def test_scope_promotion():
     request, scope = new_request({"service.name": "a"})
     scope.scope.name, scope.scope.version = "lib", "2.0"
@@ -468,6 +497,9 @@ def test_scope_promotion():
     (labels,) = series
     assert dict(labels) == {"__name__": "g", "job": "a", "otel_scope_name": "lib", "otel_scope_version": "2.0",
                             "otel_scope_schema_url": "", "otel_scope_tier": "gold"}
+    scope.scope.name = ""  # a nameless scope is not promoted
+    _, series = translate(request, promote_scope_metadata=True)
+    assert [dict(labels) for labels in series] == [{"__name__": "g", "job": "a"}]
 
 
 def test_histogram_exemplars_go_to_the_first_bucket_that_holds_them():
@@ -500,7 +532,8 @@ def test_metadata_and_errors():
     result, series = translate(request)
     assert not series
     message = result.error_message()
-    assert message.startswith('otlp parse error: invalid temporality and type combination for metric "nothing"; ')
+    assert message.startswith("otlp parse error: could not get aggregation temporality for nothing as it has "
+                              "unsupported metric type Empty; ")
     assert len(message) == len("otlp parse error: ") + otlp.MAX_ERROR_MESSAGE_LENGTH
 
 

@@ -273,6 +273,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("limits.otel_promote_scope_metadata", "distributor.otel-promote-scope-metadata", "bool", False,
            "Whether to promote OTel scope metadata (scope name, version, schema URL, attributes) to "
            "corresponding metric labels, prefixed with otel_scope_.", category="experimental"),
+    Option("limits.otel_native_delta_ingestion", "distributor.otel-native-delta-ingestion", "bool", False,
+           "Whether to accept OTel metrics with delta temporality as they are (their metadata type is unknown) "
+           "instead of rejecting them.", category="experimental"),
     # distributor: HA tracker, Retry-After, validation opt-outs, ingestion statistics
     Option("distributor.ha_tracker.enable_ha_tracker", "distributor.ha-tracker.enable", "bool", False,
            "Enable the HA tracker, which deduplicates samples from Prometheus HA pairs (tenants also need "

@@ -13,6 +13,7 @@ it embeds (Prometheus's storage/remote/otlptranslator and prometheus/otlptransla
   Metrics that cannot be translated are left out and their errors collected; the request then answers
   400 `otlp parse error: ...` after storing whatever else it carried, as Mimir does. Exponential
   histograms would become native histograms, which this server cannot store; they are such errors.
+  Delta sums and histograms are such errors too unless the tenant's `otel_native_delta_ingestion` is on.
 * Responses are encoded in the request's content type (protobuf when it was neither): an empty
   `ExportMetricsServiceResponse` on success, a `google.rpc.Status` otherwise.
 
@@ -476,6 +477,7 @@ class TranslationSettings:
     promote_resource_attributes: tuple[str, ...] = ()
     keep_identifying_resource_attributes: bool = False
     promote_scope_metadata: bool = False
+    allow_delta_temporality: bool = False
 
 
 @dataclass
@@ -592,9 +594,9 @@ class _ResourceContext:
 
     def set_scope(self, scope_metrics) -> None:
         self.scope_labels = {}
-        if not self.settings.promote_scope_metadata:
-            return
         scope = scope_metrics.scope
+        if not self.settings.promote_scope_metadata or not scope.name:
+            return
         for kv in scope.attributes:
             self.scope_labels[normalize_label("otel_scope_" + kv.key)] = any_value_string(kv.value)
         self.scope_labels["otel_scope_name"] = scope.name
@@ -629,17 +631,31 @@ def _metric_type(metric) -> str:
     return kind or "empty"
 
 
-def _valid_temporality(metric) -> bool:
+def _temporality_error(metric, allow_delta: bool) -> str | None:
+    """Why a metric's type and temporality cannot be translated, or None (aggregationTemporality and its check)."""
     kind = metric.WhichOneof("data")
+    if kind is None:
+        return f"could not get aggregation temporality for {metric.name} as it has unsupported metric type Empty"
     if kind in ("gauge", "summary"):
-        return True
-    if kind in ("sum", "histogram", "exponential_histogram"):
-        return getattr(metric, kind).aggregation_temporality == otlpb.AGGREGATION_TEMPORALITY_CUMULATIVE
-    return False
+        return None
+    temporality = getattr(metric, kind).aggregation_temporality
+    if temporality == otlpb.AGGREGATION_TEMPORALITY_CUMULATIVE or (
+            allow_delta and temporality == otlpb.AGGREGATION_TEMPORALITY_DELTA):
+        return None
+    return f'invalid temporality and type combination for metric "{metric.name}"'
 
 
 _METADATA_TYPE = {"gauge": GAUGE, "counter": COUNTER, "updown": GAUGE, "histogram": HISTOGRAM,
                   "exponential_histogram": HISTOGRAM, "summary": SUMMARY}
+
+
+def _metadata_type(metric, metric_type: str) -> int:
+    """otelMetricTypeToPromMetricType: delta sums and histograms are UNKNOWN (no way to flag deltas yet)."""
+    kind = metric.WhichOneof("data")
+    if kind in ("sum", "histogram", "exponential_histogram") and \
+            getattr(metric, kind).aggregation_temporality == otlpb.AGGREGATION_TEMPORALITY_DELTA:
+        return UNKNOWN
+    return _METADATA_TYPE[metric_type]
 
 
 def translate(request, settings: TranslationSettings | None = None) -> Translation:
@@ -660,15 +676,16 @@ def translate(request, settings: TranslationSettings | None = None) -> Translati
                         t = point.time_unix_nano
                         earliest = t if earliest is None or t < earliest else earliest
                         latest = t if latest is None or t > latest else latest
-                if not _valid_temporality(metric):
-                    out.errors.append(f'invalid temporality and type combination for metric "{metric.name}"')
+                problem = _temporality_error(metric, settings.allow_delta_temporality)
+                if problem is not None:
+                    out.errors.append(problem)
                     continue
                 try:
                     _translate_metric(metric, context, settings, series, out)
                 except ValueError as exc:
                     out.errors.append(str(exc))
         if earliest is not None:
-            _add_target_info(resource_metrics.resource, context, settings, _ms(earliest), _ms(latest), series)
+            _add_target_info(resource_metrics.resource, context, settings, earliest, latest, series)
     series.fill(out)
     return out
 
@@ -682,14 +699,15 @@ def _translate_metric(metric, context: _ResourceContext, settings: TranslationSe
     if kind == "exponential_histogram":
         raise ValueError(f"exponential histogram {metric.name} is dropped: native histograms are not "
                          "supported by this server")
-    out.metadata.append((_METADATA_TYPE[metric_type], name, metric.description, metric.unit))
+    out.metadata.append((_metadata_type(metric, metric_type), name, metric.description, metric.unit))
     if not points:
         raise ValueError(f"empty data points. {metric.name} is dropped")
     if kind in ("gauge", "sum"):
         for point in points:
             value = STALE_NAN if point.flags & NO_RECORDED_VALUE else _point_value(point)
             position = series.add(context.labels(point.attributes, __name__=name), _ms(point.time_unix_nano), value)
-            series.add_exemplars(position, _exemplars(point))
+            if kind == "sum":  # the translator reads exemplars of sums, not of gauges
+                series.add_exemplars(position, _exemplars(point))
     elif kind == "histogram":
         for point in points:
             _add_histogram_point(point, name, context, series)
@@ -735,9 +753,13 @@ def _add_summary_point(point, name: str, context: _ResourceContext, series: _Ser
                    STALE_NAN if stale else quantile.value)
 
 
-def _add_target_info(resource, context: _ResourceContext, settings: TranslationSettings, earliest: int,
-                     latest: int, series: _SeriesSet) -> None:
-    """One `target_info` series per resource with descriptive attributes, sampled every 2m30s."""
+def _add_target_info(resource, context: _ResourceContext, settings: TranslationSettings, earliest_ns: int,
+                     latest_ns: int, series: _SeriesSet) -> None:
+    """One `target_info` series per resource with descriptive attributes, sampled every 2m30s.
+
+    Samples run from the resource's earliest to its latest data point (stepping in nanoseconds, as
+    the translator steps a time.Time) plus one at the latest.
+    """
     keys = {kv.key for kv in resource.attributes}
     if not keys - set(IDENTIFYING_ATTRIBUTES):
         return
@@ -745,11 +767,11 @@ def _add_target_info(resource, context: _ResourceContext, settings: TranslationS
     labels = context.labels(resource.attributes, ignore=ignore, promote=False, __name__="target_info")
     if "job" not in labels and "instance" not in labels:
         return
-    timestamp = earliest
-    while timestamp < latest:
-        series.add(labels, timestamp, 1.0)
-        timestamp += TARGET_INFO_INTERVAL_MS
-    series.add(labels, latest, 1.0)
+    timestamp = earliest_ns
+    while timestamp < latest_ns:
+        series.add(labels, _ms(timestamp), 1.0)
+        timestamp += TARGET_INFO_INTERVAL_MS * 1_000_000
+    series.add(labels, _ms(latest_ns), 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -815,6 +837,7 @@ class OTLPHandler:
             promote_resource_attributes=tuple(get(tenant, "promote_otel_resource_attributes") or ()),
             keep_identifying_resource_attributes=bool(get(tenant, "otel_keep_identifying_resource_attributes")),
             promote_scope_metadata=bool(get(tenant, "otel_promote_scope_metadata")),
+            allow_delta_temporality=bool(get(tenant, "otel_native_delta_ingestion")),
         )
 
     async def push(self, request: Request) -> Response:
