@@ -49,7 +49,7 @@ def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
         _quantile_warnings(param, ev)
     n_groups = len(keys)
     if op == "quantile":
-        value, seen = _quantile(frame, group_ids, n_groups, param)
+        value, seen = _quantile(frame, group_ids, n_groups, param, ev)
     else:
         ev.check()
         value, seen = fold(op, frame.values, frame.present, group_ids, n_groups)
@@ -89,11 +89,12 @@ def quantile(q: float, values: np.ndarray) -> float:
     return float(ordered[lower] * (1 - weight) + ordered[upper] * weight)
 
 
-def _quantile(frame: Frame, group_ids, n_groups, param):
+def _quantile(frame: Frame, group_ids, n_groups, param, ev):
     n_steps = frame.present.shape[1]
     value = np.full((n_groups, n_steps), np.nan)
     seen = np.zeros((n_groups, n_steps), dtype=bool)
     for g in range(n_groups):
+        ev.check()
         rows = np.flatnonzero(group_ids == g)
         sub_vals = frame.values[rows]
         sub_present = frame.present[rows]
@@ -132,6 +133,7 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
         return Frame.empty(n_steps)
     ks = np.minimum(param.astype(np.int64), frame.n_series)
     for g in range(n_groups):
+        ev.check()
         rows = np.flatnonzero(group_ids == g)
         for j in range(n_steps):
             k = int(ks[j])

@@ -8,6 +8,7 @@ Evaluation is plain synchronous code, safe to run in a worker thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,9 @@ from mimird.promql.value import (
     String,
     Vector,
 )
+
+# A query is cancelled when this callable returns True or this event is set.
+Cancellation = Callable[[], bool] | threading.Event | None
 
 
 class Engine:
@@ -56,8 +60,10 @@ class Engine:
                          time.monotonic() + self.timeout_s, cancelled)
 
     def instant(self, queryable, query: str | ast.Node, time_ms: int,
-                cancelled: Callable[[], bool] | None = None) -> QueryResult:
-        """Evaluate ``query`` at one time (ms); returns Scalar, String, Vector or Matrix."""
+                cancelled: Cancellation = None) -> QueryResult:
+        """Evaluate ``query`` at one time (ms); the value is a Scalar, String, Vector or (for a range
+        selector or subquery) a Matrix. Raises QueryError subclasses; ``cancelled`` is polled
+        between pieces of work."""
         expr = self._prepare(query)
         ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
         steps = np.array([time_ms], dtype=np.int64)
@@ -76,7 +82,7 @@ class Engine:
         return QueryResult(result, list(ev.warnings), list(ev.infos))
 
     def range(self, queryable, query: str | ast.Node, start_ms: int, end_ms: int, step_ms: int,
-              cancelled: Callable[[], bool] | None = None) -> QueryResult:
+              cancelled: Cancellation = None) -> QueryResult:
         """Evaluate ``query`` at start, start+step, ... <= end; returns a Matrix sorted by labels."""
         if step_ms <= 0:
             raise BadDataError("zero or negative query resolution step widths are not accepted. "

@@ -10,6 +10,7 @@ evaluate their inner expression on the union of their step grids.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -62,7 +63,7 @@ class Evaluator:
     """Evaluates one query; holds its data source, limits and collected annotations."""
 
     def __init__(self, queryable, start_ms: int, end_ms: int, lookback_ms: int, max_samples: int,
-                 deadline: float, cancelled: Callable[[], bool] | None = None):
+                 deadline: float, cancelled: Callable[[], bool] | threading.Event | None = None):
         self.queryable = queryable
         self.start_ms = start_ms
         self.end_ms = end_ms
@@ -77,7 +78,8 @@ class Evaluator:
 
     def check(self) -> None:
         """Raise if the query ran out of time or was cancelled."""
-        if self.cancelled is not None and self.cancelled():
+        if self.cancelled is not None and (self.cancelled.is_set() if hasattr(self.cancelled, "is_set")
+                                           else self.cancelled()):
             raise QueryCanceledError()
         if time.monotonic() > self.deadline:
             raise QueryTimeoutError()
@@ -246,14 +248,18 @@ class Evaluator:
         inner = np.arange(first, int(times.max()) + 1, step_ms, dtype=np.int64)
         return times, range_ms, inner
 
-    def eval_subquery(self, node: ast.SubqueryExpr, steps: np.ndarray):
-        """The subquery's series as (labels, ts list, vals list), the shifted times and the range."""
+    def subquery_frame(self, node: ast.SubqueryExpr, steps: np.ndarray):
+        """The subquery's inner expression evaluated on its own grid: (frame, grid, times, range)."""
         times, range_ms, inner = self.subquery_grid(node, steps)
         value = self.eval(node.expr, inner)
         if isinstance(value, Steps):
             value = Frame([()], value.values[None, :], np.ones((1, len(inner)), dtype=bool),
                           np.zeros(1, dtype=bool))
-        value = value.merged()
+        return value.merged(), inner, times, range_ms
+
+    def eval_subquery(self, node: ast.SubqueryExpr, steps: np.ndarray):
+        """The subquery's series as (labels, ts list, vals list), the shifted times and the range."""
+        value, inner, times, range_ms = self.subquery_frame(node, steps)
         labels, ts_parts, val_parts = [], [], []
         for row, lbls in enumerate(value.labels):
             mask = value.present[row]
@@ -264,15 +270,20 @@ class Evaluator:
         return labels, ts_parts, val_parts, times, range_ms
 
     def eval_subquery_raw(self, node: ast.SubqueryExpr, steps: np.ndarray) -> RawMatrix:
-        labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(node, steps)
+        """A subquery as the query's result: its points in the window, with delayed name removal
+        applied (only a top-level subquery is returned as a range vector)."""
+        value, inner, times, range_ms = self.subquery_frame(node, steps)
         t = int(times[-1])
+        window = (inner > t - range_ms) & (inner <= t)
         out = RawMatrix([], [], [])
-        for lbls, ts, vals in zip(labels, ts_parts, val_parts, strict=True):
-            keep = (ts > t - range_ms) & (ts <= t)
+        for row, lbls in enumerate(value.labels):
+            keep = value.present[row] & window
             if keep.any():
-                out.labels.append(lbls)
-                out.ts.append(ts[keep])
-                out.vals.append(vals[keep])
+                out.labels.append(drop_name(lbls) if value.drop[row] else lbls)
+                out.ts.append(inner[keep])
+                out.vals.append(value.values[row, keep])
+        if len(set(out.labels)) != len(out.labels):
+            raise ExecutionError("vector cannot contain metrics with the same labelset")
         return out
 
     # --- range functions -------------------------------------------------------------------------
