@@ -187,3 +187,37 @@ def test_retention_marks_then_deletes_old_blocks(start_daemon):
     recent = _put_block(root, payload(2, recent_start, recent_start + HOUR), recent_start, recent_start + HOUR, "t3")
     wait_for(lambda: not (root / old).exists(), what="old block deleted")
     assert (root / recent / "meta.json").exists() and not (root / recent / "deletion-mark.json").exists()
+
+
+def test_crash_between_upload_and_marks_never_doubles_samples(start_daemon, tmp_path):
+    from mimird.bucket import FilesystemBucket
+    from mimird.config.schema import Config
+    from mimird.storegateway.gateway import StoreGateway
+    from mimird.tsdb.labels import Matcher
+
+    d = start_daemon(*FAST, "-compactor.deletion-delay=1h", env={"MIMIRD_FAILPOINT": "compactor-after-upload"})
+    series = payload(10, T0, T0 + 13 * HOUR, step=120_000)
+    assert remote_write(d, "t1", series).status_code == 200
+    try:
+        d.post("/ingester/flush?wait=true&tenant=t1")
+    except Exception:
+        pass  # the failpoint may kill the daemon before the flush answers
+    assert d.proc.wait(30) == 137
+    metas = bucket_metas(d, "t1")
+    root = d.workdir / "data" / "blocks" / "t1"
+    assert sorted(m["compaction"]["level"] for m in metas.values()) == [1] * 7 + [2]
+    assert not list(root.glob("*/deletion-mark.json"))
+    # a reader of the bucket now sees the compacted block instead of its sources, not both
+    config = Config.defaults()
+    gateway = StoreGateway(config, FilesystemBucket(root.parent))
+    gateway.sync_now()
+    assert len(gateway.loaded_blocks("t1")) == 2
+    every = [Matcher("=~", "__name__", ".+")]
+    got = {labels: list(zip(ts.tolist(), vals.tolist(), strict=True)) for labels, ts, vals in gateway.select("t1", every)}
+    assert got == as_expected(series)
+    # after a restart the compactor marks the superseded sources itself
+    d.env.pop("MIMIRD_FAILPOINT")
+    d.start()
+    wait_for(lambda: len(list(root.glob("*/deletion-mark.json"))) == 6, what="sources marked")
+    assert len(list(root.glob("markers/*-deletion-mark.json"))) == 6
+    assert len([m for m in bucket_metas(d, "t1").values() if m["compaction"]["level"] == 2]) == 1

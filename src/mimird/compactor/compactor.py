@@ -46,6 +46,7 @@ from mimird.services import Service
 from mimird.tsdb.block import BlockReader, write_block
 from mimird.tsdb.block.meta import TENANT_LABEL
 from mimird.util.durations import parse_duration
+from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.compactor")
@@ -254,6 +255,7 @@ class Compactor(Service):
                 upload_block(self.bucket, tenant, out_parent / ulid)
             finally:
                 shutil.rmtree(out_parent / ulid, ignore_errors=True)
+            failpoint("compactor-after-upload")
         for block in job.blocks:
             mark_for_deletion(self.bucket, tenant, block.ulid, details="source of a compacted block")
             self.blocks_marked_total += 1
