@@ -118,8 +118,11 @@ def _push_with_exemplar(daemon: Daemon, tenant: str) -> None:
 @pytest.fixture(scope="module")
 def querier(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("querier")
-    proc = Daemon(workdir, ["-tenant-federation.enabled=true", "-ingester.max-global-exemplars-per-user=100"]).start()
+    (workdir / "runtime.yaml").write_text("overrides:\n  limited:\n    max_fetched_series_per_query: 2\n")
+    proc = Daemon(workdir, ["-tenant-federation.enabled=true", "-ingester.max-global-exemplars-per-user=100",
+                            "-runtime-config.file=runtime.yaml"]).start()
     assert remote_write(proc, "team-a", SERIES, METADATA).status_code == 200
+    assert remote_write(proc, "limited", SERIES).status_code == 200
     assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)]}).status_code == 200
     _push_with_exemplar(proc, "team-a")
     yield proc
@@ -310,3 +313,19 @@ def test_bulk_formatters_agree_with_single():
     assert jsonfmt.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
     stamps.append(1500)
     assert jsonfmt.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
+
+
+def test_max_fetched_series_per_query(querier):
+    message = ("the query exceeded the maximum number of series (limit: 2 series) (err-mimir-max-series-per-query). "
+               "Consider reducing the time range and/or number of series selected by the query. One way to reduce "
+               "the number of selected series is to add more label matchers to the query. Otherwise, to adjust the "
+               "related per-tenant limit, configure -querier.max-fetched-series-per-query, or contact your service "
+               "administrator.")
+    at = str(T0 + 60)
+    assert get(querier, "/query", tenant="limited", query="up", time=at).status_code == 200
+    # a series fetched twice in one query counts once
+    assert get(querier, "/query", tenant="limited", query="up + up", time=at).status_code == 200
+    for response in (get(querier, "/query", tenant="limited", query='{job="a"} or up', time=at),
+                     get(querier, "/series", tenant="limited", **{"match[]": '{job=~".+"}'})):
+        assert response.status_code == 422
+        assert response.json() == {"status": "error", "errorType": "execution", "error": message}

@@ -33,7 +33,7 @@ from mimird.querier.params import (
     unescape_label_name,
     valid_label_name,
 )
-from mimird.querier.queryable import TENANT_LABEL, TenantQueryable, with_tenant_label
+from mimird.querier.queryable import TENANT_LABEL, QueryLimitError, TenantQueryable, with_tenant_label
 
 if TYPE_CHECKING:
     from mimird.app import App
@@ -193,10 +193,13 @@ class QuerierAPI:
         def collect():
             found = set()
             for matchers in matcher_sets:
-                found.update(queryable.series(matchers))
+                found.update(queryable.series(matchers, count=True))
             return sorted(found)
 
-        series = await asyncio.to_thread(collect)
+        try:
+            series = await asyncio.to_thread(collect)
+        except QueryLimitError as exc:
+            return jsonfmt.error(exc.error_type, str(exc))
         warnings = []
         if limit and len(series) > limit:
             series = series[:limit]

@@ -39,6 +39,19 @@ ORIGINAL_TENANT_LABEL = "original___tenant_id__"
 
 SeriesSamples = tuple[Labels, np.ndarray, np.ndarray]
 
+# Mimir's limiter message for -querier.max-fetched-series-per-query (pkg/util/limiter/errors.go).
+MAX_SERIES_MESSAGE = (
+    "the query exceeded the maximum number of series (limit: {limit} series) (err-mimir-max-series-per-query). "
+    "Consider reducing the time range and/or number of series selected by the query. One way to reduce the "
+    "number of selected series is to add more label matchers to the query. Otherwise, to adjust the related "
+    "per-tenant limit, configure -querier.max-fetched-series-per-query, or contact your service administrator.")
+
+
+class QueryLimitError(Exception):
+    """A per-query limit was hit; Prometheus's API answers it as an `execution` error (422)."""
+
+    error_type = "execution"
+
 
 def merge_sorted_series(streams: Sequence[Iterable[SeriesSamples]]) -> Iterator[SeriesSamples]:
     """Merge label-sorted series streams; a series in several streams gets its samples merged by
@@ -84,6 +97,11 @@ class TenantQueryable:
         self.maxt = maxt
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.store_after_ms = int(app.config.querier.query_store_after * 1000)
+        # One queryable serves one query: the series limit counts distinct series over all its selects,
+        # and with several tenants the smallest non-zero tenant limit applies (as Mimir's limiter).
+        limits = [app.overrides.for_tenant(t)["max_fetched_series_per_query"] for t in self.tenants]
+        self.max_series = min((n for n in limits if n > 0), default=0)
+        self._seen: set[Labels] = set()
 
     @property
     def federated(self) -> bool:
@@ -135,10 +153,29 @@ class TenantQueryable:
             return iter(())
         return merge_sorted_series(streams)
 
+    def count_series(self, labels: Labels) -> None:
+        """Count a fetched series against -querier.max-fetched-series-per-query (raises QueryLimitError)."""
+        if self.max_series and labels not in self._seen:
+            self._seen.add(labels)
+            if len(self._seen) > self.max_series:
+                raise QueryLimitError(MAX_SERIES_MESSAGE.format(limit=self.max_series))
+
     def select(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
                ) -> Iterator[SeriesSamples]:
         """(labels, timestamps int64, values float64) of each matching series with samples in
         [mint_ms, maxt_ms] (clipped to this queryable's range), sorted by labels."""
+        series = self._select(matchers, mint_ms, maxt_ms)
+        if not self.max_series:
+            return series
+        return self._counted(series)
+
+    def _counted(self, series: Iterator[SeriesSamples]) -> Iterator[SeriesSamples]:
+        for item in series:
+            self.count_series(item[0])
+            yield item
+
+    def _select(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None
+                ) -> Iterator[SeriesSamples]:
         mint, maxt = self._range(mint_ms, maxt_ms)
         if mint > maxt:
             return iter(())
@@ -177,9 +214,10 @@ class TenantQueryable:
                 found.update(labels for labels, _, _ in store.select(tenant, matchers, *store_range))
         return found
 
-    def series(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
-               ) -> list[Labels]:
-        """Label sets of the matching series that have data in the range, sorted."""
+    def series(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None,
+               count: bool = False) -> list[Labels]:
+        """Label sets of the matching series that have data in the range, sorted; with `count` they are
+        counted against the series limit (the series endpoint does, label lookups do not)."""
         mint, maxt = self._range(mint_ms, maxt_ms)
         if mint > maxt:
             return []
@@ -191,7 +229,11 @@ class TenantQueryable:
                 found.update(with_tenant_label(labels, tenant) for labels in labels_set)
             else:
                 found.update(labels_set)
-        return sorted(found)
+        result = sorted(found)
+        if count:
+            for labels in result:
+                self.count_series(labels)
+        return result
 
     def _tenant_label_index(self, tenant: str, mint: int, maxt: int, name: str | None) -> set[str]:
         """Label names (name None) or one label's values of the tenant's data overlapping the range,

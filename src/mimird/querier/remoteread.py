@@ -5,7 +5,7 @@ The body is a snappy block of `prometheus.ReadRequest`. The answer is either SAM
 a stream of frames `uvarint(len) | CRC32-Castagnoli(message) as big-endian uint32 | message`, each message
 a `ChunkedReadResponse` holding one series (a long series spans several frames of at most about 1 MiB),
 its samples re-encoded into XOR chunks of at most 120 samples, as Prometheus's series-to-chunks encoder
-does. Errors are plain text, as `http.Error` writes them.
+does. Errors are plain text, as `http.Error` writes them (limit errors 400).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mimird._fast.crc32c import crc32c
 from mimird._fast.varint import encode_uvarint
 from mimird._fast.xorchunk import encode as encode_xor
 from mimird.http.request import Request, Response
-from mimird.querier.queryable import TenantQueryable
+from mimird.querier.queryable import QueryLimitError, TenantQueryable
 from mimird.tsdb.labels import Matcher, MatchType
 
 if TYPE_CHECKING:
@@ -165,4 +165,6 @@ class RemoteReadAPI:
             body = await asyncio.to_thread(samples_response, queryable, read_request)
         except RemoteReadError as exc:
             return Response.error(exc.status, str(exc))
+        except QueryLimitError as exc:  # Mimir answers limit errors of remote read with 400
+            return Response.error(400, str(exc))
         return Response(200, body, "application/x-protobuf", headers=[("Content-Encoding", "snappy")])
