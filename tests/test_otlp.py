@@ -416,6 +416,8 @@ def test_metric_names_with_and_without_suffixes():
         ("mem", "MiBy", "gauge", "mem", "mem_mebibytes"),
         ("latency_seconds", "s", "gauge", "latency_seconds", "latency_seconds"),
         ("weird", "foo.bar", "gauge", "weird", "weird_foo_bar"),
+        ("bytes_per_second", "By/s", "gauge", "bytes_per_second", "bytes_per_second_per_second"),
+        ("rate", "{req}/s", "gauge", "rate", "rate_per_second"),
     ]
     for name, unit, kind, plain, suffixed in cases:
         assert otlp.metric_name(name, unit, kind, False) == plain, name

@@ -451,7 +451,11 @@ def metric_name(name: str, unit: str, metric_type: str, add_suffixes: bool) -> s
         main_suffix, per_suffix = _unit_suffixes(unit)
         if main_suffix in tokens:
             main_suffix = ""
-        if per_suffix == "per_" or per_suffix.removeprefix("per_") in tokens:
+        # The per-unit suffix is compared whole ("per_second") with tokens that never hold an
+        # underscore, so it is always added: `bytes_per_second` in By/s becomes
+        # `bytes_per_second_per_second`, as in otlptranslator.
+        per_suffix = "" if per_suffix == "per_" else per_suffix.removesuffix("_")
+        if per_suffix in tokens:
             per_suffix = ""
         if per_suffix:
             main_suffix = main_suffix.removesuffix("_")
