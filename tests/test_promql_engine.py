@@ -116,3 +116,14 @@ def test_runs_in_worker_thread(head):
         return await asyncio.to_thread(Engine().instant, head, "sum(up_total)", 600_000)
 
     assert asyncio.run(main()).value[0].v == 40 + 80 + 120
+
+
+def test_instant_selection_in_chunks_matches_whole(head, monkeypatch):
+    from mimird.promql import evaluator
+
+    whole = Engine().range(head, "up_total", 0, 600_000, 45_000).value
+    monkeypatch.setattr(evaluator, "_CHUNK_CELLS", 5)
+    chunked = Engine().range(head, "up_total", 0, 600_000, 45_000).value
+    assert [s.labels for s in whole] == [s.labels for s in chunked]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.ts.tolist() == b.ts.tolist() and a.vals.tolist() == b.vals.tolist()

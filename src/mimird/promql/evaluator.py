@@ -37,6 +37,8 @@ DEFAULT_SUBQUERY_STEP_MS = 60_000
 
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 INFO_METRIC = "target_info"
+# Upper bound of (series x steps) cells an instant selection works on at once.
+_CHUNK_CELLS = 4_000_000
 IDENTIFYING_LABELS = ("instance", "job")
 
 
@@ -177,33 +179,55 @@ class Evaluator:
             series_of = np.repeat(np.arange(len(series)), lengths)
             ts_all, vals_all = ts_all[in_window], vals_all[in_window]
             lengths = np.bincount(series_of[in_window], minlength=len(series)).astype(np.int64)
+        if len(ts_all) == 0:
+            return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
         starts = np.zeros(len(series), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
+        keep_rows, kept_vals, kept_ok, kept_ts = [], [], [], []
+        total = 0
+        # Series are taken in chunks so that the (series x steps) scratch stays bounded and the
+        # sample limit and the deadline are checked before memory grows further.
+        chunk = max(1, _CHUNK_CELLS // n)
+        for first in range(0, len(series), chunk):
+            self.check()
+            last = min(first + chunk, len(series))
+            ok, sample_ts, sample_vals = self._select_chunk(ts_all, vals_all, starts[first:last],
+                                                            lengths[first:last], times, mint, maxt)
+            rows = np.flatnonzero(ok.any(axis=1))
+            total += int(ok[rows].sum())
+            self.count_samples(total)
+            keep_rows.append(rows + first)
+            kept_vals.append(sample_vals[rows])
+            kept_ok.append(ok[rows])
+            kept_ts.append(sample_ts[rows])
+        rows = np.concatenate(keep_rows)
+        frame = Frame([labels[i] for i in rows], np.vstack(kept_vals), np.vstack(kept_ok),
+                      np.zeros(len(rows), dtype=bool))
+        if with_timestamps:
+            return frame, np.vstack(kept_ts)
+        return frame
+
+    def _select_chunk(self, ts_all, vals_all, starts, lengths, times, mint, maxt):
+        """Instant selection for the series starting at ``starts`` (ok mask, sample ts, values)."""
         span = maxt - mint + 2
-        if len(series) * span < 2**62:
+        if len(starts) * span < 2**62:
             # One searchsorted for all series and steps: series k's samples and queries are moved
             # into their own key interval [k * span, (k + 1) * span).
-            base = np.arange(len(series), dtype=np.int64) * span
-            keys = ts_all - mint + np.repeat(base, lengths)
+            lo, hi = int(starts[0]), int(starts[-1] + lengths[-1])
+            base = np.arange(len(starts), dtype=np.int64) * span
+            keys = ts_all[lo:hi] - mint + np.repeat(base, lengths)
             queries = (times - mint)[None, :] + base[:, None]
-            pos = np.searchsorted(keys, queries.ravel(), side="right").reshape(queries.shape) - 1
+            pos = np.searchsorted(keys, queries.ravel(), side="right").reshape(queries.shape) - 1 + lo
         else:
             pos = np.vstack([np.searchsorted(ts_all[start:start + length], times, side="right") - 1 + start
                              for start, length in zip(starts.tolist(), lengths.tolist(), strict=True)])
         ok = pos >= starts[:, None]
         clipped = np.where(ok, pos, 0)
-        if len(ts_all) == 0:
-            return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
         sample_ts = ts_all[clipped]
         sample_vals = vals_all[clipped]
         ok &= sample_ts > (times - self.lookback_ms)[None, :]
         ok &= ~is_stale(sample_vals)
-        self.count_samples(int(ok.sum()))
-        rows = np.flatnonzero(ok.any(axis=1))
-        frame = Frame([labels[i] for i in rows], sample_vals[rows], ok[rows], np.zeros(len(rows), dtype=bool))
-        if with_timestamps:
-            return frame, sample_ts[rows]
-        return frame
+        return ok, sample_ts, sample_vals
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
         """Series of a range selector, stale markers removed, concatenated for rangefn, with the
