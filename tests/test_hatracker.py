@@ -22,6 +22,8 @@ overrides:
     ha_max_clusters: 1
   sticky:
     ha_tracker_failover_timeout: 1h
+  short-values:
+    max_label_value_length: 5
   other-labels:
     ha_cluster_label: prom_cluster
     ha_replica_label: prom_replica
@@ -99,6 +101,14 @@ def test_clusters_are_independent_and_limited(d):
     assert metric_value(d, "cortex_discarded_samples_total", reason="too_many_ha_clusters", user="one-cluster") == 1
     assert push(d, "t5", sample("a", "c1")).status_code == 200
     assert push(d, "t5", sample("b", "c2")).status_code == 200
+
+
+def test_a_too_long_replica_is_left_to_validation(d):
+    # not tracked, not stripped: the series then fails validation on the replica's value
+    response = push(d, "short-values", sample("replica-1"))
+    assert response.status_code == 400
+    assert "label: '__replica__', value: 'replica-1'" in response.text
+    assert ("short-values", "c1") not in elected(d, "short-values")
 
 
 def test_per_tenant_label_names(d):
