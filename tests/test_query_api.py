@@ -13,6 +13,7 @@ import snappy
 
 from conftest import Daemon, remote_write
 from mimird import prompb
+from mimird.frontend.limits import go_duration
 from mimird.querier import jsonfmt
 from mimird.querier.params import (
     MAX_TIME_FORMATTED,
@@ -118,11 +119,15 @@ def _push_with_exemplar(daemon: Daemon, tenant: str) -> None:
 @pytest.fixture(scope="module")
 def querier(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("querier")
-    (workdir / "runtime.yaml").write_text("overrides:\n  limited:\n    max_fetched_series_per_query: 2\n")
+    (workdir / "runtime.yaml").write_text(
+        "overrides:\n  limited:\n    max_fetched_series_per_query: 2\n"
+        "  frontend-limits:\n    max_query_expression_size_bytes: 20\n    max_total_query_length: 1h\n"
+        "    max_query_lookback: 20m\n")
     proc = Daemon(workdir, ["-tenant-federation.enabled=true", "-ingester.max-global-exemplars-per-user=100",
                             "-runtime-config.file=runtime.yaml"]).start()
     assert remote_write(proc, "team-a", SERIES, METADATA).status_code == 200
     assert remote_write(proc, "limited", SERIES).status_code == 200
+    assert remote_write(proc, "frontend-limits", SERIES).status_code == 200
     assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)]}).status_code == 200
     _push_with_exemplar(proc, "team-a")
     yield proc
@@ -329,3 +334,43 @@ def test_max_fetched_series_per_query(querier):
                      get(querier, "/series", tenant="limited", **{"match[]": '{job=~".+"}'})):
         assert response.status_code == 422
         assert response.json() == {"status": "error", "errorType": "execution", "error": message}
+
+
+def test_server_timing_header(querier):
+    response = get(querier, "/query", query="up", time=str(T0 + 60))
+    parts = response.headers["server-timing"].split(", ")
+    assert [p.split(";")[0] for p in parts] == ["querier_wall_time", "response_time", "bytes_processed",
+                                                 "samples_processed"]
+    assert parts[0].startswith("querier_wall_time;dur=") and float(parts[0].split("=")[1]) > 0
+    assert parts[3] == "samples_processed;val=4"  # two series, two samples each in the 5m lookback window
+    assert get(querier, "/labels").headers["server-timing"].endswith("samples_processed;val=0")
+
+
+def test_frontend_limits(querier):
+    def query(path, **params):
+        return get(querier, path, tenant="frontend-limits", **params)
+
+    now = int(time.time())
+    assert_bad_data(query("/query", query="up" + " " * 19, time=str(now)),
+                    "the raw query size in bytes exceeds the limit (query size: 21, limit: 20) "
+                    "(err-mimir-max-query-expression-size-bytes). To adjust the related per-tenant limit, "
+                    "configure -query-frontend.max-query-expression-size-bytes, or contact your service "
+                    "administrator.")
+    assert_bad_data(query("/query_range", query="up", start=str(now - 600), end=str(now + 3001), step="60"),
+                    "the total query time range exceeds the limit (query length: 1h0m1s, limit: 1h0m0s) "
+                    "(err-mimir-max-total-query-length). To adjust the related per-tenant limit, configure "
+                    "-query-frontend.max-total-query-length, or contact your service administrator.")
+    # the lookback clamp comes first: a start 2h ago is moved up to 20m ago, and the length is then fine
+    clamped = query("/query_range", query='up{job="a"}', start=str(now - 7200), end=str(now), step="60")
+    assert clamped.status_code == 200
+    first_t = clamped.json()["data"]["result"][0]["values"][0][0]
+    assert now - 1200 - 2 <= first_t <= now - 1200 + 60
+    # ending before now-20m: an empty success without running the query
+    assert query("/query_range", query="up", start=str(T0), end=str(T0 + 60), step="60").text == \
+        '{"status":"success","data":{"resultType":"matrix","result":[]}}'
+    assert query("/query", query="up", time=str(T0)).json()["data"] == {"resultType": "matrix", "result": []}
+
+
+def test_go_duration():
+    assert [go_duration(ms) for ms in (0, 5, 999, 1000, 1500, 61_000, 3_600_000, 3_601_000, 90_061_500)] == \
+        ["0s", "5ms", "999ms", "1s", "1.5s", "1m1s", "1h0m0s", "1h0m1s", "25h1m1.5s"]

@@ -380,6 +380,17 @@ OPTIONS: tuple[Option, ...] = (
            "querier.label-values-max-cardinality-label-names-per-request", "int", 100,
            "Maximum number of label names allowed to be queried in a single /api/v1/cardinality/label_values "
            "API call; 0 disables the limit.", minimum=0),
+    Option("limits.max_query_lookback", "querier.max-query-lookback", "duration", 0.0,
+           "Limit how long back data (series and metadata) can be queried, up until <lookback> duration ago; "
+           "0 disables the limit.", minimum=0),
+    Option("limits.max_total_query_length", "query-frontend.max-total-query-length", "duration", 0.0,
+           "Limit the total query time range (end - start time). This limit is enforced in the query-frontend "
+           "on the received instant, range or remote read query; 0 disables it.", minimum=0),
+    Option("limits.max_query_expression_size_bytes", "query-frontend.max-query-expression-size-bytes", "int", 0,
+           "Max size of the raw query, in bytes; 0 disables the limit.", minimum=0),
+    Option("frontend.query_stats_enabled", "query-frontend.query-stats-enabled", "bool", True,
+           "False to disable query statistics tracking. When enabled, a message with some statistics is logged "
+           "for every query, and a Server-Timing header carries them in the response."),
     # querier
     Option("querier.timeout", "querier.timeout", "duration", 120.0,
            "The timeout for a query.", minimum=0.001),

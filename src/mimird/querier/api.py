@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mimird.frontend.limits import QueryLimits
+from mimird.frontend.stats import current as current_stats
+from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
 from mimird.promql import ParseError, parse
 from mimird.promql import ast as promql_ast
@@ -104,19 +107,25 @@ class QuerierAPI:
         return factory(self.lookback_delta_ms, self.max_samples, self.timeout_s)
 
     # --- queries --------------------------------------------------------------------------------------
+    @frontend
     async def query(self, request: Request) -> Response:
         """`/api/v1/query`: one expression evaluated at `time` (default now)."""
+        now = _now_ms()
         try:
-            at = parse_time_or(request.arg("time"), "time", _now_ms())
+            at = parse_time_or(request.arg("time"), "time", now)
             text = request.arg("query", "") or ""
             self._check_query(text)
         except ParamError as exc:
             return jsonfmt.error("bad_data", str(exc))
+        _, answered = QueryLimits.for_tenants(self.app.overrides, request.tenants).apply(text, at, at, now, False)
+        if answered is not None:
+            return answered
         engine = self._engine()
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.instant(queryable, text, at, cancelled=cancelled),
                                request.arg("stats"))
 
+    @frontend
     async def query_range(self, request: Request) -> Response:
         """`/api/v1/query_range`: an expression evaluated at every step from `start` to `end`."""
         try:
@@ -138,6 +147,10 @@ class QuerierAPI:
             self._check_query(text)
         except ParamError as exc:
             return jsonfmt.error("bad_data", str(exc))
+        limits = QueryLimits.for_tenants(self.app.overrides, request.tenants)
+        start, answered = limits.apply(text, start, end, _now_ms(), True)
+        if answered is not None:
+            return answered
         engine = self._engine()
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
@@ -156,6 +169,7 @@ class QuerierAPI:
         `evaluate(cancelled)` runs the engine; `cancelled()` turns true when the request is abandoned
         (the engine's own deadline normally fires first; this is the backstop)."""
         abandoned = threading.Event()
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(asyncio.to_thread(evaluate, abandoned.is_set), self.timeout_s + 5)
         except TimeoutError:
@@ -172,10 +186,14 @@ class QuerierAPI:
                 # raised while preparing the query (type checks), which Prometheus reports against "query"
                 return jsonfmt.error(error_type, str(ParamError("query", str(exc))))
             return jsonfmt.error(error_type, str(exc))
+        stats_sink = current_stats()
+        if stats_sink is not None:
+            stats_sink.wall_time_s = time.perf_counter() - started
         warnings = list(result.warnings) + _stats_warning(stats)
         return jsonfmt.success(jsonfmt.value_json(result.value), warnings, list(result.infos))
 
     # --- series and labels ----------------------------------------------------------------------------
+    @frontend
     async def series(self, request: Request) -> Response:
         """`/api/v1/series`: label sets of the series matching any `match[]` selector."""
         match_values = request.form.get("match[]") or []
@@ -216,6 +234,7 @@ class QuerierAPI:
             raise ParamError(None, exc.message) from None
         return limit, mint, maxt, matcher_sets
 
+    @frontend
     async def labels(self, request: Request) -> Response:
         """`/api/v1/labels`: label names, optionally of the series matching `match[]`."""
         try:
@@ -234,6 +253,7 @@ class QuerierAPI:
 
         return self._string_list(await asyncio.to_thread(collect), limit)
 
+    @frontend
     async def label_values(self, request: Request) -> Response:
         """`/api/v1/label/{name}/values`: the values of one label."""
         name = unescape_label_name(request.params["name"])
@@ -264,6 +284,7 @@ class QuerierAPI:
         return jsonfmt.success(jsonfmt.string_list_json(values), warnings)
 
     # --- metadata, exemplars, format_query ------------------------------------------------------------
+    @frontend
     async def metadata(self, request: Request) -> Response:
         """`/api/v1/metadata` (Mimir's handler): metric families' type, help and unit from the heads."""
         limits = {}
@@ -300,6 +321,7 @@ class QuerierAPI:
             out[name] = kept
         return jsonfmt.success(jsonfmt.dumps(out))
 
+    @frontend
     async def query_exemplars(self, request: Request) -> Response:
         """`/api/v1/query_exemplars`: exemplars of the series the query's selectors match."""
         try:
@@ -338,6 +360,7 @@ class QuerierAPI:
                  for series in sorted(grouped)]
         return jsonfmt.success("[" + ",".join(items) + "]")
 
+    @frontend
     async def format_query(self, request: Request) -> Response:
         """`/api/v1/format_query`: the expression pretty-printed."""
         try:

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
 from mimird.querier import jsonfmt
 from mimird.querier.params import ParamError, parse_selector, valid_label_name
@@ -158,6 +159,7 @@ class CardinalityAPI:
             return Response.error(400, f"cardinality analysis is disabled for the tenant: {tenant}")
         return None
 
+    @frontend
     async def label_names(self, request: Request) -> Response:
         """`/api/v1/cardinality/label_names`."""
         tenant = request.tenant
@@ -173,6 +175,7 @@ class CardinalityAPI:
         series = await asyncio.to_thread(self._head_series, tenant, matchers, method == "active")
         return Response(200, jsonfmt.dumps(label_names_cardinality(series, limit)), "application/json")
 
+    @frontend
     async def label_values(self, request: Request) -> Response:
         """`/api/v1/cardinality/label_values`."""
         tenant = request.tenant
@@ -194,6 +197,7 @@ class CardinalityAPI:
         series = await asyncio.to_thread(self._head_series, tenant, matchers, method == "active")
         return Response(200, jsonfmt.dumps(label_values_cardinality(series, names, limit)), "application/json")
 
+    @frontend
     async def active_series(self, request: Request) -> Response:
         """`/api/v1/cardinality/active_series`: label sets of the active series matching `selector`."""
         tenant = request.tenant

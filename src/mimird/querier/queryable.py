@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from mimird.frontend import stats as query_stats
 from mimird.tsdb.block import BlockReader
 from mimird.tsdb.head import merge_samples
 from mimird.tsdb.labels import Labels, Matcher
@@ -165,13 +166,17 @@ class TenantQueryable:
         """(labels, timestamps int64, values float64) of each matching series with samples in
         [mint_ms, maxt_ms] (clipped to this queryable's range), sorted by labels."""
         series = self._select(matchers, mint_ms, maxt_ms)
-        if not self.max_series:
+        stats = query_stats.current()
+        if not self.max_series and stats is None:
             return series
-        return self._counted(series)
+        return self._counted(series, stats)
 
-    def _counted(self, series: Iterator[SeriesSamples]) -> Iterator[SeriesSamples]:
+    def _counted(self, series: Iterator[SeriesSamples], stats) -> Iterator[SeriesSamples]:
         for item in series:
-            self.count_series(item[0])
+            if self.max_series:
+                self.count_series(item[0])
+            if stats is not None:
+                stats.add_samples(len(item[1]))
             yield item
 
     def _select(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None

@@ -22,6 +22,7 @@ from mimird import prompb
 from mimird._fast.crc32c import crc32c
 from mimird._fast.varint import encode_uvarint
 from mimird._fast.xorchunk import encode as encode_xor
+from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
 from mimird.querier.queryable import QueryLimitError, TenantQueryable
 from mimird.tsdb.labels import Matcher, MatchType
@@ -154,6 +155,7 @@ class RemoteReadAPI:
     def __init__(self, app: App):
         self.app = app
 
+    @frontend
     async def read(self, request: Request) -> Response:
         try:
             read_request = decode_read_request(request.body)

@@ -1,0 +1,95 @@
+"""The query-frontend's per-tenant limits on instant and range queries, applied after the parameters are
+parsed and before the querier runs the query (Mimir's limitsMiddleware), in Mimir's order:
+
+1. lookback clamp: with `max_query_lookback` and/or `compactor_blocks_retention_period` set (the smallest
+   non-zero of both, over the request's tenants), a query ending before now−lookback gets an empty
+   success (a matrix, as Mimir's empty response) and a start before it is moved up to it;
+2. `max_query_expression_size_bytes`: the raw query's length in bytes;
+3. `max_total_query_length`: end − start of a range query.
+
+Errors are `bad_data` with Mimir's texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mimird.http.request import Response
+from mimird.querier import jsonfmt
+
+EMPTY_MATRIX = '{"resultType":"matrix","result":[]}'
+
+
+def _limit_message(message: str, error_id: str, flag: str) -> str:
+    # globalerror.ID.MessageWithPerTenantLimitConfig
+    return (f"{message} (err-mimir-{error_id}). To adjust the related per-tenant limit, configure -{flag}, "
+            "or contact your service administrator.")
+
+
+def go_duration(ms: int) -> str:
+    """Go's time.Duration.String() of whole milliseconds: `1h0m0s`, `1m30.5s`, `500ms`, `0s`."""
+    if ms == 0:
+        return "0s"
+    sign = "-" if ms < 0 else ""
+    ms = abs(ms)
+    if ms < 1000:
+        return f"{sign}{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    text = f"{seconds}.{millis:03d}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return sign + text
+
+
+def _smallest_non_zero(values) -> float:
+    return min((v for v in values if v > 0), default=0)
+
+
+@dataclass
+class QueryLimits:
+    """The limits in force for one request (over all its tenants)."""
+
+    lookback_ms: int
+    max_expression_bytes: int
+    max_total_length_ms: int
+
+    @classmethod
+    def for_tenants(cls, overrides, tenants: Sequence[str]) -> QueryLimits:
+        per_tenant = [overrides.for_tenant(tenant) for tenant in tenants]
+        lookback = _smallest_non_zero([_smallest_non_zero([limits["max_query_lookback"],
+                                                           limits["compactor_blocks_retention_period"]])
+                                       for limits in per_tenant])
+        return cls(
+            lookback_ms=int(lookback * 1000),
+            max_expression_bytes=int(_smallest_non_zero([limits["max_query_expression_size_bytes"]
+                                                         for limits in per_tenant])),
+            max_total_length_ms=int(_smallest_non_zero([limits["max_total_query_length"]
+                                                        for limits in per_tenant]) * 1000),
+        )
+
+    def apply(self, query: str, start_ms: int, end_ms: int, now_ms: int, is_range: bool
+              ) -> tuple[int, Response | None]:
+        """The (possibly clamped) start, or a response that answers the request without running it."""
+        if self.lookback_ms:
+            min_start = now_ms - self.lookback_ms
+            if end_ms < min_start:
+                return start_ms, jsonfmt.success(EMPTY_MATRIX)
+            start_ms = max(start_ms, min_start)
+        size = len(query.encode())
+        if self.max_expression_bytes and size > self.max_expression_bytes:
+            return start_ms, jsonfmt.error("bad_data", _limit_message(
+                f"the raw query size in bytes exceeds the limit (query size: {size}, limit: "
+                f"{self.max_expression_bytes})", "max-query-expression-size-bytes",
+                "query-frontend.max-query-expression-size-bytes"))
+        length_ms = end_ms - start_ms
+        if is_range and self.max_total_length_ms and length_ms > self.max_total_length_ms:
+            return start_ms, jsonfmt.error("bad_data", _limit_message(
+                f"the total query time range exceeds the limit (query length: {go_duration(length_ms)}, limit: "
+                f"{go_duration(self.max_total_length_ms)})", "max-total-query-length",
+                "query-frontend.max-total-query-length"))
+        return start_ms, None
