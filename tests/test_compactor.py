@@ -176,6 +176,9 @@ def test_overlapping_blocks_are_merged_without_duplicate_samples(start_daemon):
     assert not (root / newer / "deletion-mark.json").exists()
     index = json.loads(gzip.decompress((root / "bucket-index.json.gz").read_bytes()))
     assert {m["block_id"] for m in index["block_deletion_marks"]} == {ua, ub}
+    metrics = d.get("/metrics").text
+    assert 'cortex_compactor_blocks_marked_for_deletion_total{reason="compaction"} 2.0' in metrics
+    assert "cortex_compactor_group_compactions_total 1.0" in metrics
 
 
 def test_retention_marks_then_deletes_old_blocks(start_daemon):

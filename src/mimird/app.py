@@ -81,7 +81,7 @@ class App:
         self.bucket = FilesystemBucket(config.blocks_storage.filesystem.dir)
         self.ingester = Ingester(config, self.overrides, instance_id, self.bucket)
         self.store_gateway = StoreGateway(config, self.bucket, self.metrics)
-        self.compactor = Compactor(config, self.overrides, self.bucket, self.ingester)
+        self.compactor = Compactor(config, self.overrides, self.bucket, self.ingester, self.metrics)
         self.distributor = Distributor(config, self.ingester, instance_id, metrics=self.metrics)
 
         # Dependency order: each service only uses those before it.

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mimird.bucket import FilesystemBucket
 from mimird.compactor.blocks import (
@@ -134,7 +135,7 @@ class Compactor(Service):
 
     name = "compactor"
 
-    def __init__(self, config, overrides: Overrides, bucket: FilesystemBucket, ingester=None):
+    def __init__(self, config, overrides: Overrides, bucket: FilesystemBucket, ingester=None, metrics=None):
         super().__init__()
         settings = config.compactor
         self.overrides = overrides
@@ -150,11 +151,28 @@ class Compactor(Service):
         self.cycle_lock = asyncio.Lock()
         self.validations_in_flight = 0
         self.validation_lock = threading.Lock()
-        self.compactions_total = 0
-        self.blocks_marked_total = 0
-        self.blocks_deleted_total = 0
-        self.last_compaction = 0.0
-        self.last_cleanup = 0.0
+        registry = metrics.registry if metrics is not None else CollectorRegistry()
+        self.runs_started = Counter("cortex_compactor_runs_started_total", "Total number of compaction runs started.",
+                                    registry=registry)
+        self.runs_completed = Counter("cortex_compactor_runs_completed_total",
+                                      "Total number of compaction runs successfully completed.", registry=registry)
+        self.runs_failed = Counter("cortex_compactor_runs_failed_total", "Total number of compaction runs failed.",
+                                   registry=registry)
+        self.last_success = Gauge("cortex_compactor_last_successful_run_timestamp_seconds",
+                                  "Unix timestamp of the last successful compaction run.", registry=registry)
+        self.compactions = Counter("cortex_compactor_group_compactions_total",
+                                   "Total number of group compaction attempts that resulted in a new block.",
+                                   registry=registry)
+        self.blocks_marked = Counter("cortex_compactor_blocks_marked_for_deletion_total",
+                                     "Total number of blocks marked for deletion in compactor.", ["reason"],
+                                     registry=registry)
+        self.blocks_cleaned = Counter("cortex_compactor_blocks_cleaned_total",
+                                      "Total number of blocks deleted in compactor.", registry=registry)
+        self.cleanups_completed = Counter("cortex_compactor_block_cleanup_completed_total",
+                                          "Total number of blocks cleanup runs successfully completed.",
+                                          registry=registry)
+        self.cleanups_failed = Counter("cortex_compactor_block_cleanup_failed_total",
+                                       "Total number of blocks cleanup runs failed.", registry=registry)
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
 
@@ -191,12 +209,18 @@ class Compactor(Service):
     async def run_compaction(self) -> int:
         """One compaction cycle over every tenant; returns the number of jobs run."""
         async with self.cycle_lock:
+            self.runs_started.inc()
             jobs = 0
-            for tenant in await asyncio.to_thread(list_tenants, self.bucket):
-                if self._stopping:
-                    break
-                jobs += await asyncio.to_thread(self.compact_tenant, tenant)
-            self.last_compaction = time.time()
+            try:
+                for tenant in await asyncio.to_thread(list_tenants, self.bucket):
+                    if self._stopping:
+                        break
+                    jobs += await asyncio.to_thread(self.compact_tenant, tenant)
+            except Exception:
+                self.runs_failed.inc()
+                raise
+            self.runs_completed.inc()
+            self.last_success.set_to_current_time()
             return jobs
 
     def plan(self, blocks: Sequence[BucketBlock]) -> list[Job]:
@@ -225,7 +249,7 @@ class Compactor(Service):
             superseded = superseded_blocks(live)
             for ulid in sorted(superseded):
                 mark_for_deletion(self.bucket, tenant, ulid, details="superseded by a compacted block")
-                self.blocks_marked_total += 1
+                self.blocks_marked.labels("compaction").inc()
                 changed = True
             now = time.time()
             jobs = [job for job in self.plan([b for b in live if b.ulid not in superseded and not b.no_compact])
@@ -258,8 +282,8 @@ class Compactor(Service):
             failpoint("compactor-after-upload")
         for block in job.blocks:
             mark_for_deletion(self.bucket, tenant, block.ulid, details="source of a compacted block")
-            self.blocks_marked_total += 1
-        self.compactions_total += 1
+            self.blocks_marked.labels("compaction").inc()
+        self.compactions.inc()
         kv_log(log, logging.INFO, "compacted blocks", tenant=tenant, new_block=ulid or "none",
                sources=",".join(b.ulid for b in job.blocks), range_start=job.range_start,
                range_end=job.range_end, duration=f"{time.monotonic() - started:.3f}s")
@@ -268,13 +292,17 @@ class Compactor(Service):
     async def run_cleanup(self) -> None:
         """One cleanup cycle over every tenant."""
         async with self.cycle_lock:
-            for tenant in await asyncio.to_thread(list_tenants, self.bucket):
-                if self._stopping:
-                    break
-                deleted_tenant = await asyncio.to_thread(self.cleanup_tenant, tenant)
-                if deleted_tenant and self.ingester is not None:
-                    await self.ingester.forget_tenant(tenant)
-            self.last_cleanup = time.time()
+            try:
+                for tenant in await asyncio.to_thread(list_tenants, self.bucket):
+                    if self._stopping:
+                        break
+                    deleted_tenant = await asyncio.to_thread(self.cleanup_tenant, tenant)
+                    if deleted_tenant and self.ingester is not None:
+                        await self.ingester.forget_tenant(tenant)
+            except Exception:
+                self.cleanups_failed.inc()
+                raise
+            self.cleanups_completed.inc()
 
     def cleanup_tenant(self, tenant: str) -> bool:
         """Apply the tenant's retention and delete what is due (worker thread). True if the tenant is
@@ -285,7 +313,7 @@ class Compactor(Service):
             for ulid in ulids:
                 delete_block(bucket, tenant, ulid)
             bucket.delete(f"{tenant}/{BUCKET_INDEX}")
-            self.blocks_deleted_total += len(ulids)
+            self.blocks_cleaned.inc(len(ulids))
             if ulids:
                 kv_log(log, logging.INFO, "deleted blocks of tenant marked for deletion", tenant=tenant,
                        blocks=len(ulids))
@@ -304,12 +332,12 @@ class Compactor(Service):
             if block.deletion_time is not None:
                 if now - block.deletion_time >= self.deletion_delay:
                     delete_block(bucket, tenant, ulid)
-                    self.blocks_deleted_total += 1
+                    self.blocks_cleaned.inc()
                     changed = True
                     kv_log(log, logging.INFO, "deleted block marked for deletion", tenant=tenant, block=ulid)
             elif retention_ms > 0 and block.max_time < now * 1000 - retention_ms:
                 mark_for_deletion(bucket, tenant, ulid, now, details="block exceeding retention period")
-                self.blocks_marked_total += 1
+                self.blocks_marked.labels("retention").inc()
                 changed = True
                 kv_log(log, logging.INFO, "marked block for deletion: beyond retention", tenant=tenant,
                        block=ulid)

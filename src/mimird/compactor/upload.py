@@ -9,6 +9,7 @@ the uploaded block with `BlockReader` from a scratch directory of links to the u
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -195,6 +196,22 @@ def _check_series(labels, previous, chunks, meta: BlockMeta, reader: BlockReader
                                        "timestamps are not increasing")
 
 
+def _internal_errors(handler):
+    """Answer an unexpected failure as Mimir does: 500 `internal server error (id <hex ns>)`, logged with the id."""
+    @functools.wraps(handler)
+    async def wrapped(self, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except HTTPError:
+            raise
+        except Exception as exc:
+            request_id = time.time_ns().to_bytes(8, "big").hex()
+            log.error("block upload failed: op=%s request_id=%s err=%s: %s", handler.__name__, request_id,
+                      type(exc).__name__, exc)
+            raise HTTPError(500, f"internal server error (id {request_id})") from None
+    return wrapped
+
+
 class BlockUploadAPI:
     """The four block upload handlers, bound to the compactor."""
 
@@ -250,6 +267,7 @@ class BlockUploadAPI:
         self.bucket.put(f"{tenant}/{block_id}/{VALIDATION_FILE}", json.dumps(doc).encode())
 
     # handlers
+    @_internal_errors
     async def start(self, request: Request) -> Response:
         """POST /api/v1/upload/block/{block}/start: check meta.json and store it as uploading-meta.json."""
         block_id, tenant = self._params(request)
@@ -280,6 +298,7 @@ class BlockUploadAPI:
             raise HTTPError(422, "block time range crosses boundary of configured compactor time range "
                                  f"({go_duration(largest)})")
 
+    @_internal_errors
     async def files(self, request: Request) -> Response:
         """POST .../files?path=index|chunks/NNNNNN: store one file of the block."""
         block_id, tenant = self._params(request)
@@ -302,6 +321,7 @@ class BlockUploadAPI:
         await asyncio.to_thread(self.bucket.put, f"{tenant}/{block_id}/{path}", request.body)
         return Response(200)
 
+    @_internal_errors
     async def finish(self, request: Request) -> Response:
         """POST .../finish: start validating the block in the background (429 above the concurrency limit)."""
         block_id, tenant = self._params(request)
@@ -373,6 +393,7 @@ class BlockUploadAPI:
         update_bucket_index(self.bucket, tenant)
         log.info("block upload completed: tenant=%s block=%s", tenant, block_id)
 
+    @_internal_errors
     async def check(self, request: Request) -> Response:
         """GET .../check: {"result": "uploading"|"validating"|"complete"|"failed", "error": ...}."""
         block_id, tenant = self._params(request)
