@@ -13,8 +13,8 @@ from distributor_support import metric_value, module_daemon, now_ms, push, store
 from mimird.distributor.hatracker import HADecline, HATracker
 
 HA_FLAGS = ["-distributor.ha-tracker.enable=true", "-distributor.ha-tracker.enable-for-all-users=true",
-            "-distributor.ha-tracker.update-timeout=200ms", "-distributor.ha-tracker.update-timeout-jitter-max=0s",
-            "-distributor.ha-tracker.failover-timeout=1s"]
+            "-distributor.ha-tracker.update-timeout=100ms", "-distributor.ha-tracker.update-timeout-jitter-max=0s",
+            "-distributor.ha-tracker.failover-timeout=1200ms"]
 
 RUNTIME = """
 overrides:
@@ -72,7 +72,7 @@ def test_only_the_first_series_decides(d):
 def test_failover_after_the_timeout(d):
     assert push(d, "t3", sample("a")).status_code == 200
     assert push(d, "t3", sample("b")).status_code == 202
-    time.sleep(1.1)  # the elected replica is silent for longer than the failover timeout
+    time.sleep(1.3)  # the elected replica is silent for longer than the failover timeout
     assert push(d, "t3", sample("b")).status_code == 200
     assert push(d, "t3", sample("a")).status_code == 202
     row = elected(d, "t3")[("t3", "c1")]
@@ -131,22 +131,17 @@ def test_page_html_and_json(d):
     assert set(row) == {"userID", "cluster", "replica", "lastElectionTime", "electedLastSeenTime", "updateDuration",
                         "failoverDuration"}
     assert row["replica"] == "a" and row["lastElectionTime"].endswith("Z")
-    assert 0 < row["failoverDuration"] <= 1_000_000_000 and isinstance(row["updateDuration"], int)
+    assert 0 < row["failoverDuration"] <= 1_200_000_000 and isinstance(row["updateDuration"], int)
     users = [(r["userID"], r["cluster"]) for r in document["elected"]]
     assert users == sorted(users)
 
 
-def test_state_survives_a_restart(start_daemon):
-    flags = [f for f in HA_FLAGS if "failover" not in f] + ["-distributor.ha-tracker.failover-timeout=1h"]
-    daemon = start_daemon(*flags)
-    assert push(daemon, "sticky", sample("a")).status_code == 200
-    state = json.loads((daemon.workdir / "data" / "tsdb" / "ha-tracker.json").read_text())
-    assert [(e["tenant"], e["cluster"], e["replica"]) for e in state["replicas"]] == [("sticky", "c1", "a")]
-    daemon.stop(signal.SIGKILL)  # written through on every change: survives a crash too
-    daemon.start()
-    assert elected(daemon, "sticky")[("sticky", "c1")]["replica"] == "a"
-    response = push(daemon, "sticky", sample("b"))
-    assert response.status_code == 202 and response.text == not_elected("b", "a")
+def test_failover_timeout_must_exceed_update_timeout(start_daemon):
+    daemon = start_daemon("-distributor.ha-tracker.enable=true", "-distributor.ha-tracker.failover-timeout=20s",
+                          wait_ready=False)
+    assert daemon.proc.wait(20) == 1
+    assert ("error: HA Tracker failover timeout (20s) must be at least 1s greater than update timeout - max jitter "
+            "(21s)") in daemon.log()
 
 
 def test_disabled_tracker_has_no_page_but_still_strips_the_replica(start_daemon):
@@ -195,3 +190,15 @@ def test_background_reelection_and_cleanup():
     tracker.elected[("u", "c")].deleted_at = 1
     tracker.maintain(lambda tenant: LIMITS, now_ms=20_000 + 62 * 60_000)
     assert ("u", "c") not in tracker.elected
+
+
+def test_state_survives_a_restart(d):
+    # last in the module: it restarts the module's daemon ('sticky' has a failover timeout of 1h)
+    assert push(d, "sticky", sample("a")).status_code == 200
+    state = json.loads((d.workdir / "data" / "tsdb" / "ha-tracker.json").read_text())
+    assert ("sticky", "c1", "a") in [(e["tenant"], e["cluster"], e["replica"]) for e in state["replicas"]]
+    d.stop(signal.SIGKILL)  # written through on every change: survives a crash too
+    d.start()
+    assert elected(d, "sticky")[("sticky", "c1")]["replica"] == "a"
+    response = push(d, "sticky", sample("b"))
+    assert response.status_code == 202 and response.text == not_elected("b", "a")

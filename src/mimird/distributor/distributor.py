@@ -25,8 +25,10 @@ from pathlib import Path
 from prometheus_client import Counter
 
 from mimird._fast.remotewrite import SOURCE_RULE
+from mimird.config.schema import ConfigError
 from mimird.distributor import validation as v
 from mimird.distributor.hatracker import HADecline, HATracker, find_ha_labels
+from mimird.distributor.http import go_duration
 from mimird.distributor.ratelimit import (
     TenantLimiter,
     ingestion_burst_message,
@@ -60,6 +62,15 @@ def canonical_labels(pairs, drop_name: str | None = None) -> Labels:
     Repeated names are kept next to each other for validation to report.
     """
     return tuple(sorted((name, value) for name, value in pairs if value != "" and name != drop_name))
+
+
+def check_ha_timeouts(limits: dict) -> None:
+    """Refuse (ConfigError) a failover timeout that is not 1s past the update timeout plus its jitter, as Mimir."""
+    minimum = limits["ha_tracker_update_timeout"] + limits["ha_tracker_update_timeout_jitter_max"] + 1.0
+    failover = limits["ha_tracker_failover_timeout"]
+    if failover < minimum:
+        raise ConfigError(f"HA Tracker failover timeout ({go_duration(round(failover * 1e9))}) must be at least 1s "
+                          f"greater than update timeout - max jitter ({go_duration(round(minimum * 1e9))})")
 
 
 class DistributorMetrics:
@@ -126,6 +137,8 @@ class Distributor(Service):
         self.request_limiter = TenantLimiter()
         self.ingestion_limiter = TenantLimiter()
         self.ha_enabled = config.distributor.ha_tracker.enable_ha_tracker
+        if self.ha_enabled:
+            check_ha_timeouts(self.overrides.defaults)
         self.ha_tracker = HATracker(Path(config.blocks_storage.tsdb.dir) if self.ha_enabled else None)
         self.ha_tracker.elected_changes_listener = (
             lambda tenant, cluster: self.metrics.elected_replica_changes.labels(tenant, cluster).inc())
