@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 import struct
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from mimird.promql.regex import compile_anchored
+from mimird.tsdb.labels import compile_regex
 
 if TYPE_CHECKING:
     from mimird.promql.functions import Function
@@ -69,9 +68,10 @@ ARITHMETIC_OPERATORS = frozenset(("+", "-", "*", "/", "%", "^", "atan2"))
 BINARY_OPERATORS = COMPARISON_OPERATORS | SET_OPERATORS | ARITHMETIC_OPERATORS
 
 
-def compile_matcher_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a label-matcher regex as Prometheus 3 does (use ``fullmatch``); see :mod:`.regex`."""
-    return compile_anchored(pattern)
+def compile_matcher_regex(pattern: str):
+    """The storage's matcher for an RE2 pattern (fully anchored, `.` matching newlines, as Prometheus 3);
+    raises mimird.tsdb.labels.InvalidRegexError where RE2 would reject it."""
+    return compile_regex(pattern)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Matcher:
             return value == self.value
         if self.type is MatchType.NOT_EQUAL:
             return value != self.value
-        hit = compile_matcher_regex(self.value).fullmatch(value) is not None
+        hit = compile_matcher_regex(self.value).matches(value)
         return hit if self.type is MatchType.REGEX else not hit
 
 

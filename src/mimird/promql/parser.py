@@ -43,9 +43,19 @@ from mimird.promql.durations import DurationError, go_round, ns_to_seconds, pars
 from mimird.promql.functions import AGGREGATOR_PARAM_TYPES, EXPERIMENTAL_AGGREGATORS, get_function
 from mimird.promql.lexer import AGGREGATOR_TOKENS, Item, Lexer, LexError
 from mimird.promql.quoting import UnquoteError, go_quote, is_valid_utf8, unquote
-from mimird.promql.regex import describe_error
+from mimird.tsdb.labels import InvalidRegexError
 
 __all__ = ["ParseError", "parse", "parse_expr"]
+
+
+def _regex_error_text(pattern: str, reason: str) -> str:
+    """Go's `regexp` compile error for the pattern Prometheus compiles, `^(?s:pattern)$`."""
+    anchored = f"^(?s:{pattern})$"
+    if reason in ("missing closing )", "unexpected )"):
+        return f"error parsing regexp: {reason}: `{anchored}`"
+    if reason.startswith("missing closing ]"):
+        return f"error parsing regexp: missing closing ]: `{anchored[anchored.find('['):]}`"
+    return f"error parsing regexp: {reason}"
 
 # Offsets and ranges must fit time.Duration: |seconds| <= 2^63 / 1e9.
 _MAX_DURATION_SECONDS = (1 << 63) / 1e9
@@ -560,8 +570,8 @@ class _Builder(Transformer):
         if match_type in (MatchType.REGEX, MatchType.NOT_REGEX):
             try:
                 ast.compile_matcher_regex(value)
-            except re.error as exc:
-                raise _Problem(describe_error(value, exc), name_tok.start_pos) from None
+            except InvalidRegexError as exc:
+                raise _Problem(_regex_error_text(value, exc.reason), name_tok.start_pos) from None
         return Matcher(match_type, name, value)
 
     def metric_name_matcher(self, children):

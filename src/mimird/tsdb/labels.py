@@ -101,7 +101,14 @@ _INVERSE_TYPE = {
 
 
 class InvalidRegexError(ValueError):
-    """A matcher's regex is not valid RE2 syntax (or uses RE2 syntax we cannot translate)."""
+    """A matcher's regex is not valid RE2 syntax (or uses RE2 syntax we cannot translate).
+
+    `reason` is Go's regexp error code with its context, e.g. "missing closing )".
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class Matcher:
@@ -429,9 +436,10 @@ class _Re2Translator:
         self.capture_names: set[str] = set()
         # What a repetition operator would apply to: None (nothing), "atom", or "repeat" (already repeated).
         self.last: str | None = None
+        self.last_repeat = ""  # the text of the last repetition operator, for Go's error message
 
     def fail(self, reason: str) -> InvalidRegexError:
-        return InvalidRegexError(f"invalid regular expression {go_quote(self.pattern)}: {reason}")
+        return InvalidRegexError(f"invalid regular expression {go_quote(self.pattern)}: {reason}", reason)
 
     def translate(self) -> str:
         pattern = self.pattern
@@ -485,10 +493,12 @@ class _Re2Translator:
         if self.last is None:
             raise self.fail(f"missing argument to repetition operator: `{operator}`")
         if self.last == "repeat":
-            raise self.fail(f"invalid nested repetition operator: `{operator}`")
+            # Go quotes both operators, as written: `**`, `*+`, `{2}*`
+            raise self.fail(f"invalid nested repetition operator: `{self.last_repeat}{operator}`")
         lazy = self.pattern.startswith("?", self.pos)
         if lazy:
             self.pos += 1
+        self.last_repeat = operator + ("?" if lazy else "")
         # Under RE2's U flag, `x*` is lazy and `x*?` greedy.
         if lazy != self.flags.ungreedy:
             operator += "?"
@@ -510,12 +520,13 @@ class _Re2Translator:
         if self.last is None:
             raise self.fail(f"missing argument to repetition operator: `{match.group(0)}`")
         if self.last == "repeat":
-            raise self.fail(f"invalid nested repetition operator: `{match.group(0)}`")
+            raise self.fail(f"invalid nested repetition operator: `{self.last_repeat}{match.group(0)}`")
         lazy = self.pattern.startswith("?", self.pos)
         if lazy:
             self.pos += 1
         text = f"{{{low}}}" if high == low else f"{{{low},{'' if high is None else high}}}"
         self.out.append(text + ("?" if lazy != self.flags.ungreedy else ""))
+        self.last_repeat = match.group(0) + ("?" if lazy else "")
         self.last = "repeat"
         return True
 
