@@ -26,10 +26,11 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def write_body(series: list, metadata=(), *, exemplars=None, source: int = 0, skip_label_validation=False,
-               skip_label_count_validation=False) -> bytes:
+def write_body(series: list, metadata=(), *, exemplars=None, histograms=None, source: int = 0,
+               skip_label_validation=False, skip_label_count_validation=False) -> bytes:
     """A snappy remote write body. `series` is a list of (label pairs, [(ts, value), ...]) so that order and
-    repeated names survive; `exemplars` maps a series index to [(label pairs, value, ts)]; the Mimir-only
+    repeated names survive; `exemplars` maps a series index to [(label pairs, value, ts)], `histograms` to
+    [(schema, ts)] (one observation in the zero bucket); the Mimir-only
     fields (Source = 2, skip_label_validation = 1000, skip_label_count_validation = 1001) are appended raw."""
     from mimird import prompb
 
@@ -40,6 +41,8 @@ def write_body(series: list, metadata=(), *, exemplars=None, source: int = 0, sk
             ts.labels.add(name=name, value=value)
         for t, v in samples:
             ts.samples.add(timestamp=t, value=v)
+        for schema, t in (histograms or {}).get(index, ()):
+            ts.histograms.add(schema=schema, timestamp=t, count_int=1, zero_count_int=1)
         for ex_pairs, value, t in (exemplars or {}).get(index, ()):
             exemplar = ts.exemplars.add(value=value, timestamp=t)
             for name, label_value in ex_pairs:

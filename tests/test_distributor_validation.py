@@ -162,6 +162,21 @@ def test_ingester_rejection_wins_and_is_counted(d):
     assert metric_value(d, "cortex_discarded_samples_total", reason="sample-out-of-order", user="t10") == 1
 
 
+def test_native_histogram_schema_and_time(d):
+    now = now_ms()
+    series = [((("__name__", "hist"),), []), ((("__name__", "floats"),), [(now, 1.0)])]
+    expect_400(push(d, "t16", series, histograms={0: [(3, now), (9, now + 1)]}),
+               "received a native histogram sample with an invalid schema: 9 (err-mimir-invalid-native-histogram-schema)")
+    assert stored_series(d, "t16") == {(("__name__", "floats"),)}
+    assert metric_value(d, "cortex_discarded_samples_total", reason="invalid_native_histogram_schema",
+                        user="t16") == 1
+    future = now + 3_600_000
+    response = push(d, "t16", series[:1], histograms={0: [(-53, future)]})
+    assert response.status_code == 400
+    assert response.text.startswith(f"received a sample whose timestamp is too far in the future, timestamp: {future}")
+    assert push(d, "t16", series[:1], histograms={0: [(-4, now), (8, now + 1), (-53, now + 2)]}).status_code == 200
+
+
 def test_metadata_validation(d):
     now = now_ms()
     expect_400(push(d, "t11", [one([("__name__", "m")], ts=now)], metadata=[(1, "", "help", "")]),

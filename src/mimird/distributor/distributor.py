@@ -195,7 +195,7 @@ class Distributor(Service):
         skip_count = (api.skip_label_count_validation_header_enabled and batch.skip_label_count_validation
                       and request.headers.get("x-mimir-skiplabelcountvalidation", "").lower() == "true")
         return self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(), batch.timestamps.tolist(),
-                           batch.values.tolist(), batch.exemplars, batch.metadata,
+                           batch.values.tolist(), batch.exemplars, batch.metadata, histograms=batch.histograms,
                            from_rule=batch.source == SOURCE_RULE, skip_label_validation=skip_names,
                            skip_label_count_validation=skip_count,
                            retry_attempt=request.headers.get("retry-attempt"))
@@ -210,13 +210,15 @@ class Distributor(Service):
 
     # the shared write path
     def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=(), *,
-               from_rule: bool = False, skip_label_validation: bool = False,
+               histograms=(), from_rule: bool = False, skip_label_validation: bool = False,
                skip_label_count_validation: bool = False, retry_attempt: str | None = None) -> Response:
         """The shared write path of remote write, OTLP and Influx: limits, HA, validation, then the ingester.
 
         `series_pairs[i]` are series i's (name, value) label pairs in any order; its samples are
         timestamps/values[offsets[i]:offsets[i+1]]. `exemplars` are (series index, label pairs, value,
-        timestamp); `metadata` are (type, metric family name, help, unit). `from_rule` marks ruler
+        timestamp); `metadata` are (type, metric family name, help, unit); `histograms` are (series
+        index, native histogram), validated and counted against the rate limit like samples but not
+        stored, as the ingester keeps float samples only. `from_rule` marks ruler
         writes (counted in the rule ingestion rate); the skip flags are the already-checked
         X-Mimir-SkipLabel{Name,Count}Validation opt-outs; `retry_attempt` is the client's Retry-Attempt
         header. Returns the 200 answer or raises HTTPError with Mimir's status and message.
@@ -244,6 +246,10 @@ class Distributor(Service):
 
         now_ms = int(time.time() * 1000)
         bounds = v.SampleTimeBounds(now_ms, limits)
+        histograms_by_series: dict[int, list] = {}
+        for index, histogram in histograms:
+            histograms_by_series.setdefault(index, []).append(histogram)
+        histogram_count = 0
         first_error = None
         kept_labels: list[Labels] = []
         kept_offsets = [0]
@@ -257,10 +263,17 @@ class Distributor(Service):
             if not labels:
                 continue  # Mimir drops label-less series without a word
             problem = v.validate_labels(labels, limits, skip_label_validation, skip_label_count_validation)
+            start = len(kept_ts)
             if problem is None and hi > lo:
                 problem, duplicates_here = self._collect_samples(labels, timestamps, values, lo, hi, bounds,
-                                                                 kept_ts, kept_values, len(kept_ts))
+                                                                 kept_ts, kept_values, start)
                 duplicates += duplicates_here
+            if problem is None and index in histograms_by_series:
+                problem, valid_histograms = v.check_histograms(histograms_by_series[index], labels, bounds)
+                if problem is not None:
+                    del kept_ts[start:], kept_values[start:]
+                else:
+                    histogram_count += valid_histograms
             if problem is not None:
                 reason, message = problem
                 # Mimir counts one discarded sample per rejected series, at the first failed check.
@@ -285,12 +298,12 @@ class Distributor(Service):
             else:
                 kept_metadata.append(cleaned)
 
-        if not kept_ts and not kept_metadata and not kept_exemplars:
+        if not kept_ts and not histogram_count and not kept_metadata and not kept_exemplars:
             if first_error is not None:
                 raise HTTPError(400, first_error)
             return Response(200)
 
-        cost = len(kept_ts) + len(kept_exemplars) + len(kept_metadata)
+        cost = len(kept_ts) + histogram_count + len(kept_exemplars) + len(kept_metadata)
         rate = limits["ingestion_rate"]
         burst = ingestion_burst_size(limits)
         if not self.ingestion_limiter.allow(tenant, rate, burst, cost):

@@ -209,6 +209,33 @@ class SampleTimeBounds:
         return None
 
 
+INVALID_NATIVE_HISTOGRAM_SCHEMA = "invalid_native_histogram_schema"
+MIN_HISTOGRAM_SCHEMA, MAX_HISTOGRAM_SCHEMA, CUSTOM_BUCKETS_SCHEMA = -4, 8, -53
+
+
+def check_histograms(histograms, labels: Labels, bounds: SampleTimeBounds) -> tuple[tuple[str, str] | None, int]:
+    """Validate one series' native histograms: ((reason, message) or None, number kept).
+
+    The same time window as float samples, then the schema (-4..8, or -53 for custom buckets); the
+    first of several histograms sharing a timestamp is the one kept.
+    """
+    metric = metric_name_of(labels) or ""
+    seen: set[int] = set()
+    for histogram in histograms:
+        if histogram.timestamp in seen:
+            continue
+        seen.add(histogram.timestamp)
+        problem = bounds.check(histogram.timestamp, metric)
+        if problem is not None:
+            return problem, 0
+        schema = histogram.schema
+        if not (MIN_HISTOGRAM_SCHEMA <= schema <= MAX_HISTOGRAM_SCHEMA or schema == CUSTOM_BUCKETS_SCHEMA):
+            return (INVALID_NATIVE_HISTOGRAM_SCHEMA, plain_message(
+                f"received a native histogram sample with an invalid schema: {schema}",
+                "invalid-native-histogram-schema")), 0
+    return None, len(seen)
+
+
 def exemplar_discard_reason(labels, ts: int, min_ts: int, max_ts: int) -> str | None:
     """Why an exemplar is dropped (Mimir never fails a request for one), or None to keep it."""
     if not labels:
