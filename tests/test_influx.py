@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Daemon
 from mimird.distributor import influx
@@ -58,7 +60,12 @@ PARSE_CASES = [
     ("newline in a string field", b'm s="a\nb",value=3 0\nn value=4 0',
      [({"__name__": "m"}, 0, 3.0), ({"__name__": "n"}, 0, 4.0)]),
     ("negative timestamp", b"m value=1 -1500000", [({"__name__": "m"}, -1, 1.0)]),
-    ("several spaces", b"m  value=1   0", [({"__name__": "m"}, 0, 1.0)]),
+    ("several spaces", b"m  value=1   0  ", [({"__name__": "m"}, 0, 1.0)]),
+    ("floats without digits on one side", b"m a=5.,b=.5,c=-0.5e-1 0",
+     [({"__name__": "m_a"}, 0, 5.0), ({"__name__": "m_b"}, 0, 0.5), ({"__name__": "m_c"}, 0, -0.05)]),
+    ("escaped quote only escapes in field keys", b'm\\"x,t\\"k=v\\"w f\\"k=1 0',
+     [({"__name__": 'm_x_f_k', 't__k': 'v\\"w'}, 0, 1.0)]),
+    ("tab-separated sections are not sections", b"m\tx value=1 0", [({"__name__": "m_x"}, 0, 1.0)]),
 ]
 
 
@@ -88,7 +95,8 @@ def test_missing_timestamp_is_truncated_to_the_precision():
 
 @pytest.mark.parametrize("line, error", [
     (b"cpu", "missing fields"),
-    (b"cpu ", "missing fields"),
+    (b"cpu ", "invalid field format"),
+    (b"cpu,host=a", "missing fields"),
     (b",host=a value=1", "missing measurement"),
     (b"cpu,host value=1", "missing tag value"),
     (b"cpu,host= value=1", "missing tag value"),
@@ -97,14 +105,26 @@ def test_missing_timestamp_is_truncated_to_the_precision():
     (b"cpu value", "invalid field format"),
     (b"cpu =1", "missing field key"),
     (b"cpu value=", "missing field value"),
-    (b"cpu value=abc", "invalid number"),
+    (b"cpu value=abc", "invalid boolean"),
+    (b"cpu value=+1", "invalid boolean"),
+    (b"cpu,host=a=b value=1", "invalid tag format"),
+    (b"cpu a=1,b", "invalid field format"),
+    (b"cpu a=1,=2", "missing field key"),
+    (b"cpu value=-", "invalid number"),
+    (b"cpu value=1.5i", "invalid number"),
+    (b"cpu value=1.2.3", "invalid number"),
+    (b"cpu value=1e400", "invalid float"),
+    (b"cpu value=-5u", "invalid number"),
+    (b"cpu value=1 -", 'strconv.ParseInt: parsing "-": invalid syntax'),
+    (b"cpu value=1 99999999999999999999", "value out of range"),
     (b"cpu value=1x", "invalid number"),
     (b"cpu value=NaN", "invalid number"),
     (b"cpu value=tru", "invalid boolean"),
     (b'cpu value="open', "unbalanced quotes"),
-    (b"cpu value=99999999999999999999i", "value out of range"),
+    (b"cpu value=99999999999999999999i", 'unable to parse integer 99999999999999999999: strconv.ParseInt: '
+     'parsing "99999999999999999999": value out of range'),
     (b"cpu value=1 12ab", "bad timestamp"),
-    (b"cpu value=1 1 2", "bad timestamp"),
+    (b"cpu value=1 1 2", "point is invalid"),
 ])
 def test_parse_errors(line, error):
     with pytest.raises(influx.InfluxParseError) as info:
@@ -206,3 +226,21 @@ def test_disabled_by_default(start_daemon):
     daemon = start_daemon()
     response = daemon.post("/api/v1/push/influx/write", content=b"m value=1", headers={"X-Scope-OrgID": "a"})
     assert response.status_code == 404
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["m", "cpu", "a,b=c", "x,t=1,u=2", ",", "=", " ", "  ", "v=1", "v=-2.5", "v=3i",
+                                 "v=4u", "v=t", "v=FALSE", "v=1e3", "v=.", "v=-", "w=5.", "v=1,w=2", "v=x",
+                                 "1700000000", "-5", "99999999999999999999", "12a", "a=b=c", "n=NaN"]),
+                min_size=1, max_size=6))
+def test_fast_path_agrees_with_the_scanner(parts):
+    line = "".join(parts).lstrip(" ")
+    if not line or line.startswith("#"):
+        return
+    fast = influx._parse_plain_line(line, NOW_NS, "ns")
+    try:
+        exact = influx._parse_line_exactly(line, NOW_NS, "ns")
+    except influx.InfluxParseError:
+        exact = None
+    if fast is not None:
+        assert fast == exact, line
