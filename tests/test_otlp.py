@@ -562,3 +562,13 @@ def test_bad_ids_rejected():
     with pytest.raises(otlp.OTLPDecodeError) as info:
         otlp.decode_request(request.SerializeToString(), "application/x-protobuf", None)
     assert info.value.status == 400
+
+
+def test_json_bodies_are_written_as_go_writes_them():
+    response = otlp.status_response("application/json", 400, 400, "bad <value> é")
+    assert response.body == '{"code":400,"message":"bad \\u003cvalue\\u003e é"}'.encode()
+    assert otlp.otlp_response("application/json", 200, otlpb.ExportMetricsServiceResponse()).body == b"{}"
+    assert otlp.otlp_response("text/plain", 200, otlpb.ExportMetricsServiceResponse()).body == b""
+    response = otlp.status_response(None, 503, otlp.GRPC_UNAVAILABLE, "down")
+    assert response.header("Content-Type") == "application/x-protobuf"
+    assert otlpb.Status.FromString(response.body) == otlpb.Status(code=14, message="down")

@@ -782,17 +782,19 @@ def _add_target_info(resource, context: _ResourceContext, settings: TranslationS
 # HTTP
 
 def _encode(message, content_type: str) -> tuple[bytes, str]:
-    """Encode a response message as Mimir does: JSON (Go's encoding/json of the struct) or protobuf."""
+    """Encode a response message as Mimir does: JSON (Go's encoding/json of the struct) or protobuf.
+
+    Go's encoder leaves out zero fields (`omitempty`), so a success is `{}` and a Status carries only
+    a non-zero code and a non-empty message; strings are written as Go writes them.
+    """
     if content_type == JSON_CONTENT_TYPE:
+        members = []
         if message.DESCRIPTOR.name == "Status":
-            payload = {}
             if message.code:
-                payload["code"] = message.code
+                members.append(f'"code":{message.code}')
             if message.message:
-                payload["message"] = message.message
-        else:
-            payload = {}
-        return json.dumps(payload, separators=(",", ":")).encode(), JSON_CONTENT_TYPE
+                members.append(f'"message":{_json_string(message.message)}')
+        return ("{" + ",".join(members) + "}").encode(), JSON_CONTENT_TYPE
     return message.SerializeToString(), PROTOBUF_CONTENT_TYPE
 
 
