@@ -134,6 +134,7 @@ def test_page_html_and_json(d):
     assert 0 < row["failoverDuration"] <= 1_200_000_000 and isinstance(row["updateDuration"], int)
     users = [(r["userID"], r["cluster"]) for r in document["elected"]]
     assert users == sorted(users)
+    assert 'href="/distributor/ha_tracker"' in d.get("/").text
 
 
 def test_failover_timeout_must_exceed_update_timeout(start_daemon):

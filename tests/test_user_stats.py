@@ -77,3 +77,9 @@ def test_ewma():
     rates.tick()
     assert rates.stats("t", 7) == {"ingestionRate": 5.0, "numSeries": 7, "APIIngestionRate": 2.0,
                                    "RuleIngestionRate": 3.0}
+
+
+def test_index_links_the_usage_page(d):
+    index = d.get("/").text
+    assert 'href="/distributor/all_user_stats"' in index
+    assert 'href="/distributor/ha_tracker"' not in index  # the HA tracker is off

@@ -107,6 +107,8 @@ class App:
                                  ("Metrics", "/metrics"), ("Memberlist status", "/memberlist"),
                                  ("Build information", "/api/v1/status/buildinfo")]),
             ("Rings", [(f"{title} ring", path) for path, (_, title) in RING_PATHS.items()]),
+            ("Distributor", [("Usage statistics", "/distributor/all_user_stats")]
+             + ([("HA tracker status", "/distributor/ha_tracker")] if self.distributor.ha_enabled else [])),
         ]
         return [(title, [(label, path) for label, path in pages if path.split("?")[0] in registered])
                 for title, pages in groups]
