@@ -127,3 +127,28 @@ def test_instant_selection_in_chunks_matches_whole(head, monkeypatch):
     assert [s.labels for s in whole] == [s.labels for s in chunked]
     for a, b in zip(whole, chunked, strict=True):
         assert a.ts.tolist() == b.ts.tolist() and a.vals.tolist() == b.vals.tolist()
+
+
+def test_instant_select_kernel_against_reference():
+    from mimird._fast import instant
+    from mimird._fast.xorchunk import STALE_NAN
+
+    rng = np.random.default_rng(7)
+    lookback = 50
+    series = []
+    for _ in range(20):
+        ts = np.unique(rng.integers(-200, 400, rng.integers(0, 30)))
+        vals = rng.random(len(ts))
+        vals[rng.random(len(ts)) < 0.2] = STALE_NAN
+        series.append((ts.astype(np.int64), vals))
+    offsets = np.cumsum([0] + [len(ts) for ts, _ in series])
+    times = np.sort(rng.integers(-300, 500, 40)).astype(np.int64)
+    values, present, stamps = instant.select(np.concatenate([ts for ts, _ in series]),
+                                             np.concatenate([v for _, v in series]), offsets, times, lookback)
+    for k, (ts, vals) in enumerate(series):
+        for j, t in enumerate(times):
+            idx = np.searchsorted(ts, t, side="right") - 1
+            want = idx >= 0 and ts[idx] > t - lookback and vals[idx].tobytes() != np.float64(STALE_NAN).tobytes()
+            assert bool(present[k, j]) == want
+            if want:
+                assert values[k, j] == vals[idx] and stamps[k, j] == ts[idx]

@@ -195,24 +195,34 @@ def count_values(node: ast.AggregateExpr, frame: Frame, param: str) -> Frame:
     if not label or label[0].isdigit() or any(ch not in _LABEL_NAME_CHARS for ch in label):
         raise ExecutionError(f"invalid label name {go_quote(label)}")
     n_steps = frame.present.shape[1]
-    index: dict[Labels, int] = {}
-    counts: list[np.ndarray] = []
-    for row, labels in enumerate(frame.labels):
-        if node.without:
-            names = set(node.grouping) | {"__name__"}
-            base = {k: v for k, v in labels if k not in names}
-        else:
-            names = set(node.grouping)
-            base = {k: v for k, v in labels if k in names}
-        for j in np.flatnonzero(frame.present[row]):
-            out = dict(base)
-            out[label] = format_value(float(frame.values[row, j]))
-            key = tuple(sorted(out.items()))
-            g = index.setdefault(key, len(index))
-            if g == len(counts):
-                counts.append(np.zeros(n_steps))
-            counts[g][j] += 1
-    if not index:
+    rows, steps = np.nonzero(frame.present)
+    if len(rows) == 0:
         return Frame.empty(n_steps)
-    values = np.vstack(counts)
-    return Frame(list(index), values, values > 0, np.zeros(len(index), dtype=bool))
+    names = set(node.grouping) | ({"__name__"} if node.without else set())
+    base_ids: dict[Labels, int] = {}
+    row_base = np.array([
+        base_ids.setdefault(tuple(pair for pair in labels if (pair[0] in names) != node.without), len(base_ids))
+        for labels in frame.labels], dtype=np.int64)
+    # Values are told apart by their bits (so -0 and 0 format differently, as in Go).
+    bits = frame.values[rows, steps].view(np.uint64)
+    unique_bits, value_ids = np.unique(bits, return_inverse=True)
+    texts = [format_value(float(v)) for v in unique_bits.view(np.float64)]
+    codes = row_base[rows] * len(unique_bits) + value_ids
+    unique_codes, group_of = np.unique(codes, return_inverse=True)
+    counts = np.zeros((len(unique_codes), n_steps))
+    np.add.at(counts, (group_of, steps), 1.0)
+    base_labels = list(base_ids)
+    index: dict[Labels, int] = {}
+    out_values, out_labels = [], []
+    for g, code in enumerate(unique_codes.tolist()):
+        out = dict(base_labels[code // len(unique_bits)])
+        out[label] = texts[code % len(unique_bits)]
+        key = tuple(sorted(out.items()))
+        if key in index:
+            out_values[index[key]] += counts[g]
+        else:
+            index[key] = len(out_labels)
+            out_labels.append(key)
+            out_values.append(counts[g].copy())
+    values = np.vstack(out_values)
+    return Frame(out_labels, values, values > 0, np.zeros(len(out_labels), dtype=bool))

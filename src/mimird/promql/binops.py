@@ -192,27 +192,35 @@ def vector_binop(node: ast.BinaryExpr, lhs: Frame, rhs: Frame) -> Frame:
         if (per_sig[:n_sigs] > 1).any():
             raise ExecutionError(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
-    out_labels, out_values, out_present, out_sigs = [], [], [], []
-    for row in np.flatnonzero(kept.any(axis=1)):
-        mask = kept[row]
-        partners = np.unique(rows[row, mask]) if matching.include else rows[row, mask][:1]
-        for partner in partners:
-            sub = mask & (rows[row] == partner) if matching.include else mask
-            out_labels.append(_result_labels(many.labels[row], one.labels[partner], op, matching))
-            out_values.append(values[row])
-            out_present.append(sub)
-            out_sigs.append(int(many_sig[row]))
-    if not out_labels:
-        return Frame.empty(n_steps)
+    if matching.include:
+        out_labels, out_values, out_present, out_sigs = [], [], [], []
+        for row in np.flatnonzero(kept.any(axis=1)):
+            mask = kept[row]
+            # The labels copied from the "one" side may differ from step to step.
+            for partner in np.unique(rows[row, mask]):
+                out_labels.append(_result_labels(many.labels[row], one.labels[partner], op, matching))
+                out_values.append(values[row])
+                out_present.append(mask & (rows[row] == partner))
+                out_sigs.append(int(many_sig[row]))
+        if not out_labels:
+            return Frame.empty(n_steps)
+        out_values, out_present = np.vstack(out_values), np.vstack(out_present)
+    else:
+        out_rows = np.flatnonzero(kept.any(axis=1))
+        if len(out_rows) == 0:
+            return Frame.empty(n_steps)
+        out_labels = [_result_labels(many.labels[row], (), op, matching) for row in out_rows]
+        out_values, out_present, out_sigs = values[out_rows], kept[out_rows], many_sig[out_rows].tolist()
     if matching.card is not ast.Card.ONE_TO_ONE:
-        seen: dict[tuple, np.ndarray] = {}
-        for index, labels in enumerate(out_labels):
-            key = (out_sigs[index], labels)
-            if key in seen and (seen[key] & out_present[index]).any():
-                raise ExecutionError("multiple matches for labels: grouping labels must ensure unique matches")
-            seen[key] = seen.get(key, np.zeros(n_steps, dtype=bool)) | out_present[index]
+        keys: dict[tuple, int] = {}
+        key_ids = np.array([keys.setdefault((sig, labels), len(keys)) for sig, labels in zip(out_sigs, out_labels,
+                                                                                            strict=True)])
+        per_key = np.zeros((len(keys), n_steps), dtype=np.int64)
+        np.add.at(per_key, key_ids, out_present.astype(np.int64))
+        if (per_key > 1).any():
+            raise ExecutionError("multiple matches for labels: grouping labels must ensure unique matches")
     drop = np.full(len(out_labels), bool(node.return_bool))
-    return Frame(out_labels, np.vstack(out_values), np.vstack(out_present), drop).merged()
+    return Frame(out_labels, out_values, out_present, drop).merged()
 
 
 def _duplicate_error(one: Frame, ids: np.ndarray, counts: np.ndarray, matching, names) -> None:

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from mimird._fast import rangefn
+from mimird._fast import instant, rangefn
 from mimird.promql import ast
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -172,62 +172,35 @@ class Evaluator:
         labels = [lbls for lbls, _, _ in series]
         ts_all = np.concatenate([ts for _, ts, _ in series])
         vals_all = np.concatenate([vals for _, _, vals in series])
-        lengths = np.array([len(ts) for _, ts, _ in series], dtype=np.int64)
-        in_window = (ts_all >= mint) & (ts_all <= maxt)
-        if not in_window.all():
-            # Keep every series' samples inside [mint, maxt] so that the keys below stay sorted.
-            series_of = np.repeat(np.arange(len(series)), lengths)
-            ts_all, vals_all = ts_all[in_window], vals_all[in_window]
-            lengths = np.bincount(series_of[in_window], minlength=len(series)).astype(np.int64)
-        if len(ts_all) == 0:
-            return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
-        starts = np.zeros(len(series), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
+        offsets = np.zeros(len(series) + 1, dtype=np.int64)
+        np.cumsum([len(ts) for _, ts, _ in series], out=offsets[1:])
         keep_rows, kept_vals, kept_ok, kept_ts = [], [], [], []
         total = 0
-        # Series are taken in chunks so that the (series x steps) scratch stays bounded and the
-        # sample limit and the deadline are checked before memory grows further.
+        # Series are taken in chunks so that the (series x steps) output stays bounded by what the
+        # sample limit allows, and the deadline is checked in between.
         chunk = max(1, _CHUNK_CELLS // n)
         for first in range(0, len(series), chunk):
             self.check()
             last = min(first + chunk, len(series))
-            ok, sample_ts, sample_vals = self._select_chunk(ts_all, vals_all, starts[first:last],
-                                                            lengths[first:last], times, mint, maxt)
+            values, ok, stamps = instant.select(ts_all, vals_all, offsets[first:last + 1], times,
+                                                self.lookback_ms)
+            ok = ok.view(bool)
             rows = np.flatnonzero(ok.any(axis=1))
             total += int(ok[rows].sum())
             self.count_samples(total)
+            if len(rows) < last - first:
+                values, ok, stamps = values[rows], ok[rows], stamps[rows]
             keep_rows.append(rows + first)
-            kept_vals.append(sample_vals[rows])
-            kept_ok.append(ok[rows])
-            kept_ts.append(sample_ts[rows])
+            kept_vals.append(values)
+            kept_ok.append(ok)
+            kept_ts.append(stamps)
         rows = np.concatenate(keep_rows)
-        frame = Frame([labels[i] for i in rows], np.vstack(kept_vals), np.vstack(kept_ok),
-                      np.zeros(len(rows), dtype=bool))
-        if with_timestamps:
-            return frame, np.vstack(kept_ts)
-        return frame
-
-    def _select_chunk(self, ts_all, vals_all, starts, lengths, times, mint, maxt):
-        """Instant selection for the series starting at ``starts`` (ok mask, sample ts, values)."""
-        span = maxt - mint + 2
-        if len(starts) * span < 2**62:
-            # One searchsorted for all series and steps: series k's samples and queries are moved
-            # into their own key interval [k * span, (k + 1) * span).
-            lo, hi = int(starts[0]), int(starts[-1] + lengths[-1])
-            base = np.arange(len(starts), dtype=np.int64) * span
-            keys = ts_all[lo:hi] - mint + np.repeat(base, lengths)
-            queries = (times - mint)[None, :] + base[:, None]
-            pos = np.searchsorted(keys, queries.ravel(), side="right").reshape(queries.shape) - 1 + lo
+        if len(kept_vals) == 1:
+            values, ok, stamps = kept_vals[0], kept_ok[0], kept_ts[0]
         else:
-            pos = np.vstack([np.searchsorted(ts_all[start:start + length], times, side="right") - 1 + start
-                             for start, length in zip(starts.tolist(), lengths.tolist(), strict=True)])
-        ok = pos >= starts[:, None]
-        clipped = np.where(ok, pos, 0)
-        sample_ts = ts_all[clipped]
-        sample_vals = vals_all[clipped]
-        ok &= sample_ts > (times - self.lookback_ms)[None, :]
-        ok &= ~is_stale(sample_vals)
-        return ok, sample_ts, sample_vals
+            values, ok, stamps = np.vstack(kept_vals), np.vstack(kept_ok), np.vstack(kept_ts)
+        frame = Frame([labels[i] for i in rows], values, ok, np.zeros(len(rows), dtype=bool))
+        return (frame, stamps) if with_timestamps else frame
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
         """Series of a range selector, stale markers removed, concatenated for rangefn, with the

@@ -1,0 +1,10 @@
+import numpy as np
+import numpy.typing as npt
+
+def select(
+    ts: npt.ArrayLike,
+    vals: npt.ArrayLike,
+    offsets: npt.ArrayLike,
+    times: npt.ArrayLike,
+    lookback_ms: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
