@@ -44,8 +44,9 @@ from mimird.compactor.planner import Job, group_key, plan_jobs
 from mimird.config.runtime import Overrides
 from mimird.ingester.ingester import update_bucket_index, upload_block
 from mimird.services import Service
-from mimird.tsdb.block import BlockReader, write_block
-from mimird.tsdb.block.meta import TENANT_LABEL
+from mimird.tsdb.block import BlockReader, ChunkReader, CorruptBlockError, CorruptChunkError, write_block
+from mimird.tsdb.block.chunks import ENCODING_XOR
+from mimird.tsdb.block.meta import CHUNKS_DIRNAME, TENANT_LABEL
 from mimird.util.durations import parse_duration
 from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
@@ -79,11 +80,12 @@ def merge_samples_dedup(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.
     return ts[keep], vals[keep]
 
 
-def _merged_series(readers: list[BlockReader]) -> Iterator[tuple]:
+def _merged_series(readers: list[BlockReader], chunk_readers: list[ChunkReader]) -> Iterator[tuple]:
     """The union of the blocks' series in label order, one series at a time.
 
     A series whose chunks from the different blocks do not overlap in time keeps its chunks as they
-    are; one whose chunks overlap is decoded, merged with duplicates dropped, and re-cut.
+    are (read a series' chunks of one block in one batch, checksums verified); one whose chunks
+    overlap is decoded, merged with duplicates dropped, and re-cut.
     """
     def tagged(index: int, reader: BlockReader):
         for ref, labels, chunks in reader.iter_series():
@@ -92,11 +94,19 @@ def _merged_series(readers: list[BlockReader]) -> Iterator[tuple]:
     streams = [tagged(index, reader) for index, reader in enumerate(readers)]
     merged = heapq.merge(*streams, key=lambda item: item[0])
     for labels, group in itertools.groupby(merged, key=lambda item: item[0]):
-        parts = list(group)
-        metas = sorted((c_mint, c_maxt, index, c_ref) for _, index, _, chunks in parts
-                       for c_mint, c_maxt, c_ref in chunks)
-        if all(metas[i][0] > metas[i - 1][1] for i in range(1, len(metas))):
-            yield labels, [(c_mint, c_maxt, readers[index].chunk(c_ref)) for c_mint, c_maxt, index, c_ref in metas]
+        parts = sorted(group, key=lambda part: part[3][0][0] if part[3] else 0)
+        chunks = [c for part in parts for c in part[3]]
+        if all(chunks[i][0] > chunks[i - 1][1] for i in range(1, len(chunks))):
+            out = []
+            for _, index, _, metas in parts:
+                refs = np.fromiter((c_ref for _, _, c_ref in metas), dtype=np.uint64, count=len(metas))
+                for (c_mint, c_maxt, c_ref), (encoding, data) in zip(metas, chunk_readers[index].chunks(refs),
+                                                                     strict=True):
+                    if encoding != ENCODING_XOR:
+                        raise CorruptBlockError(f"{readers[index].dir}: series {labels}: chunk {c_ref:#x} has "
+                                                f"encoding {encoding}, only XOR (1) is read")
+                    out.append((c_mint, c_maxt, data))
+            yield labels, out
             continue
         samples = [readers[index].series_samples(ref)[1:] for _, index, ref, _ in parts]
         ts, vals = merge_samples_dedup(samples)
@@ -109,24 +119,28 @@ def merge_blocks(block_dirs: Sequence[Path], out_parent: Path, tenant: str | Non
     Level is one above the highest source level, sources the union of the sources, parents the
     source blocks. Returns None (and writes nothing) when the sources hold no samples.
     """
-    readers = []
+    readers: list[BlockReader] = []
+    chunk_readers: list[ChunkReader] = []
     try:
         for block_dir in block_dirs:
             readers.append(BlockReader(block_dir))
+            chunk_readers.append(ChunkReader(Path(block_dir) / CHUNKS_DIRNAME))
         metas = [r.meta for r in readers]
         sources = sorted({s for m in metas for s in (m.sources or [m.ulid])})
         parents = [{"ulid": m.ulid, "minTime": m.min_time, "maxTime": m.max_time} for m in metas]
         mint = min(m.min_time for m in metas)
         maxt = max(m.max_time for m in metas)
-        series = _merged_series(readers)
+        series = _merged_series(readers, chunk_readers)
         first = next(series, None)
         if first is None:
             return None
         return write_block(out_parent, itertools.chain([first], series), mint, maxt, tenant=tenant,
                            source="compactor", level=max(m.level for m in metas) + 1, sources=sources,
                            parents=parents)
+    except CorruptChunkError as exc:
+        raise CorruptBlockError(str(exc)) from None
     finally:
-        for reader in readers:
+        for reader in readers + chunk_readers:
             reader.close()
 
 
