@@ -9,13 +9,13 @@ count_values builds new ones from the values.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 import numpy as np
 
 from mimird._fast.aggregate import fold
 from mimird.promql import ast
 from mimird.promql.frame import Frame
+from mimird.promql.gofmt import format_value, go_g, go_v
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import Labels, go_quote, labels_hash
 
@@ -60,8 +60,6 @@ def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
 
 
 def _quantile_warnings(param: np.ndarray, ev) -> None:
-    from mimird.promql.evaluator import go_g
-
     if np.isnan(param).any():
         ev.warn(f"quantile value should be between 0 and 1, got {go_g(math.nan)}")
     finite = param[~np.isnan(param)]
@@ -115,8 +113,6 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
             raise ExecutionError("Ratio value NaN is NaN")
         if param.max() == 0 and param.min() == 0:
             return Frame.empty(n_steps)
-        from mimird.promql.evaluator import go_g
-
         if param.max() > 1:
             ev.warn(f"ratio value should be between -1 and 1, got {go_g(float(param.max()))}, capping to 1")
         if param.min() < -1:
@@ -158,35 +154,6 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
         rows = sorted(rows, key=lambda r: (group_ids[r], order_key[r, 0]))
         return result.take(rows)
     return result.compact()
-
-
-def go_v(value: float) -> str:
-    """A float as Go's ``%v`` prints it."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    dec = Decimal(repr(float(value)))
-    exponent = dec.adjusted()
-    if exponent < -4 or exponent >= 21:
-        digits = "".join(map(str, dec.as_tuple().digits)).rstrip("0") or "0"
-        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        sign = "-" if value < 0 else ""
-        return f"{sign}{body}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
-    text = format(dec, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def format_value(value: float) -> str:
-    """strconv.FormatFloat(v, 'f', -1, 64): shortest digits, never an exponent."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    text = format(Decimal(repr(float(value))), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "-0" if text == "0" and math.copysign(1, value) < 0 else text
 
 
 def count_values(node: ast.AggregateExpr, frame: Frame, param: str) -> Frame:

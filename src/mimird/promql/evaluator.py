@@ -13,7 +13,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from decimal import Decimal
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
 from mimird.promql.frame import Frame, Steps, drop_name
 from mimird.promql.funcs import FunctionContext, call_instant_function
+from mimird.promql.gofmt import go_g
 from mimird.promql.value import (
     ExecutionError,
     QueryCanceledError,
@@ -296,10 +296,8 @@ class Evaluator:
                 params.append(self.eval(arg, steps).values)
         if isinstance(matrix_arg, ast.SubqueryExpr):
             labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(matrix_arg, steps)
-            source_names = [_metric_name(lbls) for lbls in labels]
         else:
             labels, ts_parts, val_parts, times, range_ms = self.fetch_range(matrix_arg, steps)
-            source_names = [_metric_name(lbls) for lbls in labels]
         n = len(steps)
         if name == "quantile_over_time":
             q = params[0]
@@ -307,7 +305,7 @@ class Evaluator:
                 if math.isnan(value) or value < 0 or value > 1:
                     self.warn(f"quantile value should be between 0 and 1, got {go_g(value)}")
         if name == "double_exponential_smoothing":
-            self.check_smoothing(params, labels)
+            self.check_smoothing(params)
         self.count_samples(sum(len(t) for t in ts_parts))
         if labels:
             offsets = np.zeros(len(labels) + 1, dtype=np.int64)
@@ -339,13 +337,13 @@ class Evaluator:
         self.count_samples(int(frame.present.sum()))
         if name in ("rate", "increase"):
             for row in range(len(labels)):
-                metric = source_names[row]
+                metric = _metric_name(labels[row])
                 if metric and present[row].any() and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {_go_quote(metric)}")
         return frame
 
-    def check_smoothing(self, params, labels) -> None:
+    def check_smoothing(self, params) -> None:
         sf, tf = params
         for value in np.unique(sf):
             if not 0 < value < 1:
@@ -530,28 +528,6 @@ def _go_quote(text: str) -> str:
     from mimird.tsdb.labels import go_quote
 
     return go_quote(text)
-
-
-def go_g(value: float) -> str:
-    """A float as Go's ``%g`` prints it (shortest digits; exponent form below 1e-4 or from 1e6 up)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1, value) < 0 else "0"
-    dec = Decimal(repr(float(value)))
-    exponent = dec.adjusted()
-    sign, digit_tuple, _ = dec.as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    prefix = "-" if sign else ""
-    if exponent < -4 or exponent >= 6:
-        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{prefix}{body}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
-    text = format(dec, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 def absent_labels(node) -> Labels:

@@ -12,6 +12,7 @@ import numpy as np
 
 from mimird.promql import ast
 from mimird.promql.frame import Frame, Steps
+from mimird.promql.gofmt import go_g
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import InvalidRegexError, Labels, go_quote, translate_re2
 
@@ -278,7 +279,7 @@ def _timestamp(values, ctx):
 # --- classic histograms -------------------------------------------------------------------------
 
 
-def _bucket_groups(frame: Frame, ctx: FunctionContext, arg_index: int):
+def _bucket_groups(frame: Frame, ctx: FunctionContext):
     """Rows of a classic histogram grouped by their labels without ``le``, with parsed bounds."""
     groups: dict[Labels, list[tuple[int, float]]] = {}
     for row, lbls in enumerate(frame.labels):
@@ -425,10 +426,10 @@ def bucket_fraction(lower: float, upper: float, bounds: list[float], counts: lis
     return (upper_rank - lower_rank) / count
 
 
-def _histogram_over_buckets(values, ctx, compute, q_warn: np.ndarray | None):
+def _histogram_over_buckets(values, ctx, compute):
     frame = values[-1]
     n = len(ctx.steps)
-    groups = _bucket_groups(frame, ctx, len(values) - 1)
+    groups = _bucket_groups(frame, ctx)
     labels, out_values, out_present = [], [], []
     for key, members in groups.items():
         rows = [row for row, _ in members]
@@ -453,8 +454,6 @@ def _histogram_over_buckets(values, ctx, compute, q_warn: np.ndarray | None):
 
 
 def _histogram_quantile(values, ctx):
-    from mimird.promql.evaluator import go_g
-
     q = values[0].values
     for value in np.unique(q):
         if math.isnan(value) or value < 0 or value > 1:
@@ -468,7 +467,7 @@ def _histogram_quantile(values, ctx):
                      f"for metric name {go_quote(name)}")
         return value
 
-    return _histogram_over_buckets(values, ctx, compute, q)
+    return _histogram_over_buckets(values, ctx, compute)
 
 
 def _histogram_fraction(values, ctx):
@@ -477,7 +476,7 @@ def _histogram_fraction(values, ctx):
     def compute(j, bounds, counts, name):
         return bucket_fraction(float(lower[j]), float(upper[j]), bounds, counts)
 
-    return _histogram_over_buckets(values, ctx, compute, None)
+    return _histogram_over_buckets(values, ctx, compute)
 
 
 def _native_only(values, ctx):
@@ -535,4 +534,4 @@ def call_instant_function(name: str, values: list, ctx: FunctionContext):
         return _histogram_fraction(values, ctx)
     if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar"):
         return _native_only(values, ctx)
-    raise ExecutionError(f"function {name!r} is not supported by this engine")
+    raise ExecutionError(f"unknown function {name!r}")
