@@ -152,3 +152,23 @@ def test_instant_select_kernel_against_reference():
             assert bool(present[k, j]) == want
             if want:
                 assert values[k, j] == vals[idx] and stamps[k, j] == ts[idx]
+
+
+def test_range_functions_in_chunks_match_whole(head, monkeypatch):
+    from mimird.promql import evaluator
+
+    query = "rate(up_total[1m]) or absent_over_time(nothing[1m]) or sum_over_time(up_total[2m:30s])"
+    whole = Engine().range(head, query, 0, 600_000, 45_000).value
+    monkeypatch.setattr(evaluator, "_CHUNK_SAMPLES", 3)
+    chunked = Engine().range(head, query, 0, 600_000, 45_000).value
+    assert [s.labels for s in whole] == [s.labels for s in chunked]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.ts.tolist() == b.ts.tolist() and a.vals.tolist() == b.vals.tolist()
+
+
+def test_max_samples_counts_operands_together(head):
+    # 3 series x 41 steps = 123 points per operand: each fits alone, both together do not.
+    engine = Engine(max_samples=200)
+    engine.range(head, "up_total", 0, 600_000, 15_000)
+    with pytest.raises(TooManySamplesError):
+        engine.range(head, "up_total / up_total", 0, 600_000, 15_000)

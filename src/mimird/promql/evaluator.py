@@ -39,6 +39,8 @@ _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 INFO_METRIC = "target_info"
 # Upper bound of (series x steps) cells an instant selection works on at once.
 _CHUNK_CELLS = 4_000_000
+# Raw samples a range function evaluates at once.
+_CHUNK_SAMPLES = 4_000_000
 IDENTIFYING_LABELS = ("instance", "job")
 
 
@@ -203,30 +205,33 @@ class Evaluator:
         return (frame, stamps) if with_timestamps else frame
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
-        """Series of a range selector, stale markers removed, concatenated for rangefn, with the
-        shifted evaluation times and the range in ms."""
+        """Series of a range selector with stale markers removed, as a lazy iterator of
+        (labels, ts, vals), plus the shifted evaluation times and the range in ms."""
         selector = node.vector_selector
         times = self.shifted_times(selector, steps)
         range_ms = node.range_ns // NS_PER_MS
-        labels, ts_parts, val_parts = [], [], []
-        if len(steps):
-            for lbls, ts, vals in self.select(selector, int(times.min()) - range_ms + 1, int(times.max())):
+
+        def series():
+            if not len(steps):
+                return
+            self.check()
+            matchers = to_storage_matchers(selector.matchers)
+            for lbls, ts, vals in self.queryable.select(matchers, int(times.min()) - range_ms + 1,
+                                                        int(times.max())):
                 keep = ~is_stale(vals)
                 if not keep.all():
                     ts, vals = ts[keep], vals[keep]
-                if len(ts) == 0:
-                    continue
-                labels.append(lbls)
-                ts_parts.append(ts)
-                val_parts.append(vals)
-        return labels, ts_parts, val_parts, times, range_ms
+                if len(ts):
+                    yield lbls, ts, vals
+
+        return series(), times, range_ms
 
     def eval_matrix_selector(self, node: ast.MatrixSelector, steps: np.ndarray) -> RawMatrix:
-        labels, ts_parts, val_parts, times, range_ms = self.fetch_range(node, steps)
+        series, times, range_ms = self.fetch_range(node, steps)
         t = int(times[-1])
         out = RawMatrix([], [], [])
         total = 0
-        for lbls, ts, vals in zip(labels, ts_parts, val_parts, strict=True):
+        for lbls, ts, vals in series:
             lo = np.searchsorted(ts, t - range_ms, side="right")
             hi = np.searchsorted(ts, t, side="right")
             if hi > lo:
@@ -286,6 +291,10 @@ class Evaluator:
     # --- range functions -------------------------------------------------------------------------
 
     def range_function(self, node: ast.Call, steps: np.ndarray) -> Frame:
+        """A function of a range vector (rate, *_over_time, ...) at every step, in Cython.
+
+        Series are streamed from storage and evaluated in chunks, so that what is held at once is
+        the output so far plus one chunk of raw samples (Prometheus's own peak, roughly)."""
         name = node.func.name
         matrix_index = next(i for i, arg in enumerate(node.args)
                             if _unwrap(arg).type is ast.ValueType.MATRIX)
@@ -296,52 +305,66 @@ class Evaluator:
                 params.append(self.eval(arg, steps).values)
         if isinstance(matrix_arg, ast.SubqueryExpr):
             labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(matrix_arg, steps)
+            series = zip(labels, ts_parts, val_parts, strict=True)
         else:
-            labels, ts_parts, val_parts, times, range_ms = self.fetch_range(matrix_arg, steps)
-        n = len(steps)
+            series, times, range_ms = self.fetch_range(matrix_arg, steps)
         if name == "quantile_over_time":
-            q = params[0]
-            for value in np.unique(q):
+            for value in np.unique(params[0]):
                 if math.isnan(value) or value < 0 or value > 1:
                     self.warn(f"quantile value should be between 0 and 1, got {go_g(value)}")
         if name == "double_exponential_smoothing":
             self.check_smoothing(params)
-        self.count_samples(sum(len(t) for t in ts_parts))
-        if labels:
-            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
-            np.cumsum([len(t) for t in ts_parts], out=offsets[1:])
-            ts_all = np.concatenate(ts_parts)
-            vals_all = np.concatenate(val_parts)
+        kernel = "count_over_time" if name == "absent_over_time" else name
+        out_labels, out_values, out_present = [], [], []
+        held = 0
+        for chunk in _chunks(series, _CHUNK_SAMPLES):
+            self.check()
+            self.count_samples(held + sum(len(ts) for _, ts, _ in chunk))
+            values, present = self._range_kernel(kernel, chunk, steps, times, range_ms, tuple(params))
+            rows = np.flatnonzero(present.any(axis=1))
+            held += int(present[rows].sum())
+            self.count_samples(held)
+            out_labels.extend(chunk[row][0] for row in rows)
+            out_values.append(values[rows])
+            out_present.append(present[rows])
+        n = len(steps)
+        if out_labels:
+            values, present = np.vstack(out_values), np.vstack(out_present)
         else:
-            offsets = np.zeros(1, dtype=np.int64)
-            ts_all = np.empty(0, dtype=np.int64)
-            vals_all = np.empty(0)
+            values, present = np.empty((0, n)), np.zeros((0, n), dtype=bool)
         if name == "absent_over_time":
-            return self.absent_over_time(node, ts_all, offsets, times, range_ms, n)
-        kernel_params = tuple(params)
-        shifts = steps - times
-        if name == "predict_linear" and n > 1 and (shifts != shifts[0]).any():
-            # Under @ the window stays put while the regression is anchored at each step's time.
-            out = np.empty((len(labels), n))
-            present = np.zeros((len(labels), n), dtype=np.uint8)
-            for j in range(n):
-                out[:, j:j + 1], present[:, j:j + 1] = rangefn.evaluate_batch(
-                    name, ts_all, vals_all, offsets, times[j:j + 1], range_ms,
-                    tuple(p[j:j + 1] for p in kernel_params), int(shifts[j]))
-        else:
-            out, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
-                                                  kernel_params, int(shifts[0]) if n else 0)
-        present = present.astype(bool)
-        drop = np.full(len(labels), name != "last_over_time")
-        frame = Frame(labels, out, present, drop).compact()
-        self.count_samples(int(frame.present.sum()))
+            absent = ~present.any(axis=0)
+            if not absent.any():
+                return Frame.empty(n)
+            return Frame([absent_labels(node.args[0])], np.ones((1, n)), absent[None, :], np.ones(1, dtype=bool))
         if name in ("rate", "increase"):
-            for row in range(len(labels)):
-                metric = _metric_name(labels[row])
-                if metric and present[row].any() and not metric.endswith(_COUNTER_SUFFIXES):
+            for lbls in out_labels:
+                metric = _metric_name(lbls)
+                if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {_go_quote(metric)}")
-        return frame
+        drop = np.full(len(out_labels), name != "last_over_time")
+        return Frame(out_labels, values, present, drop)
+
+    def _range_kernel(self, name, chunk, steps, times, range_ms, params):
+        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
+        np.cumsum([len(ts) for _, ts, _ in chunk], out=offsets[1:])
+        ts_all = np.concatenate([ts for _, ts, _ in chunk])
+        vals_all = np.concatenate([vals for _, _, vals in chunk])
+        shifts = steps - times
+        n = len(steps)
+        if name == "predict_linear" and n > 1 and (shifts != shifts[0]).any():
+            # Under @ the window stays put while the regression is anchored at each step's time.
+            values = np.empty((len(chunk), n))
+            present = np.zeros((len(chunk), n), dtype=np.uint8)
+            for j in range(n):
+                values[:, j:j + 1], present[:, j:j + 1] = rangefn.evaluate_batch(
+                    name, ts_all, vals_all, offsets, times[j:j + 1], range_ms,
+                    tuple(p[j:j + 1] for p in params), int(shifts[j]))
+        else:
+            values, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
+                                                     params, int(shifts[0]) if n else 0)
+        return values, present.view(bool)
 
     def check_smoothing(self, params) -> None:
         sf, tf = params
@@ -351,19 +374,6 @@ class Evaluator:
         for value in np.unique(tf):
             if not 0 < value < 1:
                 raise ExecutionError(f"invalid trend factor. Expected: 0 < tf < 1, got: {value:f}")
-
-    def absent_over_time(self, node, ts_all, offsets, times, range_ms, n) -> Frame:
-        any_present = np.zeros(n, dtype=bool)
-        for k in range(len(offsets) - 1):
-            ts = ts_all[offsets[k]:offsets[k + 1]]
-            lo = np.searchsorted(ts, times - range_ms, side="right")
-            hi = np.searchsorted(ts, times, side="right")
-            any_present |= hi > lo
-        absent = ~any_present
-        if not absent.any():
-            return Frame.empty(n)
-        labels = absent_labels(node.args[0])
-        return Frame([labels], np.ones((1, n)), absent[None, :], np.ones(1, dtype=bool))
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -488,7 +498,9 @@ class Evaluator:
             result = vector_scalar_binop(node.op, lhs, rhs.values, False, node.return_bool)
         else:
             result = vector_scalar_binop(node.op, rhs, lhs.values, True, node.return_bool)
-        self.count_samples(int(result.present.sum()))
+        # Both operands and the result are in memory together, as in Prometheus's rangeEval.
+        operands = sum(int(v.present.sum()) for v in (lhs, rhs) if isinstance(v, Frame))
+        self.count_samples(operands + int(result.present.sum()))
         return result
 
     def eval_aggregate(self, node: ast.AggregateExpr, steps: np.ndarray) -> Frame:
@@ -499,7 +511,7 @@ class Evaluator:
                 param = param.values
         frame = self.eval(node.expr, steps)
         result = aggregate(node, frame, param, self)
-        self.count_samples(int(result.present.sum()))
+        self.count_samples(int(frame.present.sum()) + int(result.present.sum()))
         return result
 
 
@@ -509,6 +521,19 @@ _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 def quote_meta(text: str) -> str:
     """Go's regexp.QuoteMeta: escape the characters that are special in RE2."""
     return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
+
+
+def _chunks(series, max_samples: int):
+    """Lists of (labels, ts, vals) holding about ``max_samples`` samples each."""
+    chunk, size = [], 0
+    for item in series:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= max_samples:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _unwrap(node):
