@@ -102,10 +102,16 @@ def test_2h_blocks_compact_into_a_12h_block_that_reads_back_identically(start_da
     assert big["thanos"]["labels"] == {"__org_id__": "t1"}
     root = d.workdir / "data" / "blocks" / "t1"
     # the sources are marked (block mark and the global marker), then deleted after the delay
-    wait_for(lambda: all(not (root / s).exists() for s in big["compaction"]["sources"]), what="sources deleted")
+
+    def cleaned_up():
+        index = json.loads(gzip.decompress((root / "bucket-index.json.gz").read_bytes()))
+        return (all(not (root / s).exists() for s in big["compaction"]["sources"])
+                and not any((root / "markers").glob("*-deletion-mark.json"))
+                and len(index["blocks"]) == 2)
+
+    wait_for(cleaned_up, what="sources, their markers and index entries deleted")
     remaining = sorted(bucket_metas(d, "t1"))
     assert len(remaining) == 2 and big["ulid"] in remaining
-    assert not any((root / "markers").glob("*-deletion-mark.json"))
     assert read_all([root / u for u in remaining]) == as_expected(series)
     index = json.loads(gzip.decompress((root / "bucket-index.json.gz").read_bytes()))
     assert sorted(b["block_id"] for b in index["blocks"]) == remaining
@@ -161,6 +167,8 @@ def test_overlapping_blocks_are_merged_without_duplicate_samples(start_daemon):
     newer = _put_block(root, payload(1, T0 + 2 * HOUR, T0 + 3 * HOUR), T0 + 2 * HOUR, T0 + 3 * HOUR, "t2")
 
     def merged():
+        if not all((root / u / "deletion-mark.json").exists() for u in (ua, ub)):
+            return []  # the marks follow the upload of the merged block
         return [u for u, m in bucket_metas(d, "t2").items() if set(m["compaction"]["sources"]) == {ua, ub}]
 
     ulid = wait_for(merged, what="merged block")[0]
@@ -176,9 +184,9 @@ def test_overlapping_blocks_are_merged_without_duplicate_samples(start_daemon):
     assert not (root / newer / "deletion-mark.json").exists()
     index = json.loads(gzip.decompress((root / "bucket-index.json.gz").read_bytes()))
     assert {m["block_id"] for m in index["block_deletion_marks"]} == {ua, ub}
-    metrics = d.get("/metrics").text
-    assert 'cortex_compactor_blocks_marked_for_deletion_total{reason="compaction"} 2.0' in metrics
-    assert "cortex_compactor_group_compactions_total 1.0" in metrics
+    wait_for(lambda: 'cortex_compactor_blocks_marked_for_deletion_total{reason="compaction"} 2.0' in
+             (metrics := d.get("/metrics").text) and "cortex_compactor_group_compactions_total 1.0" in metrics,
+             what="compactor metrics")
 
 
 def test_retention_marks_then_deletes_old_blocks(start_daemon):
@@ -221,6 +229,6 @@ def test_crash_between_upload_and_marks_never_doubles_samples(start_daemon, tmp_
     # after a restart the compactor marks the superseded sources itself
     d.env.pop("MIMIRD_FAILPOINT")
     d.start()
-    wait_for(lambda: len(list(root.glob("*/deletion-mark.json"))) == 6, what="sources marked")
-    assert len(list(root.glob("markers/*-deletion-mark.json"))) == 6
+    wait_for(lambda: len(list(root.glob("*/deletion-mark.json"))) == 6
+             and len(list(root.glob("markers/*-deletion-mark.json"))) == 6, what="sources marked")
     assert len([m for m in bucket_metas(d, "t1").values() if m["compaction"]["level"] == 2]) == 1
