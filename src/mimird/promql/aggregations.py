@@ -176,8 +176,8 @@ def count_values(node: ast.AggregateExpr, frame: Frame, param: str) -> Frame:
     texts = [format_value(float(v)) for v in unique_bits.view(np.float64)]
     codes = row_base[rows] * len(unique_bits) + value_ids
     unique_codes, group_of = np.unique(codes, return_inverse=True)
-    counts = np.zeros((len(unique_codes), n_steps))
-    np.add.at(counts, (group_of, steps), 1.0)
+    counts = np.bincount(group_of * n_steps + steps, minlength=len(unique_codes) * n_steps).astype(np.float64)
+    counts = counts.reshape(len(unique_codes), n_steps)
     base_labels = list(base_ids)
     index: dict[Labels, int] = {}
     out_values, out_labels = [], []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mimird.promql import ast
-from mimird.promql.frame import NAME_LABELS, Frame
+from mimird.promql.frame import NAME_LABELS, Frame, row_group_sum
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import Labels, format_labels
 
@@ -91,9 +91,7 @@ def _signatures(frame: Frame, matching: ast.VectorMatching):
 
 
 def _present_by_signature(frame: Frame, ids: np.ndarray, n_sigs: int) -> np.ndarray:
-    out = np.zeros((n_sigs, frame.present.shape[1]), dtype=bool)
-    np.logical_or.at(out, ids, frame.present)
-    return out
+    return row_group_sum(ids, frame.present, n_sigs) > 0
 
 
 def set_operation(op: str, lhs: Frame, rhs: Frame, matching: ast.VectorMatching) -> Frame:
@@ -158,8 +156,7 @@ def vector_binop(node: ast.BinaryExpr, lhs: Frame, rhs: Frame) -> Frame:
     one_ids, one_index = _signatures(one, matching)
     n_sigs = len(one_index)
     # Per signature and step, the row of the "one" side that is present there (-1: none).
-    counts = np.zeros((n_sigs, n_steps), dtype=np.int64)
-    np.add.at(counts, one_ids, one.present.astype(np.int64))
+    counts = row_group_sum(one_ids, one.present, n_sigs)
     if (counts > 1).any():
         _duplicate_error(one, one_ids, counts, matching, names)
     one_row = np.full((n_sigs, n_steps), -1, dtype=np.intp)
@@ -187,8 +184,7 @@ def vector_binop(node: ast.BinaryExpr, lhs: Frame, rhs: Frame) -> Frame:
             values = left.copy()
             kept = matched & keep
     if matching.card is ast.Card.ONE_TO_ONE:
-        per_sig = np.zeros((n_sigs + 1, n_steps), dtype=np.int64)
-        np.add.at(per_sig, np.where(has_sig, many_sig, n_sigs), kept.astype(np.int64))
+        per_sig = row_group_sum(np.where(has_sig, many_sig, n_sigs), kept, n_sigs + 1)
         if (per_sig[:n_sigs] > 1).any():
             raise ExecutionError(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
@@ -215,8 +211,7 @@ def vector_binop(node: ast.BinaryExpr, lhs: Frame, rhs: Frame) -> Frame:
         keys: dict[tuple, int] = {}
         key_ids = np.array([keys.setdefault((sig, labels), len(keys)) for sig, labels in zip(out_sigs, out_labels,
                                                                                             strict=True)])
-        per_key = np.zeros((len(keys), n_steps), dtype=np.int64)
-        np.add.at(per_key, key_ids, out_present.astype(np.int64))
+        per_key = row_group_sum(key_ids, out_present, len(keys))
         if (per_key > 1).any():
             raise ExecutionError("multiple matches for labels: grouping labels must ensure unique matches")
     drop = np.full(len(out_labels), bool(node.return_bool))

@@ -24,6 +24,21 @@ def drop_name(labels: Labels) -> Labels:
     return tuple(pair for pair in labels if pair[0] not in NAME_LABELS)
 
 
+def row_group_sum(ids: np.ndarray, rows: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum the rows of ``rows`` (series x steps) into ``n_groups`` rows by group id, as integers.
+
+    The same as ``np.add.at(out, ids, rows)`` but by sorting and ``reduceat``, which is much faster.
+    """
+    out = np.zeros((n_groups, rows.shape[1]), dtype=np.int64)
+    if len(ids) == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order].astype(np.int64), starts, axis=0)
+    return out
+
+
 @dataclass
 class Steps:
     """A scalar per evaluation step."""
