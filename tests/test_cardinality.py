@@ -80,6 +80,11 @@ def test_label_values(enabled):
              "cardinality": [{"label_value": "1", "series_count": 1}, {"label_value": "2", "series_count": 1},
                              {"label_value": "3", "series_count": 1}]},
         ]}
+    # series_count_total is the tenant's whole series count, whatever the selector
+    selected = get(enabled, "/label_values", **{"label_names[]": "instance", "selector": 'up{instance="1"}'})
+    assert selected.json() == {"series_count_total": 5, "labels": [
+        {"label_name": "instance", "label_values_count": 1, "series_count": 1,
+         "cardinality": [{"label_value": "1", "series_count": 1}]}]}
     limited = get(enabled, "/label_values", **{"label_names[]": "job", "limit": "1", "count_method": "active"})
     assert limited.json() == {"series_count_total": 4, "labels": [
         {"label_name": "job", "label_values_count": 2, "series_count": 4,

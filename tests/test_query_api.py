@@ -344,6 +344,14 @@ def test_server_timing_header(querier):
     assert parts[0].startswith("querier_wall_time;dur=") and float(parts[0].split("=")[1]) > 0
     assert parts[3] == "samples_processed;val=4"  # two series, two samples each in the 5m lookback window
     assert get(querier, "/labels").headers["server-timing"].endswith("samples_processed;val=0")
+    detailed = querier.get(P + "/query", params={"query": "up", "time": str(T0 + 60)},
+                           headers={"X-Scope-OrgID": "team-a", "X-Mimir-Response-Query-Stats": "true"})
+    names = [p.split(";")[0] for p in detailed.headers["server-timing"].split(", ")]
+    assert names[4:] == ["encode_time_seconds", "fetched_series_count", "query_wall_time_seconds",
+                         "queue_time_seconds", "response_size_bytes", "response_time", "results_cache_hit_bytes",
+                         "results_cache_miss_bytes", "sharded_queries", "split_queries"]
+    assert f"response_size_bytes;val={len(detailed.content)}" in detailed.headers["server-timing"]
+    assert "fetched_series_count;val=2" in detailed.headers["server-timing"]
 
 
 def test_frontend_limits(querier):

@@ -186,11 +186,14 @@ class QuerierAPI:
                 # raised while preparing the query (type checks), which Prometheus reports against "query"
                 return jsonfmt.error(error_type, str(ParamError("query", str(exc))))
             return jsonfmt.error(error_type, str(exc))
+        evaluated = time.perf_counter()
+        warnings = list(result.warnings) + _stats_warning(stats)
+        response = jsonfmt.success(jsonfmt.value_json(result.value), warnings, list(result.infos))
         stats_sink = current_stats()
         if stats_sink is not None:
-            stats_sink.wall_time_s = time.perf_counter() - started
-        warnings = list(result.warnings) + _stats_warning(stats)
-        return jsonfmt.success(jsonfmt.value_json(result.value), warnings, list(result.infos))
+            stats_sink.wall_time_s = evaluated - started
+            stats_sink.encode_time_s = time.perf_counter() - evaluated
+        return response
 
     # --- series and labels ----------------------------------------------------------------------------
     @frontend

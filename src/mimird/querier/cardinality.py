@@ -102,8 +102,9 @@ def label_names_cardinality(series: list[Labels], limit: int) -> dict:
     }
 
 
-def label_values_cardinality(series: list[Labels], names: list[str], limit: int) -> dict:
-    """Mimir's label_values answer: per requested label its values' series counts, largest first."""
+def label_values_cardinality(series: list[Labels], names: list[str], limit: int, series_total: int) -> dict:
+    """Mimir's label_values answer: per requested label its values' series counts, largest first;
+    `series_total` is the tenant's whole series count (not only the selected ones), as Mimir reports."""
     counts: dict[str, dict[str, int]] = {name: defaultdict(int) for name in names}
     for labels in series:
         for name, value in labels:
@@ -121,7 +122,7 @@ def label_values_cardinality(series: list[Labels], names: list[str], limit: int)
             "cardinality": [{"label_value": value, "series_count": count} for value, count in ordered[:limit]],
         })
     labels_out.sort(key=lambda item: (-item["series_count"], item["label_name"]))
-    return {"series_count_total": len(series), "labels": labels_out}
+    return {"series_count_total": series_total, "labels": labels_out}
 
 
 class CardinalityAPI:
@@ -194,8 +195,11 @@ class CardinalityAPI:
         disabled = self._disabled(tenant)
         if disabled is not None:
             return disabled
-        series = await asyncio.to_thread(self._head_series, tenant, matchers, method == "active")
-        return Response(200, jsonfmt.dumps(label_values_cardinality(series, names, limit)), "application/json")
+        active = method == "active"
+        series = await asyncio.to_thread(self._head_series, tenant, matchers, active)
+        total = len(series) if not matchers else len(await asyncio.to_thread(self._head_series, tenant, [], active))
+        body = jsonfmt.dumps(label_values_cardinality(series, names, limit, total))
+        return Response(200, body, "application/json")
 
     @frontend
     async def active_series(self, request: Request) -> Response:

@@ -176,7 +176,7 @@ class TenantQueryable:
             if self.max_series:
                 self.count_series(item[0])
             if stats is not None:
-                stats.add_samples(len(item[1]))
+                stats.add_series(len(item[1]))
             yield item
 
     def _select(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None
