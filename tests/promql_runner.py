@@ -26,6 +26,8 @@ from mimird.util.durations import parse_duration
 
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 _NUMBER = r"(?:(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?|[iI][nN][fF]|[nN][aA][nN])"
+_STRING = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`"
+_LABEL_PAIR = re.compile(rf"\s*(?:(\}}|,)|([a-zA-Z_][a-zA-Z0-9_]*|{_STRING})\s*=\s*({_STRING}))")
 _ITEM = re.compile(rf"^([+-]?{_NUMBER})(?:([+-])({_NUMBER}))?(?:x(\d+))?$")
 _EVAL_INSTANT = re.compile(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$")
 _EVAL_RANGE = re.compile(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
@@ -66,7 +68,7 @@ def parse_series_literal(text: str) -> tuple[Labels, str]:
     if pos < len(text) and text[pos] == "{":
         pos += 1
         while True:
-            m = re.compile(r"\s*(?:(\}|,)|([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`))").match(text, pos)
+            m = _LABEL_PAIR.match(text, pos)
             if not m:
                 raise TestFileError(f"bad series literal: {text!r}")
             pos = m.end()
@@ -74,7 +76,8 @@ def parse_series_literal(text: str) -> tuple[Labels, str]:
                 break
             if m.group(1) == ",":
                 continue
-            pairs[m.group(2)] = unquote(m.group(3))
+            name = m.group(2)
+            pairs[unquote(name) if name[0] in "\"'`" else name] = unquote(m.group(3))
     return make_labels(pairs), text[pos:]
 
 

@@ -15,11 +15,11 @@ import numpy as np
 from mimird._fast.aggregate import fold
 from mimird.promql import ast
 from mimird.promql.frame import Frame
+from mimird.promql.funcs import valid_label_name
 from mimird.promql.gofmt import format_value, go_g, go_v
+from mimird.promql.quoting import go_quote
 from mimird.promql.value import ExecutionError
-from mimird.tsdb.labels import Labels, go_quote, labels_hash
-
-_LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
+from mimird.tsdb.labels import Labels, labels_hash
 
 
 def group_labels(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
@@ -159,7 +159,7 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
 def count_values(node: ast.AggregateExpr, frame: Frame, param: str) -> Frame:
     """count_values("label", v): how many series have each value, per group."""
     label = param
-    if not label or label[0].isdigit() or any(ch not in _LABEL_NAME_CHARS for ch in label):
+    if not valid_label_name(label):
         raise ExecutionError(f"invalid label name {go_quote(label)}")
     n_steps = frame.present.shape[1]
     rows, steps = np.nonzero(frame.present)

@@ -13,10 +13,14 @@ import numpy as np
 from mimird.promql import ast
 from mimird.promql.frame import Frame, Steps
 from mimird.promql.gofmt import go_g
+from mimird.promql.quoting import is_valid_utf8
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import InvalidRegexError, Labels, go_quote, translate_re2
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+def valid_label_name(name: str) -> bool:
+    """Prometheus 3's label-name rule (UTF-8 validation): any non-empty valid UTF-8 string."""
+    return name != "" and is_valid_utf8(name)
 
 
 @dataclass
@@ -203,7 +207,7 @@ def label_replace(frame: Frame, dst: str, replacement: str, src: str, pattern: s
         regex = re.compile(translate_re2(pattern))
     except (InvalidRegexError, re.error):
         raise ExecutionError(f"invalid regular expression in label_replace(): {pattern}") from None
-    if not _LABEL_NAME.match(dst):
+    if not valid_label_name(dst):
         raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
     labels = []
     changed = np.zeros(frame.n_series, dtype=bool)
@@ -223,9 +227,9 @@ def label_replace(frame: Frame, dst: str, replacement: str, src: str, pattern: s
 def label_join(frame: Frame, dst: str, separator: str, sources: list[str]) -> Frame:
     """label_join(v, dst, separator, src...)."""
     for src in sources:
-        if not _LABEL_NAME.match(src):
+        if not valid_label_name(src):
             raise ExecutionError(f"invalid source label name in label_join(): {src}")
-    if not _LABEL_NAME.match(dst):
+    if not valid_label_name(dst):
         raise ExecutionError(f"invalid destination label name in label_join(): {dst}")
     labels = []
     for lbls in frame.labels:
