@@ -30,6 +30,7 @@ def server(tmp_path_factory):
     (workdir / "runtime.yaml").write_text(
         "overrides:\n"
         "  limited:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n"
+        "  exemplars:\n    max_global_exemplars_per_user: 100\n"
         "  suffixed:\n    otel_metric_suffixes_enabled: true\n"
         "    promote_otel_resource_attributes: [k8s.namespace.name]\n")
     proc = Daemon(workdir, [f"-distributor.max-otlp-request-size={MAX_SIZE}", "-runtime-config.file=runtime.yaml"]).start()
@@ -220,6 +221,25 @@ def test_protobuf_body_every_type(server):
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.content == b""  # an empty ExportMetricsServiceResponse
     check_stored(stored_samples(server, TENANT), expected_every_type())
+
+
+def test_exemplars_and_metadata_reach_the_read_path(server):
+    assert post(server, every_type_request().SerializeToString(), tenant="exemplars").status_code == 200
+    headers = {"X-Scope-OrgID": "exemplars"}
+    window = {"start": (NOW_MS - 60_000) / 1000, "end": (NOW_MS + 60_000) / 1000}
+    found = server.get("/prometheus/api/v1/query_exemplars", params={"query": "jobs_done", **window},
+                       headers=headers).json()["data"]
+    (entry,) = found
+    assert entry["seriesLabels"] == {"__name__": "jobs_done", "job": "svc"}
+    (exemplar,) = entry["exemplars"]
+    assert exemplar["labels"] == {"trace_id": bytes(range(1, 17)).hex(), "span_id": bytes(range(1, 9)).hex(),
+                                  "user": "u1"}
+    assert float(exemplar["value"]) == 1.0
+    metadata = server.get("/prometheus/api/v1/metadata", headers=headers).json()["data"]
+    assert metadata["temp_celsius"] == [{"type": "gauge", "help": "temperature", "unit": "Cel"}]
+    assert {name: entries[0]["type"] for name, entries in metadata.items()} == {
+        "temp_celsius": "gauge", "jobs_done": "counter", "conns": "gauge", "rpc_latency": "histogram",
+        "gc_pause": "summary", "gone": "gauge"}
 
 
 def test_json_body_gzip(server):
