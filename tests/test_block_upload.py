@@ -235,3 +235,19 @@ def test_block_made_by_promtool_uploads(start_daemon, tmp_path):
         upload_files(d, ulid, block_dir, meta)
         assert d.post(f"/api/v1/upload/block/{ulid}/finish", headers=TENANT).status_code == 200
         assert wait_result(d, ulid) == {"result": "complete"}
+
+
+def test_size_limit_and_validation_off(start_daemon, tmp_path):
+    d = start_daemon(ENABLED, "-compactor.block-upload-max-block-size-bytes=1000",
+                     "-compactor.block-upload-validation-enabled=false")
+    block_dir = make_block(tmp_path / "b")
+    meta = block_meta(block_dir)
+    assert_error(start(d, new_ulid(), meta), 400, "block exceeds the maximum block size limit of 1000 bytes")
+    small = make_block(tmp_path / "s", n_series=1, samples=10)
+    meta = block_meta(small)
+    ulid = new_ulid()
+    assert start(d, ulid, meta).status_code == 200
+    upload_files(d, ulid, small, meta)
+    # without validation, finish completes the block at once
+    assert d.post(f"/api/v1/upload/block/{ulid}/finish", headers=TENANT).status_code == 200
+    assert check(d, ulid).json() == {"result": "complete"}

@@ -232,3 +232,20 @@ def test_crash_between_upload_and_marks_never_doubles_samples(start_daemon, tmp_
     wait_for(lambda: len(list(root.glob("*/deletion-mark.json"))) == 6
              and len(list(root.glob("markers/*-deletion-mark.json"))) == 6, what="sources marked")
     assert len([m for m in bucket_metas(d, "t1").values() if m["compaction"]["level"] == 2]) == 1
+
+
+def test_abandoned_partial_blocks_are_deleted(start_daemon):
+    import os
+
+    d = start_daemon(*FAST, "-compactor.partial-block-deletion-delay=1h", "-compactor.deletion-delay=0s")
+    root = d.workdir / "data" / "blocks" / "t4"
+    old = _put_block(root, payload(1, T0, T0 + HOUR), T0, T0 + HOUR, "t4")
+    fresh = _put_block(root, payload(1, T0 + HOUR, T0 + 2 * HOUR), T0 + HOUR, T0 + 2 * HOUR, "t4")
+    for ulid in (old, fresh):
+        (root / ulid / "meta.json").unlink()  # an upload cut short before its meta.json
+    stale = time.time() - 2 * 3600
+    for path in [root / old, *(root / old).rglob("*")]:
+        os.utime(path, (stale, stale))
+    wait_for(lambda: not (root / old).exists(), what="abandoned partial block deleted")
+    assert (root / fresh / "index").exists() and not (root / fresh / "deletion-mark.json").exists()
+    assert 'cortex_compactor_blocks_marked_for_deletion_total{reason="partial"} 1.0' in d.get("/metrics").text

@@ -17,6 +17,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import os
 import shutil
 import threading
 import time
@@ -334,14 +335,21 @@ class Compactor(Service):
             return True
         now = time.time()
         retention_ms = int(self.overrides.get(tenant, "compactor_blocks_retention_period") * 1000)
+        partial_delay = self.overrides.get(tenant, "compactor_partial_block_deletion_delay")
         changed = False
         for ulid in list_block_ids(bucket, tenant):
             block = read_block(bucket, tenant, ulid)
             if block is None:
-                # a partial block is being uploaded, unless it carries a mark: a deletion cut short
+                # A partial block is being uploaded, unless it carries a mark (a deletion cut short) or
+                # nothing in it changed for the partial block deletion delay (an upload abandoned or cut
+                # short by a crash).
                 if read_deletion_time(bucket, tenant, ulid) is not None:
                     delete_block(bucket, tenant, ulid)
                     changed = True
+                elif partial_delay > 0 and self._last_modified(tenant, ulid) < now - partial_delay:
+                    mark_for_deletion(bucket, tenant, ulid, now, details="partial block")
+                    self.blocks_marked.labels("partial").inc()
+                    kv_log(log, logging.INFO, "marked partial block for deletion", tenant=tenant, block=ulid)
                 continue
             if block.deletion_time is not None:
                 if now - block.deletion_time >= self.deletion_delay:
@@ -359,6 +367,17 @@ class Compactor(Service):
             if list_block_ids(bucket, tenant):
                 update_bucket_index(bucket, tenant)
         return False
+
+    def _last_modified(self, tenant: str, ulid: str) -> float:
+        """The newest modification time of anything in a block's directory."""
+        newest = 0.0
+        for root, dirs, files in os.walk(self.bucket.local_path(f"{tenant}/{ulid}")):
+            for name in files + dirs:
+                try:
+                    newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+                except FileNotFoundError:
+                    pass
+        return newest
 
     # what the pages show
     def tenants(self) -> list[str]:

@@ -81,7 +81,7 @@ class BlockValidationError(Exception):
     """What is wrong with an uploaded block (stored in validation.json and shown by check)."""
 
 
-def sanitize_meta(doc: dict, block_id: str, now_ms: int) -> BlockMeta:
+def sanitize_meta(doc: dict, block_id: str, now_ms: int, max_block_bytes: int = 0) -> BlockMeta:
     """Check an uploaded meta.json and rewrite it as Mimir stores it; HTTPError 400 if it is not valid."""
     def bad(message: str) -> HTTPError:
         return HTTPError(400, message)
@@ -115,6 +115,8 @@ def sanitize_meta(doc: dict, block_id: str, now_ms: int) -> BlockMeta:
             raise bad(f"file with invalid path: {rel_path}")
         if int(entry.get("size_bytes", 0) or 0) <= 0:
             raise bad(f"file with invalid size: {rel_path}")
+    if max_block_bytes > 0 and sum(int(f.get("size_bytes", 0) or 0) for f in files) > max_block_bytes:
+        raise bad(f"block exceeds the maximum block size limit of {max_block_bytes} bytes")
     if doc.get("version") != 1:
         raise bad("version must be 1")
     min_time, max_time = int(doc.get("minTime", 0) or 0), int(doc.get("maxTime", 0) or 0)
@@ -134,13 +136,13 @@ def sanitize_meta(doc: dict, block_id: str, now_ms: int) -> BlockMeta:
         raise bad("malformed request body") from None
 
 
-def validate_block(block_dir: Path, meta: BlockMeta) -> None:
+def validate_block(block_dir: Path, meta: BlockMeta, verify_chunks: bool = True) -> None:
     """Check an uploaded block as Mimir's VerifyBlock does; BlockValidationError says what is wrong.
 
     Every listed file is present with its size; the index reads (each section against its checksum);
     label sets are non-empty and sorted and series strictly ordered; every series has chunks, in time
     order, without overlaps, inside [minTime, maxTime); every chunk passes its checksum, decodes, is
-    not empty, starts at its listed min time and has increasing timestamps.
+    not empty, starts at its listed min time and has increasing timestamps (with `verify_chunks`).
     """
     for entry in meta.files:
         path = block_dir / entry.rel_path
@@ -156,13 +158,13 @@ def validate_block(block_dir: Path, meta: BlockMeta) -> None:
         with BlockReader(block_dir) as reader:
             previous = None
             for _, labels, chunks in reader.iter_series():
-                _check_series(labels, previous, chunks, meta, reader)
+                _check_series(labels, previous, chunks, meta, reader if verify_chunks else None)
                 previous = labels
     except ValueError as exc:
         raise BlockValidationError(f"error validating block: {exc}") from None
 
 
-def _check_series(labels, previous, chunks, meta: BlockMeta, reader: BlockReader) -> None:
+def _check_series(labels, previous, chunks, meta: BlockMeta, reader: BlockReader | None) -> None:
     if not labels:
         raise BlockValidationError("error validating block: series with empty label set")
     for index in range(1, len(labels)):
@@ -185,6 +187,8 @@ def _check_series(labels, previous, chunks, meta: BlockMeta, reader: BlockReader
             raise BlockValidationError(f"error validating block: series {labels}: chunks out of order or "
                                        "overlapping")
         last_maxt = c_maxt
+        if reader is None:
+            continue
         ts, _ = decode(reader.chunk(c_ref))
         if len(ts) == 0:
             raise BlockValidationError(f"error validating block: series {labels}: empty chunk {c_ref:#x}")
@@ -281,7 +285,8 @@ class BlockUploadAPI:
                 raise ValueError("not a block meta")
         except ValueError:
             raise HTTPError(400, "malformed request body") from None
-        meta = sanitize_meta(doc, block_id, int(time.time() * 1000))
+        limits = self.compactor.overrides.for_tenant(tenant)
+        meta = sanitize_meta(doc, block_id, int(time.time() * 1000), limits["compactor_block_upload_max_block_size_bytes"])
         self._check_time_range(tenant, meta)
         self.bucket.put(f"{tenant}/{block_id}/{UPLOADING_META}", meta.dumps().encode())
         return Response(200)
@@ -327,6 +332,9 @@ class BlockUploadAPI:
         block_id, tenant = self._params(request)
         doc = self._check_state(tenant, block_id, require_started=True)
         compactor = self.compactor
+        if not compactor.overrides.get(tenant, "compactor_block_upload_validation_enabled"):
+            await asyncio.to_thread(self._complete, tenant, block_id, BlockMeta.from_json(doc))
+            return Response(200)
         limit = compactor.max_validations
         with compactor.validation_lock:
             if limit > 0 and compactor.validations_in_flight >= limit:
@@ -381,7 +389,11 @@ class BlockUploadAPI:
                 if (uploaded / name).exists():
                     os.symlink(uploaded / name, scratch / name)
             (scratch / META_FILENAME).write_text(meta.dumps())
-            validate_block(scratch, meta)
+            limits = self.compactor.overrides.for_tenant(tenant)
+            max_bytes = limits["compactor_block_upload_max_block_size_bytes"]
+            if max_bytes > 0 and sum(f.size_bytes for f in meta.files) > max_bytes:
+                raise BlockValidationError(f"block exceeds the maximum block size limit of {max_bytes} bytes")
+            validate_block(scratch, meta, limits["compactor_block_upload_verify_chunks"])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

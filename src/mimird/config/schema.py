@@ -414,6 +414,16 @@ OPTIONS: tuple[Option, ...] = (
     # compactor and store-gateway
     Option("limits.compactor_block_upload_enabled", "compactor.block-upload-enabled", "bool", False,
            "Enable block upload API for the tenant."),
+    Option("limits.compactor_block_upload_validation_enabled", "compactor.block-upload-validation-enabled",
+           "bool", True, "Enable block upload validation for the tenant."),
+    Option("limits.compactor_block_upload_verify_chunks", "compactor.block-upload-verify-chunks", "bool", True,
+           "Verify chunks when uploading blocks via the upload API for the tenant."),
+    Option("limits.compactor_block_upload_max_block_size_bytes", "compactor.block-upload-max-block-size-bytes",
+           "int", 0, "Maximum size in bytes of a block that is allowed to be uploaded or validated; 0 = no limit.",
+           minimum=0),
+    Option("limits.compactor_partial_block_deletion_delay", "compactor.partial-block-deletion-delay", "duration",
+           86400.0, "If a partial block (unfinished block without meta.json) has not been modified for this "
+           "time, it is marked for deletion; 0 disables it.", minimum=0),
     Option("compactor.block_ranges", "compactor.block-ranges", "list", ["2h", "12h", "24h"],
            "List of compaction time ranges.", category="advanced", validate=_block_ranges),
     Option("compactor.data_dir", "compactor.data-dir", "string", "./data-compactor/",
