@@ -307,6 +307,12 @@ def test_lz4_body(server):
     assert by_name(stored_samples(server, "lz4"), "lz4_metric")
 
 
+GAUGE_WITH_BAD_VALUE = b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"gauge": ' \
+    b'{"dataPoints": [{"asDouble": "x"}]}}]}]}]}'
+EXEMPLAR_WITH_BAD_TRACE_ID = b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"sum": ' \
+    b'{"dataPoints": [{"exemplars": [{"traceId": "zz"}]}]}}]}]}]}'
+
+
 @pytest.mark.parametrize("content_type, encoding, body, status, message", [
     ("text/plain", None, b"", 415,
      "unsupported content type: text/plain, supported: [application/json, application/x-protobuf]"),
@@ -318,6 +324,9 @@ def test_lz4_body(server):
     ("application/x-protobuf", None, b"\x0a\x05\x01", 400, None),
     ("application/json", None, b"{not json", 400, None),
     ("application/json", None, b'{"resourceMetrics": 5}', 400, None),
+    ("application/json", None, b"[]", 400, "ReadObjectCB: expect { or n, but found ["),
+    ("application/json", None, GAUGE_WITH_BAD_VALUE, 400, None),
+    ("application/json", None, EXEMPLAR_WITH_BAD_TRACE_ID, 400, "parse traceId: invalid hex id 'zz'"),
     ("application/x-protobuf", "gzip", b"not gzip", 400, None),
 ])
 def test_bad_bodies(server, content_type, encoding, body, status, message):
@@ -405,6 +414,13 @@ def test_per_tenant_translation_options(server):
     assert plain["http_requests"] == {"__name__": "http_requests", "job": "api"}
     assert set(suffixed) == {"http_requests_total", "target_info"}
     assert set(plain) == {"http_requests", "target_info"}
+
+
+def test_null_and_empty_bodies_are_empty_requests(server):
+    for body, content_type in ((b"null", "application/json"), (b"{}", "application/json"),
+                               (b"", "application/x-protobuf")):
+        response = post(server, body, content_type, tenant="empty")
+        assert response.status_code == 200, (body, response.content)
 
 
 def test_missing_tenant(server):

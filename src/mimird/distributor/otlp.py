@@ -274,10 +274,15 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
+        if document is None:
+            document = {}  # `null` reads as an empty request
+        if not isinstance(document, dict):
+            found = body.lstrip()[:1].decode(errors="replace")
+            raise OTLPDecodeError(400, f"ReadObjectCB: expect {{ or n, but found {found}")
         _hex_ids_to_base64(document)
         try:
             json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
             raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
     _check_ids(request)
     return request
