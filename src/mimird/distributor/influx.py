@@ -5,9 +5,10 @@ parser is InfluxDB's `models.ParsePointsWithPrecision`:
 
 * Lines end at a newline outside a quoted string field; blank lines and lines starting with `#` are
   skipped. A line is `measurement[,tag=value...] field=value[,field=value...] [timestamp]`.
-* Escapes: a backslash before `,`, `"`, space or `=` stands for that character in measurements, tag
-  keys and values and field keys (any other backslash is literal); in string field values `\\"` and
-  `\\\\` are a quote and a backslash.
+* Escapes: while scanning, any character after a backslash is never a delimiter. When names are read
+  back, a backslash before `,`, `"`, space or `=` is dropped in measurements and field keys, before `,`,
+  space or `=` in tag keys and values; other backslashes stay. In string field values `\\"` and
+  `\\\\` are a quote and a backslash. A tag value may not hold an unescaped `=`.
 * Field values: floats (`1`, `-1.5`, `1e3`), integers (`1i`), unsigned integers (`1u`), booleans
   (`t`, `true`, `True`, `TRUE`, `f`, ...) and strings (`"..."`). Floats and integers keep their value,
   booleans become 1/0; string and unsigned fields are parsed but not stored (Mimir's type switch skips them).
