@@ -212,6 +212,8 @@ class QuerierAPI:
         queryable = self.queryable(request.tenants, mint, maxt)
 
         def collect():
+            if len(matcher_sets) == 1:
+                return queryable.series(matcher_sets[0], count=True)
             found = set()
             for matchers in matcher_sets:
                 found.update(queryable.series(matchers, count=True))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,7 @@ ERROR_STATUS = {
     "unavailable": 503,
 }
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HTML_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                  ("\u2029", "\\u2029"))
 
@@ -44,11 +46,20 @@ def dumps(value: Any) -> str:
     if any(ch in text for ch in "<>&\u2028\u2029"):
         for raw, escaped in _HTML_ESCAPES:
             text = text.replace(raw, escaped)
+    if _SURROGATE.search(text):  # not UTF-8: Go writes the replacement character instead
+        text = _SURROGATE.sub("\\\\ufffd", text)
     return text
+
+
+# Text that needs no escaping in a JSON string (Go escapes quotes, backslashes, control characters, the
+# HTML-sensitive <, > and &, U+2028, U+2029, and replaces invalid UTF-8 such as lone surrogates).
+_PLAIN = re.compile("[^\"\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]*")
 
 
 def quote(text: str) -> str:
     """One JSON string literal, escaped as Go does."""
+    if _PLAIN.fullmatch(text):
+        return f'"{text}"'
     return dumps(text)
 
 
@@ -90,7 +101,7 @@ def format_timestamp(ms: int) -> str:
 
 def labels_json(labels: Iterable[tuple[str, str]]) -> str:
     """A label set as a JSON object in label-name order."""
-    return "{" + ",".join(f"{quote(name)}:{quote(value)}" for name, value in sorted(labels)) + "}"
+    return "{" + ",".join([f"{quote(name)}:{quote(value)}" for name, value in sorted(labels)]) + "}"
 
 
 def point_json(ms: int, value: float) -> str:

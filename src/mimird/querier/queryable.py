@@ -195,29 +195,35 @@ class TenantQueryable:
         return iter(collected)
 
     # --- series and labels ----------------------------------------------------------------------------
-    def _tenant_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
-        found: set[Labels] = set()
+    def _tenant_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Labels]:
+        """The tenant's matching series with data in the range, sorted and unique."""
+        parts: list[list[Labels]] = []
         ingester_range = self._ingester_range(tenant, mint, maxt)
         db = self.app.ingester.tenants.get(tenant)
         if db is not None and ingester_range is not None:
             lo, hi = ingester_range
-            found.update(db.head.series_labels(matchers, lo, hi))
+            parts.append(db.head.series_labels(matchers, lo, hi))
             for ulid, meta in sorted(db.blocks.items()):
                 if not _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
                     continue
                 with BlockReader(db.dir / ulid) as reader:
+                    in_block = []
                     for ref in reader.select(matchers).tolist():
                         labels, chunks = reader.series(ref)
                         if any(_overlaps(c_lo, c_hi, lo, hi) for c_lo, c_hi, _ in chunks):
-                            found.add(labels)
+                            in_block.append(labels)
+                    parts.append(in_block)
         store_range = self._store_range(mint, maxt)
         if store_range is not None:
             store = self._store()
             if hasattr(store, "series_labels"):
-                found.update(store.series_labels(tenant, matchers, *store_range))
+                parts.append(list(store.series_labels(tenant, matchers, *store_range)))
             else:
-                found.update(labels for labels, _, _ in store.select(tenant, matchers, *store_range))
-        return found
+                parts.append([labels for labels, _, _ in store.select(tenant, matchers, *store_range)])
+        parts = [part for part in parts if part]
+        if len(parts) == 1:
+            return parts[0]  # each source lists its series sorted and once
+        return sorted({labels for part in parts for labels in part})
 
     def series(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None,
                count: bool = False) -> list[Labels]:
@@ -227,14 +233,11 @@ class TenantQueryable:
         if mint > maxt:
             return []
         tenants, matchers = self._split(matchers)
-        found: set[Labels] = set()
-        for tenant in tenants:
-            labels_set = self._tenant_series(tenant, matchers, mint, maxt)
-            if self.federated:
-                found.update(with_tenant_label(labels, tenant) for labels in labels_set)
-            else:
-                found.update(labels_set)
-        result = sorted(found)
+        if not self.federated:
+            result = self._tenant_series(tenants[0], matchers, mint, maxt) if tenants else []
+        else:
+            result = sorted(with_tenant_label(labels, tenant) for tenant in tenants
+                            for labels in self._tenant_series(tenant, matchers, mint, maxt))
         if count:
             for labels in result:
                 self.count_series(labels)
