@@ -1,10 +1,11 @@
 """Evaluation of a PromQL syntax tree over a whole step grid at once (Prometheus 3.5 semantics).
 
 Every node is evaluated for all evaluation times of the query in one call: selectors fetch their
-series once for the whole range, instant selection is a vectorised ``searchsorted`` over all series
-and steps, range functions run in :mod:`mimird._fast.rangefn`, and operators, aggregations and
-functions work on (series x steps) matrices with a presence mask (see :mod:`.frame`). Subqueries
-evaluate their inner expression on the union of their step grids.
+series once for the whole range, instant selection (lookback, stale markers) runs in
+:mod:`mimird._fast.instant`, range functions in :mod:`mimird._fast.rangefn`, aggregations fold in
+:mod:`mimird._fast.aggregate`, and operators and functions work on (series x steps) matrices with
+a presence mask (see :mod:`.frame`). Subqueries evaluate their inner expression once, on the
+union of their step grids.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mimird.promql.value import (
     QueryTimeoutError,
     TooManySamplesError,
 )
-from mimird.tsdb.labels import Labels, Matcher, MatchType
+from mimird.tsdb.labels import InvalidRegexError, Labels, Matcher, MatchType, go_quote
 
 STALE_BITS = np.uint64(0x7FF0000000000002)
 NS_PER_MS = 1_000_000
@@ -51,7 +52,10 @@ def is_stale(vals: np.ndarray) -> np.ndarray:
 
 def to_storage_matchers(matchers) -> list[Matcher]:
     """The AST's matchers as the storage's RE2-semantics matchers."""
-    return [Matcher(MatchType(m.type.value), m.name, m.value) for m in matchers]
+    try:
+        return [Matcher(MatchType(m.type.value), m.name, m.value) for m in matchers]
+    except InvalidRegexError as error:
+        raise ExecutionError(str(error)) from None
 
 
 class RawMatrix:
@@ -342,7 +346,7 @@ class Evaluator:
                 metric = _metric_name(lbls)
                 if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
-                              f"_total/_sum/_count/_bucket: {_go_quote(metric)}")
+                              f"_total/_sum/_count/_bucket: {go_quote(metric)}")
         drop = np.full(len(out_labels), name != "last_over_time")
         return Frame(out_labels, values, present, drop)
 
@@ -547,12 +551,6 @@ def _metric_name(labels: Labels) -> str:
         if name == "__name__":
             return value
     return ""
-
-
-def _go_quote(text: str) -> str:
-    from mimird.tsdb.labels import go_quote
-
-    return go_quote(text)
 
 
 def absent_labels(node) -> Labels:
