@@ -22,7 +22,8 @@ SRC = ("__proxy_source__", "influx")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("influx")
-    proc = Daemon(workdir, ["-distributor.influx-endpoint-enabled=true",
+    (workdir / "runtime.yaml").write_text("overrides:\n  limited:\n    ingestion_rate: 1\n    ingestion_burst_size: 2\n")
+    proc = Daemon(workdir, ["-distributor.influx-endpoint-enabled=true", "-runtime-config.file=runtime.yaml",
                             "-distributor.max-influx-request-size=100000"]).start()
     yield proc
     proc.stop(signal.SIGKILL)
@@ -216,6 +217,13 @@ def test_validation_errors_keep_the_status_without_body(server):
     too_far = (time.time_ns() + 3_600 * 10**9)
     response = write(server, f"future value=1 {too_far}".encode(), "t4")
     assert response.status_code == 400 and response.content == b""
+
+
+def test_rate_limited_without_body(server):
+    now_ns = time.time_ns()
+    response = write(server, f"m a=1,b=2,c=3 {now_ns}".encode(), "limited")
+    assert response.status_code == 429 and response.content == b""
+    assert int(response.headers["retry-after"]) >= 3
 
 
 def test_needs_tenant(server):
