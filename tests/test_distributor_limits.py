@@ -21,6 +21,9 @@ overrides:
   factor:
     ingestion_rate: 2
     ingestion_burst_factor: 3
+  overloaded:
+    ingestion_burst_size: 5
+    service_overload_status_code_on_rate_limit_enabled: true
 """
 
 
@@ -79,6 +82,12 @@ def test_burst_factor(d):
     response = push(d, "factor", series(7))
     assert response.status_code == 429 and "burst size limit, set to 6, with 7 items" in response.text
     assert push(d, "factor", series(6)).status_code == 200
+
+
+def test_service_overload_status_code(d):
+    response = push(d, "overloaded", series(6))
+    assert response.status_code == 529 and "(err-mimir-tenant-max-ingestion-rate)" in response.text
+    check_retry_after(response, 6, 9)  # 529 is a 5xx: Retry-After too
 
 
 def test_request_rate(d):

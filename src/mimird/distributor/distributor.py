@@ -73,6 +73,11 @@ def check_ha_timeouts(limits: dict) -> None:
                           f"greater than update timeout - max jitter ({go_duration(round(minimum * 1e9))})")
 
 
+def _rate_limited_status(limits: dict) -> int:
+    """429, or 529 ("service overloaded") for tenants that ask for it."""
+    return 529 if limits["service_overload_status_code_on_rate_limit_enabled"] else 429
+
+
 class DistributorMetrics:
     """The distributor's counters, named and labelled as Mimir's."""
 
@@ -236,7 +241,9 @@ class Distributor(Service):
         request_rate = limits["request_rate"]
         if request_rate > 0 and not self.request_limiter.allow(tenant, request_rate, limits["request_burst_size"], 1):
             m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(total_samples)
-            raise self._refuse(429, request_rate_message(request_rate, limits["request_burst_size"]), retry_attempt)
+            raise self._refuse(_rate_limited_status(limits), request_rate_message(request_rate,
+                                                                                 limits["request_burst_size"]),
+                               retry_attempt)
 
         if exemplars and not limits["max_global_exemplars_per_user"]:
             exemplars = ()  # Mimir clears them unread when the tenant may not store any
@@ -309,7 +316,7 @@ class Distributor(Service):
         if not self.ingestion_limiter.allow(tenant, rate, burst, cost):
             m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(len(kept_ts))
             message = ingestion_burst_message(burst, cost) if cost > burst else ingestion_rate_message(rate, burst)
-            raise self._refuse(429, message, retry_attempt)
+            raise self._refuse(_rate_limited_status(limits), message, retry_attempt)
 
         try:
             result = self.ingester.push(tenant, kept_labels, kept_offsets, kept_ts, kept_values,
