@@ -3,6 +3,7 @@ compression, the error answers, and the translator's rules unit by unit."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import math
@@ -608,3 +609,61 @@ def test_json_bodies_are_written_as_go_writes_them():
     response = otlp.status_response(None, 503, otlp.GRPC_UNAVAILABLE, "down")
     assert response.header("Content-Type") == "application/x-protobuf"
     assert otlpb.Status.FromString(response.body) == otlpb.Status(code=14, message="down")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The descriptors against the OpenTelemetry project's own generated classes
+
+def _official_descriptors():
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    found = {}
+
+    def walk(descriptor):
+        found[descriptor.full_name] = descriptor
+        for nested in descriptor.nested_types:
+            walk(nested)
+
+    for module in (common_pb2, resource_pb2, metrics_pb2, metrics_service_pb2):
+        for descriptor in module.DESCRIPTOR.message_types_by_name.values():
+            walk(descriptor)
+    return found
+
+
+def test_descriptors_match_opentelemetry_proto():
+    official = _official_descriptors()
+    ours_pool = otlpb.ExportMetricsServiceRequest.DESCRIPTOR.file.pool
+    assert len(official) > 20
+    for full_name, theirs in official.items():
+        ours = ours_pool.FindMessageTypeByName(full_name)
+        for field in theirs.fields:
+            mine = ours.fields_by_name[field.name]
+            assert (mine.number, mine.type, mine.is_repeated, mine.has_presence, mine.is_packed, mine.json_name) == \
+                (field.number, field.type, field.is_repeated, field.has_presence, field.is_packed, field.json_name), \
+                f"{full_name}.{field.name}"
+            if field.message_type is not None:
+                assert mine.message_type.full_name == field.message_type.full_name
+            if field.containing_oneof is not None:
+                assert mine.containing_oneof.name == field.containing_oneof.name
+
+
+def test_official_messages_round_trip_through_ours():
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+    body = every_type_request().SerializeToString()
+    theirs = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+    assert theirs.SerializeToString(deterministic=True) == otlpb.ExportMetricsServiceRequest.FromString(
+        body).SerializeToString(deterministic=True)
+    # Protobuf's JSON of the official classes is OTLP/JSON once the ids are spelled in hex.
+    document = json_format.MessageToDict(theirs)
+    for metric in document["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+        for point in metric.get("sum", {}).get("dataPoints", []):
+            for exemplar in point.get("exemplars", []):
+                for key in ("traceId", "spanId"):
+                    exemplar[key] = base64.b64decode(exemplar[key]).hex()
+    decoded = otlp.decode_request(json.dumps(document).encode(), "application/json", None)
+    assert decoded.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
