@@ -96,7 +96,7 @@ def test_memberlist_says_there_is_no_gossip(daemon):
 
 def test_unbuilt_endpoints_are_404(daemon):
     # Components of later work are not registered at all: no fake answers.
-    for path in ("/otlp/v1/metrics", "/prometheus/api/v1/query", "/debug/pprof/heap"):
+    for path in ("/prometheus/api/v1/rules", "/api/v1/alerts", "/debug/pprof/heap"):
         assert daemon.get(path).status_code == 404
 
 
