@@ -128,6 +128,8 @@ def querier(tmp_path_factory):
     assert remote_write(proc, "team-a", SERIES, METADATA).status_code == 200
     assert remote_write(proc, "limited", SERIES).status_code == 200
     assert remote_write(proc, "frontend-limits", SERIES).status_code == 200
+    recent = {(("__name__", "up"), ("job", "a"), ("instance", "1")): [(int(time.time() * 1000) - 60_000, 1.0)]}
+    assert remote_write(proc, "frontend-limits", recent).status_code == 200
     assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)]}).status_code == 200
     _push_with_exemplar(proc, "team-a")
     yield proc
@@ -372,11 +374,15 @@ def test_frontend_limits(querier):
     clamped = query("/query_range", query='up{job="a"}', start=str(now - 7200), end=str(now), step="60")
     assert clamped.status_code == 200
     first_t = clamped.json()["data"]["result"][0]["values"][0][0]
-    assert now - 1200 - 2 <= first_t <= now - 1200 + 60
+    assert now - 1200 - 2 <= first_t <= now
     # ending before now-20m: an empty success without running the query
     assert query("/query_range", query="up", start=str(T0), end=str(T0 + 60), step="60").text == \
         '{"status":"success","data":{"resultType":"matrix","result":[]}}'
     assert query("/query", query="up", time=str(T0)).json()["data"] == {"resultType": "matrix", "result": []}
+    # the querier clamps series and label lookups too: the data ends 21m ago, before the 20m lookback
+    assert query("/series", **{"match[]": "http_requests_total"}).json() == {"status": "success", "data": []}
+    assert query("/label/job/values", **{"match[]": '{job=~".+"}'}).json()["data"] == ["a"]
+    assert get(querier, "/series", tenant="limited", **{"match[]": 'up{job="a"}'}).json()["data"] != []
 
 
 def test_go_duration():

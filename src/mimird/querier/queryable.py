@@ -94,9 +94,12 @@ class TenantQueryable:
                  now_ms: int | None = None):
         self.app = app
         self.tenants = list(tenants)
-        self.mint = mint
-        self.maxt = maxt
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        # Mimir's querier clamps every read to -querier.max-query-lookback (smallest non-zero over tenants).
+        lookbacks = [app.overrides.for_tenant(t)["max_query_lookback"] for t in self.tenants]
+        lookback_ms = int(min((s for s in lookbacks if s > 0), default=0) * 1000)
+        self.mint = max(mint, self.now_ms - lookback_ms) if lookback_ms else mint
+        self.maxt = maxt
         self.store_after_ms = int(app.config.querier.query_store_after * 1000)
         # One queryable serves one query: the series limit counts distinct series over all its selects,
         # and with several tenants the smallest non-zero tenant limit applies (as Mimir's limiter).
