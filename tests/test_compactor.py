@@ -249,3 +249,30 @@ def test_abandoned_partial_blocks_are_deleted(start_daemon):
     wait_for(lambda: not (root / old).exists(), what="abandoned partial block deleted")
     assert (root / fresh / "index").exists() and not (root / fresh / "deletion-mark.json").exists()
     assert 'cortex_compactor_blocks_marked_for_deletion_total{reason="partial"} 1.0' in d.get("/metrics").text
+
+
+def test_sigterm_during_compaction_stops_cleanly(start_daemon):
+    d = start_daemon(*FAST)
+    assert remote_write(d, "t5", payload(120, T0, T0 + 13 * HOUR, step=30_000)).status_code == 200
+    assert d.post("/ingester/flush?wait=true&tenant=t5").status_code == 204
+    time.sleep(0.3)  # the compaction cycle is likely merging now
+    assert d.stop(timeout=30) == 0
+    root = d.workdir / "data" / "blocks" / "t5"
+    assert all((p / "meta.json").exists() for p in root.iterdir() if p.is_dir() and p.name != "markers")
+    merged = [m for m in bucket_metas(d, "t5").values() if m["compaction"]["level"] == 2]
+    marked = list(root.glob("*/deletion-mark.json"))
+    assert len(marked) == (6 if merged else 0)
+
+
+def test_merge_gives_up_cleanly_when_told_to_stop(tmp_path):
+    from mimird.compactor.compactor import CompactionAborted, merge_blocks
+
+    dirs = [tmp_path / "src" / _put_block(tmp_path / "src", payload(3000, T0 + i * HOUR, T0 + (i + 1) * HOUR,
+                                                                    step=600_000), T0 + i * HOUR,
+                                          T0 + (i + 1) * HOUR, "t") for i in range(2)]
+    calls = []
+    with pytest.raises(CompactionAborted):
+        merge_blocks(dirs, tmp_path / "out", "t", should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert list((tmp_path / "out").iterdir()) == []
+    ulid = merge_blocks(dirs, tmp_path / "out", "t", should_stop=lambda: False)
+    assert read_all([tmp_path / "out" / ulid]) == read_all(dirs)

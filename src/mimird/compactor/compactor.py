@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +114,24 @@ def _merged_series(readers: list[BlockReader], chunk_readers: list[ChunkReader])
         yield labels, ts, vals
 
 
-def merge_blocks(block_dirs: Sequence[Path], out_parent: Path, tenant: str | None) -> str | None:
+class CompactionAborted(Exception):
+    """The compactor is stopping; the job was abandoned."""
+
+
+def _stoppable(series: Iterator, should_stop: Callable[[], bool], every: int = 1024) -> Iterator:
+    for count, item in enumerate(series):
+        if count % every == 0 and should_stop():
+            raise CompactionAborted("compactor stopping")
+        yield item
+
+
+def merge_blocks(block_dirs: Sequence[Path], out_parent: Path, tenant: str | None,
+                 should_stop: Callable[[], bool] | None = None) -> str | None:
     """Merge the blocks in `block_dirs` into one new block under `out_parent`; return its ULID.
 
     Level is one above the highest source level, sources the union of the sources, parents the
-    source blocks. Returns None (and writes nothing) when the sources hold no samples.
+    source blocks. Returns None (and writes nothing) when the sources hold no samples. When
+    `should_stop` turns true the merge raises CompactionAborted and leaves nothing behind.
     """
     readers: list[BlockReader] = []
     chunk_readers: list[ChunkReader] = []
@@ -132,6 +145,8 @@ def merge_blocks(block_dirs: Sequence[Path], out_parent: Path, tenant: str | Non
         mint = min(m.min_time for m in metas)
         maxt = max(m.max_time for m in metas)
         series = _merged_series(readers, chunk_readers)
+        if should_stop is not None:
+            series = _stoppable(series, should_stop)
         first = next(series, None)
         if first is None:
             return None
@@ -189,6 +204,7 @@ class Compactor(Service):
         self.cleanups_failed = Counter("cortex_compactor_block_cleanup_failed_total",
                                        "Total number of blocks cleanup runs failed.", registry=registry)
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     # lifecycle
@@ -202,23 +218,26 @@ class Compactor(Service):
                        loop.create_task(self._loop(self.cleanup_interval, self.run_cleanup))]
 
     async def stopping(self) -> None:
+        # The loops are not cancelled: a worker thread cannot be, and the loop must still own the cycle
+        # lock while its thread runs. A running merge sees the flag and gives up (its half-written block
+        # is removed), and the loops end after their current step.
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
+        self._stop_event.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        async with self.cycle_lock:  # a cycle's worker thread finishes its current job
-            pass
 
     async def _loop(self, interval: float, cycle) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await cycle()
-            except asyncio.CancelledError:
-                raise
+            except CompactionAborted:
+                break
             except Exception as exc:  # one failed cycle must not end the loop
                 kv_log(log, logging.ERROR, "compactor cycle failed", cycle=cycle.__name__,
                        err=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), interval)
+            except TimeoutError:
+                pass
 
     # compaction
     async def run_compaction(self) -> int:
@@ -288,7 +307,7 @@ class Compactor(Service):
         out_parent = self.data_dir / tenant
         out_parent.mkdir(parents=True, exist_ok=True)
         block_dirs = [self.bucket.local_path(f"{tenant}/{b.ulid}") for b in job.blocks]
-        ulid = merge_blocks(block_dirs, out_parent, tenant)
+        ulid = merge_blocks(block_dirs, out_parent, tenant, should_stop=lambda: self._stopping)
         if ulid is not None:
             try:
                 upload_block(self.bucket, tenant, out_parent / ulid)
