@@ -87,18 +87,53 @@ def quantile(q: float, values: np.ndarray) -> float:
     return float(ordered[lower] * (1 - weight) + ordered[upper] * weight)
 
 
+def _segments(frame: Frame, group_ids: np.ndarray, primary: np.ndarray | None, nan_first: bool = True):
+    """Every present (series, step) sample sorted by group, step, NaN first (or last), then
+    ``primary`` ascending, then input order. Returns rows, steps, values and groups in that order,
+    each sample's rank within its (group, step) segment, its segment's size, and where the
+    segments start."""
+    rows, steps = np.nonzero(frame.present)
+    values = frame.values[rows, steps]
+    nan = np.isnan(values)
+    keys = [rows]
+    if primary is not None:
+        keys.append(np.where(nan, 0.0, primary[rows, steps]))
+        keys.append(~nan if nan_first else nan)
+    groups = group_ids[rows]
+    order = np.lexsort((*keys, steps, groups))
+    rows, steps, values, groups = rows[order], steps[order], values[order], groups[order]
+    new_segment = np.r_[True, (groups[1:] != groups[:-1]) | (steps[1:] != steps[:-1])]
+    starts = np.flatnonzero(new_segment)
+    sizes = np.diff(np.r_[starts, len(rows)])
+    segment = np.cumsum(new_segment) - 1
+    rank = np.arange(len(rows)) - starts[segment]
+    return rows, steps, values, groups, rank, sizes[segment], starts
+
+
 def _quantile(frame: Frame, group_ids, n_groups, param, ev):
+    """quantile(q, v) for all groups and steps at once (Prometheus's quantile(), NaNs sort first)."""
     n_steps = frame.present.shape[1]
     value = np.full((n_groups, n_steps), np.nan)
     seen = np.zeros((n_groups, n_steps), dtype=bool)
-    for g in range(n_groups):
-        ev.check()
-        rows = np.flatnonzero(group_ids == g)
-        sub_vals = frame.values[rows]
-        sub_present = frame.present[rows]
-        for j in np.flatnonzero(sub_present.any(axis=0)):
-            value[g, j] = quantile(float(param[j]), sub_vals[sub_present[:, j], j])
-            seen[g, j] = True
+    if not frame.present.any():
+        return value, seen
+    ev.check()
+    rows, steps, values, groups, _, _, starts = _segments(frame, group_ids, frame.values)
+    seg_steps, seg_groups, seg_sizes = steps[starts], groups[starts], np.diff(np.r_[starts, len(rows)])
+    q = param[seg_steps]
+    with np.errstate(invalid="ignore"):
+        position = q * (seg_sizes - 1)
+        # Out-of-range q give ±Inf below; keep their (unused) indexes inside the segment.
+        lower = np.clip(np.floor(np.nan_to_num(position, nan=0.0, posinf=0.0, neginf=0.0)), 0, seg_sizes - 1)
+        upper = np.minimum(seg_sizes - 1, lower + 1)
+        weight = position - np.floor(position)
+        low_values = values[starts + lower.astype(np.int64)]
+        high_values = values[starts + upper.astype(np.int64)]
+        result = low_values * (1 - weight) + high_values * weight
+    result = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, result))
+    result = np.where(np.isnan(q), np.nan, result)
+    value[seg_groups, seg_steps] = result
+    seen[seg_groups, seg_steps] = True
     return value, seen
 
 
@@ -128,26 +163,15 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
     if param.max() < 1:
         return Frame.empty(n_steps)
     ks = np.minimum(param.astype(np.int64), frame.n_series)
-    for g in range(n_groups):
+    if frame.present.any():
         ev.check()
-        rows = np.flatnonzero(group_ids == g)
-        for j in range(n_steps):
-            k = int(ks[j])
-            if k < 1:
-                continue
-            present_rows = rows[frame.present[rows, j]]
-            if len(present_rows) == 0:
-                continue
-            if op == "limitk":
-                chosen = present_rows[:k]
-            else:
-                vals = frame.values[present_rows, j]
-                nan = np.isnan(vals)
-                primary = -vals if op == "topk" else vals
-                order = np.lexsort((np.arange(len(vals)), np.where(nan, 0, primary), nan))
-                chosen = present_rows[order[:k]]
-            selected[chosen, j] = True
-            order_key[chosen, j] = np.arange(len(chosen))
+        # topk sorts by value descending, bottomk ascending, NaN below every number (as the heap
+        # Prometheus keeps ranks it); limitk keeps input order.
+        primary = None if op == "limitk" else (-frame.values if op == "topk" else frame.values)
+        rows, steps, _, _, rank, _, _ = _segments(frame, group_ids, primary, nan_first=False)
+        chosen = rank < ks[steps]
+        selected[rows[chosen], steps[chosen]] = True
+        order_key[rows[chosen], steps[chosen]] = rank[chosen]
     result = Frame(frame.labels, frame.values, selected, frame.drop)
     if n_steps == 1:
         rows = np.flatnonzero(selected[:, 0])
