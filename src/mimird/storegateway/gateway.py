@@ -75,6 +75,7 @@ class StoreGateway(Service):
         self.syncs = 0
         self._lock = threading.Lock()
         self._sync_lock = asyncio.Lock()
+        self._stop_event = asyncio.Event()
         self._task: asyncio.Task | None = None
         if metrics is not None:
             Gauge("cortex_bucket_store_blocks_loaded", "Number of currently loaded blocks.",
@@ -86,8 +87,9 @@ class StoreGateway(Service):
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stopping(self) -> None:
+        # not cancelled: a sync's worker thread cannot be, and it must finish before the blocks close
+        self._stop_event.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         async with self._sync_lock:
             with self._lock:
@@ -98,7 +100,11 @@ class StoreGateway(Service):
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.sync_interval)
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), self.sync_interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.sync()
             except Exception as exc:  # one failed sync must not end the loop
