@@ -185,6 +185,18 @@ def test_write_and_read_back(server):
     assert all(values == [(now_s * 1000, values[0][1])] for values in samples.values())
 
 
+def test_the_size_limit_applies_to_the_decompressed_text(server):
+    now_ns = time.time_ns()
+    # Concatenated gzip members are one stream; empty ones make the body big and the text small.
+    body = gzip.compress(f"multi value=1 {now_ns}".encode()) + gzip.compress(b"") * 6000
+    assert len(body) > 100_000
+    assert write(server, body, "t5", **{"Content-Encoding": "gzip"}).status_code == 204
+    assert list(stored(server, "t5")) == [(("__name__", "multi"), SRC)]
+    too_big = gzip.compress(b"#" + b"x" * 100_000)
+    assert len(too_big) < 100_000
+    assert write(server, too_big, "t6", **{"Content-Encoding": "gzip"}).status_code == 400
+
+
 def test_gzip_and_default_precision(server):
     now_ns = time.time_ns()
     body = gzip.compress(f"gz,k=v value=7 {now_ns}\nnotime value=8\n".encode())

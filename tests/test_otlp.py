@@ -278,6 +278,18 @@ def test_json_body_gzip(server):
     check_stored(stored_samples(server, "json"), expected_every_type())
 
 
+def test_gzip_members_are_one_stream(server):
+    body = every_type_request().SerializeToString()
+    half = len(body) // 2
+    response = post(server, gzip.compress(body[:half]) + gzip.compress(body[half:]), tenant="members",
+                    **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.content
+    check_stored(stored_samples(server, "members"), expected_every_type())
+    truncated = gzip.compress(body)[:-10]
+    response = post(server, truncated, tenant="members", **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400 and status_of(response) == (400, "read write request: unexpected EOF")
+
+
 def lz4_frame(payload: bytes) -> bytes:
     """An LZ4 frame holding `payload`: one compressed block (literals, then one overlapping match)."""
     assert payload == b"abc" * 40

@@ -27,9 +27,9 @@ import functools
 import logging
 import re
 import time
-import zlib
 from dataclasses import dataclass
 
+from mimird.distributor.otlp import GzipError, gunzip
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
 from mimird.util.logging import kv_log
@@ -551,19 +551,22 @@ def points_to_series(points: list[Point]) -> tuple[list[tuple], list[int], list[
 
 
 def _read_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
-    if len(body) > limit:
-        raise InfluxParseError(f"can't read body: the request body is larger than the limit of {limit} bytes")
-    if content_encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise InfluxParseError(f"gzip compression error: {exc}") from None
+    """The line protocol text of a request, gunzipped when it says gzip (or x-gzip).
+
+    Mimir limits what it reads after decompression, so a compressed body may itself be larger than
+    the limit as long as its content is not.
+    """
+    too_large = f"can't read body: http: request body too large (limit {limit} bytes)"
+    if content_encoding not in ("gzip", "x-gzip"):
         if len(body) > limit:
-            raise InfluxParseError(f"can't read body: the request body is larger than the limit of {limit} bytes")
-        if not inflater.eof:
-            raise InfluxParseError("can't read body: unexpected EOF")
-    return body
+            raise InfluxParseError(too_large)
+        return body
+    try:
+        return gunzip(body, limit)
+    except GzipError as exc:
+        if exc.too_large:
+            raise InfluxParseError(too_large) from None
+        raise InfluxParseError(f"gzip compression error: {exc}") from None
 
 
 class InfluxHandler:

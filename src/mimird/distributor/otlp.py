@@ -208,17 +208,37 @@ def request_size_error(size: int | None, limit: int) -> OTLPDecodeError:
     )
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        raw = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise OTLPDecodeError(400, f"create gzip reader: gzip: invalid header ({exc})") from None
-    if len(raw) > limit:
-        raise request_size_error(None, limit)
-    if not inflater.eof:
-        raise OTLPDecodeError(400, "read write request: unexpected EOF")
-    return raw
+class GzipError(Exception):
+    """A corrupt or truncated gzip body, or (`too_large`) one that inflates past the limit."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body of one or more members (Go's gzip reader reads them as one stream).
+
+    Stops as soon as the output would pass `limit` bytes, so a small body cannot inflate without bound.
+    """
+    parts = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise GzipError(f"gzip: invalid header ({exc})") from None
+        size += len(part)
+        if size > limit:
+            raise GzipError("too large", too_large=True)
+        if not inflater.eof:
+            raise GzipError("unexpected EOF")
+        parts.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
 
 
 def _hex_ids_to_base64(node) -> None:
@@ -255,7 +275,12 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
         raise OTLPDecodeError(
             415, f"unsupported content type: {content_type}, supported: [{JSON_CONTENT_TYPE}, {PROTOBUF_CONTENT_TYPE}]")
     if encoding == "gzip":
-        body = _gunzip(body, max_size)
+        try:
+            body = gunzip(body, max_size)
+        except GzipError as exc:
+            if exc.too_large:
+                raise request_size_error(None, max_size) from None
+            raise OTLPDecodeError(400, f"read write request: {exc}") from None
     elif encoding == "lz4":
         try:
             body = decompress_lz4_frame(body, max_size)
