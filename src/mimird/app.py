@@ -109,6 +109,8 @@ class App:
             ("Rings", [(f"{title} ring", path) for path, (_, title) in RING_PATHS.items()]),
             ("Distributor", [("Usage statistics", "/distributor/all_user_stats")]
              + ([("HA tracker status", "/distributor/ha_tracker")] if self.distributor.ha_enabled else [])),
+            ("Store-gateway", [("Tenants & Blocks", "/store-gateway/tenants")]),
+            ("Compactor", [("Tenants & compaction jobs", "/compactor/tenants")]),
         ]
         return [(title, [(label, path) for label, path in pages if path.split("?")[0] in registered])
                 for title, pages in groups]
