@@ -52,6 +52,9 @@ def test_format_timestamp_keeps_three_decimals():
 
 def test_go_json_escaping():
     assert jsonfmt.dumps({"a": "<b>&\u2028é\n"}) == '{"a":"\\u003cb\\u003e\\u0026\\u2028é\\n"}'
+    assert jsonfmt.quote('q"\\\t\r\b\f\x01\x7f') == r'"q\"\\\t\r\u0008\u000c\u0001' + '\x7f"'
+    assert jsonfmt.quote("\ud800!") == '"\\ufffd!"'
+    assert jsonfmt.dumps({"n": [1, True, None]}) == '{"n":[1,true,null]}'
 
 
 def test_parse_time_forms():

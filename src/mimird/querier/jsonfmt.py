@@ -35,32 +35,38 @@ ERROR_STATUS = {
     "unavailable": 503,
 }
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_HTML_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                 ("\u2029", "\\u2029"))
+# What Go's JSON encoders (jsoniter as Prometheus configures it) escape in strings: quotes, backslashes,
+# control characters (\n, \r, \t by name, the others as \u00XX), the HTML-sensitive <, > and &, U+2028,
+# U+2029; text that is not UTF-8 (lone surrogates here) becomes U+FFFD, written escaped.
+_NEEDS_ESCAPE = re.compile("[\"\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]")
+_NAMED_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def dumps(value: Any) -> str:
-    """JSON text as Go's encoding/json writes it (compact, HTML-safe escapes, UTF-8 kept)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if any(ch in text for ch in "<>&\u2028\u2029"):
-        for raw, escaped in _HTML_ESCAPES:
-            text = text.replace(raw, escaped)
-    if _SURROGATE.search(text):  # not UTF-8: Go writes the replacement character instead
-        text = _SURROGATE.sub("\\\\ufffd", text)
-    return text
-
-
-# Text that needs no escaping in a JSON string (Go escapes quotes, backslashes, control characters, the
-# HTML-sensitive <, > and &, U+2028, U+2029, and replaces invalid UTF-8 such as lone surrogates).
-_PLAIN = re.compile("[^\"\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]*")
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return "\\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
 
 
 def quote(text: str) -> str:
     """One JSON string literal, escaped as Go does."""
-    if _PLAIN.fullmatch(text):
+    if _NEEDS_ESCAPE.search(text) is None:
         return f'"{text}"'
-    return dumps(text)
+    return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
+
+
+def dumps(value: Any) -> str:
+    """JSON text as Go writes it: compact, strings escaped by `quote`, object keys in insertion order."""
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{quote(str(key))}:{dumps(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps(item) for item in value) + "]"
+    return json.dumps(value)
 
 
 def format_float(value: float) -> str:
