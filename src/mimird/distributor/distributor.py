@@ -24,6 +24,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from mimird._fast.labelset import canonical_labels
 from mimird._fast.remotewrite import SOURCE_RULE
 from mimird.config.schema import ConfigError
 from mimird.distributor import validation as v
@@ -56,12 +57,8 @@ def push_body_read_limit(max_message_size: int) -> int:
     return 2 * max_message_size
 
 
-def canonical_labels(pairs, drop_name: str | None = None) -> Labels:
-    """A series' labels sorted by name with empty values (and `drop_name`, the HA replica label) removed.
-
-    Repeated names are kept next to each other for validation to report.
-    """
-    return tuple(sorted((name, value) for name, value in pairs if value != "" and name != drop_name))
+_LABEL_LIMITS = ("max_label_names_per_series", "max_label_names_per_info_series", "max_label_name_length",
+                 "max_label_value_length")
 
 
 def check_ha_timeouts(limits: dict) -> None:
@@ -151,6 +148,9 @@ class Distributor(Service):
         retry = config.distributor.retry_after_header
         self.retry_after = (retry.enabled, retry.min_backoff, retry.max_backoff)
         self._tasks: list[asyncio.Task] = []
+        # Per tenant, the label limits its head's series were validated under (None: not trusted).
+        # Series replayed from the WAL at start count as validated under the limits seen first.
+        self._label_limits: dict[str, tuple | None] = {}
 
     # lifecycle
     async def starting(self) -> None:
@@ -264,12 +264,18 @@ class Distributor(Service):
         kept_values: list[float] = []
         kept_index: dict[int, Labels] = {}
         duplicates = 0
+        # Label validity depends only on the labels and these limits: a series the head already holds
+        # passed the same checks when it was created, unless the limits changed since.
+        known_series = self._validated_series(tenant, limits, skip_label_validation or skip_label_count_validation)
         for index, pairs in enumerate(series_pairs):
             labels = canonical_labels(pairs, drop_label)
             lo, hi = offsets[index], offsets[index + 1]
             if not labels:
                 continue  # Mimir drops label-less series without a word
-            problem = v.validate_labels(labels, limits, skip_label_validation, skip_label_count_validation)
+            if labels in known_series:
+                problem = None
+            else:
+                problem = v.validate_labels(labels, limits, skip_label_validation, skip_label_count_validation)
             start = len(kept_ts)
             if problem is None and hi > lo:
                 problem, duplicates_here = self._collect_samples(labels, timestamps, values, lo, hi, bounds,
@@ -369,6 +375,16 @@ class Distributor(Service):
             kept_ts.append(t)
             kept_values.append(values[i])
         return None, duplicates
+
+    def _validated_series(self, tenant: str, limits: dict, skipping: bool):
+        """The tenant's head series (already validated), or an empty dict when that no longer holds."""
+        fingerprint = tuple(limits[name] for name in _LABEL_LIMITS)
+        recorded = self._label_limits.setdefault(tenant, fingerprint)
+        if skipping or recorded != fingerprint:
+            self._label_limits[tenant] = None  # series created under other rules: validate everything
+            return {}
+        db = self.ingester.tenants.get(tenant)
+        return db.head.by_labels if db is not None else {}
 
     def _valid_exemplars(self, tenant, exemplars, kept_index, kept_ts, now_ms, bounds):
         """The exemplars of kept series that pass Mimir's checks, with sorted labels; the rest are counted."""
