@@ -129,13 +129,17 @@ def superseded_blocks(blocks: list[BucketBlock]) -> set[str]:
     after a crash between uploading a compacted block and marking its sources, readers still see
     every sample once.
     """
-    source_sets = [(b.ulid, frozenset(b.meta.sources or [b.ulid])) for b in blocks]
+    source_sets = {b.ulid: frozenset(b.meta.sources or [b.ulid]) for b in blocks}
+    holders: dict[str, list[str]] = {}
+    for ulid, sources in source_sets.items():
+        for source in sources:
+            holders.setdefault(source, []).append(ulid)
     superseded = set()
-    for ulid, sources in source_sets:
-        for other, other_sources in source_sets:
-            if other == ulid or not sources <= other_sources:
-                continue
-            if sources < other_sources or other > ulid:
+    for ulid, sources in source_sets.items():
+        # only blocks holding one of this block's sources can hold all of them
+        for other in holders[next(iter(sources))]:
+            other_sources = source_sets[other]
+            if other != ulid and sources <= other_sources and (sources < other_sources or other > ulid):
                 superseded.add(ulid)
                 break
     return superseded
