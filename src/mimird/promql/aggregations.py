@@ -95,12 +95,16 @@ def _segments(frame: Frame, group_ids: np.ndarray, primary: np.ndarray | None, n
     rows, steps = np.nonzero(frame.present)
     values = frame.values[rows, steps]
     nan = np.isnan(values)
-    keys = [rows]
-    if primary is not None:
-        keys.append(np.where(nan, 0.0, primary[rows, steps]))
-        keys.append(~nan if nan_first else nan)
     groups = group_ids[rows]
-    order = np.lexsort((*keys, steps, groups))
+    segment_key = groups.astype(np.int64) * frame.present.shape[1] + steps
+    # np.nonzero lists samples series by series and the sorts are stable, so ties keep input order.
+    order = np.argsort(segment_key, kind="stable")
+    if primary is not None and len(order) > 1:
+        sorted_key = segment_key[order]
+        if (sorted_key[1:] == sorted_key[:-1]).any():
+            # Some segment holds several samples: order them by value too.
+            order = np.lexsort((np.where(nan, 0.0, primary[rows, steps]), ~nan if nan_first else nan,
+                                segment_key))
     rows, steps, values, groups = rows[order], steps[order], values[order], groups[order]
     new_segment = np.r_[True, (groups[1:] != groups[:-1]) | (steps[1:] != steps[:-1])]
     starts = np.flatnonzero(new_segment)
