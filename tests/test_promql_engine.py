@@ -172,3 +172,50 @@ def test_max_samples_counts_operands_together(head):
     engine.range(head, "up_total", 0, 600_000, 15_000)
     with pytest.raises(TooManySamplesError):
         engine.range(head, "up_total / up_total", 0, 600_000, 15_000)
+
+
+RANGE_VS_INSTANT_QUERIES = [
+    "m", "m offset 2m", "m @ 300", "rate(m[2m])", "sum by (g) (m)", "avg(m)", "max without (i) (m)",
+    "topk(2, m)", "bottomk by (g) (scalar(count(m)) - 3, m)", "quantile by (g) (0.3, m)", "stddev(m)",
+    "count_values('v', round(m))", "m > 50", "m > bool 50", "m + on(i) group_left(g) n", "m and n",
+    "m or n", "m unless n", "max_over_time(m[3m:30s])", "sum_over_time(rate(m[2m])[4m:1m])",
+    "label_replace(m, 'x', '$1', 'i', '(.)')", "clamp(m, 20, 60)", "absent(nope)", "scalar(n{i='1'})",
+    "histogram_quantile(0.9, b)", "timestamp(m)", "time() - m", "limitk(1, m)", "-m", "sort(m)",
+    "predict_linear(m[5m], 60)", "deriv(m[5m])", "changes(m[5m])", "last_over_time(m[1m])",
+]
+
+
+@pytest.fixture(scope="module")
+def random_head():
+    rng = np.random.default_rng(11)
+    head = Head(ooo_window_ms=1 << 60)
+    series, offsets, timestamps, values = [], [0], [], []
+    for i in range(6):
+        for name in ("m", "n"):
+            series.append(make_labels({"__name__": name, "i": str(i), "g": str(i % 2)}))
+            ts = np.unique(rng.integers(0, 900, 25)) * 1000
+            timestamps += ts.tolist()
+            values += rng.integers(0, 100, len(ts)).astype(float).tolist()
+            offsets.append(len(timestamps))
+    for le in ("1", "10", "+Inf"):
+        series.append(make_labels({"__name__": "b", "le": le}))
+        timestamps += list(range(0, 900_000, 30_000))
+        values += [float(k * (1 + int(le == "10") + 2 * int(le == "+Inf"))) for k in range(30)]
+        offsets.append(len(timestamps))
+    head.append(series, offsets, timestamps, values)
+    return head
+
+
+@pytest.mark.parametrize("query", RANGE_VS_INSTANT_QUERIES)
+def test_range_query_agrees_with_instant_queries(random_head, query):
+    engine = Engine()
+    start, end, step = 120_000, 840_000, 45_000
+    ranged = {s.labels: dict(zip(s.ts.tolist(), s.vals.tolist(), strict=True))
+              for s in engine.range(random_head, query, start, end, step).value}
+    for t in range(start, end + 1, step):
+        result = engine.instant(random_head, query, t).value
+        samples = [(s.labels, s.v) for s in result] if isinstance(result, Vector) else [((), result.v)]
+        at_t = {labels: points[t] for labels, points in ranged.items() if t in points}
+        assert {k for k, _ in samples} == set(at_t), (query, t)
+        for labels, value in samples:
+            assert value == at_t[labels] or (np.isnan(value) and np.isnan(at_t[labels])), (query, t, labels)
