@@ -125,11 +125,13 @@ def querier(tmp_path_factory):
     (workdir / "runtime.yaml").write_text(
         "overrides:\n  limited:\n    max_fetched_series_per_query: 2\n"
         "  frontend-limits:\n    max_query_expression_size_bytes: 20\n    max_total_query_length: 1h\n"
-        "    max_query_lookback: 20m\n")
+        "    max_query_lookback: 20m\n"
+        "  aligned:\n    align_queries_with_step: true\n")
     proc = Daemon(workdir, ["-tenant-federation.enabled=true", "-ingester.max-global-exemplars-per-user=100",
                             "-runtime-config.file=runtime.yaml"]).start()
     assert remote_write(proc, "team-a", SERIES, METADATA).status_code == 200
     assert remote_write(proc, "limited", SERIES).status_code == 200
+    assert remote_write(proc, "aligned", SERIES).status_code == 200
     assert remote_write(proc, "frontend-limits", SERIES).status_code == 200
     recent = {(("__name__", "up"), ("job", "a"), ("instance", "1")): [(int(time.time() * 1000) - 60_000, 1.0)]}
     assert remote_write(proc, "frontend-limits", recent).status_code == 200
@@ -391,3 +393,11 @@ def test_frontend_limits(querier):
 def test_go_duration():
     assert [go_duration(ms) for ms in (0, 5, 999, 1000, 1500, 61_000, 3_600_000, 3_601_000, 90_061_500)] == \
         ["0s", "5ms", "999ms", "1s", "1.5s", "1m1s", "1h0m0s", "1h0m1s", "25h1m1.5s"]
+
+
+def test_align_queries_with_step(querier):
+    params = {"query": 'http_requests_total', "start": str(T0 + 61), "end": str(T0 + 179), "step": "60"}
+    aligned = get(querier, "/query_range", tenant="aligned", **params).json()["data"]["result"][0]["values"]
+    assert aligned == [[T0 + 60, "10"], [T0 + 120, "20"]]
+    as_given = get(querier, "/query_range", **params).json()["data"]["result"][0]["values"]
+    assert as_given == [[T0 + 61, "10"], [T0 + 121, "20"]]

@@ -393,8 +393,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("limits.max_query_expression_size_bytes", "query-frontend.max-query-expression-size-bytes", "int", 0,
            "Max size of the raw query, in bytes; 0 disables the limit.", minimum=0),
     Option("frontend.query_stats_enabled", "query-frontend.query-stats-enabled", "bool", True,
-           "False to disable query statistics tracking. When enabled, a message with some statistics is logged "
-           "for every query, and a Server-Timing header carries them in the response."),
+           "False to disable query statistics tracking. When enabled, a Server-Timing header carries them in "
+           "every query response."),
+    Option("limits.align_queries_with_step", "query-frontend.align-queries-with-step", "bool", False,
+           "Mutate incoming queries to align their start and end with their step."),
     # querier
     Option("querier.timeout", "querier.timeout", "duration", 120.0,
            "The timeout for a query.", minimum=0.001),

@@ -5,7 +5,9 @@ parsed and before the querier runs the query (Mimir's limitsMiddleware), in Mimi
    non-zero of both, over the request's tenants), a query ending before now−lookback gets an empty
    success (a matrix, as Mimir's empty response) and a start before it is moved up to it;
 2. `max_query_expression_size_bytes`: the raw query's length in bytes;
-3. `max_total_query_length`: end − start of a range query.
+3. `max_total_query_length`: end − start of a range query;
+4. `align_queries_with_step` (when every tenant of the request has it): a range query's start and end are
+   floored to multiples of its step.
 
 Errors are `bad_data` with Mimir's texts.
 """
@@ -57,6 +59,7 @@ class QueryLimits:
     lookback_ms: int
     max_expression_bytes: int
     max_total_length_ms: int
+    align_with_step: bool = False
 
     @classmethod
     def for_tenants(cls, overrides, tenants: Sequence[str]) -> QueryLimits:
@@ -70,7 +73,14 @@ class QueryLimits:
                                                          for limits in per_tenant])),
             max_total_length_ms=int(_smallest_non_zero([limits["max_total_query_length"]
                                                         for limits in per_tenant]) * 1000),
+            align_with_step=bool(per_tenant) and all(limits["align_queries_with_step"] for limits in per_tenant),
         )
+
+    def align(self, start_ms: int, end_ms: int, step_ms: int) -> tuple[int, int]:
+        """Start and end floored to multiples of the step when the tenants ask for aligned queries."""
+        if not self.align_with_step:
+            return start_ms, end_ms
+        return start_ms // step_ms * step_ms, end_ms // step_ms * step_ms
 
     def apply(self, query: str, start_ms: int, end_ms: int, now_ms: int, is_range: bool
               ) -> tuple[int, Response | None]:

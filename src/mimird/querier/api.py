@@ -151,6 +151,7 @@ class QuerierAPI:
         start, answered = limits.apply(text, start, end, _now_ms(), True)
         if answered is not None:
             return answered
+        start, end = limits.align(start, end, step)
         engine = self._engine()
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
