@@ -212,8 +212,10 @@ def test_federated_reads(querier):
     only_b = get(querier, "/series", tenant="team-a|team-b", **{"match[]": 'up{__tenant_id__="team-b"}'})
     assert only_b.json()["data"] == [{"__name__": "up", "__tenant_id__": "team-b", "job": "c"}]
     assert "__tenant_id__" in get(querier, "/labels", tenant="team-a|team-b").json()["data"]
-    assert get(querier, "/label/__tenant_id__/values", tenant="team-a|team-b").json()["data"] == \
-        ["team-a", "team-b"]
+    assert get(querier, "/label/__tenant_id__/values", tenant="team-b|team-a|nobody").json()["data"] == \
+        ["nobody", "team-a", "team-b"]
+    assert get(querier, "/label/__tenant_id__/values", tenant="team-a|team-b",
+               **{"match[]": '{__tenant_id__=~"team-b|x"}'}).json()["data"] == ["team-b"]
 
 
 def test_metadata(querier):

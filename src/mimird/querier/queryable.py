@@ -291,7 +291,7 @@ class TenantQueryable:
         names: set[str] = set()
         for tenant in tenants:
             names |= self._tenant_label_index(tenant, mint, maxt, None)
-        if self.federated and tenants:
+        if self.federated:
             names.add(TENANT_LABEL)
         return sorted(names)
 
@@ -301,14 +301,14 @@ class TenantQueryable:
         mint, maxt = self._range(mint_ms, maxt_ms)
         if mint > maxt:
             return []
+        if self.federated and name == TENANT_LABEL:
+            # Mimir's merge querier answers the tenant IDs themselves, filtered by the __tenant_id__ matchers only
+            return sorted(self._split(matchers)[0])
         if matchers:
             return sorted({value for labels in self.series(matchers, mint, maxt)
                            for label, value in labels if label == name})
         tenants, _ = self._split(())
         values: set[str] = set()
-        if self.federated and name == TENANT_LABEL:
-            # a tenant shows up only if it has data in the range
-            return sorted(t for t in tenants if self._tenant_label_index(t, mint, maxt, None))
         if self.federated and name == ORIGINAL_TENANT_LABEL:
             name = TENANT_LABEL
         for tenant in tenants:
