@@ -276,3 +276,22 @@ def test_merge_gives_up_cleanly_when_told_to_stop(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
     ulid = merge_blocks(dirs, tmp_path / "out", "t", should_stop=lambda: False)
     assert read_all([tmp_path / "out" / ulid]) == read_all(dirs)
+
+
+def test_damaged_block_is_marked_no_compact_and_the_rest_still_compacts(start_daemon):
+    d = start_daemon(*FAST)
+    root = d.workdir / "data" / "blocks" / "t6"
+    bad = _put_block(root, payload(3, T0, T0 + HOUR), T0, T0 + HOUR, "t6")
+    good = [_put_block(root, payload(3, T0 + h * HOUR, T0 + (h + 1) * HOUR), T0 + h * HOUR, T0 + (h + 1) * HOUR, "t6")
+            for h in (2, 3)]
+    chunk = root / bad / "chunks" / "000001"
+    data = bytearray(chunk.read_bytes())
+    data[40] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    _put_block(root, payload(1, T0 + 13 * HOUR, T0 + 14 * HOUR), T0 + 13 * HOUR, T0 + 14 * HOUR, "t6")
+    mark = json.loads(wait_for(lambda: (root / bad / "no-compact-mark.json").exists()
+                               and (root / bad / "no-compact-mark.json").read_text(), what="no-compact mark"))
+    assert mark["id"] == bad and mark["reason"] == "critical" and "checksum" in mark["details"]
+    merged = wait_for(lambda: [m for m in bucket_metas(d, "t6").values() if set(m["compaction"]["sources"]) ==
+                               set(good)], what="the good blocks compacted")
+    assert merged[0]["minTime"] == T0 + 2 * HOUR

@@ -99,6 +99,12 @@ def mark_for_deletion(bucket: FilesystemBucket, tenant: str, ulid: str, now: flo
     bucket.put(f"{tenant}/{MARKERS_DIR}/{ulid}-{DELETION_MARK}", data)
 
 
+def mark_no_compact(bucket: FilesystemBucket, tenant: str, ulid: str, reason: str, details: str) -> None:
+    """Write `<tenant>/<ULID>/no-compact-mark.json`: the compactor leaves the block out of its plans."""
+    mark = {"id": ulid, "version": 1, "details": details, "no_compact_time": int(time.time()), "reason": reason}
+    bucket.put(f"{tenant}/{ulid}/{NO_COMPACT_MARK}", json.dumps(mark).encode())
+
+
 def delete_block(bucket: FilesystemBucket, tenant: str, ulid: str) -> None:
     """Remove a block: meta.json first (the block turns partial and unreadable), the rest, the marker."""
     bucket.delete(f"{tenant}/{ulid}/{META_FILENAME}")

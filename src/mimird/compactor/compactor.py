@@ -35,6 +35,7 @@ from mimird.compactor.blocks import (
     list_block_ids,
     list_tenants,
     mark_for_deletion,
+    mark_no_compact,
     read_block,
     read_deletion_time,
     scan_tenant,
@@ -293,7 +294,17 @@ class Compactor(Service):
             for job in jobs:
                 if self._stopping:
                     break
-                self._run_job(tenant, job)
+                try:
+                    self._run_job(tenant, job)
+                except CorruptBlockError as exc:
+                    # A damaged source would fail every cycle: set it aside (as Mimir's no-compact mark
+                    # for critical errors) so that the tenant's other blocks are still compacted.
+                    culprits = [b.ulid for b in job.blocks if b.ulid in str(exc)] or [b.ulid for b in job.blocks]
+                    for ulid in culprits:
+                        mark_no_compact(self.bucket, tenant, ulid, "critical", str(exc))
+                    kv_log(log, logging.ERROR, "compaction failed on a damaged block; marked it no-compact",
+                           tenant=tenant, blocks=",".join(culprits), err=str(exc))
+                    continue
                 done += 1
                 changed = True
             if self._stopping:
