@@ -102,19 +102,32 @@ def _sort(descending: bool):
     return apply
 
 
+_NATURAL_CHUNK = re.compile(r"[0-9]+|[^0-9]+")
+
+
+def _atoi_ok(chunk: str) -> bool:
+    # strconv.Atoi accepts the digit run only if it fits an int64.
+    return chunk[0] in "0123456789" and int(chunk) < 2**63
+
+
 def natural_less(a: str, b: str) -> bool:
-    """facette/natsort's Compare: digit runs compare as numbers."""
-    chunks_a = re.findall(r"(\d+|\D+)", a)
-    chunks_b = re.findall(r"(\d+|\D+)", b)
-    for x, y in zip(chunks_a, chunks_b, strict=False):
-        if x == y:
-            continue
-        if x.isdigit() and y.isdigit():
+    """facette/natsort's Compare, as sort_by_label uses it: digit runs compare as integers."""
+    chunks_a = _NATURAL_CHUNK.findall(a)
+    chunks_b = _NATURAL_CHUNK.findall(b)
+    for i, x in enumerate(chunks_a):
+        if i >= len(chunks_b):
+            return False
+        y = chunks_b[i]
+        if _atoi_ok(x) and _atoi_ok(y):
             if int(x) != int(y):
                 return int(x) < int(y)
-            continue
-        return x < y
-    return len(chunks_a) < len(chunks_b)
+        elif x != y:
+            return x < y
+        if i == len(chunks_a) - 1:
+            return True
+        if i == len(chunks_b) - 1:
+            return False
+    return False
 
 
 def _sort_by_label(descending: bool):
