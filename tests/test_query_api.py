@@ -403,3 +403,33 @@ def test_align_queries_with_step(querier):
     assert aligned == [[T0 + 60, "10"], [T0 + 120, "20"]]
     as_given = get(querier, "/query_range", **params).json()["data"]["result"][0]["values"]
     assert as_given == [[T0 + 61, "10"], [T0 + 121, "20"]]
+
+
+# --- the store-gateway path ------------------------------------------------------------------------------
+
+def test_blocks_from_the_store_gateway_merge_without_duplicates(tmp_path):
+    (tmp_path / "runtime.yaml").write_text("overrides:\n  store-only:\n    query_ingesters_within: 10m\n")
+    daemon = Daemon(tmp_path, ["-querier.query-store-after=0s", "-blocks-storage.bucket-store.sync-interval=0.2s",
+                               "-runtime-config.file=runtime.yaml"]).start()
+    try:
+        series = {(("__name__", "flushed"), ("n", str(i))): [(BASE + k * MINUTE, float(k)) for k in range(10)]
+                  for i in range(3)}
+        for tenant in ("both", "store-only"):
+            assert remote_write(daemon, tenant, series).status_code == 200
+        assert daemon.post("/ingester/flush?wait=true").status_code == 204
+        query = {"query": "count_over_time(flushed[1h])", "time": str(T0 + 9 * 60)}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the store-gateway has opened the shipped blocks
+            only_store = get(daemon, "/query", tenant="store-only", **query).json()["data"]["result"]
+            if only_store:
+                break
+            time.sleep(0.1)
+        # the ingester (local block) and the store-gateway (bucket block) both hold every sample: counted once
+        both = get(daemon, "/query", tenant="both", **query).json()["data"]["result"]
+        assert [(s["metric"]["n"], s["value"][1]) for s in both] == [("0", "10"), ("1", "10"), ("2", "10")]
+        # ranges ending before now - query_ingesters_within are answered by the store-gateway alone
+        assert [(s["metric"]["n"], s["value"][1]) for s in only_store] == [("0", "10"), ("1", "10"), ("2", "10")]
+        assert get(daemon, "/series", tenant="store-only", start=str(T0), end=str(T0 + 600),
+                   **{"match[]": "flushed"}).json()["data"] == [{"__name__": "flushed", "n": str(i)} for i in range(3)]
+    finally:
+        daemon.stop(signal.SIGKILL)
