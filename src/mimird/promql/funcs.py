@@ -50,8 +50,8 @@ _SIMPLE = {
     "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "sqrt": np.sqrt, "ln": np.log,
     "log2": np.log2, "log10": np.log10, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin,
     "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
-    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "rad": lambda v: v * (math.pi / 180),
-    "deg": lambda v: v * (180 / math.pi), "sgn": _sgn,
+    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "rad": lambda v: v * math.pi / 180,
+    "deg": lambda v: v * 180 / math.pi, "sgn": _sgn,
 }
 
 
