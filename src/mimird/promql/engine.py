@@ -4,6 +4,11 @@ A ``Queryable`` has ``select(matchers, mint_ms, maxt_ms)`` returning ``(labels, 
 series, sorted by labels (``mimird.tsdb.head.Head`` and the ingester fit). Settings follow
 Prometheus 3.5 with Mimir's defaults: 5m lookback, ``-querier.max-samples`` 50M, a timeout.
 Evaluation is plain synchronous code, safe to run in a worker thread.
+
+Samples are floats: native histograms are neither stored nor evaluated, so the histogram_*
+functions other than histogram_quantile/histogram_fraction (which read classic ``le`` buckets)
+return empty results. Annotations are returned with their full Prometheus texts
+(``PromQL warning: ...`` / ``PromQL info: ...``), without position suffixes.
 """
 
 from __future__ import annotations
