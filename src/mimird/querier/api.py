@@ -21,6 +21,7 @@ from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
 from mimird.promql import ParseError, parse
 from mimird.promql import ast as promql_ast
+from mimird.promql.engine import Engine
 from mimird.promql.printer import format_query
 from mimird.querier import jsonfmt
 from mimird.querier.params import (
@@ -37,6 +38,7 @@ from mimird.querier.params import (
     valid_label_name,
 )
 from mimird.querier.queryable import TENANT_LABEL, QueryLimitError, TenantQueryable, with_tenant_label
+from mimird.tsdb.labels import go_quote
 
 if TYPE_CHECKING:
     from mimird.app import App
@@ -56,7 +58,7 @@ def _now_ms() -> int:
 def _stats_warning(stats: str | None) -> list[str]:
     if stats in (None, "", "true", "all"):
         return []
-    return [f'value {jsonfmt.quote(stats)} for parameter "stats" is deprecated and will be rejected in the next '
+    return [f'value {go_quote(stats)} for parameter "stats" is deprecated and will be rejected in the next '
             'major release, use "true" or "all"']
 
 
@@ -83,28 +85,18 @@ def extract_selectors(expr: Any) -> list[list]:
 
 
 class QuerierAPI:
-    """Handlers of the read endpoints; `engine_factory(lookback_delta_ms, max_samples, timeout_s)` builds the
-    PromQL engine (by default `mimird.promql.engine.Engine`)."""
+    """Handlers of the read endpoints, running PromQL with `-querier.lookback-delta`, `-querier.max-samples`
+    and `-querier.timeout`."""
 
-    def __init__(self, app: App, engine_factory: Callable[[int, int, float], Any] | None = None):
+    def __init__(self, app: App):
         self.app = app
-        self.engine_factory = engine_factory
         querier = app.config.querier
-        self.lookback_delta_ms = int(querier.lookback_delta * 1000)
-        self.max_samples = int(querier.max_samples)
         self.timeout_s = float(querier.timeout)
+        self.engine = Engine(int(querier.lookback_delta * 1000), int(querier.max_samples), self.timeout_s)
 
     def queryable(self, tenants: Sequence[str], mint: int = MIN_TIME_MS, maxt: int = MAX_TIME_MS) -> TenantQueryable:
         """The read view of `tenants` over [mint, maxt]."""
         return TenantQueryable(self.app, tenants, mint, maxt)
-
-    def _engine(self):
-        factory = self.engine_factory
-        if factory is None:
-            from mimird.promql.engine import Engine
-
-            factory = Engine
-        return factory(self.lookback_delta_ms, self.max_samples, self.timeout_s)
 
     # --- queries --------------------------------------------------------------------------------------
     @frontend
@@ -120,7 +112,7 @@ class QuerierAPI:
         _, answered = QueryLimits.for_tenants(self.app.overrides, request.tenants).apply(text, at, at, now, False)
         if answered is not None:
             return answered
-        engine = self._engine()
+        engine = self.engine
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.instant(queryable, text, at, cancelled=cancelled),
                                request.arg("stats"))
@@ -152,7 +144,7 @@ class QuerierAPI:
         if answered is not None:
             return answered
         start, end = limits.align(start, end, step)
-        engine = self._engine()
+        engine = self.engine
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
                                request.arg("stats"))
@@ -170,9 +162,19 @@ class QuerierAPI:
         `evaluate(cancelled)` runs the engine; `cancelled()` turns true when the request is abandoned
         (the engine's own deadline normally fires first; this is the backstop)."""
         abandoned = threading.Event()
-        started = time.perf_counter()
+        timings = {}
+
+        def evaluate_and_render():
+            # rendering a large result takes a while too: keep it off the event loop as well
+            started = time.perf_counter()
+            result = evaluate(abandoned.is_set)
+            timings["evaluated"] = time.perf_counter() - started
+            data = jsonfmt.value_json(result.value)
+            timings["encoded"] = time.perf_counter() - started - timings["evaluated"]
+            return result, data
+
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(evaluate, abandoned.is_set), self.timeout_s + 5)
+            result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
         except TimeoutError:
             abandoned.set()
             return jsonfmt.error("timeout", "query timed out in expression evaluation")
@@ -187,14 +189,12 @@ class QuerierAPI:
                 # raised while preparing the query (type checks), which Prometheus reports against "query"
                 return jsonfmt.error(error_type, str(ParamError("query", str(exc))))
             return jsonfmt.error(error_type, str(exc))
-        evaluated = time.perf_counter()
-        warnings = list(result.warnings) + _stats_warning(stats)
-        response = jsonfmt.success(jsonfmt.value_json(result.value), warnings, list(result.infos))
         stats_sink = current_stats()
         if stats_sink is not None:
-            stats_sink.wall_time_s = evaluated - started
-            stats_sink.encode_time_s = time.perf_counter() - evaluated
-        return response
+            stats_sink.wall_time_s = timings["evaluated"]
+            stats_sink.encode_time_s = timings["encoded"]
+        warnings = list(result.warnings) + _stats_warning(stats)
+        return jsonfmt.success(data, warnings, list(result.infos))
 
     # --- series and labels ----------------------------------------------------------------------------
     @frontend
@@ -212,23 +212,25 @@ class QuerierAPI:
             return jsonfmt.error("bad_data", str(exc))
         queryable = self.queryable(request.tenants, mint, maxt)
 
-        def collect():
+        def collect() -> tuple[str, list[str]]:
             if len(matcher_sets) == 1:
-                return queryable.series(matcher_sets[0], count=True)
-            found = set()
-            for matchers in matcher_sets:
-                found.update(queryable.series(matchers, count=True))
-            return sorted(found)
+                series = queryable.series(matcher_sets[0], count=True)
+            else:
+                found = set()
+                for matchers in matcher_sets:
+                    found.update(queryable.series(matchers, count=True))
+                series = sorted(found)
+            warnings = []
+            if limit and len(series) > limit:
+                series = series[:limit]
+                warnings.append(TRUNCATED_WARNING)
+            return "[" + ",".join([jsonfmt.labels_json(s) for s in series]) + "]", warnings
 
         try:
-            series = await asyncio.to_thread(collect)
+            data, warnings = await asyncio.to_thread(collect)
         except QueryLimitError as exc:
             return jsonfmt.error(exc.error_type, str(exc))
-        warnings = []
-        if limit and len(series) > limit:
-            series = series[:limit]
-            warnings.append(TRUNCATED_WARNING)
-        return jsonfmt.success("[" + ",".join(jsonfmt.labels_json(s) for s in series) + "]", warnings)
+        return jsonfmt.success(data, warnings)
 
     def _label_params(self, request: Request) -> tuple[int, int, int, list]:
         limit = parse_limit(request.arg("limit"))
