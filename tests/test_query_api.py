@@ -8,6 +8,7 @@ import math
 import signal
 import time
 
+import numpy as np
 import pytest
 import snappy
 
@@ -25,6 +26,7 @@ from mimird.querier.params import (
     parse_time,
     unescape_label_name,
 )
+from mimird.querier.queryable import merge_sorted_series, with_tenant_label
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
@@ -92,6 +94,18 @@ def test_match_params():
         parse_match_params(['{job=~".*"}'])
     assert unescape_label_name("U__a_2e_b") == "a.b"
     assert unescape_label_name("job") == "job"
+
+
+def test_merge_sorted_series_dedupes_overlaps():
+    def series(name, ts, vals):
+        return (("__name__", name),), np.array(ts, dtype=np.int64), np.array(vals, dtype=np.float64)
+
+    ingester = [series("a", [1, 2, 3], [1.0, 2.0, 3.0]), series("c", [5], [5.0])]
+    store = [series("a", [0, 2, 4], [0.5, 20.0, 4.0]), series("b", [1], [1.5])]
+    merged = [(labels[0][1], ts.tolist(), vals.tolist()) for labels, ts, vals in merge_sorted_series([ingester, store])]
+    assert merged == [("a", [0, 1, 2, 3, 4], [0.5, 1.0, 2.0, 3.0, 4.0]), ("b", [1], [1.5]), ("c", [5], [5.0])]
+    assert with_tenant_label((("__tenant_id__", "x"), ("job", "j")), "t") == \
+        (("__tenant_id__", "t"), ("job", "j"), ("original___tenant_id__", "x"))
 
 
 # --- through the daemon ----------------------------------------------------------------------------------

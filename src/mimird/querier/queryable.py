@@ -75,6 +75,7 @@ def merge_sorted_series(streams: Sequence[Iterable[SeriesSamples]]) -> Iterator[
 
 
 def with_tenant_label(labels: Labels, tenant: str) -> Labels:
+    """A federated series' labels: `__tenant_id__` added, an existing one kept as `original___tenant_id__`."""
     pairs = []
     for name, value in labels:
         pairs.append((ORIGINAL_TENANT_LABEL if name == TENANT_LABEL else name, value))
