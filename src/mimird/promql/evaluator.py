@@ -126,6 +126,11 @@ class Evaluator:
         self.check()
         if len(steps) == 0 and node.type in (ast.ValueType.VECTOR, ast.ValueType.SCALAR):
             return Frame.empty(0) if node.type is ast.ValueType.VECTOR else Steps(np.empty(0))
+        if len(steps) > 1 and node.type in (ast.ValueType.VECTOR, ast.ValueType.SCALAR) \
+                and not isinstance(node, (ast.NumberLiteral, ast.ParenExpr)) and step_invariant(node):
+            # Every step would see the same data (everything is pinned with @): evaluate once and
+            # repeat, as Prometheus does for step-invariant expressions.
+            return _repeat(self.eval(node, steps[:1]), len(steps))
         if isinstance(node, ast.ParenExpr):
             return self.eval(node.expr, steps)
         if isinstance(node, ast.NumberLiteral):
@@ -525,6 +530,33 @@ _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 def quote_meta(text: str) -> str:
     """Go's regexp.QuoteMeta: escape the characters that are special in RE2."""
     return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
+
+
+# Functions whose value depends on the evaluation time itself, even with every input pinned by @.
+_AT_UNSAFE_FUNCTIONS = frozenset(("days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour",
+                                  "minute", "month", "year", "predict_linear", "time", "timestamp"))
+
+
+def step_invariant(node) -> bool:
+    """Whether ``node`` gives the same result at every evaluation time (Prometheus's rule)."""
+    if isinstance(node, (ast.NumberLiteral, ast.StringLiteral)):
+        return True
+    if isinstance(node, ast.VectorSelector | ast.SubqueryExpr):
+        return node.timestamp_ms is not None or node.start_or_end is not None
+    if isinstance(node, ast.MatrixSelector):
+        return step_invariant(node.vector_selector)
+    if isinstance(node, ast.Call):
+        return node.func.name not in _AT_UNSAFE_FUNCTIONS and all(step_invariant(a) for a in node.args)
+    if isinstance(node, (ast.ParenExpr, ast.UnaryExpr, ast.BinaryExpr, ast.AggregateExpr)):
+        return all(step_invariant(child) for child in ast.children(node))
+    return False
+
+
+def _repeat(value, n: int):
+    if isinstance(value, Steps):
+        return Steps(np.repeat(value.values, n))
+    return Frame(value.labels, np.repeat(value.values, n, axis=1), np.repeat(value.present, n, axis=1),
+                 value.drop)
 
 
 def _chunks(series, max_samples: int):
