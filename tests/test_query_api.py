@@ -3,6 +3,7 @@ compared with what Prometheus (behind Mimir) answers, byte for byte where the JS
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import signal
@@ -15,6 +16,8 @@ import snappy
 from conftest import Daemon, remote_write
 from mimird import prompb
 from mimird.frontend.limits import go_duration
+from mimird.frontend.queue import QueryQueue
+from mimird.http.errors import HTTPError
 from mimird.querier import jsonfmt
 from mimird.querier.params import (
     MAX_TIME_FORMATTED,
@@ -447,3 +450,31 @@ def test_blocks_from_the_store_gateway_merge_without_duplicates(tmp_path):
                    **{"match[]": "flushed"}).json()["data"] == [{"__name__": "flushed", "n": str(i)} for i in range(3)]
     finally:
         daemon.stop(signal.SIGKILL)
+
+
+def test_query_queue_limits_outstanding_requests_per_tenant():
+    async def scenario():
+        queue = QueryQueue(max_concurrent=1, max_outstanding_per_tenant=1)
+        release = asyncio.Event()
+        waits = []
+
+        async def request(tenant):
+            async with queue.slot(tenant) as waited:
+                waits.append((tenant, waited))
+                await release.wait()
+
+        running = asyncio.create_task(request("a"))
+        await asyncio.sleep(0.01)
+        queued = [asyncio.create_task(request("a")), asyncio.create_task(request("b"))]
+        await asyncio.sleep(0.01)
+        assert queue.waiting == {"a": 1, "b": 1}
+        with pytest.raises(HTTPError) as refused:
+            async with queue.slot("a"):
+                pass
+        assert (refused.value.status, refused.value.message) == (429, "too many outstanding requests")
+        release.set()
+        await asyncio.gather(running, *queued)
+        assert queue.waiting == {} and [tenant for tenant, _ in waits] == ["a", "a", "b"]
+        assert waits[0][1] < 0.01 <= waits[1][1]
+
+    asyncio.run(scenario())

@@ -397,6 +397,12 @@ OPTIONS: tuple[Option, ...] = (
            "every query response."),
     Option("limits.align_queries_with_step", "query-frontend.align-queries-with-step", "bool", False,
            "Mutate incoming queries to align their start and end with their step."),
+    Option("frontend.max_outstanding_per_tenant", "query-frontend.max-outstanding-requests-per-tenant", "int",
+           100, "Maximum number of outstanding requests per tenant per query-frontend; requests beyond this "
+           "error with HTTP 429.", minimum=1),
+    Option("querier.max_concurrent", "querier.max-concurrent", "int", 20,
+           "The number of workers running in each querier process. This setting limits the maximum number of "
+           "concurrent queries in each querier.", minimum=1),
     # querier
     Option("querier.timeout", "querier.timeout", "duration", 120.0,
            "The timeout for a query.", minimum=0.001),

@@ -12,7 +12,7 @@ storage does not measure separately.
 
 A request with `X-Mimir-Response-Query-Stats: true` gets the detailed statistics appended, of those Mimir
 documents the ones this single process measures: `encode_time_seconds`, `fetched_series_count`,
-`query_wall_time_seconds`, `queue_time_seconds` (no queue: 0), `response_size_bytes`, `response_time`,
+`query_wall_time_seconds`, `queue_time_seconds`, `response_size_bytes`, `response_time`,
 `results_cache_hit_bytes` and `results_cache_miss_bytes` (no results cache: 0), `sharded_queries` and
 `split_queries` (queries are neither sharded nor split: 0). Chunk and index byte counts are left out.
 """
@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from mimird.frontend.queue import queue_for
 from mimird.http.request import Request, Response
 
 SERVER_TIMING = "Server-Timing"
@@ -41,6 +42,7 @@ class QueryStats:
     series: int = 0
     wall_time_s: float = 0.0
     encode_time_s: float = 0.0
+    queue_time_s: float = 0.0
 
     def add_series(self, samples: int) -> None:
         """One series read from storage with `samples` samples."""
@@ -76,7 +78,7 @@ def detailed_server_timing(stats: QueryStats, response_time_s: float, response_s
         f"encode_time_seconds;dur={_ms(stats.encode_time_s / 1000)}",
         f"fetched_series_count;val={stats.series}",
         f"query_wall_time_seconds;dur={_ms(stats.wall_time_s / 1000)}",
-        "queue_time_seconds;dur=0",
+        f"queue_time_seconds;dur={_ms(stats.queue_time_s / 1000)}",
         f"response_size_bytes;val={response_size}",
         f"response_time;dur={_ms(response_time_s)}",
         "results_cache_hit_bytes;val=0",
@@ -87,20 +89,25 @@ def detailed_server_timing(stats: QueryStats, response_time_s: float, response_s
 
 
 def frontend(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """Wrap a querier API method: refuse bodies over the frontend's limit, collect statistics and add
-    `Server-Timing` when `-query-frontend.query-stats-enabled`."""
+    """Wrap a querier API method: refuse bodies over the frontend's limit, pass the request through the
+    query queue, collect statistics and add `Server-Timing` when `-query-frontend.query-stats-enabled`."""
 
     @functools.wraps(handler)
     async def wrapped(self, request: Request) -> Response:
         if len(request.body) > MAX_BODY_BYTES:
             return Response.error(413, "http: request body too large")
+        queue = queue_for(self.app)
+        tenant = "|".join(request.tenants)
         if not self.app.config.frontend.query_stats_enabled:
-            return await handler(self, request)
+            async with queue.slot(tenant):
+                return await handler(self, request)
         started = time.perf_counter()
         stats = QueryStats()
         token = _current.set(stats)
         try:
-            response = await handler(self, request)
+            async with queue.slot(tenant) as waited:
+                stats.queue_time_s = waited
+                response = await handler(self, request)
         finally:
             _current.reset(token)
         elapsed = time.perf_counter() - started
