@@ -183,7 +183,7 @@ RANGE_VS_INSTANT_QUERIES = [
     "histogram_quantile(0.9, b)", "timestamp(m)", "time() - m", "limitk(1, m)", "-m", "sort(m)",
     "predict_linear(m[5m], 60)", "deriv(m[5m])", "changes(m[5m])", "last_over_time(m[1m])",
     "rate(m[2m] @ 600)", "sum(m @ 300) + time()", "predict_linear(m[5m] @ 600, 60)",
-    "max_over_time(m[5m:1m] @ 500)", "timestamp(m @ 400)", "topk(1, m @ end())",
+    "max_over_time(m[5m:1m] @ 500)", "timestamp(m @ 400)", "topk(1, m @ 700)",
 ]
 
 
