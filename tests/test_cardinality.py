@@ -44,7 +44,8 @@ def assert_bad_data(response, message):
 
 def test_disabled_by_default(start_daemon):
     daemon = start_daemon()
-    for path in ("/label_names", "/label_values?label_names[]=job", "/active_series?selector=up"):
+    for path in ("/label_names", "/label_values?label_names[]=job", "/active_series?selector=up",
+                 "/active_native_histogram_metrics?selector=up"):
         response = daemon.get(P + path, headers={"X-Scope-OrgID": "t1"})
         assert response.status_code == 400
         assert response.text == "cardinality analysis is disabled for the tenant: t1\n"
@@ -96,6 +97,12 @@ def test_active_series(enabled):
     assert response.json() == {"data": [{"__name__": "requests", "job": "api"},
                                         {"__name__": "up", "instance": "1", "job": "api"},
                                         {"__name__": "up", "instance": "2", "job": "api"}]}
+
+
+def test_active_native_histogram_metrics(enabled):
+    # float samples only: no series is a native histogram
+    assert get(enabled, "/active_native_histogram_metrics", selector="up").json() == {"data": []}
+    assert_bad_data(get(enabled, "/active_native_histogram_metrics"), "missing 'selector' parameter")
 
 
 def test_parameter_errors(enabled):

@@ -101,6 +101,8 @@ def register_routes(app: App) -> None:
     router.add("GET,POST", f"{prom}/api/v1/cardinality/label_names", cardinality.label_names, auth=True)
     router.add("GET,POST", f"{prom}/api/v1/cardinality/label_values", cardinality.label_values, auth=True)
     router.add("GET,POST", f"{prom}/api/v1/cardinality/active_series", cardinality.active_series, auth=True)
+    router.add("GET,POST", f"{prom}/api/v1/cardinality/active_native_histogram_metrics",
+               cardinality.active_native_histogram_metrics, auth=True)
 
     # Store-gateway
     store_gateway = StoreGatewayAPI(app.store_gateway)

@@ -217,3 +217,19 @@ class CardinalityAPI:
         series = await asyncio.to_thread(self._head_series, tenant, matchers, True)
         body = '{"data":[' + ",".join(jsonfmt.labels_json(labels) for labels in sorted(series)) + "]}"
         return Response(200, body, "application/json")
+
+    @frontend
+    async def active_native_histogram_metrics(self, request: Request) -> Response:
+        """`/api/v1/cardinality/active_native_histogram_metrics`: per metric, the bucket statistics of its
+        active native-histogram series. The heads keep float samples only, so there are none to list."""
+        tenant = request.tenant
+        try:
+            if not request.form.get("selector"):
+                raise CardinalityParamError("missing 'selector' parameter")
+            extract_selector(request.form)
+        except CardinalityParamError as exc:
+            return jsonfmt.error("bad_data", str(exc))
+        disabled = self._disabled(tenant)
+        if disabled is not None:
+            return disabled
+        return Response(200, '{"data":[]}', "application/json")
