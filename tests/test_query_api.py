@@ -152,7 +152,8 @@ def querier(tmp_path_factory):
     assert remote_write(proc, "frontend-limits", SERIES).status_code == 200
     recent = {(("__name__", "up"), ("job", "a"), ("instance", "1")): [(int(time.time() * 1000) - 60_000, 1.0)]}
     assert remote_write(proc, "frontend-limits", recent).status_code == 200
-    assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)]}).status_code == 200
+    assert remote_write(proc, "team-b", {(("__name__", "up"), ("job", "c")): [(BASE, 0.0)],
+                                         (("__name__", "html"), ("v", "<a&b>")): [(BASE, 1.0)]}).status_code == 200
     _push_with_exemplar(proc, "team-a")
     yield proc
     proc.stop(signal.SIGKILL)
@@ -478,3 +479,12 @@ def test_query_queue_limits_outstanding_requests_per_tenant():
         assert waits[0][1] < 0.01 <= waits[1][1]
 
     asyncio.run(scenario())
+
+
+def test_html_escaping_as_mimir(querier):
+    # Prometheus's API escapes <, > and & (series, labels); Mimir's frontend re-encodes query results without
+    series = get(querier, "/series", tenant="team-b", **{"match[]": "html"})
+    assert series.text == '{"status":"success","data":[{"__name__":"html","v":"\\u003ca\\u0026b\\u003e"}]}'
+    query = get(querier, "/query", tenant="team-b", query="html", time=str(T0))
+    assert query.text == ('{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"html",'
+                          f'"v":"<a&b>"}},"value":[{T0},"1"]}}]}}}}')

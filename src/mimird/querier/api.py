@@ -194,7 +194,7 @@ class QuerierAPI:
             stats_sink.wall_time_s = timings["evaluated"]
             stats_sink.encode_time_s = timings["encoded"]
         warnings = list(result.warnings) + _stats_warning(stats)
-        return jsonfmt.success(data, warnings, list(result.infos))
+        return jsonfmt.success(data, warnings, list(result.infos), html=False)
 
     # --- series and labels ----------------------------------------------------------------------------
     @frontend

@@ -37,8 +37,10 @@ ERROR_STATUS = {
 
 # What Go's JSON encoders (jsoniter as Prometheus configures it) escape in strings: quotes, backslashes,
 # control characters (\n, \r, \t by name, the others as \u00XX), the HTML-sensitive <, > and &, U+2028,
-# U+2029; text that is not UTF-8 (lone surrogates here) becomes U+FFFD, written escaped.
+# U+2029; text that is not UTF-8 (lone surrogates here) becomes U+FFFD, written escaped. Mimir's
+# query-frontend re-encodes query results with HTML escaping off, which leaves <, >, &, U+2028 and U+2029.
 _NEEDS_ESCAPE = re.compile("[\"\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]")
+_NEEDS_ESCAPE_NO_HTML = re.compile("[\"\\\\\x00-\x1f\ud800-\udfff]")
 _NAMED_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -51,11 +53,12 @@ def _escape(match: re.Match) -> str:
     return "\\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
 
 
-def quote(text: str) -> str:
-    """One JSON string literal, escaped as Go does."""
-    if _NEEDS_ESCAPE.search(text) is None:
+def quote(text: str, html: bool = True) -> str:
+    """One JSON string literal, escaped as Go does (`html=False`: as Mimir's query-frontend codec does)."""
+    pattern = _NEEDS_ESCAPE if html else _NEEDS_ESCAPE_NO_HTML
+    if pattern.search(text) is None:
         return f'"{text}"'
-    return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
+    return '"' + pattern.sub(_escape, text) + '"'
 
 
 def dumps(value: Any) -> str:
@@ -105,9 +108,9 @@ def format_timestamp(ms: int) -> str:
     return f"{sign}{seconds}"
 
 
-def labels_json(labels: Iterable[tuple[str, str]]) -> str:
+def labels_json(labels: Iterable[tuple[str, str]], html: bool = True) -> str:
     """A label set as a JSON object in label-name order."""
-    return "{" + ",".join([f"{quote(name)}:{quote(value)}" for name, value in sorted(labels)]) + "}"
+    return "{" + ",".join([f"{quote(name, html)}:{quote(value, html)}" for name, value in sorted(labels)]) + "}"
 
 
 def point_json(ms: int, value: float) -> str:
@@ -115,25 +118,28 @@ def point_json(ms: int, value: float) -> str:
     return f'[{format_timestamp(ms)},"{format_float(value)}"]'
 
 
-def string_list_json(values: Sequence[str]) -> str:
-    return "[" + ",".join(quote(v) for v in values) + "]"
+def string_list_json(values: Sequence[str], html: bool = True) -> str:
+    return "[" + ",".join(quote(v, html) for v in values) + "]"
 
 
-def envelope(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = ()) -> str:
+def envelope(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = (),
+             html: bool = True) -> str:
     """The success envelope around an already rendered `data`; empty warnings/infos are omitted."""
     parts = ['"status":"success"']
     if data_json is not None:
         parts.append(f'"data":{data_json}')
     if warnings:
-        parts.append(f'"warnings":{string_list_json(list(warnings))}')
+        parts.append(f'"warnings":{string_list_json(list(warnings), html)}')
     if infos:
-        parts.append(f'"infos":{string_list_json(list(infos))}')
+        parts.append(f'"infos":{string_list_json(list(infos), html)}')
     return "{" + ",".join(parts) + "}"
 
 
-def success(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = ()) -> Response:
-    """A 200 JSON response with Prometheus's success envelope."""
-    return Response(200, envelope(data_json, warnings, infos), "application/json")
+def success(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = (),
+            html: bool = True) -> Response:
+    """A 200 JSON response with Prometheus's success envelope (`html=False` for query results, which
+    Mimir's query-frontend re-encodes without HTML escaping)."""
+    return Response(200, envelope(data_json, warnings, infos, html), "application/json")
 
 
 def error(error_type: str, message: str, status: int | None = None, warnings: Sequence[str] = ()) -> Response:
@@ -150,6 +156,8 @@ def error(error_type: str, message: str, status: int | None = None, warnings: Se
 #   Scalar, String:  .t (ms) and .v
 #   Vector:          a list of samples with .labels, .t (ms), .v (float)
 #   Matrix:          a list of series with .labels, .ts (int64 ms array), .vals (float64 array)
+# Query results reach clients through Mimir's query-frontend, whose codec writes strings without HTML
+# escaping: label sets and string results here are quoted with html=False.
 
 def _kind(value: Any) -> str:
     return type(value).__name__.lower()
@@ -157,7 +165,7 @@ def _kind(value: Any) -> str:
 
 def matrix_series_json(labels: Labels, ts: Sequence[int], vals: Sequence[float]) -> str:
     """One element of a matrix result; `values` is left out when the series has no points."""
-    body = f'{{"metric":{labels_json(labels)}'
+    body = f'{{"metric":{labels_json(labels, False)}'
     if len(ts):
         points = [f'[{t},"{v}"]' for t, v in zip(format_timestamps(ts), format_floats(vals), strict=True)]
         body += ',"values":[' + ",".join(points) + "]"
@@ -191,10 +199,10 @@ def value_json(value: Any) -> str:
     if kind == "scalar":
         result = point_json(int(value.t), float(value.v))
     elif kind == "string":
-        result = f"[{format_timestamp(int(value.t))},{quote(str(value.v))}]"
+        result = f"[{format_timestamp(int(value.t))},{quote(str(value.v), False)}]"
     elif kind == "vector":
         result = "[" + ",".join(
-            f'{{"metric":{labels_json(sample.labels)},"value":{point_json(int(sample.t), float(sample.v))}}}'
+            f'{{"metric":{labels_json(sample.labels, False)},"value":{point_json(int(sample.t), float(sample.v))}}}'
             for sample in value) + "]"
     elif kind == "matrix":
         result = "[" + ",".join(matrix_series_json(series.labels, series.ts.tolist(), series.vals.tolist())
