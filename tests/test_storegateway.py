@@ -152,3 +152,22 @@ def test_prepare_shutdown(start_daemon):
     assert d.request("DELETE", "/store-gateway/prepare-shutdown").status_code == 204
     assert d.get("/store-gateway/prepare-shutdown").text == "unset\n"
     assert d.request("PUT", "/store-gateway/prepare-shutdown").status_code == 405
+
+
+def test_blocks_open_on_first_query_and_close_when_idle(tmp_path):
+    root = tmp_path / "bucket"
+    early = put_block(root, "t", {(("__name__", "m"),): [(T0, 1.0)]}, T0, T0 + HOUR)
+    put_block(root, "t", {(("__name__", "m"),): [(T0 + 5 * HOUR, 2.0)]}, T0 + 5 * HOUR, T0 + 6 * HOUR)
+    sg = gateway(root)
+    sg.idle_timeout = 0.2
+    sg.sync_now()
+    assert sg.num_loaded() == 2 and sg.num_open() == 0
+    assert [ts.tolist() for _, ts, _ in sg.select("t", name_is("m"), T0, T0 + HOUR)] == [[T0]]
+    assert sg.num_open() == 1 and sg.blocks["t"][early].reader is not None
+    sg.sync_now()
+    assert sg.num_open() == 1  # used moments ago
+    time.sleep(0.3)
+    sg.sync_now()
+    assert sg.num_open() == 0
+    assert [ts.tolist() for _, ts, _ in sg.select("t", name_is("m"))] == [[T0, T0 + 5 * HOUR]]
+    assert sg.num_open() == 2

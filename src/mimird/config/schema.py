@@ -460,6 +460,10 @@ OPTIONS: tuple[Option, ...] = (
            "blocks-storage.bucket-store.ignore-deletion-marks-delay", "duration", 3600.0,
            "How long after a block is marked for deletion the store-gateway stops reading it.", minimum=0,
            category="advanced"),
+    Option("blocks_storage.bucket_store.index_header.lazy_loading_idle_timeout",
+           "blocks-storage.bucket-store.index-header.lazy-loading-idle-timeout", "duration", 3600.0,
+           "The store-gateway opens a block when a query first reads it and closes it after this long without "
+           "queries; 0 keeps blocks open once opened.", minimum=0, category="advanced"),
 )
 
 OPTIONS_BY_PATH = {opt.path: opt for opt in OPTIONS}

@@ -1,11 +1,14 @@
 """The store-gateway component: keeps the bucket's blocks open and answers selects over them.
 
 Every `-blocks-storage.bucket-store.sync-interval` the block list of each tenant is read from the
-bucket: new complete blocks (with meta.json) are opened, blocks gone from the bucket are closed.
+bucket: new complete blocks (with meta.json) are added, blocks gone from the bucket are closed.
 Left out are partial blocks, blocks whose deletion mark is older than
 `-blocks-storage.bucket-store.ignore-deletion-marks-delay`, blocks superseded by a compacted block
 that is visible too, and every block of a tenant marked for deletion. An open block is one
 `BlockReader`: the index and chunk files are memory-mapped and read a series at a time, never whole.
+Blocks are opened by the first query that reads them and closed again after
+`-blocks-storage.bucket-store.index-header.lazy-loading-idle-timeout` without queries (as Mimir's lazy
+index-headers), so that memory maps and file descriptors follow what is queried, not the bucket's size.
 
 Queries hold the blocks they read: a block dropped by a sync while a query iterates it is closed
 when that query finishes.
@@ -20,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import Gauge
@@ -45,13 +49,16 @@ INT64_MAX = (1 << 63) - 1
 
 
 class LoadedBlock:
-    """An open block and the number of queries reading it."""
+    """A block the store-gateway serves: its meta, its reader when open, and the queries reading it."""
 
-    def __init__(self, block: BucketBlock, reader: BlockReader):
+    def __init__(self, block: BucketBlock, path: Path):
         self.block = block
-        self.reader = reader
+        self.path = path
+        self.reader: BlockReader | None = None
         self.readers = 0
         self.dropped = False
+        self.last_used = 0.0
+        self.open_lock = threading.Lock()
 
     @property
     def meta(self):
@@ -69,6 +76,7 @@ class StoreGateway(Service):
         self.bucket = bucket
         self.sync_interval = store.sync_interval
         self.ignore_deletion_marks_delay = store.ignore_deletion_marks_delay
+        self.idle_timeout = store.index_header.lazy_loading_idle_timeout
         self.blocks: dict[str, dict[str, LoadedBlock]] = {}
         self.prepare_shutdown = False
         self.last_sync = 0.0
@@ -133,55 +141,80 @@ class StoreGateway(Service):
         for tenant in tenants:
             wanted = {b.ulid: b for b in self.visible_blocks(tenant)}
             current = self.blocks.get(tenant, {})
-            opened = {}
+            added = {}
             for ulid, block in wanted.items():
                 if ulid in current:
                     current[ulid].block = block
-                    continue
-                try:
-                    opened[ulid] = LoadedBlock(block, BlockReader(self.bucket.local_path(f"{tenant}/{ulid}")))
-                    loaded += 1
-                except (OSError, ValueError) as exc:
-                    kv_log(log, logging.WARNING, "failed to load block", tenant=tenant, block=ulid, err=str(exc))
+                else:
+                    added[ulid] = LoadedBlock(block, self.bucket.local_path(f"{tenant}/{ulid}").absolute())
+            loaded += len(added)
             with self._lock:
                 tenant_blocks = self.blocks.setdefault(tenant, {})
-                tenant_blocks.update(opened)
+                tenant_blocks.update(added)
                 for ulid in [u for u in tenant_blocks if u not in wanted]:
                     self._drop(tenant_blocks.pop(ulid))
                     dropped += 1
                 if not tenant_blocks:
                     del self.blocks[tenant]
+        idle_before = time.monotonic() - self.idle_timeout
         with self._lock:
             for tenant in [t for t in self.blocks if t not in tenants]:
                 for block in self.blocks.pop(tenant).values():
                     self._drop(block)
                     dropped += 1
+            if self.idle_timeout > 0:
+                for tenant_blocks in self.blocks.values():
+                    for block in tenant_blocks.values():
+                        if block.reader is not None and block.readers == 0 and block.last_used < idle_before:
+                            self._close(block)
         self.last_sync = time.time()
         self.syncs += 1
         if loaded or dropped:
             kv_log(log, logging.INFO, "synced blocks", loaded=loaded, dropped=dropped)
 
+    @staticmethod
+    def _close(loaded: LoadedBlock) -> None:
+        # called with self._lock held and no query reading the block
+        if loaded.reader is not None:
+            loaded.reader.close()
+            loaded.reader = None
+
     def _drop(self, loaded: LoadedBlock) -> None:
         # called with self._lock held
         loaded.dropped = True
         if loaded.readers == 0:
-            loaded.reader.close()
+            self._close(loaded)
 
     def _acquire(self, tenant: str, mint: int, maxt: int) -> list[LoadedBlock]:
+        """The tenant's blocks overlapping [mint, maxt], open and held for the caller (release them)."""
+        now = time.monotonic()
         with self._lock:
             blocks = [b for b in self.blocks.get(tenant, {}).values()
                       if b.meta.max_time > mint and b.meta.min_time <= maxt]
             for block in blocks:
                 block.readers += 1
-        blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
-        return blocks
+                block.last_used = now
+        usable, failed = [], []
+        for block in blocks:
+            # Held blocks are never closed, so the reader can be opened outside the gateway's lock.
+            with block.open_lock:
+                if block.reader is None:
+                    try:
+                        block.reader = BlockReader(block.path)
+                    except (OSError, ValueError) as exc:
+                        kv_log(log, logging.WARNING, "failed to open block", tenant=tenant, block=block.meta.ulid,
+                               err=str(exc))
+            (usable if block.reader is not None else failed).append(block)
+        self._release(failed)
+        usable.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+        return usable
 
     def _release(self, blocks: list[LoadedBlock]) -> None:
         with self._lock:
             for block in blocks:
                 block.readers -= 1
                 if block.dropped and block.readers == 0:
-                    block.reader.close()
+                    self._close(block)
 
     # reads
     def select(self, tenant: str, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
@@ -240,6 +273,11 @@ class StoreGateway(Service):
             return sorted({value for block in blocks for value in block.reader.label_values(name)})
         finally:
             self._release(blocks)
+
+    def num_open(self) -> int:
+        """How many blocks have an open reader."""
+        with self._lock:
+            return sum(b.reader is not None for blocks in self.blocks.values() for b in blocks.values())
 
     def num_loaded(self) -> int:
         """How many blocks are open, over all tenants."""
