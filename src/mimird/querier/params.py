@@ -16,10 +16,10 @@ from mimird.promql import ParseError, parse
 from mimird.promql import ast as promql_ast
 from mimird.promql.durations import DurationError
 from mimird.promql.durations import parse_duration as parse_prom_duration
-from mimird.tsdb.labels import Matcher
+from mimird.tsdb.labels import Matcher, go_quote
 
 # Prometheus's MinTime/MaxTime (web/api/v1/api.go), which clients send back formatted as RFC3339.
-MIN_TIME_MS = (-(2**63) // 1000 + 1 + 62135596801) * 1000  # Go's integer division truncates towards zero
+MIN_TIME_MS = (-(2**63) // 1000 + 1 + 62135596801) * 1000  # + 1: Go's division truncates towards zero
 MAX_TIME_MS = ((2**63 - 1) // 1000 - 62135596801) * 1000 + 999
 MIN_TIME_FORMATTED = "-292273086-05-16T16:47:06Z"
 MAX_TIME_FORMATTED = "292277025-08-18T07:12:54.999999999Z"
@@ -49,12 +49,6 @@ class ParamError(ValueError):
         return f'invalid parameter "{self.param}": {self.message}'
 
 
-def _go_quote(text: str) -> str:
-    from mimird.tsdb.labels import go_quote
-
-    return go_quote(text)
-
-
 def parse_time(text: str, param: str) -> int:
     """A timestamp in Unix seconds (fractions rounded to ms) or RFC3339Nano, as milliseconds."""
     if _GO_FLOAT.match(text):
@@ -74,7 +68,7 @@ def parse_time(text: str, param: str) -> int:
             return MIN_TIME_MS
         if text == MAX_TIME_FORMATTED:
             return MAX_TIME_MS
-    raise ParamError(param, f"cannot parse {_go_quote(text)} to a valid timestamp")
+    raise ParamError(param, f"cannot parse {go_quote(text)} to a valid timestamp")
 
 
 def _parse_rfc3339(text: str) -> int | None:
@@ -117,12 +111,12 @@ def parse_duration(text: str, param: str) -> int:
         if nanos != nanos:
             nanos = float(INT64_MIN)  # Go converts NaN to the smallest int64
         if nanos > INT64_MAX or nanos < INT64_MIN:
-            raise ParamError(param, f"cannot parse {_go_quote(text)} to a valid duration. It overflows int64")
+            raise ParamError(param, f"cannot parse {go_quote(text)} to a valid duration. It overflows int64")
         return int(nanos) // 1_000_000 if nanos >= 0 else -(int(-nanos) // 1_000_000)
     try:
         nanos = parse_prom_duration(text)
     except (DurationError, ValueError):
-        raise ParamError(param, f"cannot parse {_go_quote(text)} to a valid duration") from None
+        raise ParamError(param, f"cannot parse {go_quote(text)} to a valid duration") from None
     return nanos // 1_000_000
 
 
@@ -131,10 +125,10 @@ def parse_limit(text: str | None) -> int:
     if not text:
         return 0
     if not _GO_INT.match(text):
-        raise ParamError("limit", f"strconv.Atoi: parsing {_go_quote(text)}: invalid syntax")
+        raise ParamError("limit", f"strconv.Atoi: parsing {go_quote(text)}: invalid syntax")
     limit = int(text)
     if not INT64_MIN <= limit <= INT64_MAX:
-        raise ParamError("limit", f"strconv.Atoi: parsing {_go_quote(text)}: value out of range")
+        raise ParamError("limit", f"strconv.Atoi: parsing {go_quote(text)}: value out of range")
     if limit < 0:
         raise ParamError("limit", "limit must be non-negative")
     return limit
@@ -158,7 +152,7 @@ def parse_selector(text: str, param: str | None = None) -> list[Matcher]:
             raise ParamError(param, str(exc)) from None
     if not isinstance(expr, promql_ast.VectorSelector) or expr.offset_ns or expr.timestamp_ms is not None \
             or expr.start_or_end is not None or expr.offset_expr is not None:
-        raise ParamError(param, f"1:1: parse error: expected a series selector, got {_go_quote(text)}")
+        raise ParamError(param, f"1:1: parse error: expected a series selector, got {go_quote(text)}")
     return to_tsdb_matchers(expr.matchers)
 
 
