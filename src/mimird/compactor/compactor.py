@@ -179,6 +179,8 @@ class Compactor(Service):
         self.first_level_wait = settings.first_level_compaction_wait_period
         self.max_validations = settings.max_block_upload_validation_concurrency
         self.data_dir = Path(settings.data_dir)
+        self.compact_dir = self.data_dir / "compact"
+        self.validation_dir = self.data_dir / "upload-validation"
         self.cycle_lock = asyncio.Lock()
         self.validations_in_flight = 0
         self.validation_lock = threading.Lock()
@@ -210,10 +212,11 @@ class Compactor(Service):
 
     # lifecycle
     async def starting(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for entry in self.data_dir.iterdir():
-            # whatever a previous run left behind (jobs and validations interrupted by a stop or crash)
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        # What a previous run left behind (jobs and validations cut short by a stop or crash) is
+        # removed; only the compactor's own subdirectories, whatever else the data dir holds.
+        for work_dir in (self.compact_dir, self.validation_dir):
+            shutil.rmtree(work_dir, ignore_errors=True)
+            work_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._loop(self.compaction_interval, self.run_compaction)),
                        loop.create_task(self._loop(self.cleanup_interval, self.run_cleanup))]
@@ -315,7 +318,7 @@ class Compactor(Service):
 
     def _run_job(self, tenant: str, job: Job) -> None:
         started = time.monotonic()
-        out_parent = self.data_dir / tenant
+        out_parent = self.compact_dir / tenant
         out_parent.mkdir(parents=True, exist_ok=True)
         block_dirs = [self.bucket.local_path(f"{tenant}/{b.ulid}") for b in job.blocks]
         ulid = merge_blocks(block_dirs, out_parent, tenant, should_stop=lambda: self._stopping)

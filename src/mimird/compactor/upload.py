@@ -380,7 +380,7 @@ class BlockUploadAPI:
             self._write_validation(tenant, block_id)
 
     def _validate(self, tenant: str, block_id: str, meta: BlockMeta) -> None:
-        scratch = self.compactor.data_dir / f"upload-{tenant}-{block_id}"
+        scratch = self.compactor.validation_dir / f"{tenant}-{block_id}"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         try:
