@@ -50,3 +50,17 @@ def test_delete_tenant_removes_blocks_and_head(start_daemon):
     assert d.get("/ingester/tsdb/stay").status_code == 200
     tenants = d.get("/compactor/tenants", headers={"Accept": "application/json"}).json()["tenants"]
     assert tenants == ["stay"]
+
+
+def test_deleted_tenant_files_go_after_the_cleanup_delay(start_daemon):
+    d = start_daemon(*FAST, "-compactor.tenant-cleanup-delay=0s")
+    assert remote_write(d, "gone", series("m")).status_code == 200
+    assert d.post("/ingester/flush?wait=true").status_code == 204
+    assert d.post("/compactor/delete_tenant", headers={"X-Scope-OrgID": "gone"}).status_code == 200
+    root = d.workdir / "data" / "blocks"
+    deadline = time.monotonic() + 20
+    while (root / "gone").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (root / "gone").exists()
+    status = d.get("/compactor/delete_tenant_status", headers={"X-Scope-OrgID": "gone"}).json()
+    assert status == {"tenant_id": "gone", "blocks_deleted": True}

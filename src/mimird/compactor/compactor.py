@@ -176,6 +176,7 @@ class Compactor(Service):
         self.compaction_interval = settings.compaction_interval
         self.cleanup_interval = settings.cleanup_interval
         self.deletion_delay = settings.deletion_delay
+        self.tenant_cleanup_delay = settings.tenant_cleanup_delay
         self.first_level_wait = settings.first_level_compaction_wait_period
         self.max_validations = settings.max_block_upload_validation_concurrency
         self.data_dir = Path(settings.data_dir)
@@ -356,7 +357,8 @@ class Compactor(Service):
         """Apply the tenant's retention and delete what is due (worker thread). True if the tenant is
         marked for deletion (all its blocks were deleted)."""
         bucket = self.bucket
-        if tenant_deletion_time(bucket, tenant) is not None:
+        deletion_requested = tenant_deletion_time(bucket, tenant)
+        if deletion_requested is not None:
             ulids = list_block_ids(bucket, tenant)
             for ulid in ulids:
                 delete_block(bucket, tenant, ulid)
@@ -365,6 +367,10 @@ class Compactor(Service):
             if ulids:
                 kv_log(log, logging.INFO, "deleted blocks of tenant marked for deletion", tenant=tenant,
                        blocks=len(ulids))
+            elif time.time() - deletion_requested >= self.tenant_cleanup_delay:
+                # the marks go last: until then the tenant stays deleted for every component
+                bucket.delete_prefix(tenant)
+                kv_log(log, logging.INFO, "removed the remaining files of a deleted tenant", tenant=tenant)
             return True
         now = time.time()
         retention_ms = int(self.overrides.get(tenant, "compactor_blocks_retention_period") * 1000)

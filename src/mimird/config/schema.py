@@ -447,6 +447,9 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0.001, category="advanced"),
     Option("compactor.deletion_delay", "compactor.deletion-delay", "duration", 12 * 3600.0,
            "Time before a block marked for deletion is deleted from the bucket.", minimum=0, category="advanced"),
+    Option("compactor.tenant_cleanup_delay", "compactor.tenant-cleanup-delay", "duration", 6 * 3600.0,
+           "For tenants marked for deletion, this is the time between deletion of the last block, and doing "
+           "final cleanup (marker files, debug files) of the tenant.", minimum=0, category="advanced"),
     Option("compactor.first_level_compaction_wait_period", "compactor.first-level-compaction-wait-period",
            "duration", 25 * 60.0, "How long the compactor waits before compacting first-level blocks uploaded by "
            "the ingesters.", minimum=0),
