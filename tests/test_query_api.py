@@ -326,6 +326,10 @@ def test_query_parameter_errors(querier):
     assert range_query(end="11000", step="1").status_code == 200
     assert_bad_data(get(querier, "/query_range", query="up", end="1", step="1"),
                     'missing required parameter "start"')
+    assert_bad_data(get(querier, "/query_range", query="up", start="x", step="1"),
+                    'invalid parameter "start": cannot parse "x" to a valid timestamp')
+    assert_bad_data(get(querier, "/query_range", query="up", start="1", end="2"),
+                    'missing required parameter "step"')
     assert_bad_data(range_query(query="up[5m]"), 'invalid parameter "query": invalid expression type "range '
                                                  'vector" for range query, must be Scalar or instant Vector')
 

@@ -121,14 +121,11 @@ class QuerierAPI:
     async def query_range(self, request: Request) -> Response:
         """`/api/v1/query_range`: an expression evaluated at every step from `start` to `end`."""
         try:
-            for name in ("start", "end", "step"):
-                if not request.arg(name):
-                    raise ParamError(None, f'missing required parameter "{name}"')
-            start = parse_time(request.arg("start"), "start")
-            end = parse_time(request.arg("end"), "end")
+            start = parse_time(self._required(request, "start"), "start")
+            end = parse_time(self._required(request, "end"), "end")
             if end < start:
                 raise ParamError("end", "end timestamp must not be before start time")
-            step = parse_duration(request.arg("step"), "step")
+            step = parse_duration(self._required(request, "step"), "step")
             if step <= 0:
                 raise ParamError("step", "zero or negative query resolution step widths are not accepted. "
                                          "Try a positive integer")
@@ -148,6 +145,13 @@ class QuerierAPI:
         queryable = self.queryable(request.tenants)
         return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
                                request.arg("stats"))
+
+    @staticmethod
+    def _required(request: Request, name: str) -> str:
+        value = request.arg(name)
+        if not value:
+            raise ParamError(None, f'missing required parameter "{name}"')
+        return value
 
     @staticmethod
     def _check_query(text: str) -> None:
