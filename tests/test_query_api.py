@@ -198,8 +198,13 @@ def test_series_errors(querier):
     assert_bad_data(get(querier, "/series"), "no match[] parameter provided")
     assert_bad_data(get(querier, "/series", **{"match[]": "up", "start": "x"}),
                     'invalid parameter "start": cannot parse "x" to a valid timestamp')
+    # start, end and limit are checked first, by the query-frontend, with its own texts
     assert_bad_data(get(querier, "/series", **{"match[]": "up", "limit": "-2"}),
-                    'invalid parameter "limit": limit must be non-negative')
+                    "limit parameter must be greater than or equal to 0, got -2")
+    assert_bad_data(get(querier, "/series", limit="x"), "limit parameter must be greater than or equal to 0, got x")
+    assert_bad_data(get(querier, "/series", start="10", end="5"),
+                    'invalid parameter "end": end timestamp must not be before start time')
+    assert get(querier, "/series", **{"match[]": "up", "limit": "0"}).json()["data"] != []
     assert_bad_data(get(querier, "/series", **{"match[]": "up{"}),
                     'invalid parameter "match[]": 1:4: parse error: unexpected end of input inside braces')
 
@@ -218,6 +223,10 @@ def test_labels_and_values(querier):
     assert_bad_data(get(querier, "/label/0abc/values"), 'invalid label name: "0abc"')
     assert_bad_data(get(querier, "/labels", end="soon"),
                     'invalid parameter "end": cannot parse "soon" to a valid timestamp')
+    assert_bad_data(get(querier, "/label/job/values", limit="1.5"),
+                    "limit parameter must be greater than or equal to 0, got 1.5")
+    assert_bad_data(get(querier, "/labels", **{"match[]": '{job=~".*"}'}),
+                    "match[] must contain at least one non-empty matcher")
 
 
 def test_federated_reads(querier):

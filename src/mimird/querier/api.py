@@ -201,16 +201,28 @@ class QuerierAPI:
         return jsonfmt.success(data, warnings, list(result.infos), html=False)
 
     # --- series and labels ----------------------------------------------------------------------------
+    @staticmethod
+    def _labels_series_params(request: Request) -> tuple[int, int, int]:
+        """start, end and limit of a series or labels request, checked as Mimir's query-frontend decodes
+        them (before the querier sees the request): the time range first, then an unsigned `limit`."""
+        mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
+        end_text = request.arg("end")
+        maxt = parse_time_or(end_text, "end", MAX_TIME_MS)
+        if end_text and maxt < mint:
+            raise ParamError("end", "end timestamp must not be before start time")
+        limit_text = request.arg("limit")
+        if limit_text and not limit_text.isdecimal():
+            raise ParamError(None, f"limit parameter must be greater than or equal to 0, got {limit_text}")
+        return mint, maxt, parse_limit(limit_text)
+
     @frontend
     async def series(self, request: Request) -> Response:
         """`/api/v1/series`: label sets of the series matching any `match[]` selector."""
-        match_values = request.form.get("match[]") or []
-        if not match_values:
-            return jsonfmt.error("bad_data", "no match[] parameter provided")
         try:
-            limit = parse_limit(request.arg("limit"))
-            mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
-            maxt = parse_time_or(request.arg("end"), "end", MAX_TIME_MS)
+            mint, maxt, limit = self._labels_series_params(request)
+            match_values = request.form.get("match[]") or []
+            if not match_values:
+                raise ParamError(None, "no match[] parameter provided")
             matcher_sets = parse_match_params(match_values, "match[]")
         except ParamError as exc:
             return jsonfmt.error("bad_data", str(exc))
@@ -237,9 +249,7 @@ class QuerierAPI:
         return jsonfmt.success(data, warnings)
 
     def _label_params(self, request: Request) -> tuple[int, int, int, list]:
-        limit = parse_limit(request.arg("limit"))
-        mint = parse_time_or(request.arg("start"), "start", MIN_TIME_MS)
-        maxt = parse_time_or(request.arg("end"), "end", MAX_TIME_MS)
+        mint, maxt, limit = self._labels_series_params(request)
         try:
             matcher_sets = parse_match_params(request.form.get("match[]") or [])
         except ParamError as exc:
