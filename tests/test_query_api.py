@@ -81,8 +81,9 @@ def test_parse_duration_and_limit():
         [15000, 500, 300000, 5400000, 86400000, 0]
     with pytest.raises(ParamError, match='invalid parameter "step": cannot parse "1.5m" to a valid duration$'):
         parse_duration("1.5m", "step")
+    assert parse_duration("1e10", "step") == 10**13
     with pytest.raises(ParamError, match="It overflows int64"):
-        parse_duration("1e10", "step")
+        parse_duration("1e17", "step")
     assert parse_limit(None) == 0 and parse_limit("7") == 7
     with pytest.raises(ParamError, match='^invalid parameter "limit": limit must be non-negative$'):
         parse_limit("-1")
@@ -495,9 +496,10 @@ def test_query_queue_limits_outstanding_requests_per_tenant():
 
 
 def test_html_escaping_as_mimir(querier):
-    # Prometheus's API escapes <, > and & (series, labels); Mimir's frontend re-encodes query results without
+    # Prometheus's API escapes <, > and &; Mimir's frontend re-encodes query, series and label results without
     series = get(querier, "/series", tenant="team-b", **{"match[]": "html"})
-    assert series.text == '{"status":"success","data":[{"__name__":"html","v":"\\u003ca\\u0026b\\u003e"}]}'
+    assert series.text == '{"status":"success","data":[{"__name__":"html","v":"<a&b>"}]}'
+    assert get(querier, "/label/v/values", tenant="team-b").text == '{"status":"success","data":["<a&b>"]}'
     query = get(querier, "/query", tenant="team-b", query="html", time=str(T0))
     assert query.text == ('{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"html",'
                           f'"v":"<a&b>"}},"value":[{T0},"1"]}}]}}}}')

@@ -1,9 +1,11 @@
 """The querier's Prometheus HTTP API handlers (`<prometheus-http-prefix>/api/v1/...`): instant and range
 queries, series, label names and values, metadata, exemplars and format_query.
 
-Handlers parse parameters as Prometheus's web API does (via Mimir's query-frontend, which forwards only
-`query`, `time`/`start`/`end`/`step` and `stats` of query requests), read through a `TenantQueryable`
-in a worker thread, and answer with Prometheus's JSON envelope (`jsonfmt`).
+Handlers parse parameters as Prometheus's web API does behind Mimir's query-frontend (which checks the
+time range and limit first, and forwards only `query`, `time`/`start`/`end`/`step` and `stats` of query
+requests), read through a `TenantQueryable` in a worker thread, and answer with Prometheus's JSON
+envelope (`jsonfmt`). Query, series and label responses are written as the frontend's codec re-encodes
+them (no HTML escaping); the other endpoints' as Prometheus's and Mimir's handlers write them.
 """
 
 from __future__ import annotations
@@ -240,13 +242,13 @@ class QuerierAPI:
             if limit and len(series) > limit:
                 series = series[:limit]
                 warnings.append(TRUNCATED_WARNING)
-            return "[" + ",".join([jsonfmt.labels_json(s) for s in series]) + "]", warnings
+            return "[" + ",".join([jsonfmt.labels_json(s, html=False) for s in series]) + "]", warnings
 
         try:
             data, warnings = await asyncio.to_thread(collect)
         except QueryLimitError as exc:
             return jsonfmt.error(exc.error_type, str(exc))
-        return jsonfmt.success(data, warnings)
+        return jsonfmt.success(data, warnings, html=False)
 
     def _label_params(self, request: Request) -> tuple[int, int, int, list]:
         mint, maxt, limit = self._labels_series_params(request)
@@ -303,7 +305,7 @@ class QuerierAPI:
         if limit and len(values) > limit:
             values = values[:limit]
             warnings.append(TRUNCATED_WARNING)
-        return jsonfmt.success(jsonfmt.string_list_json(values), warnings)
+        return jsonfmt.success(jsonfmt.string_list_json(values, html=False), warnings, html=False)
 
     # --- metadata, exemplars, format_query ------------------------------------------------------------
     @frontend

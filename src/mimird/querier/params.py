@@ -107,12 +107,13 @@ def parse_time_or(text: str | None, param: str, default: int) -> int:
 def parse_duration(text: str, param: str) -> int:
     """Float seconds or a Prometheus duration (`5m`, `1h30m`) as milliseconds (truncated, as Mimir does)."""
     if _GO_FLOAT.match(text):
-        nanos = float(text) * 1e9
-        if nanos != nanos:
-            nanos = float(INT64_MIN)  # Go converts NaN to the smallest int64
-        if nanos > INT64_MAX or nanos < INT64_MIN:
+        # Mimir's frontend (parseDurationMs): seconds times 1000, truncated, checked against int64
+        millis = float(text) * 1000
+        if millis != millis:
+            return INT64_MIN  # Go converts NaN to the smallest int64
+        if millis > INT64_MAX or millis < INT64_MIN:
             raise ParamError(param, f"cannot parse {go_quote(text)} to a valid duration. It overflows int64")
-        return int(nanos) // 1_000_000 if nanos >= 0 else -(int(-nanos) // 1_000_000)
+        return int(millis)
     try:
         nanos = parse_prom_duration(text)
     except (DurationError, ValueError):
