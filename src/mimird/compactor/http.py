@@ -83,7 +83,7 @@ class CompactorAPI:
         if request.accepts_json():
             return Response.json({"now": rfc3339(time.time()), "bucket_index_updated": updated, "tenant": tenant,
                                   "jobs": rows, "split_jobs_count": 0, "merge_jobs_count": len(rows),
-                                  "tenant_split_groups": 0, "tenant_merge_shards": 0})
+                                  "tenant_split_groups": 1, "tenant_merge_shards": 0})
         show_blocks = request.arg("show_blocks", "") == "on"
         show_compactor = request.arg("show_compactor", "") == "on"
         header = "<th>Job Number</th><th>Start Time</th><th>End Time</th><th>Number of Blocks</th><th>Job Key</th>"
