@@ -292,6 +292,9 @@ def test_instant_query_shapes(querier):
                       {"metric": {"__name__": "up", "instance": "2", "job": "b"}, "value": [T0 + 540, "1"]}]
     assert get(querier, "/query", query="sum(up)", time=f"{at}.25").text == \
         f'{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{at}.250,"2"]}}]}}}}'
+    deprecated = get(querier, "/query", query="1", time="100", stats="yes").json()
+    assert deprecated["warnings"] == ['value "yes" for parameter "stats" is deprecated and will be rejected in the '
+                                      'next major release, use "true" or "all"']
     assert get(querier, "/query", query="1/0", time="100").text == \
         '{"status":"success","data":{"resultType":"scalar","result":[100,"+Inf"]}}'
     assert get(querier, "/query", query='"hi"', time="1.5").text == \
