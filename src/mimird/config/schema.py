@@ -483,6 +483,11 @@ LOADER_FLAGS = {
 }
 
 
+# Every "a." / "a.b." prefix of an option path: the sections attribute access can descend into.
+_SECTION_PREFIXES = frozenset(
+    ".".join(parts[:i]) + "." for parts in (opt.path.split(".") for opt in OPTIONS) for i in range(1, len(parts)))
+
+
 class _Section:
     """Attribute access over one level of the nested config (`config.server.http_listen_port`)."""
 
@@ -495,7 +500,7 @@ class _Section:
         if path in self._values:
             return self._values[path]
         sub = path + "."
-        if any(key.startswith(sub) for key in self._values):
+        if sub in _SECTION_PREFIXES:
             return _Section(self._values, sub)
         raise AttributeError(f"no configuration option {path}")
 

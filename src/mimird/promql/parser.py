@@ -811,8 +811,14 @@ def parse(query: str, *, experimental: bool = True) -> ast.Expr:
 
     ``experimental`` switches on the experimental functions, aggregators and duration arithmetic
     (Prometheus's ``--enable-feature=promql-experimental-functions,promql-duration-expr``); the test
-    corpus needs it, so it is on by default.
+    corpus needs it, so it is on by default. Trees are immutable, so dashboards' repeated queries
+    share one parse.
     """
+    return _parse_cached(query, experimental)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(query: str, experimental: bool) -> ast.Expr:
     parser = _lark(experimental).parse_interactive()
     context = _Context()
     lexer = Lexer(query)
