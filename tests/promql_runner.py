@@ -290,6 +290,12 @@ def _parse_eval(file: str, line_no: int, line: str, loads, histogram_series) -> 
 
 # --- storage ------------------------------------------------------------------------------------
 
+def load_samples(load: Load) -> list[tuple[Labels, list[tuple[int, float]]]]:
+    """A load section's float series as (labels, [(ts_ms, value), ...]); stale markers are STALE_NAN."""
+    return [(labels, [(index * load.step_ms, value) for index, value in enumerate(slots) if value is not None])
+            for labels, slots in load.series.items()]
+
+
 _HEADS: dict[tuple, Head] = {}
 
 
@@ -302,11 +308,9 @@ def build_head(case: Case) -> Head:
     head = Head(ooo_window_ms=1 << 60)
     for load in case.loads:
         labels_list, offsets, timestamps, values = [], [0], [], []
-        for labels, slots in load.series.items():
-            for index, value in enumerate(slots):
-                if value is not None:
-                    timestamps.append(index * load.step_ms)
-                    values.append(value)
+        for labels, samples in load_samples(load):
+            timestamps.extend(t for t, _ in samples)
+            values.extend(v for _, v in samples)
             labels_list.append(labels)
             offsets.append(len(timestamps))
         head.append(labels_list, offsets, timestamps, values)
@@ -433,12 +437,31 @@ def _check_matrix(case: Case, matrix: Matrix) -> None:
                 raise CheckFailure(f"{format_labels(labels)}: expected {points}, got {actual}")
 
 
-def _fail_matches(case: Case, error: Exception) -> None:
+def _fail_matches(case: Case, error: Exception | str) -> None:
     text = str(error)
     if case.fail_message is not None and text != case.fail_message:
         raise CheckFailure(f"expected error {case.fail_message!r}, got {text!r}")
     if case.fail_regexp is not None and not re.search(case.fail_regexp, text):
         raise CheckFailure(f"expected error matching {case.fail_regexp!r}, got {text!r}")
+
+
+def check_outcome(case: Case, value, warnings: list[str], infos: list[str]) -> None:
+    """The checks of one successful evaluation of ``case`` (at its own time or over its own range)
+    against the file's expectations: no error expected, annotations, and the value."""
+    if case.fail:
+        raise CheckFailure(f"expected an error, got {value}")
+    _check_annotations(case, warnings, infos)
+    if case.instant:
+        _check_result(case, value)
+    else:
+        _check_matrix(case, value)
+
+
+def check_error(case: Case, message: str) -> None:
+    """The checks of one failed evaluation of ``case`` whose error text is ``message``."""
+    if not case.fail:
+        raise CheckFailure(f"unexpected error: {message}")
+    _fail_matches(case, message)
 
 
 def _run_instant_at(case: Case, head: Head, expr, time_ms: int) -> None:
@@ -532,4 +555,5 @@ def all_test_files(corpus_dir: Path, extra_dir: Path) -> list[Path]:
     return files + sorted(extra_dir.glob("*.test"))
 
 
-__all__ = ["Case", "CheckFailure", "Matcher", "MatchType", "load_cases", "run_case"]
+__all__ = ["Case", "CheckFailure", "Matcher", "MatchType", "check_error", "check_outcome", "load_cases", "load_samples",
+           "run_case"]
