@@ -171,3 +171,30 @@ def test_blocks_open_on_first_query_and_close_when_idle(tmp_path):
     assert sg.num_open() == 0
     assert [ts.tolist() for _, ts, _ in sg.select("t", name_is("m"))] == [[T0, T0 + 5 * HOUR]]
     assert sg.num_open() == 2
+
+
+def test_queries_read_compacted_blocks_through_the_store_gateway(start_daemon):
+    from conftest import remote_write
+
+    d = start_daemon("-blocks-storage.bucket-store.sync-interval=200ms", "-compactor.compaction-interval=300ms",
+                     "-compactor.first-level-compaction-wait-period=0s")
+    series = {(("__name__", "old_metric"), ("i", str(i))): [(T0 + k * 300_000, float(k * (i + 1)))
+                                                             for k in range(13 * 12)] for i in range(3)}
+    assert remote_write(d, "q", series).status_code == 200
+    assert d.post("/ingester/flush?wait=true").status_code == 204
+    root = d.workdir / "data" / "blocks" / "q"
+
+    def compacted_and_synced():
+        metas = [json.loads(p.read_text()) for p in root.glob("*/meta.json")]
+        return any(m["compaction"]["level"] == 2 for m in metas) and loaded_metric(d) >= 2
+
+    deadline = time.monotonic() + 20
+    while not compacted_and_synced() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert compacted_and_synced()
+    # the data is 2023's: beyond -querier.query-ingesters-within, only the store-gateway answers
+    resp = d.get("/prometheus/api/v1/query_range", headers={"X-Scope-OrgID": "q"},
+                 params={"query": "old_metric", "start": T0 / 1000, "end": (T0 + 13 * HOUR) / 1000, "step": "300"})
+    assert resp.status_code == 200, resp.text
+    result = {r["metric"]["i"]: [(int(t * 1000), float(v)) for t, v in r["values"]] for r in resp.json()["data"]["result"]}
+    assert result == {labels[1][1]: samples for labels, samples in series.items()}
