@@ -940,3 +940,21 @@ def test_promtool_reads_our_wal(tmp_path):
     assert f'{{__name__="x_total", job="b"}} 2.5 {now}' in lines
     assert f'{{__name__="x_total", job="b"}} 19999 {now + 30_000 + n - 1}' in lines
     assert len(lines) == 3 + n
+
+
+def test_snappy_compressed_records_round_trip(tmp_path):
+    """compress=True stores records snappy-compressed (Prometheus's flag bit) when that is smaller."""
+    writer = WAL(tmp_path / "wal", compress=True)
+    series = [(1, (("__name__", "compressible"), ("job", "x" * 200)))]
+    refs = np.full(3000, 1, dtype=np.uint64)
+    ts = np.arange(3000, dtype=np.int64) * 15000
+    vals = np.zeros(3000)
+    writer.log_batch(series=series, samples=(refs, ts, vals))
+    writer.close()
+    plain = WAL(tmp_path / "plain")
+    plain.log_batch(series=series, samples=(refs, ts, vals))
+    plain.close()
+    assert wal.segments_size(tmp_path / "wal") < wal.segments_size(tmp_path / "plain")
+    records = list(wal.replay(tmp_path / "wal"))
+    assert records[0].series == series
+    assert records[1].timestamps.tolist() == ts.tolist()

@@ -436,7 +436,7 @@ cdef Py_ssize_t _framed_size(Py_ssize_t length, Py_ssize_t page_used, Py_ssize_t
 
 
 cdef Py_ssize_t _frame(const uint8_t* record, Py_ssize_t length, Py_ssize_t page_used,
-                       uint8_t* out) noexcept nogil:
+                       uint8_t* out, uint8_t flags) noexcept nogil:
     """Write the fragments of one record at `out`; return the page offset after them."""
     cdef Py_ssize_t pos = 0, part, i
     cdef bint first = True
@@ -462,7 +462,7 @@ cdef Py_ssize_t _frame(const uint8_t* record, Py_ssize_t length, Py_ssize_t page
             fragment_type = _MIDDLE
         first = False
         crc = crc32c_update(0, record, part)
-        out[pos] = fragment_type
+        out[pos] = fragment_type | flags
         out[pos + 1] = <uint8_t>(part >> 8)
         out[pos + 2] = <uint8_t>part
         out[pos + 3] = <uint8_t>(crc >> 24)
@@ -477,15 +477,21 @@ cdef Py_ssize_t _frame(const uint8_t* record, Py_ssize_t length, Py_ssize_t page
     return page_used
 
 
-def frame_records(bytearray out not None, records, Py_ssize_t page_used):
+def frame_records(bytearray out not None, records, Py_ssize_t page_used, snappy_flags=None):
     """Append each record of `records` to `out` as page fragments, the first starting `page_used`
-    bytes into a page; return the page offset after the last fragment (0 < offset <= PAGE_SIZE)."""
+    bytes into a page; return the page offset after the last fragment (0 < offset <= PAGE_SIZE).
+
+    `snappy_flags`, if given, says per record whether it is snappy-compressed (Prometheus's flag bit
+    is then set in each of its fragments' type byte)."""
     cdef const uint8_t[::1] record
-    cdef Py_ssize_t start, added, page_after, length
+    cdef Py_ssize_t start, added, page_after, length, index = 0
     cdef uint8_t* target
+    cdef uint8_t flags
     if page_used < 0 or page_used > _PAGE:
         raise ValueError(f"page offset {page_used} out of range")
     for item in records:
+        flags = _SNAPPY if snappy_flags is not None and snappy_flags[index] else 0
+        index += 1
         record = item
         length = record.shape[0]
         if length == 0:
@@ -495,7 +501,7 @@ def frame_records(bytearray out not None, records, Py_ssize_t page_used):
         PyByteArray_Resize(out, start + added)
         target = <uint8_t*>PyByteArray_AS_STRING(out) + start
         with nogil:
-            page_used = _frame(&record[0], length, page_used, target)
+            page_used = _frame(&record[0], length, page_used, target, flags)
     return page_used
 
 

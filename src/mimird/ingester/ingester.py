@@ -94,7 +94,7 @@ class TenantTSDB:
         if self.blocks:
             self.head.min_valid_time = max(meta.max_time for meta in self.blocks.values())
         self._replay()
-        self.wal = walmod.WAL(self.wal_dir, segment_size=self.wal_segment_size, fsync=self.wal_fsync)
+        self.wal = walmod.WAL(self.wal_dir, segment_size=self.wal_segment_size, fsync=self.wal_fsync, compress=True)
 
     def _replay(self) -> None:
         if not self.wal_dir.is_dir():

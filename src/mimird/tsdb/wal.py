@@ -259,12 +259,15 @@ class WAL:
     """
 
     def __init__(self, wal_dir: str | os.PathLike, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 fsync: FsyncPolicy = "batch"):
+                 fsync: FsyncPolicy = "batch", compress: bool = False):
         if segment_size < PAGE_SIZE or segment_size % PAGE_SIZE:
             raise ValueError(f"segment size must be a positive multiple of {PAGE_SIZE}, not {segment_size}")
         self.dir = Path(wal_dir)
         self.segment_size = segment_size
         self._policy, self._interval = _parse_fsync(fsync)
+        # As Prometheus's --storage.tsdb.wal-compression: a record is stored snappy-compressed when
+        # that makes it smaller.
+        self.compress = compress
         self._fd = -1
         self._segment_index = -1
         self._segment_bytes = 0
@@ -408,12 +411,20 @@ class WAL:
 
     def _log(self, records: list[bytes], sync: bool) -> int:
         self._check_writable()
+        flags = None
+        if self.compress:
+            flags = []
+            for index, record in enumerate(records):
+                compressed = snappy.compress(record)
+                flags.append(len(compressed) < len(record))
+                if flags[-1]:
+                    records[index] = compressed
         out = bytearray()
-        page_after = walrecords.frame_records(out, records, self._page_used)
+        page_after = walrecords.frame_records(out, records, self._page_used, flags)
         if self._segment_bytes and self._segment_bytes + len(out) > self.segment_size:
             self._rotate()
             out = bytearray()
-            page_after = walrecords.frame_records(out, records, 0)
+            page_after = walrecords.frame_records(out, records, 0, flags)
         self._write(out)
         self._page_used = page_after
         self._segment_bytes += len(out)
@@ -564,7 +575,7 @@ def _read_segment(path: Path) -> Iterator[bytes]:
 
 
 def _uncompress(data: bytes, path: Path) -> bytes:
-    # Prometheus compresses WAL records with snappy by default; mimird writes them plain.
+    # Prometheus compresses WAL records with snappy by default; so does the ingester's WAL.
     try:
         return snappy.uncompress(data)
     except Exception as error:  # python-snappy raises its own and zlib-like error types
