@@ -481,17 +481,24 @@ def _run_instant_at(case: Case, head: Head, expr, time_ms: int) -> None:
         ranged = ENGINE.range(head, expr, time_ms - 60_000, time_ms + 60_000, 60_000)
     except QueryError as error:
         raise CheckFailure(f"range cross-check at {time_ms}: unexpected error: {error}") from error
+    check_range_cross_check(case, result.value, ranged.value, time_ms)
+
+
+def check_range_cross_check(case: Case, instant_value, ranged: Matrix, time_ms: int) -> None:
+    """The harness's range cross-check of an instant eval: ``ranged``, the expression evaluated as a range
+    query from ``time_ms`` - 1m to ``time_ms`` + 1m at a 1m step, must hold the expected result at
+    ``time_ms`` (``instant_value`` is the instant query's result)."""
     if case.ordered:
         return
-    labels_order = [s.labels for s in ranged.value]
+    labels_order = [s.labels for s in ranged]
     if labels_order != sorted(labels_order):
         raise CheckFailure("range cross-check: matrix not sorted by labels")
     at_t = []
-    for series in ranged.value:
+    for series in ranged:
         hits = np.flatnonzero(series.ts == time_ms)
         if len(hits):
             at_t.append((series.labels, float(series.vals[hits[0]])))
-    if isinstance(result.value, Scalar):
+    if isinstance(instant_value, Scalar):
         if not at_t or not float_equal(case.scalar, at_t[0][1]):
             raise CheckFailure(f"range cross-check at {time_ms}: scalar mismatch {at_t}")
         return
@@ -541,13 +548,19 @@ def run_case(case: Case) -> None:
         _check_matrix(case, result.value)
         return
     _run_instant_at(case, head, expr, case.time_ms)
+    for rewritten, time_ms in at_invariance_runs(case, expr):
+        _run_instant_at(case, head, rewritten, time_ms)
+
+
+def at_invariance_runs(case: Case, expr) -> list[tuple[object, int]]:
+    """The @-invariance re-runs of an instant eval (FORMAT.md §6.2 C): (rewritten tree, evaluation time)
+    pairs, each of which must give the eval's expected result."""
     rewritten = with_at(expr, case.time_ms)
     if rewritten is None:
-        return
+        return []
     t = case.time_ms
     times = [-1000, 0, 1000] if t == 0 else [-10 * t, 0, t // 5, t, 10 * t]
-    for time_ms in times:
-        _run_instant_at(case, head, rewritten, time_ms)
+    return [(rewritten, time_ms) for time_ms in times]
 
 
 def all_test_files(corpus_dir: Path, extra_dir: Path) -> list[Path]:
@@ -555,5 +568,5 @@ def all_test_files(corpus_dir: Path, extra_dir: Path) -> list[Path]:
     return files + sorted(extra_dir.glob("*.test"))
 
 
-__all__ = ["Case", "CheckFailure", "Matcher", "MatchType", "check_error", "check_outcome", "load_cases", "load_samples",
-           "run_case"]
+__all__ = ["Case", "CheckFailure", "Matcher", "MatchType", "check_error", "check_outcome", "check_range_cross_check",
+           "at_invariance_runs", "load_cases", "load_samples", "run_case"]

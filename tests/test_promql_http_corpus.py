@@ -6,7 +6,11 @@ mimird instead of the engine in-process. Each storage state of a file (the loads
 never shows up in an earlier eval; stale markers go over the wire as the stale NaN
 (0x7ff0000000000002). Every eval then runs once through ``/prometheus/api/v1/query`` (instant evals)
 or ``/prometheus/api/v1/query_range`` (range evals) and the Prometheus JSON answer is checked with the
-in-process runner's own comparison (promql_runner.check_outcome / check_error). On top of that:
+in-process runner's own comparison (promql_runner.check_outcome / check_error), and an instant eval also
+through the harness's range cross-check (the expression as a range query from t-1m to t+1m at a 1m step
+must hold the expected result at t; promql_runner.check_range_cross_check) and the @-invariance re-runs
+(the expression with every selector pinned by ``@`` to the eval time, printed back to text, at several
+other times; promql_runner.at_invariance_runs), as the in-process runner does. On top of that:
 
 * every instant-vector sample carries the evaluation time as its timestamp;
 * a failing eval must answer with the errorType the engine's error maps to (``bad_data``, HTTP 400, for
@@ -32,6 +36,7 @@ import pytest
 
 from conftest import Daemon, encode_write_request
 from mimird.promql import ParseError, parse
+from mimird.promql.printer import to_string
 from mimird.promql.value import Matrix, QueryError, Sample, Scalar, Series, String, Vector
 from mimird.tsdb.labels import make_labels
 from promql_corpus import CORPUS_DIR
@@ -41,9 +46,11 @@ from promql_runner import (
     STALE_NAN,
     CheckFailure,
     all_test_files,
+    at_invariance_runs,
     build_head,
     check_error,
     check_outcome,
+    check_range_cross_check,
     load_cases,
     load_samples,
 )
@@ -108,14 +115,13 @@ class CorpusStore:
             self.tenants[key] = tenant
         return tenant
 
-    def query(self, case, tenant: str) -> httpx.Response:
-        headers = {"X-Scope-OrgID": tenant}
-        if case.instant:
-            params = {"query": case.expr, "time": seconds(case.time_ms)}
-            return self.client.post("/prometheus/api/v1/query", data=params, headers=headers)
-        params = {"query": case.expr, "start": seconds(case.start_ms), "end": seconds(case.end_ms),
-                  "step": seconds(case.step_ms)}
-        return self.client.post("/prometheus/api/v1/query_range", data=params, headers=headers)
+    def query(self, expr: str, tenant: str, time_ms: int) -> httpx.Response:
+        params = {"query": expr, "time": seconds(time_ms)}
+        return self.client.post("/prometheus/api/v1/query", data=params, headers={"X-Scope-OrgID": tenant})
+
+    def query_range(self, expr: str, tenant: str, start_ms: int, end_ms: int, step_ms: int) -> httpx.Response:
+        params = {"query": expr, "start": seconds(start_ms), "end": seconds(end_ms), "step": seconds(step_ms)}
+        return self.client.post("/prometheus/api/v1/query_range", data=params, headers={"X-Scope-OrgID": tenant})
 
 
 def seconds(ms: int) -> str:
@@ -145,20 +151,55 @@ def parse_value(data: dict):
     raise CheckFailure(f"unknown resultType {kind!r}")
 
 
-def expected_error_type(case) -> str:
-    """The errorType Prometheus answers the case's error with: bad_data for parse and type errors."""
+def expected_error_type(case, expr_text: str, time_ms: int) -> str:
+    """The errorType Prometheus answers the eval's error with (bad_data for parse and type errors), from
+    the engine's in-process error."""
     try:
-        expr = parse(case.expr)
+        expr = parse(expr_text)
     except ParseError:
         return "bad_data"
     try:
         if case.instant:
-            ENGINE.instant(build_head(case), expr, case.time_ms)
+            ENGINE.instant(build_head(case), expr, time_ms)
         else:
             ENGINE.range(build_head(case), expr, case.start_ms, case.end_ms, case.step_ms)
     except QueryError as error:
         return error.error_type
     return "none (the engine does not fail in-process)"
+
+
+def check_answer(case, response: httpx.Response, expr_text: str, time_ms: int):
+    """Check one HTTP answer to the eval (at ``time_ms`` for instant evals); the parsed value, or None
+    for an (expected) error."""
+    body = response.json()
+    if body["status"] == "error":
+        want_type = expected_error_type(case, expr_text, time_ms)
+        message = body["error"]
+        assert body["errorType"] == want_type, f"{response.status_code} {body}"
+        assert response.status_code == {"bad_data": 400, "execution": 422}[want_type], body
+        if want_type == "bad_data":
+            assert message.startswith(BAD_DATA_PREFIX), message
+            message = message[len(BAD_DATA_PREFIX):]
+        check_error(case, message)
+        return None
+    assert response.status_code == 200, body
+    value = parse_value(body["data"])
+    if isinstance(value, Vector):
+        stamps = {sample.t for sample in value}
+        assert stamps <= {time_ms}, f"vector sample timestamps {stamps}, evaluated at {time_ms}"
+    check_outcome(case, value, body.get("warnings", []), body.get("infos", []))
+    return value
+
+
+def check_instant(store: CorpusStore, case, tenant: str, expr_text: str, time_ms: int) -> None:
+    """An instant eval (or one of its @-invariance re-runs) through /query, then through the harness's
+    range cross-check on /query_range."""
+    value = check_answer(case, store.query(expr_text, tenant, time_ms), expr_text, time_ms)
+    if value is None:
+        return
+    ranged = store.query_range(expr_text, tenant, time_ms - 60_000, time_ms + 60_000, 60_000).json()
+    assert ranged["status"] == "success", f"range cross-check at {time_ms}: {ranged}"
+    check_range_cross_check(case, value, parse_value(ranged["data"]), time_ms)
 
 
 @pytest.fixture(scope="module")
@@ -189,21 +230,18 @@ def test_eval_over_http(store, case):
     if case.uses_native_histograms():
         pytest.skip("native histograms")
     tenant = store.tenant_for(case)
-    response = store.query(case, tenant)
-    body = response.json()
-    if body["status"] == "error":
-        want_type = expected_error_type(case)
-        message = body["error"]
-        assert body["errorType"] == want_type, f"{response.status_code} {body}"
-        assert response.status_code == {"bad_data": 400, "execution": 422}[want_type], body
-        if want_type == "bad_data":
-            assert message.startswith(BAD_DATA_PREFIX), message
-            message = message[len(BAD_DATA_PREFIX):]
-        check_error(case, message)
+    if not case.instant:
+        response = store.query_range(case.expr, tenant, case.start_ms, case.end_ms, case.step_ms)
+        check_answer(case, response, case.expr, case.start_ms)
         return
-    assert response.status_code == 200, body
-    value = parse_value(body["data"])
-    if isinstance(value, Vector):
-        stamps = {sample.t for sample in value}
-        assert stamps <= {case.time_ms}, f"vector sample timestamps {stamps}, evaluated at {case.time_ms}"
-    check_outcome(case, value, body.get("warnings", []), body.get("infos", []))
+    check_instant(store, case, tenant, case.expr, case.time_ms)
+    try:
+        tree = parse(case.expr)
+    except ParseError:
+        return
+    for rewritten, time_ms in at_invariance_runs(case, tree):
+        text = to_string(rewritten)
+        try:
+            check_instant(store, case, tenant, text, time_ms)
+        except (AssertionError, CheckFailure) as failure:
+            raise CheckFailure(f"@-invariance run of {text!r} at {time_ms}: {failure}") from None
