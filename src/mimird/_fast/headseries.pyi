@@ -3,15 +3,15 @@ def float_bits(v: float) -> int: ...
 class MemSeries:
     ref: int
     labels: tuple[tuple[str, str], ...]
-    chunks: list[bytes]
-    chunk_mints: list[int]
-    chunk_maxts: list[int]
+    chunks: list[bytes] | tuple[()]
+    chunk_mints: list[int] | tuple[()]
+    chunk_maxts: list[int] | tuple[()]
     open: object | None
     open_mint: int
     last_t: int
     last_v_bits: int
-    ooo_t: list[int]
-    ooo_v: list[float]
+    ooo_t: list[int] | tuple[()]
+    ooo_v: list[float] | tuple[()]
     cut_at: int
     def __init__(self, ref: int, labels: tuple[tuple[str, str], ...]) -> None: ...
     @property

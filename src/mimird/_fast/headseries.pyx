@@ -33,29 +33,31 @@ cdef class MemSeries:
 
     cdef public object ref
     cdef public tuple labels
-    cdef public list chunks
-    cdef public list chunk_mints
-    cdef public list chunk_maxts
+    # The lists start as the shared empty tuple and become lists on first use: most series in a
+    # head have no closed chunk and no out-of-order sample, and five empty lists cost ~280 bytes each.
+    cdef public object chunks
+    cdef public object chunk_mints
+    cdef public object chunk_maxts
     cdef public XORChunk open
     cdef public int64_t open_mint
     cdef public int64_t last_t
     cdef public uint64_t last_v_bits
-    cdef public list ooo_t
-    cdef public list ooo_v
+    cdef public object ooo_t
+    cdef public object ooo_v
     cdef public int64_t cut_at  # the block boundary the open chunk must not cross
 
     def __init__(self, ref, tuple labels):
         self.ref = ref
         self.labels = labels
-        self.chunks = []
-        self.chunk_mints = []
-        self.chunk_maxts = []
+        self.chunks = ()
+        self.chunk_mints = ()
+        self.chunk_maxts = ()
         self.open = None
         self.open_mint = INT64_MAX
         self.last_t = INT64_MIN
         self.last_v_bits = 0
-        self.ooo_t = []
-        self.ooo_v = []
+        self.ooo_t = ()
+        self.ooo_v = ()
         self.cut_at = INT64_MAX
 
     @property
@@ -71,6 +73,8 @@ cdef class MemSeries:
 
     cpdef close_open_chunk(self):
         if self.open is not None and self.open.num > 0:
+            if type(self.chunks) is not list:
+                self.chunks, self.chunk_mints, self.chunk_maxts = [], [], []
             self.chunks.append(self.open.bytes())
             self.chunk_mints.append(self.open_mint)
             self.chunk_maxts.append(self.last_t)
@@ -100,6 +104,8 @@ cdef class MemSeries:
         index = bisect_left(self.ooo_t, t)
         if index < len(self.ooo_t) and self.ooo_t[index] == t:
             return False
+        if type(self.ooo_t) is not list:
+            self.ooo_t, self.ooo_v = [], []
         self.ooo_t.insert(index, t)
         self.ooo_v.insert(index, v)
         return True

@@ -9,6 +9,7 @@ chunk is copied under the lock, so readers decode without holding it.
 from __future__ import annotations
 
 import bisect
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,7 @@ class Head:
         self.index = SeriesIndex()
         self.series: dict[int, MemSeries] = {}
         self.by_labels: dict[Labels, MemSeries] = {}
+        self._label_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self.lock = threading.RLock()
         self.min_time = INT64_MAX
         self.max_time = INT64_MIN
@@ -140,6 +142,17 @@ class Head:
         series = self.by_labels.get(labels)
         if series is not None:
             return series, False
+        # The head keeps its own copy of the labels built from shared (name, value) pairs: a request's
+        # strings are its own objects, and "__name__" or ("job", "node") would otherwise be stored
+        # once per series.
+        shared = []
+        for pair in labels:
+            kept = self._label_pairs.get(pair)
+            if kept is None:
+                kept = (sys.intern(pair[0]), sys.intern(pair[1]))
+                self._label_pairs[kept] = kept
+            shared.append(kept)
+        labels = tuple(shared)
         ref, _ = self.index.get_or_create(labels, ref)
         series = MemSeries(ref, labels)
         self.series[ref] = series
@@ -404,6 +417,7 @@ class Head:
                     del self.series_per_metric[name]
             if removed:
                 self.index.remove(np.asarray(removed, dtype=np.uint64))
+                self._label_pairs = {pair: pair for series in self.series.values() for pair in series.labels}
             self.min_time = min((s.min_time for s in self.series.values()), default=INT64_MAX)
             if self.min_time == INT64_MAX:
                 self.max_time = max(self.max_time, INT64_MIN)
