@@ -51,8 +51,12 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} not ready in {timeout}s")
 
 
+# Extra mimird flags for a run (e.g. frontend settings), set by the scripts' --mimird-flags.
+MIMIRD_EXTRA_FLAGS: list[str] = []
+
+
 def start_mimird(workdir: Path, port: int) -> tuple[subprocess.Popen, str]:
-    args = [str(REPO / ".venv" / "bin" / "mimird"), f"-server.http-listen-port={port}",
+    args = [str(REPO / ".venv" / "bin" / "mimird"), *MIMIRD_EXTRA_FLAGS, f"-server.http-listen-port={port}",
             "-auth.multitenancy-enabled=false", "-ingester.max-global-series-per-user=0",
             "-distributor.ingestion-rate-limit=1e12", "-distributor.ingestion-burst-size=1000000000000",
             "-log.level=warn"]

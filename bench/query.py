@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ingest
 from ingest import REFPEERS, STORES, free_port, rw  # noqa: F401  (rw comes from the shared folder)
 
 
@@ -31,7 +32,10 @@ def main() -> int:
     parser.add_argument("--queries", default=str(REFPEERS / "queries.txt"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--outdir", default=str(Path(__file__).parent / "out"))
+    parser.add_argument("--mimird-flags", default="",
+                        help="extra mimird flags, space-separated (e.g. -query-frontend.cache-results=true)")
     args = parser.parse_args()
+    ingest.MIMIRD_EXTRA_FLAGS[:] = args.mimird_flags.split()
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     dataset = rw.Dataset(args.series, int(round(args.hours * 3600 / 15)))
