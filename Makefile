@@ -38,6 +38,7 @@ test: $(STAMP) peers lint
 bench: $(STAMP) peers
 	$(PY) -m pip install -q -e '.[bench]' --no-build-isolation
 	$(PY) bench/ingest.py
+	$(PY) bench/query.py
 
 clean:
 	rm -rf build $(VENV) src/*.egg-info src/mimird/_fast/*.c src/mimird/_fast/*.so
