@@ -24,6 +24,7 @@ from mimird.promql.durations import DurationError, resolve_duration_exprs
 from mimird.promql.evaluator import Evaluator, RawMatrix, finish
 from mimird.promql.frame import Frame, Steps
 from mimird.promql.parser import ParseError, parse
+from mimird.promql.querystats import QueryStatistics
 from mimird.promql.value import (
     BadDataError,
     ExecutionError,
@@ -65,14 +66,20 @@ class Engine:
                          time.monotonic() + self.timeout_s, cancelled)
 
     def instant(self, queryable, query: str | ast.Node, time_ms: int,
-                cancelled: Cancellation = None) -> QueryResult:
+                cancelled: Cancellation = None, stats: QueryStatistics | None = None) -> QueryResult:
         """Evaluate ``query`` at one time (ms); the value is a Scalar, String, Vector or (for a range
         selector or subquery) a Matrix. Raises QueryError subclasses; ``cancelled`` is polled
-        between pieces of work."""
+        between pieces of work. ``stats``, when given, receives the sample counts and timings."""
+        started = time.perf_counter()
         expr = self._prepare(query)
         ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
+        prepared = time.perf_counter()
+        if stats is not None:
+            stats.init_steps(time_ms, time_ms, 1)
+            ev.samples = stats
         steps = np.array([time_ms], dtype=np.int64)
         value = ev.eval(expr, steps)
+        evaluated = time.perf_counter()
         if isinstance(value, Steps):
             result = Scalar(time_ms, float(value.values[0]))
         elif isinstance(value, str):
@@ -84,11 +91,14 @@ class Engine:
             frame = finish(value)
             result = Vector(Sample(lbls, time_ms, float(frame.values[i, 0]))
                             for i, lbls in enumerate(frame.labels) if frame.present[i, 0])
+        if stats is not None:
+            _record_timings(stats, started, prepared, evaluated, evaluated)
         return QueryResult(result, list(ev.warnings), list(ev.infos))
 
     def range(self, queryable, query: str | ast.Node, start_ms: int, end_ms: int, step_ms: int,
-              cancelled: Cancellation = None) -> QueryResult:
+              cancelled: Cancellation = None, stats: QueryStatistics | None = None) -> QueryResult:
         """Evaluate ``query`` at start, start+step, ... <= end; returns a Matrix sorted by labels."""
+        started = time.perf_counter()
         if step_ms <= 0:
             raise BadDataError("zero or negative query resolution step widths are not accepted. "
                                "Try a positive integer")
@@ -99,8 +109,13 @@ class Engine:
             raise BadDataError(f"invalid expression type \"{expr.type.documented}\" for range query, "
                                "must be Scalar or instant Vector")
         ev = self._evaluator(queryable, start_ms, end_ms, cancelled)
+        prepared = time.perf_counter()
+        if stats is not None:
+            stats.init_steps(start_ms, end_ms, step_ms)
+            ev.samples = stats
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         value = ev.eval(expr, steps)
+        evaluated = time.perf_counter()
         if isinstance(value, Steps):
             value = Frame([()], value.values[None, :], np.ones((1, len(steps)), dtype=bool),
                           np.zeros(1, dtype=bool))
@@ -113,4 +128,16 @@ class Engine:
             mask = frame.present[i]
             if mask.any():
                 matrix.append(Series(frame.labels[i], steps[mask], frame.values[i, mask]))
+        if stats is not None:
+            _record_timings(stats, started, prepared, evaluated, time.perf_counter())
         return QueryResult(matrix, list(ev.warnings), list(ev.infos))
+
+
+def _record_timings(stats: QueryStatistics, started: float, prepared: float, evaluated: float,
+                    sorted_at: float) -> None:
+    # Prometheus's timers: preparation (parsing here, as series are fetched lazily during evaluation),
+    # inner evaluation, result sorting; eval total spans the last two, exec total everything. There is no
+    # engine-level queue (the frontend queue's wait is reported in Server-Timing).
+    stats.timings.update(queryPreparationTime=prepared - started, innerEvalTime=evaluated - prepared,
+                         resultSortTime=sorted_at - evaluated, evalTotalTime=sorted_at - prepared,
+                         execQueueTime=0.0, execTotalTime=sorted_at - started)

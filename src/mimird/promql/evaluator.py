@@ -81,6 +81,8 @@ class Evaluator:
         self.cancelled = cancelled
         self.warnings: dict[str, None] = {}
         self.infos: dict[str, None] = {}
+        # QueryStatistics when the request asked for `stats`; every counting site checks for None first
+        self.samples = None
 
     # --- housekeeping ----------------------------------------------------------------------------
 
@@ -93,6 +95,8 @@ class Evaluator:
             raise QueryTimeoutError()
 
     def count_samples(self, n: int) -> None:
+        if self.samples is not None:
+            self.samples.update_peak(n)
         if n > self.max_samples:
             raise TooManySamplesError()
 
@@ -130,7 +134,17 @@ class Evaluator:
                 and not isinstance(node, (ast.NumberLiteral, ast.ParenExpr)) and step_invariant(node):
             # Every step would see the same data (everything is pinned with @): evaluate once and
             # repeat, as Prometheus does for step-invariant expressions.
-            return _repeat(self.eval(node, steps[:1]), len(steps))
+            if self.samples is None:
+                return _repeat(self.eval(node, steps[:1]), len(steps))
+            outer = self.samples
+            self.samples = outer.child()
+            try:
+                value = self.eval(node, steps[:1])
+            finally:
+                child, self.samples = self.samples, outer
+            outer.update_peak(child.peak_samples)
+            outer.add_every_step(child.total_samples)
+            return _repeat(value, len(steps))
         if isinstance(node, ast.ParenExpr):
             return self.eval(node.expr, steps)
         if isinstance(node, ast.NumberLiteral):
@@ -198,6 +212,8 @@ class Evaluator:
             ok = ok.view(bool)
             rows = np.flatnonzero(ok.any(axis=1))
             total += int(ok[rows].sum())
+            if self.samples is not None:
+                self.samples.add_steps(ok.sum(axis=0))
             self.count_samples(total)
             if len(rows) < last - first:
                 values, ok, stamps = values[rows], ok[rows], stamps[rows]
@@ -249,6 +265,8 @@ class Evaluator:
                 out.vals.append(vals[lo:hi])
                 total += hi - lo
                 self.count_samples(total)
+        if self.samples is not None:
+            self.samples.add_at_last_step(total)
         return out
 
     def subquery_grid(self, node: ast.SubqueryExpr, steps: np.ndarray):
@@ -259,10 +277,24 @@ class Evaluator:
         inner = np.arange(first, int(times.max()) + 1, step_ms, dtype=np.int64)
         return times, range_ms, inner
 
-    def subquery_frame(self, node: ast.SubqueryExpr, steps: np.ndarray):
-        """The subquery's inner expression evaluated on its own grid: (frame, grid, times, range)."""
+    def subquery_frame(self, node: ast.SubqueryExpr, steps: np.ndarray, count_inner: bool = False):
+        """The subquery's inner expression evaluated on its own grid: (frame, grid, times, range).
+
+        The inner samples go into the statistics' totals (at the last step) only with `count_inner`; a
+        function over the subquery counts its windows instead, as Prometheus does."""
         times, range_ms, inner = self.subquery_grid(node, steps)
-        value = self.eval(node.expr, inner)
+        if self.samples is None:
+            value = self.eval(node.expr, inner)
+        else:
+            outer = self.samples
+            self.samples = outer.child()
+            try:
+                value = self.eval(node.expr, inner)
+            finally:
+                child, self.samples = self.samples, outer
+            outer.update_peak(child.peak_samples)
+            if count_inner:
+                outer.add_at_last_step(child.total_samples)
         if isinstance(value, Steps):
             value = Frame([()], value.values[None, :], np.ones((1, len(inner)), dtype=bool),
                           np.zeros(1, dtype=bool))
@@ -283,7 +315,7 @@ class Evaluator:
     def eval_subquery_raw(self, node: ast.SubqueryExpr, steps: np.ndarray) -> RawMatrix:
         """A subquery as the query's result: its points in the window, with delayed name removal
         applied (only a top-level subquery is returned as a range vector)."""
-        value, inner, times, range_ms = self.subquery_frame(node, steps)
+        value, inner, times, range_ms = self.subquery_frame(node, steps, count_inner=True)
         t = int(times[-1])
         window = (inner > t - range_ms) & (inner <= t)
         out = RawMatrix([], [], [])
@@ -330,6 +362,10 @@ class Evaluator:
             self.check()
             self.count_samples(held + sum(len(ts) for _, ts, _ in chunk))
             values, present = self._range_kernel(kernel, chunk, steps, times, range_ms, tuple(params))
+            if self.samples is not None:
+                # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
+                counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
+                self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
             rows = np.flatnonzero(present.any(axis=1))
             held += int(present[rows].sum())
             self.count_samples(held)

@@ -25,6 +25,7 @@ from mimird.promql import ParseError, parse
 from mimird.promql import ast as promql_ast
 from mimird.promql.engine import Engine
 from mimird.promql.printer import format_query
+from mimird.promql.querystats import QueryStatistics
 from mimird.querier import jsonfmt
 from mimird.querier.params import (
     MAX_TIME_MS,
@@ -116,7 +117,8 @@ class QuerierAPI:
             return answered
         engine = self.engine
         queryable = self.queryable(request.tenants)
-        return await self._run(lambda cancelled: engine.instant(queryable, text, at, cancelled=cancelled),
+        return await self._run(lambda cancelled, stats: engine.instant(queryable, text, at, cancelled=cancelled,
+                                                                       stats=stats),
                                request.arg("stats"))
 
     @frontend
@@ -145,7 +147,8 @@ class QuerierAPI:
         start, end = limits.align(start, end, step)
         engine = self.engine
         queryable = self.queryable(request.tenants)
-        return await self._run(lambda cancelled: engine.range(queryable, text, start, end, step, cancelled=cancelled),
+        return await self._run(lambda cancelled, stats: engine.range(queryable, text, start, end, step,
+                                                                     cancelled=cancelled, stats=stats),
                                request.arg("stats"))
 
     @staticmethod
@@ -162,20 +165,25 @@ class QuerierAPI:
         except ParseError as exc:
             raise ParamError("query", str(exc)) from None
 
-    async def _run(self, evaluate: Callable[[Callable[[], bool]], Any], stats: str | None) -> Response:
+    async def _run(self, evaluate: Callable[[Callable[[], bool], QueryStatistics | None], Any],
+                   stats: str | None) -> Response:
         """Evaluate in a worker thread and render the result or the error as Prometheus does.
 
-        `evaluate(cancelled)` runs the engine; `cancelled()` turns true when the request is abandoned
-        (the engine's own deadline normally fires first; this is the backstop)."""
+        `evaluate(cancelled, statistics)` runs the engine; `cancelled()` turns true when the request is
+        abandoned (the engine's own deadline normally fires first; this is the backstop). A non-empty
+        `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`."""
         abandoned = threading.Event()
         timings = {}
+        statistics = QueryStatistics(per_step=stats == "all") if stats else None
 
         def evaluate_and_render():
             # rendering a large result takes a while too: keep it off the event loop as well
             started = time.perf_counter()
-            result = evaluate(abandoned.is_set)
+            result = evaluate(abandoned.is_set, statistics)
             timings["evaluated"] = time.perf_counter() - started
             data = jsonfmt.value_json(result.value)
+            if statistics is not None:
+                data = data[:-1] + ',"stats":' + jsonfmt.stats_json(statistics) + "}"
             timings["encoded"] = time.perf_counter() - started - timings["evaluated"]
             return result, data
 

@@ -8,7 +8,9 @@ trailing-zero trimmed: `1.500`); sample values are strings formatted as `strconv
 -1, 64)`, switching to the exponent form below 1e-6 and from 1e21 on (jsonutil.MarshalFloat).
 
 Responses are assembled from JSON fragments (strings) so that large matrices are rendered once,
-without building an intermediate tree of Python objects.
+without building an intermediate tree of Python objects; vectors and matrices, whose points dominate
+range-query responses, are rendered by the Cython kernel `mimird._fast.jsonenc`, which writes the same
+bytes as the single-value formatters here (`format_float`, `format_timestamp`, `labels_json`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from mimird._fast import jsonenc
 from mimird.http.request import Response
+from mimird.promql.querystats import TIMING_NAMES
 
 Labels = Iterable[tuple[str, str]]
 
@@ -163,36 +167,6 @@ def _kind(value: Any) -> str:
     return type(value).__name__.lower()
 
 
-def matrix_series_json(labels: Labels, ts: Sequence[int], vals: Sequence[float]) -> str:
-    """One element of a matrix result; `values` is left out when the series has no points."""
-    body = f'{{"metric":{labels_json(labels, False)}'
-    if len(ts):
-        points = [f'[{t},"{v}"]' for t, v in zip(format_timestamps(ts), format_floats(vals), strict=True)]
-        body += ',"values":[' + ",".join(points) + "]"
-    return body + "}"
-
-
-def format_timestamps(ts: Sequence[int]) -> list[str]:
-    """`format_timestamp` of many; whole seconds (the usual step grid) take a shortcut."""
-    ts = list(ts)
-    if all(t % 1000 == 0 for t in ts):
-        return [str(t // 1000) for t in ts]
-    return [format_timestamp(t) for t in ts]
-
-
-def format_floats(vals: Sequence[float]) -> list[str]:
-    """`format_float` of many."""
-    out = []
-    for value in vals:
-        text = repr(value)
-        if "e" in text or "n" in text:
-            text = _format_float_slow(value, text)
-        elif text.endswith(".0"):
-            text = text[:-2]
-        out.append(text)
-    return out
-
-
 def value_json(value: Any) -> str:
     """`{"resultType":...,"result":...}` for a PromQL value."""
     kind = _kind(value)
@@ -201,12 +175,23 @@ def value_json(value: Any) -> str:
     elif kind == "string":
         result = f"[{format_timestamp(int(value.t))},{quote(str(value.v), False)}]"
     elif kind == "vector":
-        result = "[" + ",".join(
-            f'{{"metric":{labels_json(sample.labels, False)},"value":{point_json(int(sample.t), float(sample.v))}}}'
-            for sample in value) + "]"
+        result = jsonenc.render_vector(value)
     elif kind == "matrix":
-        result = "[" + ",".join(matrix_series_json(series.labels, series.ts.tolist(), series.vals.tolist())
-                                for series in value) + "]"
+        result = jsonenc.render_matrix(value)
     else:
         raise TypeError(f"not a PromQL value: {type(value).__name__}")
     return f'{{"resultType":"{kind}","result":{result}}}'
+
+
+def stats_json(stats: Any) -> str:
+    """A `promql.querystats.QueryStatistics` as Prometheus's API encodes `data.stats` (Go's JSON, keys in
+    struct order; per-step counts as `[<seconds>,<count>]` pairs, only when collected)."""
+    timings = ",".join(f'"{name}":{format_float(stats.timings[name])}' for name in TIMING_NAMES)
+    samples = []
+    if stats.step_counts is not None and len(stats.step_counts):
+        points = ",".join(f"[{format_float((stats.start_ms + i * stats.interval_ms) / 1000)},{count}]"
+                          for i, count in enumerate(stats.step_counts.tolist()))
+        samples.append(f'"totalQueryableSamplesPerStep":[{points}]')
+    samples.append(f'"totalQueryableSamples":{stats.total_samples}')
+    samples.append(f'"peakSamples":{stats.peak_samples}')
+    return f'{{"timings":{{{timings}}},"samples":{{{",".join(samples)}}}}}'
