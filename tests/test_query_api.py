@@ -355,15 +355,6 @@ def test_execution_error(querier):
     assert body["status"] == "error" and body["errorType"] == "execution"
 
 
-def test_bulk_formatters_agree_with_single():
-    values = [0.0, -0.0, 1.0, 2.5e-5, 3e-7, 1e16, 1.5e21, math.nan, math.inf, -math.inf, -17.25, 1 / 3]
-    assert jsonfmt.format_floats(values) == [jsonfmt.format_float(v) for v in values]
-    stamps = [0, 1000, -3000, 1435781451000]
-    assert jsonfmt.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
-    stamps.append(1500)
-    assert jsonfmt.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
-
-
 def test_max_fetched_series_per_query(querier):
     message = ("the query exceeded the maximum number of series (limit: 2 series) (err-mimir-max-series-per-query). "
                "Consider reducing the time range and/or number of series selected by the query. One way to reduce "

@@ -1,0 +1,127 @@
+"""The Cython matrix/vector renderer (`mimird._fast.jsonenc`) writes the bytes of the Python reference
+(`jsonenc_reference`, built on jsonfmt's single-value formatters) for any labels, timestamps and values."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import jsonenc_reference as reference
+from mimird._fast import jsonenc
+from mimird.promql.value import Matrix, Sample, Series, Vector
+from mimird.querier import jsonfmt
+
+property_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Values where Go's and Python's notations part ways, or rounding is delicate.
+EDGE_VALUES = [
+    0.0, -0.0, 1.0, -1.0, 0.5, 1 / 3, 0.1 + 0.2, math.nan, math.inf, -math.inf,
+    1e-7, 1e-6, 9.999999999999999e-7, 1e-5, 1.5e-5, 1e-4, 1e15, 1e16, 1.2345e17, 1e20, 9.99999999999999e20,
+    1e21, 1.5e21, 1e22, 2.0 ** 53, 2.0 ** 53 - 1, 2.0 ** 53 + 2, 2.0 ** 63, 2.0 ** 64, -(2.0 ** 63),
+    5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1.7976931348623157e308, 123456789.123,
+    -17.25, 4338.0, 1e300, -1e-300, 0.000001234,
+    struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0],  # Prometheus's stale marker
+]
+
+EDGE_TIMESTAMPS = [0, 1, -1, 5, 999, 1000, 1001, -999, -1000, -1001, 1500, -1500, 1435781451781,
+                   1435781451000, 2 ** 63 - 1, -(2 ** 63), 2 ** 53, -(2 ** 53) - 7]
+
+floats = st.one_of(st.sampled_from(EDGE_VALUES), st.floats(allow_nan=True, allow_infinity=True),
+                   st.integers(-(2 ** 60), 2 ** 60).map(float),
+                   st.integers(-400, 400).map(lambda e: 10.0 ** e if -323 < e < 309 else 0.0))
+timestamps = st.one_of(st.sampled_from(EDGE_TIMESTAMPS),
+                       st.integers(-(2 ** 63), 2 ** 63 - 1),
+                       st.integers(-(10 ** 7), 10 ** 7).map(lambda s: s * 1000),
+                       st.integers(-(10 ** 13), 10 ** 13))
+# Label text with what needs escaping: quotes, backslashes, control characters, HTML-sensitive characters
+# (kept as they are for query results), U+2028/9, non-BMP characters and lone surrogates.
+label_text = st.text(alphabet=st.one_of(
+    st.sampled_from(['"', "\\", "\n", "\r", "\t", "\x00", "\x01", "\x1f", "\x7f", "<", ">", "&", "\u2028",
+                     "\u2029", "é", "€", "😀", "\ud800", "\udfff", "\ufffd", "a", "_"]),
+    st.characters()), max_size=12)
+label_sets = st.lists(st.tuples(label_text, label_text), max_size=5, unique_by=lambda pair: pair[0]).map(tuple)
+
+
+@st.composite
+def series_lists(draw):
+    out = []
+    for _ in range(draw(st.integers(0, 4))):
+        points = draw(st.lists(st.tuples(timestamps, floats), max_size=12))
+        ts = np.array([t for t, _ in points], dtype=np.int64)
+        vals = np.array([v for _, v in points], dtype=np.float64)
+        out.append(Series(draw(label_sets), ts, vals))
+    return Matrix(out)
+
+
+vectors = st.lists(st.builds(Sample, label_sets, timestamps, floats), max_size=6).map(Vector)
+
+
+@given(floats)
+@property_settings
+def test_format_float_equals_jsonfmt(value):
+    assert jsonenc.format_float(value) == jsonfmt.format_float(value)
+
+
+@pytest.mark.parametrize("value", EDGE_VALUES)
+def test_edge_values(value):
+    assert jsonenc.format_float(value) == jsonfmt.format_float(value)
+
+
+@given(timestamps)
+@property_settings
+def test_format_timestamp_equals_jsonfmt(ms):
+    assert jsonenc.format_timestamp(ms) == jsonfmt.format_timestamp(ms)
+
+
+@given(series_lists())
+@property_settings
+@example(Matrix([Series((("__name__", 'up"\\'), ("job", "<&>\u2028\x01\ud800😀")),
+                        np.array([1000, 1500, -3000, -5], dtype=np.int64),
+                        np.array([-0.0, math.nan, 1e21, 1e-7]))]))
+@example(Matrix([Series((("a", "b"),), np.array([], dtype=np.int64), np.array([]))]))
+def test_render_matrix_equals_reference(matrix):
+    rendered = jsonenc.render_matrix(matrix)
+    assert rendered == reference.render_matrix(matrix)
+    assert rendered.encode() == reference.render_matrix(matrix).encode()
+
+
+@given(vectors)
+@property_settings
+def test_render_vector_equals_reference(vector):
+    assert jsonenc.render_vector(vector) == reference.render_vector(vector)
+
+
+def test_value_json_is_valid_json_with_prometheus_strings():
+    matrix = Matrix([Series((("job", "api"), ("__name__", "x")), np.arange(3, dtype=np.int64) * 15_000 + 500,
+                            np.array([1.0, math.inf, 2.5e-7]))])
+    body = json.loads(jsonfmt.value_json(matrix))
+    assert body == {"resultType": "matrix", "result": [{"metric": {"__name__": "x", "job": "api"},
+                    "values": [[0.5, "1"], [15.5, "+Inf"], [30.5, "2.5e-07"]]}]}
+    vector = Vector([Sample((), 1000, math.nan)])
+    assert jsonfmt.value_json(vector) == '{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}'
+
+
+def test_arrays_of_any_layout_and_length_checks():
+    ts = np.arange(10, dtype=np.int64)[::2] * 1000
+    vals = np.linspace(0, 1, 10)[::2]
+    matrix = [Series((("a", "b"),), ts, vals)]
+    assert jsonenc.render_matrix(matrix) == reference.render_matrix(matrix)
+    with pytest.raises(ValueError):
+        jsonenc.render_matrix([Series((), np.zeros(2, dtype=np.int64), np.zeros(3))])
+    with pytest.raises(TypeError):
+        jsonenc.render_vector([Sample((("a", 1),), 0, 1.0)])
+
+
+def test_bulk_reference_formatters_agree_with_single():
+    values = [0.0, -0.0, 1.0, 2.5e-5, 3e-7, 1e16, 1.5e21, math.nan, math.inf, -math.inf, -17.25, 1 / 3]
+    assert reference.format_floats(values) == [jsonfmt.format_float(v) for v in values]
+    stamps = [0, 1000, -3000, 1435781451000]
+    assert reference.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
+    stamps.append(1500)
+    assert reference.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
