@@ -18,7 +18,7 @@ common gauges without calling it.
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.math cimport fabs, floor, isinf, isnan, signbit
+from libc.math cimport INFINITY, fabs, floor, isinf, isnan, nextafter, rint, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
 
@@ -33,6 +33,10 @@ cdef extern from "Python.h":
 # Integral doubles below this are exactly their integer's digits (no two integers share a double).
 cdef double EXACT_INTEGER_LIMIT = 9007199254740992.0
 cdef const char *HEX_DIGITS = b"0123456789abcdef"
+# 10**0 .. 10**22, every one exact in a double.
+cdef double POWERS_OF_TEN[23]
+for _exponent in range(23):
+    POWERS_OF_TEN[_exponent] = float(10 ** _exponent)
 
 
 cdef struct Buffer:
@@ -157,6 +161,48 @@ cdef int put_fixed_from_exponent(Buffer *buf, const char *shortest) except -1:
     return 0
 
 
+cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -1:
+    """Write `value` as `n / 10**k` with the fewest decimals k that reproduce it, and return 1; return 0
+    (writing nothing) when that is not provably the shortest round-trip form, for dtoa to decide.
+
+    With the product |v| * 10**k below 2**50 its rounding error is under 1/16, and with ulp(v) * 10**k
+    below 1/2 at most one integer n can round back to v and any such n lies within 0.05 of the exact
+    product: so rint finds n whenever one exists, the first k that round-trips gives the fewest digits,
+    and those digits are the unique shortest ones, which are what repr (dtoa mode 0) prints. The
+    division n / 10**k is exact-operand IEEE division, rounded as strtod rounds the decimal text."""
+    cdef double ulp = nextafter(magnitude, INFINITY) - magnitude
+    cdef double scaled
+    cdef double rounded
+    cdef int decimals
+    cdef uint64_t integer_part
+    cdef uint64_t fraction_part
+    cdef uint64_t unit
+    cdef int i
+    for decimals in range(1, 23):
+        scaled = magnitude * POWERS_OF_TEN[decimals]
+        if scaled >= 1125899906842624.0 or ulp * POWERS_OF_TEN[decimals] >= 0.5:
+            return 0
+        rounded = rint(scaled)
+        if rounded / POWERS_OF_TEN[decimals] != magnitude:
+            continue
+        unit = <uint64_t>POWERS_OF_TEN[decimals]
+        integer_part = <uint64_t>rounded // unit
+        fraction_part = <uint64_t>rounded % unit
+        buffer_reserve(buf, 48)
+        if value < 0:
+            buf.data[buf.length] = b'-'
+            buf.length += 1
+        put_unsigned(buf, integer_part)
+        buf.data[buf.length] = b'.'
+        buf.length += 1
+        for i in range(decimals - 1, -1, -1):
+            buf.data[buf.length + i] = <char>(48 + fraction_part % 10)
+            fraction_part //= 10
+        buf.length += decimals
+        return 1
+    return 0
+
+
 cdef int put_float(Buffer *buf, double value) except -1:
     """A sample value as jsonutil.MarshalFloat writes it, without the quotes."""
     cdef char *shortest
@@ -174,6 +220,8 @@ cdef int put_float(Buffer *buf, double value) except -1:
             buf.data[buf.length] = b'-'
             buf.length += 1
         put_unsigned(buf, <uint64_t>magnitude)
+        return 0
+    if 1e-4 <= magnitude < 1e15 and put_short_decimal(buf, value, magnitude):
         return 0
     shortest = PyOS_double_to_string(value, b'r', 0, 0, NULL)
     try:
