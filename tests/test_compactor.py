@@ -137,6 +137,10 @@ def test_promtool_reads_the_compacted_block(start_daemon, tmp_path):
     db = tmp_path / "promdb"
     (db / "wal").mkdir(parents=True)
     shutil.copytree(root / big, db / big)
+    analyzed = subprocess.run([PROMTOOL, "tsdb", "analyze", str(db), big], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+    assert analyzed.returncode == 0, analyzed.stderr
+    assert f"Block ID: {big}" in analyzed.stdout and "\nSeries: 5\n" in analyzed.stdout, analyzed.stdout
     out = subprocess.run([PROMTOOL, "tsdb", "dump", "--min-time=0", f"--max-time={2**62}", str(db)],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

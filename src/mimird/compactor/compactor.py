@@ -324,6 +324,7 @@ class Compactor(Service):
         block_dirs = [self.bucket.local_path(f"{tenant}/{b.ulid}") for b in job.blocks]
         ulid = merge_blocks(block_dirs, out_parent, tenant, should_stop=lambda: self._stopping)
         if ulid is not None:
+            failpoint("compactor-before-upload")
             try:
                 upload_block(self.bucket, tenant, out_parent / ulid)
             finally:

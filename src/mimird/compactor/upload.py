@@ -28,6 +28,7 @@ from mimird.http.request import Request, Response
 from mimird.ingester.ingester import update_bucket_index
 from mimird.tsdb.block import BlockReader
 from mimird.tsdb.block.meta import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockMeta, is_ulid
+from mimird.util.failpoints import failpoint
 
 if TYPE_CHECKING:
     from mimird.compactor.compactor import Compactor
@@ -393,6 +394,7 @@ class BlockUploadAPI:
             max_bytes = limits["compactor_block_upload_max_block_size_bytes"]
             if max_bytes > 0 and sum(f.size_bytes for f in meta.files) > max_bytes:
                 raise BlockValidationError(f"block exceeds the maximum block size limit of {max_bytes} bytes")
+            failpoint("upload-during-validation")
             validate_block(scratch, meta, limits["compactor_block_upload_verify_chunks"])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
