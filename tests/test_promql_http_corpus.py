@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import Daemon, encode_write_request
+from conftest import Daemon, encode_write_request, remote_write
 from mimird.promql import ParseError, parse
 from mimird.promql.printer import to_string
 from mimird.promql.value import Matrix, QueryError, Sample, Scalar, Series, String, Vector
@@ -74,8 +74,6 @@ DAEMON_FLAGS = (
     "-querier.max-samples=10000",
     "-log.level=warn",
 )
-WRITE_HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
-                 "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
 
 def _cases():
@@ -109,8 +107,7 @@ class CorpusStore:
                 series = {labels: samples for labels, samples in load_samples(load) if samples}
                 if not series:
                     continue
-                response = self.client.post("/api/v1/push", content=encode_write_request(series),
-                                            headers={**WRITE_HEADERS, "X-Scope-OrgID": tenant})
+                response = remote_write(self.daemon, tenant, series)
                 assert response.status_code == 200, f"push for {case.id}: {response.status_code} {response.text}"
             self.tenants[key] = tenant
         return tenant
