@@ -48,6 +48,7 @@ class WriteBatch:
     source: int
     skip_label_validation: bool
     skip_label_count_validation: bool
+    created_timestamps: npt.NDArray[np.int64]
     @property
     def num_series(self) -> int: ...
     @property
@@ -57,3 +58,7 @@ class WriteBatch:
 def decode_write_request(
     data: bytes | bytearray | memoryview, *, decode_exemplars: bool = True
 ) -> WriteBatch: ...
+def decode_write_request_v2(
+    data: bytes | bytearray | memoryview, *, decode_exemplars: bool = True
+) -> WriteBatch: ...
+def metric_family_name(metric_name: str, metric_type: int) -> str: ...

@@ -75,6 +75,16 @@ cdef enum:
     ERR_NEGATIVE_LENGTH
     ERR_PACKED_LENGTH
     ERR_NO_MEMORY
+    # Remote write 2.0 only; Mimir's own texts, without a position.
+    ERR_RW2_FIRST_SYMBOL
+    ERR_RW2_ODD_LABEL_REFS
+    ERR_RW2_INVALID_LABEL_REF
+    ERR_RW2_ODD_EXEMPLAR_LABEL_REFS
+    ERR_RW2_INVALID_EXEMPLAR_LABEL_REF
+    ERR_RW2_INVALID_HELP_REF
+    ERR_RW2_INVALID_UNIT_REF
+    ERR_RW2_V1_TIMESERIES
+    ERR_RW2_V1_METADATA
 
 cdef enum:
     MAX_FIELD_NUMBER = 0x1FFFFFFF
@@ -1025,8 +1035,17 @@ cdef class InternTable:
         return 0
 
 
-class _InvalidUTF8(Exception):
-    """A label string that is not UTF-8; turned into a ValueError that names the series."""
+cdef object _decode_label_text(const uint8_t* data, Py_ssize_t length):
+    """A label name or value as str; bytes that are not UTF-8 become lone surrogates (surrogateescape).
+
+    Mimir does not refuse a request for a label value that is not UTF-8: validation drops that one
+    series (err-mimir-label-value-invalid). The surrogates make `validation.validate_labels` see it,
+    and the strict decode is tried first so that valid text costs nothing extra.
+    """
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>data, length, NULL)
+    except UnicodeDecodeError:
+        return PyUnicode_DecodeUTF8(<const char*>data, length, "surrogateescape")
 
 
 cdef object intern_str(InternTable strings, Py_ssize_t offset, Py_ssize_t length):
@@ -1035,10 +1054,7 @@ cdef object intern_str(InternTable strings, Py_ssize_t offset, Py_ssize_t length
     cdef object text
     if slot.value != NULL:
         return <object>slot.value
-    try:
-        text = PyUnicode_DecodeUTF8(<const char*>strings.data + offset, length, NULL)
-    except UnicodeDecodeError:
-        raise _InvalidUTF8() from None
+    text = _decode_label_text(strings.data + offset, length)
     strings.add(slot, offset, length, h, text)
     return text
 
@@ -1056,7 +1072,7 @@ cdef object intern_pair(InternTable pairs, InternTable strings, LabelRef* label)
 
 
 cdef tuple build_labels(InternTable pairs, InternTable strings, LabelRef* refs, Py_ssize_t count):
-    """The (name, value) pairs of `refs`; raises _InvalidUTF8."""
+    """The (name, value) pairs of `refs`."""
     cdef tuple result = PyTuple_New(count)
     cdef Py_ssize_t i
     cdef object pair
@@ -1065,17 +1081,6 @@ cdef tuple build_labels(InternTable pairs, InternTable strings, LabelRef* refs, 
         Py_INCREF(pair)
         PyTuple_SET_ITEM(result, i, pair)
     return result
-
-
-cdef str _describe_labels(const uint8_t* data, LabelRef* refs, Py_ssize_t count):
-    cdef Py_ssize_t i
-    parts = []
-    for i in range(count):
-        name = (<const char*>data)[refs[i].name_offset:refs[i].name_offset + refs[i].name_length]
-        value = (<const char*>data)[refs[i].value_offset:refs[i].value_offset + refs[i].value_length]
-        parts.append(f'{name.decode("utf-8", "backslashreplace")}='
-                     f'"{value.decode("utf-8", "backslashreplace")}"')
-    return "{" + ", ".join(parts) + "}"
 
 
 cdef inline double float_from_bits(uint64_t bits) noexcept nogil:
@@ -1099,7 +1104,22 @@ _ERROR_TEXTS = {
 }
 
 
+_RW2_ERROR_TEXTS = {
+    ERR_RW2_FIRST_SYMBOL: "proto: Remote Write 2.0 symbols must start with empty string",
+    ERR_RW2_ODD_LABEL_REFS: "proto: Remote Write 2.0 odd number of label references",
+    ERR_RW2_INVALID_LABEL_REF: "proto: Remote Write 2.0 invalid label reference",
+    ERR_RW2_ODD_EXEMPLAR_LABEL_REFS: "proto: Remote Write 2.0 odd number of exemplar label references",
+    ERR_RW2_INVALID_EXEMPLAR_LABEL_REF: "proto: Remote Write 2.0 invalid exemplar label reference",
+    ERR_RW2_INVALID_HELP_REF: "proto: Remote Write 2.0 invalid help reference",
+    ERR_RW2_INVALID_UNIT_REF: "proto: Remote Write 2.0 invalid unit reference",
+    ERR_RW2_V1_TIMESERIES: "proto: Remote Write 1.0 field Timeseries in non-Remote Write 1.0 message",
+    ERR_RW2_V1_METADATA: "proto: Remote Write 1.0 field Metadata in non-Remote Write 1.0 message",
+}
+
+
 cdef str _error_message(DecodeError* err):
+    if err.kind in _RW2_ERROR_TEXTS:
+        return _RW2_ERROR_TEXTS[err.kind]
     message = (<bytes>err.message).decode() if err.message != NULL else "WriteRequest"
     field = (<bytes>err.field).decode() if err.field != NULL else ""
     if err.kind == ERR_WIRE_TYPE:
@@ -1267,6 +1287,7 @@ cdef class WriteBatch:
     `exemplars` holds (series_index, labels, value, timestamp) tuples, `histograms` holds
     (series_index, NativeHistogram) pairs and `metadata` (type, metric_family_name, help, unit) tuples,
     all in wire order. `source` and the two skip flags are Mimir's extra WriteRequest fields.
+    `created_timestamps[i]` is series i's created timestamp in ms (remote write 2.0; 0 = not sent).
     """
     cdef readonly list series_labels
     cdef readonly cnp.ndarray sample_offsets
@@ -1278,6 +1299,7 @@ cdef class WriteBatch:
     cdef readonly int source
     cdef readonly bint skip_label_validation
     cdef readonly bint skip_label_count_validation
+    cdef readonly cnp.ndarray created_timestamps
 
     @property
     def num_series(self):
@@ -1349,21 +1371,14 @@ cdef WriteBatch _build_batch(Scan* s):
     cdef Py_ssize_t i
     cdef cnp.ndarray offsets
     cdef int64_t* offset_data
-    cdef HistogramScan histogram
     cdef MetadataScan metadata
     cdef DecodeError err
 
     strings.data = s.data
     pairs.data = s.data
     series_labels = [None] * n_series
-    try:
-        for i in range(n_series):
-            series_labels[i] = build_labels(pairs, strings, labels + series[i].label_start,
-                                            series[i].label_count)
-    except _InvalidUTF8:
-        raise ValueError(f"timeseries[{i}] has a label that is not valid UTF-8: "
-                         f"{_describe_labels(s.data, labels + series[i].label_start, series[i].label_count)}"
-                         ) from None
+    for i in range(n_series):
+        series_labels[i] = build_labels(pairs, strings, labels + series[i].label_start, series[i].label_count)
     batch.series_labels = series_labels
 
     offsets = np.empty(n_series + 1, dtype=np.int64)
@@ -1376,32 +1391,15 @@ cdef WriteBatch _build_batch(Scan* s):
     batch.values = _array_from_growbuf(&s.values, cnp.NPY_FLOAT64)
 
     batch.exemplars = []
-    try:
-        for i in range(s.exemplars.count):
-            batch.exemplars.append((
-                exemplars[i].series,
-                build_labels(pairs, strings, exemplar_labels + exemplars[i].label_start,
-                             exemplars[i].label_count),
-                float_from_bits(exemplars[i].value_bits),
-                exemplars[i].timestamp,
-            ))
-    except _InvalidUTF8:
-        raise ValueError(f"an exemplar of timeseries[{exemplars[i].series}] has a label that is not valid UTF-8: "
-                         f"{_describe_labels(s.data, exemplar_labels + exemplars[i].label_start, exemplars[i].label_count)}"
-                         ) from None
+    for i in range(s.exemplars.count):
+        batch.exemplars.append((
+            exemplars[i].series,
+            build_labels(pairs, strings, exemplar_labels + exemplars[i].label_start, exemplars[i].label_count),
+            float_from_bits(exemplars[i].value_bits),
+            exemplars[i].timestamp,
+        ))
 
-    batch.histograms = []
-    refs = <MessageRef*>s.histograms.data
-    for i in range(s.histograms.count):
-        histogram_scan_init(&histogram)
-        memset(&err, 0, sizeof(DecodeError))
-        err.series = refs[i].series
-        try:
-            if scan_histogram(s.data, refs[i].offset, refs[i].offset + refs[i].length, &histogram, &err):
-                raise_decode_error(&err)
-            batch.histograms.append((refs[i].series, _histogram_from_scan(&histogram)))
-        finally:
-            histogram_scan_free(&histogram)
+    batch.histograms = _build_histograms(s)
 
     batch.metadata = []
     refs = <MessageRef*>s.metadata.data
@@ -1421,6 +1419,7 @@ cdef WriteBatch _build_batch(Scan* s):
     batch.source = s.source
     batch.skip_label_validation = s.skip_label_validation
     batch.skip_label_count_validation = s.skip_label_count_validation
+    batch.created_timestamps = np.zeros(n_series, dtype=np.int64)
     return batch
 
 
@@ -1461,3 +1460,486 @@ def decode_write_request(const uint8_t[::1] data not None, *, bint decode_exempl
         return _build_batch(&s)
     finally:
         _scan_free(&s)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Remote write 2.0 (`io.prometheus.write.v2.Request`, Prometheus's prompb/io/prometheus/write/v2)
+#
+# Request{symbols = 4 (repeated string), timeseries = 5}; fields 1-3 are reserved (Mimir reports a
+# 1.0 Timeseries or Metadata field as an error). TimeSeries{labels_refs = 1 (packed uint32, pairs of
+# symbol indices), samples = 2, histograms = 3, exemplars = 4, metadata = 5, created_timestamp = 6};
+# Exemplar{labels_refs = 1, value = 2, timestamp = 3}; Metadata{type = 1, help_ref = 3, unit_ref = 4};
+# Sample and Histogram are laid out as in 1.0. Mimir's extra fields (Source = 2 would clash with the
+# reserved range, but Mimir reads it; skip flags 1000/1001) are read as in 1.0.
+
+
+cdef struct SymbolRef:
+    Py_ssize_t offset
+    Py_ssize_t length
+
+
+cdef struct SeriesV2Ref:
+    Py_ssize_t label_start   # index of the first name reference in ScanV2.label_refs
+    Py_ssize_t label_count
+    Py_ssize_t sample_start
+    int64_t created_timestamp
+    bint has_metadata
+    int32_t metadata_type
+    uint32_t help_ref
+    uint32_t unit_ref
+
+
+cdef struct ScanV2:
+    # `base` collects samples, exemplars (their label_start/label_count index exemplar_label_refs),
+    # histograms, the flags and the error exactly as a 1.0 scan does.
+    Scan base
+    GrowBuf symbols
+    GrowBuf series_messages
+    GrowBuf series
+    GrowBuf label_refs
+    GrowBuf exemplar_label_refs
+
+
+cdef int read_label_refs(ScanV2* s, Py_ssize_t* pos, Py_ssize_t end, uint32_t wire_type, GrowBuf* out,
+                         Py_ssize_t* label_count, bint exemplar, Py_ssize_t start) noexcept nogil:
+    """A packed run of symbol references, two per label, each checked against the symbol table."""
+    cdef const uint8_t* data = s.base.data
+    cdef const char* message = "Exemplar" if exemplar else "TimeSeries"
+    cdef int odd_error = ERR_RW2_ODD_EXEMPLAR_LABEL_REFS if exemplar else ERR_RW2_ODD_LABEL_REFS
+    cdef int ref_error = ERR_RW2_INVALID_EXEMPLAR_LABEL_REF if exemplar else ERR_RW2_INVALID_LABEL_REF
+    cdef Py_ssize_t length, packed_end, i, elements = 0
+    cdef uint64_t value
+    cdef void* slot
+    cdef int rc
+    if wire_type == WT_VARINT:
+        # Mimir reads label references only packed; a single unpacked one counts as an odd number.
+        return fail(&s.base.error, odd_error, message, NULL, wire_type, 1, start)
+    if wire_type != WT_LEN:
+        return fail(&s.base.error, ERR_WIRE_TYPE, message, "LabelsRefs", wire_type, 1, start)
+    rc = read_length(data, pos, end, &length)
+    if rc:
+        return fail(&s.base.error, rc, message, NULL, wire_type, 1, start)
+    packed_end = pos[0] + length
+    for i in range(pos[0], packed_end):
+        if data[i] < 0x80:
+            elements += 1
+    if elements % 2:
+        return fail(&s.base.error, odd_error, message, NULL, wire_type, 1, start)
+    while pos[0] < packed_end:
+        rc = read_varint(data, pos, packed_end, &value)
+        if rc:
+            return fail(&s.base.error, rc, message, NULL, wire_type, 1, start)
+        # Mimir keeps the low 32 bits of an oversized reference, as a uint32 field decodes.
+        if <uint32_t>value >= <uint64_t>s.symbols.count:
+            return fail(&s.base.error, ref_error, message, NULL, wire_type, 1, start)
+        slot = growbuf_push(out)
+        if slot == NULL:
+            return fail(&s.base.error, ERR_NO_MEMORY, message, NULL, 0, 0, start)
+        (<uint32_t*>slot)[0] = <uint32_t>value
+    label_count[0] += elements // 2
+    return 0
+
+
+cdef int scan_exemplar_v2(ScanV2* s, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t series) noexcept nogil:
+    cdef const uint8_t* data = s.base.data
+    cdef ExemplarRef exemplar
+    cdef uint64_t field_number
+    cdef uint64_t timestamp = 0
+    cdef uint32_t wire_type
+    cdef Py_ssize_t start
+    cdef void* slot
+    cdef int rc
+    exemplar.series = series
+    exemplar.label_start = s.exemplar_label_refs.count
+    exemplar.label_count = 0
+    exemplar.value_bits = 0
+    while pos < end:
+        start = pos
+        if read_tag(data, &pos, end, &field_number, &wire_type, &s.base.error, "Exemplar"):
+            return -1
+        if field_number == 1:
+            if read_label_refs(s, &pos, end, wire_type, &s.exemplar_label_refs, &exemplar.label_count, True,
+                               start):
+                return -1
+        elif field_number == 2:
+            if wire_type != WT_FIXED64:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "Exemplar", "Value", wire_type, field_number, start)
+            if end - pos < 8:
+                return fail(&s.base.error, ERR_EOF, "Exemplar", NULL, wire_type, field_number, start)
+            exemplar.value_bits = load_le64(data + pos)
+            pos += 8
+        elif field_number == 3:
+            if wire_type != WT_VARINT:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "Exemplar", "Timestamp", wire_type, field_number, start)
+            rc = read_varint(data, &pos, end, &timestamp)
+            if rc:
+                return fail(&s.base.error, rc, "Exemplar", NULL, wire_type, field_number, start)
+        elif skip_field(data, &pos, end, field_number, wire_type, start, &s.base.error, "Exemplar"):
+            return -1
+    exemplar.timestamp = <int64_t>timestamp
+    slot = growbuf_push(&s.base.exemplars)
+    if slot == NULL:
+        return fail(&s.base.error, ERR_NO_MEMORY, "Exemplar", NULL, 0, 0, pos)
+    (<ExemplarRef*>slot)[0] = exemplar
+    return 0
+
+
+cdef int scan_metadata_v2(ScanV2* s, Py_ssize_t pos, Py_ssize_t end, SeriesV2Ref* series) noexcept nogil:
+    cdef const uint8_t* data = s.base.data
+    cdef uint64_t field_number, value
+    cdef uint32_t wire_type
+    cdef Py_ssize_t start
+    cdef int32_t metric_type = 0
+    cdef uint32_t help_ref = 0, unit_ref = 0
+    cdef int rc
+    while pos < end:
+        start = pos
+        if read_tag(data, &pos, end, &field_number, &wire_type, &s.base.error, "Metadata"):
+            return -1
+        if field_number == 1 or field_number == 3 or field_number == 4:
+            if wire_type != WT_VARINT:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "Metadata",
+                            "Type" if field_number == 1 else ("HelpRef" if field_number == 3 else "UnitRef"),
+                            wire_type, field_number, start)
+            rc = read_varint(data, &pos, end, &value)
+            if rc:
+                return fail(&s.base.error, rc, "Metadata", NULL, wire_type, field_number, start)
+            if field_number == 1:
+                metric_type = <int32_t>value
+            elif <uint32_t>value >= <uint64_t>s.symbols.count:
+                return fail(&s.base.error, ERR_RW2_INVALID_HELP_REF if field_number == 3 else ERR_RW2_INVALID_UNIT_REF,
+                            "Metadata", NULL, wire_type, field_number, start)
+            elif field_number == 3:
+                help_ref = <uint32_t>value
+            else:
+                unit_ref = <uint32_t>value
+        elif skip_field(data, &pos, end, field_number, wire_type, start, &s.base.error, "Metadata"):
+            return -1
+    if not series.has_metadata:
+        # Mimir keeps the first metadata of a metric family; for one series that is its first.
+        series.has_metadata = True
+        series.metadata_type = metric_type
+        series.help_ref = help_ref
+        series.unit_ref = unit_ref
+    return 0
+
+
+cdef int scan_series_v2(ScanV2* s, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t index) noexcept nogil:
+    cdef const uint8_t* data = s.base.data
+    cdef SeriesV2Ref* series = <SeriesV2Ref*>growbuf_push(&s.series)
+    cdef uint64_t field_number, value
+    cdef uint32_t wire_type
+    cdef Py_ssize_t start, length
+    cdef MessageRef* histogram
+    cdef int rc
+    if series == NULL:
+        return fail(&s.base.error, ERR_NO_MEMORY, "TimeSeries", NULL, 0, 0, pos)
+    memset(series, 0, sizeof(SeriesV2Ref))
+    series.label_start = s.label_refs.count
+    series.sample_start = s.base.timestamps.count
+    while pos < end:
+        start = pos
+        if read_tag(data, &pos, end, &field_number, &wire_type, &s.base.error, "TimeSeries"):
+            return -1
+        if field_number == 1:
+            if read_label_refs(s, &pos, end, wire_type, &s.label_refs, &series.label_count, False, start):
+                return -1
+        elif 2 <= field_number <= 5:
+            if wire_type != WT_LEN:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "TimeSeries",
+                            "Samples" if field_number == 2 else (
+                                "Histograms" if field_number == 3 else (
+                                    "Exemplars" if field_number == 4 else "Metadata")),
+                            wire_type, field_number, start)
+            rc = read_length(data, &pos, end, &length)
+            if rc:
+                return fail(&s.base.error, rc, "TimeSeries", NULL, wire_type, field_number, start)
+            if field_number == 2:
+                if scan_sample(&s.base, pos, pos + length):
+                    return -1
+            elif field_number == 3:
+                histogram = <MessageRef*>growbuf_push(&s.base.histograms)
+                if histogram == NULL:
+                    return fail(&s.base.error, ERR_NO_MEMORY, "TimeSeries", NULL, 0, 0, start)
+                histogram.series = index
+                histogram.offset = pos
+                histogram.length = length
+            elif field_number == 4:
+                if s.base.decode_exemplars and scan_exemplar_v2(s, pos, pos + length, index):
+                    return -1
+            elif scan_metadata_v2(s, pos, pos + length, series):
+                return -1
+            pos += length
+        elif field_number == 6:
+            if wire_type != WT_VARINT:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "TimeSeries", "CreatedTimestamp", wire_type,
+                            field_number, start)
+            rc = read_varint(data, &pos, end, &value)
+            if rc:
+                return fail(&s.base.error, rc, "TimeSeries", NULL, wire_type, field_number, start)
+            series.created_timestamp = <int64_t>value
+        elif skip_field(data, &pos, end, field_number, wire_type, start, &s.base.error, "TimeSeries"):
+            return -1
+    return 0
+
+
+cdef int scan_request_v2(ScanV2* s) noexcept nogil:
+    """Top level first (symbols may follow the series that use them), then every series."""
+    cdef const uint8_t* data = s.base.data
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t end = s.base.size
+    cdef Py_ssize_t start, length, i
+    cdef uint64_t field_number, value
+    cdef uint32_t wire_type
+    cdef SymbolRef* symbol
+    cdef MessageRef* message
+    cdef int rc
+    while pos < end:
+        start = pos
+        if read_tag(data, &pos, end, &field_number, &wire_type, &s.base.error, "Request"):
+            return -1
+        if field_number == 1:
+            return fail(&s.base.error, ERR_RW2_V1_TIMESERIES, "Request", NULL, wire_type, field_number, start)
+        if field_number == 3:
+            return fail(&s.base.error, ERR_RW2_V1_METADATA, "Request", NULL, wire_type, field_number, start)
+        if field_number == 4 or field_number == 5:
+            if wire_type != WT_LEN:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "Request", "Symbols" if field_number == 4 else "Timeseries",
+                            wire_type, field_number, start)
+            rc = read_length(data, &pos, end, &length)
+            if rc:
+                return fail(&s.base.error, rc, "Request", NULL, wire_type, field_number, start)
+            if field_number == 4:
+                if s.symbols.count == 0 and length != 0:
+                    return fail(&s.base.error, ERR_RW2_FIRST_SYMBOL, "Request", NULL, wire_type, field_number, start)
+                symbol = <SymbolRef*>growbuf_push(&s.symbols)
+                if symbol == NULL:
+                    return fail(&s.base.error, ERR_NO_MEMORY, "Request", NULL, 0, 0, start)
+                symbol.offset = pos
+                symbol.length = length
+            else:
+                message = <MessageRef*>growbuf_push(&s.series_messages)
+                if message == NULL:
+                    return fail(&s.base.error, ERR_NO_MEMORY, "Request", NULL, 0, 0, start)
+                message.series = s.series_messages.count - 1
+                message.offset = pos
+                message.length = length
+            pos += length
+        elif (field_number == FIELD_SOURCE or field_number == FIELD_SKIP_LABEL_VALIDATION
+              or field_number == FIELD_SKIP_LABEL_COUNT_VALIDATION):
+            if wire_type != WT_VARINT:
+                return fail(&s.base.error, ERR_WIRE_TYPE, "Request", _field_name(REQUEST_FIELDS, field_number),
+                            wire_type, field_number, start)
+            rc = read_varint(data, &pos, end, &value)
+            if rc:
+                return fail(&s.base.error, rc, "Request", NULL, wire_type, field_number, start)
+            if field_number == FIELD_SOURCE:
+                s.base.source = <int32_t>value
+            elif field_number == FIELD_SKIP_LABEL_VALIDATION:
+                s.base.skip_label_validation = value != 0
+            else:
+                s.base.skip_label_count_validation = value != 0
+        elif skip_field(data, &pos, end, field_number, wire_type, start, &s.base.error, "Request"):
+            return -1
+    message = <MessageRef*>s.series_messages.data
+    for i in range(s.series_messages.count):
+        s.base.error.series = i
+        if scan_series_v2(s, message[i].offset, message[i].offset + message[i].length, i):
+            return -1
+    s.base.error.series = -1
+    return 0
+
+
+# Suffixes a metric family's series carry beyond the family name, by metric type (Mimir names RW2
+# metadata after the family, not after the series).
+_FAMILY_SUFFIXES = {
+    METRIC_TYPE_COUNTER: ("_total",),
+    METRIC_TYPE_HISTOGRAM: ("_bucket", "_count", "_sum"),
+    METRIC_TYPE_GAUGEHISTOGRAM: ("_bucket", "_gcount", "_gsum"),
+    METRIC_TYPE_SUMMARY: ("_count", "_sum"),
+}
+
+
+def metric_family_name(str metric_name, int metric_type):
+    """The metric family a series named `metric_name` belongs to, given the family's type."""
+    for suffix in _FAMILY_SUFFIXES.get(metric_type, ()):
+        if metric_name.endswith(suffix) and metric_name != suffix:
+            return metric_name[:-len(suffix)]
+    return metric_name
+
+
+cdef class _SymbolTable:
+    """The request's symbols as str, decoded on first use; label pairs shared by their two references."""
+    cdef const uint8_t* data
+    cdef SymbolRef* refs
+    cdef list texts
+    cdef dict pairs
+
+    cdef object text(self, uint32_t index):
+        cdef object text = self.texts[index]
+        if text is None:
+            text = _decode_label_text(self.data + self.refs[index].offset, self.refs[index].length)
+            self.texts[index] = text
+        return text
+
+    cdef str help_text(self, uint32_t index):
+        # Help and unit go to the metadata store as text; bytes that are not UTF-8 become U+FFFD.
+        return (<const char*>self.data)[self.refs[index].offset:self.refs[index].offset
+                                        + self.refs[index].length].decode("utf-8", "replace")
+
+    cdef tuple labels(self, uint32_t* refs, Py_ssize_t count):
+        cdef tuple result = PyTuple_New(count)
+        cdef Py_ssize_t i
+        cdef uint64_t key
+        cdef object pair
+        for i in range(count):
+            key = (<uint64_t>refs[2 * i] << 32) | refs[2 * i + 1]
+            pair = self.pairs.get(key)
+            if pair is None:
+                pair = (self.text(refs[2 * i]), self.text(refs[2 * i + 1]))
+                self.pairs[key] = pair
+            Py_INCREF(pair)
+            PyTuple_SET_ITEM(result, i, pair)
+        return result
+
+
+cdef list _build_histograms(Scan* s):
+    cdef list result = []
+    cdef MessageRef* refs = <MessageRef*>s.histograms.data
+    cdef HistogramScan histogram
+    cdef DecodeError err
+    cdef Py_ssize_t i
+    for i in range(s.histograms.count):
+        histogram_scan_init(&histogram)
+        memset(&err, 0, sizeof(DecodeError))
+        err.series = refs[i].series
+        try:
+            if scan_histogram(s.data, refs[i].offset, refs[i].offset + refs[i].length, &histogram, &err):
+                raise_decode_error(&err)
+            result.append((refs[i].series, _histogram_from_scan(&histogram)))
+        finally:
+            histogram_scan_free(&histogram)
+    return result
+
+
+cdef WriteBatch _build_batch_v2(ScanV2* s):
+    cdef WriteBatch batch = WriteBatch.__new__(WriteBatch)
+    cdef _SymbolTable symbols = _SymbolTable.__new__(_SymbolTable)
+    cdef SeriesV2Ref* series = <SeriesV2Ref*>s.series.data
+    cdef uint32_t* label_refs = <uint32_t*>s.label_refs.data
+    cdef uint32_t* exemplar_label_refs = <uint32_t*>s.exemplar_label_refs.data
+    cdef ExemplarRef* exemplars = <ExemplarRef*>s.base.exemplars.data
+    cdef Py_ssize_t n_series = s.series.count
+    cdef Py_ssize_t i
+    cdef cnp.ndarray offsets, created
+    cdef int64_t* offset_data
+    cdef int64_t* created_data
+    cdef set families = set()
+
+    symbols.data = s.base.data
+    symbols.refs = <SymbolRef*>s.symbols.data
+    symbols.texts = [None] * s.symbols.count
+    symbols.pairs = {}
+    series_labels = [None] * n_series
+    offsets = np.empty(n_series + 1, dtype=np.int64)
+    created = np.empty(n_series, dtype=np.int64)
+    offset_data = <int64_t*>cnp.PyArray_DATA(offsets)
+    created_data = <int64_t*>cnp.PyArray_DATA(created)
+    batch.metadata = []
+    for i in range(n_series):
+        labels = symbols.labels(label_refs + series[i].label_start, series[i].label_count)
+        series_labels[i] = labels
+        offset_data[i] = series[i].sample_start
+        created_data[i] = series[i].created_timestamp
+        if series[i].has_metadata:
+            _add_series_metadata(batch.metadata, families, labels, &series[i], symbols)
+    offset_data[n_series] = s.base.timestamps.count
+    batch.series_labels = series_labels
+    batch.sample_offsets = offsets
+    batch.created_timestamps = created
+    batch.timestamps = _array_from_growbuf(&s.base.timestamps, cnp.NPY_INT64)
+    batch.values = _array_from_growbuf(&s.base.values, cnp.NPY_FLOAT64)
+    batch.exemplars = [
+        (exemplars[i].series,
+         symbols.labels(exemplar_label_refs + exemplars[i].label_start, exemplars[i].label_count),
+         float_from_bits(exemplars[i].value_bits), exemplars[i].timestamp)
+        for i in range(s.base.exemplars.count)
+    ]
+    batch.histograms = _build_histograms(&s.base)
+    batch.source = s.base.source
+    batch.skip_label_validation = s.base.skip_label_validation
+    batch.skip_label_count_validation = s.base.skip_label_count_validation
+    return batch
+
+
+cdef void _add_series_metadata(list metadata, set families, tuple labels, SeriesV2Ref* series,
+                               _SymbolTable symbols):
+    """Mimir's conversion of a series' metadata: named after its family, kept once per family, and only
+    when it says something (a type, help or unit)."""
+    metric_name = ""
+    for name, value in labels:
+        if name == "__name__":
+            metric_name = value
+            break
+    family = metric_family_name(metric_name, series.metadata_type)
+    if not family or family in families:
+        return
+    if not family.isascii():
+        try:
+            family.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a name that is not UTF-8: its series is refused in validation, and so is this
+    help_text = symbols.help_text(series.help_ref)
+    unit = symbols.help_text(series.unit_ref)
+    if not help_text and not unit and series.metadata_type == 0:
+        return
+    families.add(family)
+    metadata.append((series.metadata_type, family, help_text, unit))
+
+
+cdef void _scan_v2_free(ScanV2* s) noexcept nogil:
+    _scan_free(&s.base)
+    growbuf_free(&s.symbols)
+    growbuf_free(&s.series_messages)
+    growbuf_free(&s.series)
+    growbuf_free(&s.label_refs)
+    growbuf_free(&s.exemplar_label_refs)
+
+
+def decode_write_request_v2(const uint8_t[::1] data not None, *, bint decode_exemplars=True):
+    """Decode an uncompressed remote write 2.0 request body into a `WriteBatch` laid out as for 1.0.
+
+    Label references are resolved against the symbol table, whose first entry must be the empty
+    string; per-series metadata becomes (type, family name, help, unit) entries, one per family.
+    Malformed input raises ValueError, with Mimir's texts for the 2.0-specific problems (e.g.
+    `proto: Remote Write 2.0 invalid label reference`).
+    """
+    cdef ScanV2 s
+    cdef int rc
+    cdef uint8_t empty = 0
+    memset(&s, 0, sizeof(ScanV2))
+    s.base.data = &data[0] if data.shape[0] else &empty
+    s.base.size = data.shape[0]
+    s.base.decode_exemplars = decode_exemplars
+    s.base.error.series = -1
+    growbuf_init(&s.base.series, sizeof(SeriesRef))
+    growbuf_init(&s.base.labels, sizeof(LabelRef))
+    growbuf_init(&s.base.exemplar_labels, sizeof(LabelRef))
+    growbuf_init(&s.base.timestamps, sizeof(int64_t))
+    growbuf_init(&s.base.values, sizeof(uint64_t))
+    growbuf_init(&s.base.exemplars, sizeof(ExemplarRef))
+    growbuf_init(&s.base.histograms, sizeof(MessageRef))
+    growbuf_init(&s.base.metadata, sizeof(MessageRef))
+    growbuf_init(&s.symbols, sizeof(SymbolRef))
+    growbuf_init(&s.series_messages, sizeof(MessageRef))
+    growbuf_init(&s.series, sizeof(SeriesV2Ref))
+    growbuf_init(&s.label_refs, sizeof(uint32_t))
+    growbuf_init(&s.exemplar_label_refs, sizeof(uint32_t))
+    try:
+        with nogil:
+            rc = scan_request_v2(&s)
+        if rc:
+            raise_decode_error(&s.base.error)
+        return _build_batch_v2(&s)
+    finally:
+        _scan_v2_free(&s)

@@ -38,7 +38,12 @@ from mimird.distributor.ratelimit import (
     request_rate_message,
     retry_after_seconds,
 )
-from mimird.distributor.remotewrite import PushDecodeError, decode_push_body, message_size_error
+from mimird.distributor.remotewrite import (
+    PushDecodeError,
+    decode_push_body,
+    is_remote_write_v2,
+    message_size_error,
+)
 from mimird.distributor.stats import IngestionRates
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
@@ -68,6 +73,13 @@ def check_ha_timeouts(limits: dict) -> None:
     if failover < minimum:
         raise ConfigError(f"HA Tracker failover timeout ({go_duration(round(failover * 1e9))}) must be at least 1s "
                           f"greater than update timeout - max jitter ({go_duration(round(minimum * 1e9))})")
+
+
+def _written_headers(written: dict) -> list[tuple[str, str]]:
+    """Remote write 2.0's response headers: what was forwarded to the ingester."""
+    return [("X-Prometheus-Remote-Write-Samples-Written", str(written["samples"])),
+            ("X-Prometheus-Remote-Write-Histograms-Written", str(written["histograms"])),
+            ("X-Prometheus-Remote-Write-Exemplars-Written", str(written["exemplars"]))]
 
 
 def _rate_limited_status(limits: dict) -> int:
@@ -181,15 +193,20 @@ class Distributor(Service):
 
     # remote write
     async def push(self, request: Request) -> Response:
-        """POST /api/v1/push: Prometheus remote write 1.0."""
+        """POST /api/v1/push: Prometheus remote write 1.0 and 2.0.
+
+        A 2.0 answer, error or not, carries the X-Prometheus-Remote-Write-{Samples,Histograms,
+        Exemplars}-Written counts of what passed validation and went to the ingester.
+        """
         tenant = request.tenant
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_message_size:
             raise HTTPError(400, message_size_error(int(length), self.max_message_size).message)
         exemplars_on = bool(self.overrides.get(tenant, "max_global_exemplars_per_user"))
+        content_type = request.headers.get("content-type")
         try:
-            batch = decode_push_body(request.body, request.headers.get("content-encoding"),
-                                     request.headers.get("content-type"),
+            v2 = is_remote_write_v2(content_type)
+            batch = decode_push_body(request.body, request.headers.get("content-encoding"), content_type,
                                      request.headers.get("x-prometheus-remote-write-version"),
                                      max_message_size=self.max_message_size, decode_exemplars=exemplars_on)
         except PushDecodeError as exc:
@@ -199,11 +216,20 @@ class Distributor(Service):
                       and request.headers.get("x-mimir-skiplabelnamevalidation", "").lower() == "true")
         skip_count = (api.skip_label_count_validation_header_enabled and batch.skip_label_count_validation
                       and request.headers.get("x-mimir-skiplabelcountvalidation", "").lower() == "true")
-        return self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(), batch.timestamps.tolist(),
-                           batch.values.tolist(), batch.exemplars, batch.metadata, histograms=batch.histograms,
-                           from_rule=batch.source == SOURCE_RULE, skip_label_validation=skip_names,
-                           skip_label_count_validation=skip_count,
-                           retry_attempt=request.headers.get("retry-attempt"))
+        written = {"samples": 0, "histograms": 0, "exemplars": 0} if v2 else None
+        try:
+            response = self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(),
+                                   batch.timestamps.tolist(), batch.values.tolist(), batch.exemplars, batch.metadata,
+                                   histograms=batch.histograms, from_rule=batch.source == SOURCE_RULE,
+                                   skip_label_validation=skip_names, skip_label_count_validation=skip_count,
+                                   retry_attempt=request.headers.get("retry-attempt"), written=written)
+        except HTTPError as error:
+            if written is not None:
+                error.headers.extend(_written_headers(written))
+            raise
+        if written is not None:
+            response.headers.extend(_written_headers(written))
+        return response
 
     def _refuse(self, status: int, message: str, retry_attempt: str | None) -> HTTPError:
         """An error answer; 429 and 5xx carry Retry-After when enabled."""
@@ -216,7 +242,8 @@ class Distributor(Service):
     # the shared write path
     def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=(), *,
                histograms=(), from_rule: bool = False, skip_label_validation: bool = False,
-               skip_label_count_validation: bool = False, retry_attempt: str | None = None) -> Response:
+               skip_label_count_validation: bool = False, retry_attempt: str | None = None,
+               written: dict | None = None) -> Response:
         """The shared write path of remote write, OTLP and Influx: limits, HA, validation, then the ingester.
 
         `series_pairs[i]` are series i's (name, value) label pairs in any order; its samples are
@@ -226,7 +253,9 @@ class Distributor(Service):
         stored, as the ingester keeps float samples only. `from_rule` marks ruler
         writes (counted in the rule ingestion rate); the skip flags are the already-checked
         X-Mimir-SkipLabel{Name,Count}Validation opt-outs; `retry_attempt` is the client's Retry-Attempt
-        header. Returns the 200 answer or raises HTTPError with Mimir's status and message.
+        header. `written`, when given, receives the "samples", "histograms" and "exemplars" counts
+        forwarded to the ingester. Returns the 200 answer or raises HTTPError with Mimir's status
+        and message.
         """
         m = self.metrics
         limits = self.overrides.for_tenant(tenant)
@@ -329,6 +358,8 @@ class Distributor(Service):
                                         exemplars=kept_exemplars, metadata=kept_metadata)
         except IngesterUnavailable as exc:
             raise self._refuse(503, f"failed pushing to ingester {self.instance_id}: {exc}", retry_attempt) from None
+        if written is not None:
+            written.update(samples=len(kept_ts), histograms=histogram_count, exemplars=len(kept_exemplars))
         m.received_requests.labels(tenant).inc()
         m.received_samples.labels(tenant).inc(len(kept_ts))
         if kept_exemplars:
@@ -401,6 +432,8 @@ class Distributor(Service):
             if reason is not None:
                 self.metrics.discarded_exemplars.labels(reason, tenant).inc()
                 continue
+            if not v.storable_labels(ex_labels):
+                continue  # Mimir would keep the raw bytes; they cannot be stored as text here
             kept.append((labels, tuple(sorted(ex_labels)), value, ts))
         return kept
 

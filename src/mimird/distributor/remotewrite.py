@@ -6,9 +6,8 @@ that fails (pkg/distributor/push.go, pkg/util/http.go `ParseProtoReader`):
 * The body is always a snappy *block* (not framed) whatever `Content-Encoding` says, and
   `X-Prometheus-Remote-Write-Version` is not looked at.
 * Only `Content-Type` picks the protocol: remote write 1.0 unless it is `application/x-protobuf` with
-  `proto=io.prometheus.write.v2.Request`. Remote write 2.0 is not accepted here; it is answered the
-  way Prometheus's own receiver answers a message type it does not accept (415), which tells a
-  Prometheus sender to fall back to 1.0.
+  `proto=io.prometheus.write.v2.Request`, which is decoded as remote write 2.0 (symbol table, label
+  references, per-series metadata) into the same `WriteBatch` layout.
 * Both the compressed size and the size announced in the snappy header are checked against the
   limit before anything is decompressed, so a small body cannot make us allocate a huge buffer.
 * Everything else that fails (bad content-type parameters, corrupt snappy, malformed protobuf) is a
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import snappy
 
-from mimird._fast.remotewrite import WriteBatch, decode_write_request
+from mimird._fast.remotewrite import WriteBatch, decode_write_request, decode_write_request_v2
 
 DEFAULT_MAX_MESSAGE_SIZE = 100 << 20
 """`-distributor.max-recv-msg-size`: 100 MiB."""
@@ -136,14 +135,9 @@ def decode_push_body(
     whose `max_global_exemplars_per_user` is 0).
     """
     del content_encoding, version_header
-    if is_remote_write_v2(content_type):
-        raise PushDecodeError(
-            415,
-            f"{WRITE_V2_MESSAGE} protobuf message is not accepted by this server; only accepts "
-            f"{WRITE_V1_MESSAGE} (send remote write 1.0: protobuf_message: {WRITE_V1_MESSAGE})",
-        )
+    decode = decode_write_request_v2 if is_remote_write_v2(content_type) else decode_write_request
     raw = decompress_body(body, max_message_size)
     try:
-        return decode_write_request(raw, decode_exemplars=decode_exemplars)
+        return decode(raw, decode_exemplars=decode_exemplars)
     except ValueError as error:
         raise PushDecodeError(400, str(error)) from None

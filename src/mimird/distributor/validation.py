@@ -88,9 +88,13 @@ def _valid_utf8(text: str) -> bool:
     return True
 
 
+_SURROGATE_RUN = re.compile("[\ud800-\udfff]+")
+
+
 def _to_valid_utf8(text: str) -> str:
-    """Go's strings.ToValidUTF8(s, "\ufffd"): unencodable code points (lone surrogates) become U+FFFD."""
-    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    """Go's strings.ToValidUTF8(s, "\ufffd"): each run of bytes that were not UTF-8 (decoded as lone
+    surrogates) becomes one U+FFFD."""
+    return _SURROGATE_RUN.sub("\ufffd", text)
 
 
 def _remove_non_ascii(name: str) -> str:
@@ -152,7 +156,7 @@ def validate_labels(labels: Labels, limits: dict, skip_label_validation: bool = 
         # Valid names are ASCII, so their length in bytes is their length; they are remembered.
         if name in _VALID_LABEL_NAMES:
             name_length = len(name)
-        elif skip_label_validation or _LABEL_NAME_RE.fullmatch(name):
+        elif (skip_label_validation and _valid_utf8(name)) or _LABEL_NAME_RE.fullmatch(name):
             name_length = len(name.encode("utf-8", "surrogateescape"))
             if not skip_label_validation:
                 _remember(_VALID_LABEL_NAMES, name)
@@ -167,7 +171,9 @@ def validate_labels(labels: Labels, limits: dict, skip_label_validation: bool = 
         if value.isascii():
             value_length = len(value)
         else:
-            if not skip_label_validation and not _valid_utf8(value):
+            # Checked even when label validation is skipped: a value that is not UTF-8 (kept by the
+            # decoder as surrogates) cannot be stored, where Mimir would store the raw bytes.
+            if not _valid_utf8(value):
                 return LABEL_VALUE_INVALID, plain_message(
                     f"received a series with invalid value in label '{_cut(name)}': '{_cut(_to_valid_utf8(value))}' "
                     f"metric: '{_cut(_to_valid_utf8(metric))}'", "label-value-invalid")
@@ -234,6 +240,14 @@ def check_histograms(histograms, labels: Labels, bounds: SampleTimeBounds) -> tu
                 f"received a native histogram sample with an invalid schema: {schema}",
                 "invalid-native-histogram-schema")), 0
     return None, len(seen)
+
+
+def storable_labels(pairs) -> bool:
+    """Whether every name and value is valid UTF-8 (decoded bytes that were not are lone surrogates)."""
+    for name, value in pairs:
+        if not (name.isascii() and value.isascii()) and not (_valid_utf8(name) and _valid_utf8(value)):
+            return False
+    return True
 
 
 def exemplar_discard_reason(labels, ts: int, min_ts: int, max_ts: int) -> str | None:
