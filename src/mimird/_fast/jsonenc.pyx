@@ -11,18 +11,23 @@ ones jsonfmt's rules define (and `tests/jsonenc_reference.py` renders in plain P
 * label sets as objects in label order, strings escaped as Mimir's query-frontend codec does
   (no HTML escaping: only `"`, `\\`, control characters; lone surrogates become `\\ufffd`).
 
-Shortest digits come from CPython's own dtoa (`PyOS_double_to_string` in 'r' mode, the digits of
-`repr(float)`); integral values below 2**53 are written directly, which covers counters and the
-common gauges without calling it.
+Shortest digits are those of `repr(float)`. Integral values below 2**53 are their integer's digits;
+other values from 1e-4 to 1e15 (nearly every gauge) are found with exact 128-bit integer arithmetic
+(`put_short_decimal`); the rest, and exact ties, go through CPython's own dtoa (`PyOS_double_to_string`
+in 'r' mode), whose exponent form is rewritten where Go writes fixed notation.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.math cimport INFINITY, fabs, floor, isinf, isnan, nextafter, rint, signbit
+from libc.math cimport fabs, floor, frexp, isinf, isnan, ldexp, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
 
 import numpy as np
+
+cdef extern from *:
+    """typedef unsigned __int128 jsonenc_u128;"""
+    ctypedef unsigned long long u128 "jsonenc_u128"
 
 cdef extern from "Python.h":
     char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
@@ -33,10 +38,16 @@ cdef extern from "Python.h":
 # Integral doubles below this are exactly their integer's digits (no two integers share a double).
 cdef double EXACT_INTEGER_LIMIT = 9007199254740992.0
 cdef const char *HEX_DIGITS = b"0123456789abcdef"
+cdef uint64_t TWO_TO_52 = 4503599627370496
+cdef uint64_t TEN_TO_18 = 1000000000000000000
 # 10**0 .. 10**22, every one exact in a double.
 cdef double POWERS_OF_TEN[23]
 for _exponent in range(23):
     POWERS_OF_TEN[_exponent] = float(10 ** _exponent)
+# 10**0 .. 10**19, the ones a uint64 holds.
+cdef uint64_t POWERS_OF_TEN_U64[20]
+for _exponent in range(20):
+    POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
 
 
 cdef struct Buffer:
@@ -162,32 +173,66 @@ cdef int put_fixed_from_exponent(Buffer *buf, const char *shortest) except -1:
 
 
 cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -1:
-    """Write `value` as `n / 10**k` with the fewest decimals k that reproduce it, and return 1; return 0
-    (writing nothing) when that is not provably the shortest round-trip form, for dtoa to decide.
+    """Write `value` (1e-4 <= |value| < 1e15, not integral) as `n / 10**k` with the fewest decimals k
+    that read back as it, and return 1; return 0, writing nothing, when two such n are equally near, for dtoa to
+    pick.
 
-    With the product |v| * 10**k below 2**50 its rounding error is under 1/16, and with ulp(v) * 10**k
-    below 1/2 at most one integer n can round back to v and any such n lies within 0.05 of the exact
-    product: so rint finds n whenever one exists, the first k that round-trips gives the fewest digits,
-    and those digits are the unique shortest ones, which are what repr (dtoa mode 0) prints. The
-    division n / 10**k is exact-operand IEEE division, rounded as strtod rounds the decimal text."""
-    cdef double ulp = nextafter(magnitude, INFINITY) - magnitude
-    cdef double scaled
-    cdef double rounded
-    cdef int decimals
+    Exact integer arithmetic: |v| = m / 2**q with m the 53-bit mantissa, and the decimals that read
+    back as v are those inside its rounding interval, [(4m - 2) / 2**(q + 2), (4m + 2) / 2**(q + 2)]
+    (4m - 1 below a power of two, where the next smaller double is closer), its ends included when m
+    is even (round half to even). Scaled by 10**k both ends stay below 2**125. The first k whose
+    interval holds an integer gives the fewest significant digits; of those integers repr (dtoa's
+    shortest mode) prints the one nearest to v * 10**k."""
+    cdef int binary_exponent
+    cdef double fraction = frexp(magnitude, &binary_exponent)
+    cdef uint64_t mantissa = <uint64_t>ldexp(fraction, 53)
+    cdef int shift = 53 - binary_exponent + 2
+    cdef u128 low = <u128>(4 * mantissa - (1 if mantissa == TWO_TO_52 else 2))
+    cdef u128 high = <u128>(4 * mantissa + 2)
+    cdef u128 first
+    cdef u128 last
+    cdef u128 scaled
+    cdef u128 remainder
+    cdef u128 nearest
+    cdef uint64_t digits
     cdef uint64_t integer_part
     cdef uint64_t fraction_part
     cdef uint64_t unit
+    cdef bint ends_included = mantissa % 2 == 0
+    cdef int decimals
     cdef int i
-    for decimals in range(1, 23):
-        scaled = magnitude * POWERS_OF_TEN[decimals]
-        if scaled >= 1125899906842624.0 or ulp * POWERS_OF_TEN[decimals] >= 0.5:
-            return 0
-        rounded = rint(scaled)
-        if rounded / POWERS_OF_TEN[decimals] != magnitude:
+    for decimals in range(1, 22):
+        low *= 10
+        high *= 10
+        first = (low + ((<u128>1 << shift) - 1)) >> shift
+        last = high >> shift
+        if not ends_included:
+            if (first << shift) == low:
+                first += 1
+            if (last << shift) == high:
+                last -= 1
+        if first > last:
             continue
-        unit = <uint64_t>POWERS_OF_TEN[decimals]
-        integer_part = <uint64_t>rounded // unit
-        fraction_part = <uint64_t>rounded % unit
+        if first != last:
+            # Several shortest forms: dtoa prints the one nearest to v; on an exact tie, leave it to dtoa.
+            scaled = (<u128>(4 * mantissa)) * <u128>POWERS_OF_TEN_U64[decimals] if decimals < 20 else 0
+            if decimals >= 20:
+                return 0
+            remainder = scaled & ((<u128>1 << shift) - 1)
+            if remainder == (<u128>1 << (shift - 1)):
+                return 0
+            nearest = (scaled >> shift) + (1 if remainder > (<u128>1 << (shift - 1)) else 0)
+            first = min(max(nearest, first), last)
+        if first >= TEN_TO_18:
+            return 0
+        digits = <uint64_t>first
+        if decimals > 18:
+            integer_part = 0
+            fraction_part = digits
+        else:
+            unit = <uint64_t>POWERS_OF_TEN[decimals]
+            integer_part = digits // unit
+            fraction_part = digits % unit
         buffer_reserve(buf, 48)
         if value < 0:
             buf.data[buf.length] = b'-'
