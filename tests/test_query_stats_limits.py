@@ -8,9 +8,13 @@ import re
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from conftest import Daemon, remote_write
+from mimird.tsdb.block import BlockReader, write_block
+from mimird.tsdb.fetchobserver import chunk_fetch_observer
+from mimird.tsdb.labels import Matcher
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
@@ -25,11 +29,33 @@ TIMINGS = ("evalTotalTime", "resultSortTime", "queryPreparationTime", "innerEval
            "execTotalTime")
 
 
+RUNTIME = ("overrides:\n  chunky:\n    max_fetched_chunks_per_query: 1\n"
+           "  heavy:\n    max_fetched_chunk_bytes_per_query: 1\n"
+           "  roomy:\n    max_fetched_chunk_bytes_per_query: 100000\n")
+CHUNKS_ERROR = (
+    "the query exceeded the maximum number of chunks (limit: 1 chunks) (err-mimir-max-chunks-per-query). "
+    "Consider reducing the time range and/or number of series selected by the query. One way to reduce the "
+    "number of selected series is to add more label matchers to the query. Otherwise, to adjust the related "
+    "per-tenant limit, configure -querier.max-fetched-chunks-per-query, or contact your service administrator.")
+CHUNK_BYTES_ERROR = (
+    "the query exceeded the aggregated chunks size limit (limit: 1 bytes) (err-mimir-max-chunks-bytes-per-query). "
+    "Consider reducing the time range and/or number of series selected by the query. One way to reduce the "
+    "number of selected series is to add more label matchers to the query. Otherwise, to adjust the related "
+    "per-tenant limit, configure -querier.max-fetched-chunk-bytes-per-query, or contact your service "
+    "administrator.")
+
+
+def _start(workdir) -> Daemon:
+    (workdir / "runtime.yaml").write_text(RUNTIME)
+    proc = Daemon(workdir, ["-runtime-config.file=runtime.yaml"]).start()
+    for tenant in ("team-a", "chunky", "heavy", "roomy"):
+        assert remote_write(proc, tenant, SERIES).status_code == 200
+    return proc
+
+
 @pytest.fixture(scope="module")
 def querier(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("querystats")
-    proc = Daemon(workdir, []).start()
-    assert remote_write(proc, "team-a", SERIES).status_code == 200
+    proc = _start(tmp_path_factory.mktemp("querystats"))
     yield proc
     proc.stop(signal.SIGKILL)
 
@@ -86,3 +112,53 @@ def test_no_stats_without_parameter(querier):
     scalar = get(querier, "/query", query="1", time=str(T0), stats="all").json()["data"]
     assert scalar["stats"]["samples"] == {"totalQueryableSamplesPerStep": [[T0, 0]], "totalQueryableSamples": 0,
                                           "peakSamples": 0}
+
+
+def _assert_limit_error(response, message: str) -> None:
+    assert response.status_code == 422, response.text
+    assert response.json() == {"status": "error", "errorType": "execution", "error": message}
+
+
+def _check_chunk_limits(daemon: Daemon) -> None:
+    at = str(T0 + 540)
+    # each series is one chunk: one series fits the limit of one chunk, both do not
+    assert get(daemon, "/query", "chunky", query='up{job="a"}', time=at).status_code == 200
+    _assert_limit_error(get(daemon, "/query", "chunky", query="up", time=at), CHUNKS_ERROR)
+    _assert_limit_error(get(daemon, "/query_range", "chunky", query="sum(rate(up[5m]))", start=str(T0),
+                            end=at, step="60"), CHUNKS_ERROR)
+    _assert_limit_error(get(daemon, "/query", "heavy", query='up{job="a"}', time=at), CHUNK_BYTES_ERROR)
+    assert len(get(daemon, "/query", "roomy", query="up", time=at).json()["data"]["result"]) == 2
+    # series requests read no chunks
+    assert get(daemon, "/series", "chunky", **{"match[]": "up"}).status_code == 200
+
+
+def test_chunk_limits_on_head_reads(querier):
+    _check_chunk_limits(querier)
+
+
+def test_chunk_limits_on_block_reads(tmp_path):
+    proc = _start(tmp_path)
+    try:
+        assert proc.post("/ingester/flush?wait=true").status_code == 204
+        assert list((tmp_path / "data" / "tsdb" / "chunky").glob("*/meta.json"))
+        _check_chunk_limits(proc)
+    finally:
+        proc.stop(signal.SIGKILL)
+
+
+def test_readers_report_chunks_to_the_observer(tmp_path):
+    ts = np.arange(0, 300 * 15_000, 15_000, dtype=np.int64)  # 300 samples: three chunks of at most 120
+    ulid = write_block(tmp_path, [((("__name__", "m"),), ts, np.ones(300))], tenant="t", source="ingester")
+    seen = []
+    token = chunk_fetch_observer.set(lambda chunks, size: seen.append((chunks, size)))
+    try:
+        with BlockReader(tmp_path / ulid) as reader:
+            assert len(list(reader.read_series_samples([Matcher("=", "__name__", "m")], 0, 10 * 15_000))) == 1
+            list(reader.read_series_samples([Matcher("=", "__name__", "m")]))
+    finally:
+        chunk_fetch_observer.reset(token)
+    assert [chunks for chunks, _ in seen] == [1, 3]
+    assert 0 < seen[0][1] < seen[1][1]
+    with BlockReader(tmp_path / ulid) as reader:  # no observer: nothing reported
+        list(reader.read_series_samples([Matcher("=", "__name__", "m")]))
+    assert len(seen) == 2

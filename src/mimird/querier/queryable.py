@@ -29,6 +29,7 @@ import numpy as np
 
 from mimird.frontend import stats as query_stats
 from mimird.tsdb.block import BlockReader
+from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import merge_samples
 from mimird.tsdb.labels import Labels, Matcher
 
@@ -46,6 +47,18 @@ MAX_SERIES_MESSAGE = (
     "Consider reducing the time range and/or number of series selected by the query. One way to reduce the "
     "number of selected series is to add more label matchers to the query. Otherwise, to adjust the related "
     "per-tenant limit, configure -querier.max-fetched-series-per-query, or contact your service administrator.")
+# The chunk limits' messages (globalerror.MaxChunksPerQuery / MaxChunkBytesPerQuery with the cardinality strategy).
+_CARDINALITY_STRATEGY = (
+    "Consider reducing the time range and/or number of series selected by the query. One way to reduce the "
+    "number of selected series is to add more label matchers to the query")
+MAX_CHUNKS_MESSAGE = (
+    "the query exceeded the maximum number of chunks (limit: {limit} chunks) (err-mimir-max-chunks-per-query). "
+    f"{_CARDINALITY_STRATEGY}. Otherwise, to adjust the related per-tenant limit, configure "
+    "-querier.max-fetched-chunks-per-query, or contact your service administrator.")
+MAX_CHUNK_BYTES_MESSAGE = (
+    "the query exceeded the aggregated chunks size limit (limit: {limit} bytes) "
+    f"(err-mimir-max-chunks-bytes-per-query). {_CARDINALITY_STRATEGY}. Otherwise, to adjust the related "
+    "per-tenant limit, configure -querier.max-fetched-chunk-bytes-per-query, or contact your service administrator.")
 
 
 class QueryLimitError(Exception):
@@ -107,6 +120,26 @@ class TenantQueryable:
         limits = [app.overrides.for_tenant(t)["max_fetched_series_per_query"] for t in self.tenants]
         self.max_series = min((n for n in limits if n > 0), default=0)
         self._seen: set[Labels] = set()
+        # Chunks and their encoded bytes fetched by this query from the head, local and bucket blocks,
+        # counted as the readers decode them (Mimir's QueryLimiter.AddChunks / AddChunkBytes).
+        self.max_chunks = self._smallest_limit("max_fetched_chunks_per_query")
+        self.max_chunk_bytes = self._smallest_limit("max_fetched_chunk_bytes_per_query")
+        self.fetched_chunks = 0
+        self.fetched_chunk_bytes = 0
+
+    def _smallest_limit(self, name: str) -> int:
+        return int(min((n for n in (self.app.overrides.for_tenant(t)[name] for t in self.tenants) if n > 0),
+                       default=0))
+
+    def count_chunks(self, chunks: int, chunk_bytes: int) -> None:
+        """Count chunks a reader fetched for this query against the chunk and chunk-bytes limits (raises
+        QueryLimitError once a total passes its limit)."""
+        self.fetched_chunks += chunks
+        self.fetched_chunk_bytes += chunk_bytes
+        if self.max_chunks and self.fetched_chunks > self.max_chunks:
+            raise QueryLimitError(MAX_CHUNKS_MESSAGE.format(limit=self.max_chunks))
+        if self.max_chunk_bytes and self.fetched_chunk_bytes > self.max_chunk_bytes:
+            raise QueryLimitError(MAX_CHUNK_BYTES_MESSAGE.format(limit=self.max_chunk_bytes))
 
     @property
     def federated(self) -> bool:
@@ -169,14 +202,28 @@ class TenantQueryable:
                ) -> Iterator[SeriesSamples]:
         """(labels, timestamps int64, values float64) of each matching series with samples in
         [mint_ms, maxt_ms] (clipped to this queryable's range), sorted by labels."""
-        series = self._select(matchers, mint_ms, maxt_ms)
+        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes else None
+        token = chunk_fetch_observer.set(observer)
+        try:
+            series = self._select(matchers, mint_ms, maxt_ms)  # federated reads happen here already
+        finally:
+            chunk_fetch_observer.reset(token)
         stats = query_stats.current()
-        if not self.max_series and stats is None:
+        if not self.max_series and stats is None and observer is None:
             return series
-        return self._counted(series, stats)
+        return self._counted(series, stats, observer)
 
-    def _counted(self, series: Iterator[SeriesSamples], stats) -> Iterator[SeriesSamples]:
-        for item in series:
+    def _counted(self, series: Iterator[SeriesSamples], stats, observer) -> Iterator[SeriesSamples]:
+        while True:
+            # The readers run while the next series is pulled: they report their chunks to this query only
+            # then (the variable is set and reset around each step, as the caller's context is shared).
+            token = chunk_fetch_observer.set(observer)
+            try:
+                item = next(series, None)
+            finally:
+                chunk_fetch_observer.reset(token)
+            if item is None:
+                return
             if self.max_series:
                 self.count_series(item[0])
             if stats is not None:

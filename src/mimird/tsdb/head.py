@@ -20,6 +20,7 @@ import numpy as np
 
 from mimird._fast import xorchunk
 from mimird._fast.headseries import MemSeries, append_in_order, float_bits
+from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
 
@@ -343,7 +344,10 @@ class Head:
                 if chunks or ooo_t:
                     snapshots.append((series.labels, chunks, ooo_t, ooo_v))
         snapshots.sort(key=lambda item: item[0])
+        observe = chunk_fetch_observer.get()
         for labels, chunks, ooo_t, ooo_v in snapshots:
+            if observe is not None:
+                observe(len(chunks), sum(map(len, chunks)))
             ts, vals = xorchunk.decode_chunks(chunks, mint, maxt)
             ts, vals = merge_samples(ts, vals, ooo_t, ooo_v)
             if len(ts):

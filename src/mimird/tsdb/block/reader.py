@@ -25,6 +25,7 @@ from mimird.tsdb.block.meta import (
     check_tombstones,
     read_meta,
 )
+from mimird.tsdb.fetchobserver import ChunkObserver, chunk_fetch_observer
 from mimird.tsdb.labels import Labels, Matcher
 
 ChunkMeta = tuple[int, int, int]
@@ -115,14 +116,16 @@ class BlockReader:
         Both bounds are inclusive (as a Prometheus querier's); None means unbounded. Series without
         samples in the range are skipped. Series come in label order.
         """
+        observe = chunk_fetch_observer.get()
         for ref in self.select(matchers).tolist():
-            labels, ts, vals = self.series_samples(ref, mint, maxt)
+            labels, ts, vals = self.series_samples(ref, mint, maxt, observe)
             if len(ts):
                 yield labels, ts, vals
 
-    def series_samples(self, ref: int, mint: int | None = None,
-                       maxt: int | None = None) -> tuple[Labels, np.ndarray, np.ndarray]:
-        """(labels, timestamps, values) of series `ref`, only the samples in [mint, maxt] (inclusive)."""
+    def series_samples(self, ref: int, mint: int | None = None, maxt: int | None = None,
+                       observe: ChunkObserver | None = None) -> tuple[Labels, np.ndarray, np.ndarray]:
+        """(labels, timestamps, values) of series `ref`, only the samples in [mint, maxt] (inclusive);
+        `observe(chunks, bytes)` is told what is fetched (the querier's per-query chunk limits)."""
         lo = _INT64_MIN if mint is None else int(mint)
         hi = _INT64_MAX if maxt is None else int(maxt)
         labels, chunk_mint, chunk_maxt, chunk_refs = self._guard(self._index.series, ref)
@@ -135,6 +138,8 @@ class BlockReader:
                 raise CorruptBlockError(f"{self.dir}: series {labels}: chunk encoding {encoding}, only "
                                         "XOR (1) is read")
             chunks.append(data)
+        if observe is not None:
+            observe(len(chunks), sum(map(len, chunks)))
         try:
             ts, vals = decode_chunks(chunks, lo, hi)
         except ValueError as exc:
