@@ -18,7 +18,7 @@ in 'r' mode), whose exponent form is rewritten where Go writes fixed notation.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeUTF8
 from libc.math cimport fabs, floor, frexp, isinf, isnan, ldexp, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
@@ -348,11 +348,32 @@ cdef int put_string(Buffer *buf, object text) except -1:
     return 0
 
 
+cdef bint names_ascending(tuple labels):
+    """Whether a tuple of (str, str) pairs has strictly ascending names, so that it is its own sorted()."""
+    cdef Py_ssize_t i
+    cdef object previous = None
+    cdef object name
+    for i in range(len(labels)):
+        pair = labels[i]
+        if type(pair) is not tuple or len(<tuple>pair) != 2:
+            return False
+        name = (<tuple>pair)[0]
+        if type(name) is not str:
+            return False
+        if previous is not None and PyUnicode_Compare(previous, name) >= 0:
+            return False
+        previous = name
+    return True
+
+
 cdef int put_labels(Buffer *buf, object labels) except -1:
     """`{"name":"value",...}` in label order."""
     cdef bint first = True
     put_bytes(buf, b"{", 1)
-    for name, value in sorted(labels):
+    # Label sets arrive sorted (mimird.tsdb.labels.Labels); sorting is only for other shapes.
+    if not (isinstance(labels, tuple) and names_ascending(labels)):
+        labels = sorted(labels)
+    for name, value in labels:
         if not first:
             put_bytes(buf, b",", 1)
         first = False
