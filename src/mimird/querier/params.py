@@ -16,6 +16,7 @@ from mimird.promql import ParseError, parse
 from mimird.promql import ast as promql_ast
 from mimird.promql.durations import DurationError
 from mimird.promql.durations import parse_duration as parse_prom_duration
+from mimird.promql.lexer import Lexer, LexError
 from mimird.tsdb.labels import Matcher, go_quote
 
 # Prometheus's MinTime/MaxTime (web/api/v1/api.go), which clients send back formatted as RFC3339.
@@ -145,16 +146,47 @@ def parse_selector(text: str, param: str | None = None) -> list[Matcher]:
 
     Raises ParamError with the parser's message (prefixed with the parameter name when one is given).
     """
+    outside_braces = _selector_syntax_error(text)
+    if outside_braces is not None:
+        raise ParamError(param, str(outside_braces))
     try:
         expr = parse(text)
     except ParseError as exc:
         expr = _selector_matching_everything(text, exc)
         if expr is None:
             raise ParamError(param, str(exc)) from None
-    if not isinstance(expr, promql_ast.VectorSelector) or expr.offset_ns or expr.timestamp_ms is not None \
-            or expr.start_or_end is not None or expr.offset_expr is not None:
-        raise ParamError(param, f"1:1: parse error: expected a series selector, got {go_quote(text)}")
     return to_tsdb_matchers(expr.matchers)
+
+
+# The tokens Prometheus's grammar accepts as a metric name (its `metric_identifier`): keywords included.
+_METRIC_NAME_TOKENS = frozenset((
+    "IDENTIFIER", "METRIC_IDENTIFIER", "AVG", "BOTTOMK", "BY", "COUNT", "COUNT_VALUES", "GROUP", "LAND", "LOR",
+    "LUNLESS", "MAX", "MIN", "OFFSET", "QUANTILE", "STDDEV", "STDVAR", "SUM", "TOPK", "WITHOUT", "START", "END",
+    "LIMITK", "LIMIT_RATIO"))
+
+
+def _selector_syntax_error(text: str) -> ParseError | None:
+    """The error of Prometheus's ParseMetricSelector when the tokens outside the braces are not
+    `name? {...}? EOF`: its grammar stops at the first token that does not fit (`sum(x)` is
+    `1:4: parse error: unexpected "("`), or at a lexer error met before. None when they fit; errors inside
+    the braces are left to the expression parser, whose messages there are the same."""
+    tokens = Lexer(text).items()
+    try:
+        token = next(tokens)
+        consumed = False
+        if token.type in _METRIC_NAME_TOKENS:
+            token, consumed = next(tokens), True
+        if token.type == "LEFT_BRACE":
+            while token.type not in ("RIGHT_BRACE", "EOF"):
+                token = next(tokens)
+            if token.type == "EOF":
+                return None
+            token, consumed = next(tokens), True
+    except LexError as exc:
+        return ParseError(exc.message, exc.pos, text)
+    if consumed and token.type == "EOF":
+        return None
+    return ParseError(f"unexpected {token.describe()}", token.pos, text)
 
 
 def _selector_matching_everything(text: str, error: ParseError) -> promql_ast.VectorSelector | None:
