@@ -2,7 +2,7 @@
 same answers.
 
 Both stores get one hour of data by remote write, one request per 15 s scrape round in time order
-(Prometheus rejects out-of-order and too-old samples), ending a few minutes before now: ~330 series of
+(Prometheus rejects out-of-order and too-old samples), ending a few minutes before now: 341 series of
 counters with resets, gauges (five of which end half-way with a stale marker), an ``up`` and a
 ``build_info`` series per target, and classic histograms (``_bucket`` with ``le``, ``_sum``, ``_count``).
 Every sample timestamp is a scrape round plus a jitter of 1-999 ms that is never 0 or 500. Each query of
