@@ -1,10 +1,14 @@
 """Remote write 2.0 and label values that are not UTF-8: the Cython decoder against protobuf classes
 built from the v2 descriptors, and the push endpoint through the real daemon (Mimir 2.17's texts,
-the X-Prometheus-Remote-Write-*-Written headers, metadata, one bad series dropped)."""
+the X-Prometheus-Remote-Write-*-Written headers, metadata, one bad series dropped); then
+max_exemplars_per_series_per_request and the distributor's instance limits (inflight pushes,
+ingestion rate)."""
 
 from __future__ import annotations
 
 import struct
+import time
+from types import SimpleNamespace
 
 import pytest
 import snappy
@@ -20,6 +24,10 @@ from mimird._fast.remotewrite import (
     decode_write_request_v2,
     metric_family_name,
 )
+from mimird.config.runtime import Overrides
+from mimird.config.schema import load_config
+from mimird.distributor.distributor import Distributor
+from mimird.http.errors import HTTPError
 from mimird.prompb import writev2
 
 
@@ -218,6 +226,9 @@ RUNTIME = """
 overrides:
   ex:
     max_global_exemplars_per_user: 100
+  ex2:
+    max_global_exemplars_per_user: 100
+    max_exemplars_per_series_per_request: 2
 """
 
 
@@ -318,3 +329,70 @@ def test_invalid_utf8_label_value_drops_only_that_series(d):
                              "metric: 'utf8_bad' (err-mimir-label-value-invalid)\n")
     assert stored_series(d, "t4") == {(("__name__", "utf8_ok"),)}
     assert metric_value(d, "cortex_discarded_samples_total", reason="label_value_invalid", user="t4") == before + 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# max_exemplars_per_series_per_request and the distributor's instance limits
+
+INSTANCE_LIMIT_TAIL = ". To adjust the related limit, configure -{}, or contact your service administrator."
+
+
+def test_exemplars_per_series_per_request_truncates(d):
+    daemon = d
+    now = now_ms()
+    exemplars = [((("trace_id", f"t{i}"),), float(i), now - 10 + i) for i in range(5)]
+    request = request_of(["", "__name__", "ex_metric", "trace_id", "t0", "t1", "t2", "t3", "t4"],
+                         {"refs": [1, 2], "samples": [(now, 1.0)],
+                          "exemplars": [([3, 4 + i], value, t) for i, (_, value, t) in enumerate(exemplars)]})
+    response = push_v2(daemon, "ex2", request)
+    assert response.status_code == 200, response.text
+    assert written(response) == (1, 0, 2)
+    assert metric_value(daemon, "cortex_discarded_exemplars_total", reason="too_many_exemplars_per_series_per_request",
+                        user="ex2") == 3
+    found = daemon.get("/prometheus/api/v1/query_exemplars", params={"query": "ex_metric", "start": (now - 60_000) / 1000,
+                                                                       "end": (now + 1000) / 1000},
+                       headers={"X-Scope-OrgID": "ex2"}).json()["data"]
+    assert [e["labels"]["trace_id"] for e in found[0]["exemplars"]] == ["t0", "t1"]
+
+
+def test_max_ingestion_rate_instance_limit(start_daemon):
+    daemon = start_daemon("-distributor.instance-limits.max-ingestion-rate=5")
+    now = now_ms()
+    first = push(daemon, "t", [((("__name__", "rate_metric"),), [(now - 100 + i, 1.0) for i in range(50)])])
+    assert first.status_code == 200, first.text
+    message = ("the write request has been rejected because the distributor exceeded the ingestion rate limit "
+               "(err-mimir-distributor-max-ingestion-rate)"
+               + INSTANCE_LIMIT_TAIL.format("distributor.instance-limits.max-ingestion-rate"))
+    for _ in range(40):  # the rate is an average ticked every second
+        response = push(daemon, "t", [((("__name__", "rate_metric"),), [(now_ms(), 1.0)])])
+        if response.status_code != 200:
+            break
+        time.sleep(0.1)
+    assert (response.status_code, response.text) == (500, message + "\n")
+    assert "retry-after" in response.headers
+    assert metric_value(daemon, "cortex_distributor_instance_rejected_requests_total",
+                        reason="distributor_max_ingestion_rate") >= 1
+
+
+def local_distributor(*flags: str) -> Distributor:
+    """A Distributor over a stand-in ingester, for what cannot happen through one asyncio daemon."""
+    config, _ = load_config(list(flags))
+    ingester = SimpleNamespace(overrides=Overrides(config, None), tenants={})
+    return Distributor(config, ingester, "local")
+
+
+def test_max_inflight_push_requests_instance_limit():
+    distributor = local_distributor()
+    assert distributor.max_inflight_push_requests == 2000
+    distributor.inflight_push_requests = 2000  # as if 2000 pushes were being answered
+    with pytest.raises(HTTPError) as caught:
+        distributor.ingest("t", [(("__name__", "m"),)], [0, 1], [now_ms()], [1.0])
+    assert caught.value.status == 500
+    assert caught.value.message == (
+        "the write request has been rejected because the distributor exceeded the allowed number of inflight push "
+        "requests (err-mimir-distributor-max-inflight-push-requests)"
+        + INSTANCE_LIMIT_TAIL.format("distributor.instance-limits.max-inflight-push-requests"))
+    assert distributor.inflight_push_requests == 2000  # released again
+    unlimited = local_distributor("-distributor.instance-limits.max-inflight-push-requests=0")
+    unlimited.inflight_push_requests = 10**6
+    assert unlimited.ingest("t", [], [0], [], []).status == 200

@@ -276,6 +276,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("limits.otel_native_delta_ingestion", "distributor.otel-native-delta-ingestion", "bool", False,
            "Whether to accept OTel metrics with delta temporality as they are (their metadata type is unknown) "
            "instead of rejecting them.", category="experimental"),
+    # distributor: instance limits (per process, not per tenant)
+    Option("distributor.instance_limits.max_inflight_push_requests",
+           "distributor.instance-limits.max-inflight-push-requests", "int", 2000,
+           "Max inflight push requests that this distributor can handle. This limit is per-distributor, not "
+           "per-tenant. Additional requests will be rejected. 0 = unlimited.", minimum=0, category="advanced"),
+    Option("distributor.instance_limits.max_ingestion_rate", "distributor.instance-limits.max-ingestion-rate",
+           "float", 0.0,
+           "Max ingestion rate (samples/sec) that this distributor will accept. This limit is per-distributor, "
+           "not per-tenant. Additional push requests will be rejected. Current ingestion rate is computed as "
+           "exponentially weighted moving average, updated every second. 0 = unlimited.", minimum=0,
+           category="advanced"),
     # distributor: HA tracker, Retry-After, validation opt-outs, ingestion statistics
     Option("distributor.ha_tracker.enable_ha_tracker", "distributor.ha-tracker.enable", "bool", False,
            "Enable the HA tracker, which deduplicates samples from Prometheus HA pairs (tenants also need "
@@ -366,6 +377,9 @@ OPTIONS: tuple[Option, ...] = (
            "The maximum number of in-memory series per metric name; 0 disables the limit.", minimum=0),
     Option("limits.max_global_exemplars_per_user", "ingester.max-global-exemplars-per-user", "int", 0,
            "The maximum number of exemplars in memory per tenant; 0 disables exemplar storage.", minimum=0),
+    Option("limits.max_exemplars_per_series_per_request", "distributor.max-exemplars-per-series-per-request",
+           "int", 0, "Maximum number of exemplars per series per request. 0 to disable limit in request. The "
+           "exceeding exemplars are dropped.", minimum=0, category="experimental"),
     Option("limits.max_fetched_chunks_per_query", "querier.max-fetched-chunks-per-query", "int", 2000000,
            "Maximum number of chunks a single query may fetch; 0 disables the limit.", minimum=0),
     Option("limits.max_fetched_series_per_query", "querier.max-fetched-series-per-query", "int", 0,

@@ -44,7 +44,7 @@ from mimird.distributor.remotewrite import (
     is_remote_write_v2,
     message_size_error,
 )
-from mimird.distributor.stats import IngestionRates
+from mimird.distributor.stats import EwmaRate, IngestionRates
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
 from mimird.ingester.ingester import Ingester, IngesterUnavailable
@@ -73,6 +73,21 @@ def check_ha_timeouts(limits: dict) -> None:
     if failover < minimum:
         raise ConfigError(f"HA Tracker failover timeout ({go_duration(round(failover * 1e9))}) must be at least 1s "
                           f"greater than update timeout - max jitter ({go_duration(round(minimum * 1e9))})")
+
+
+MAX_INFLIGHT_PUSH_REQUESTS_MESSAGE = v.instance_limit_message(
+    "the write request has been rejected because the distributor exceeded the allowed number of inflight push "
+    "requests", "distributor-max-inflight-push-requests", "distributor.instance-limits.max-inflight-push-requests")
+MAX_INGESTION_RATE_MESSAGE = v.instance_limit_message(
+    "the write request has been rejected because the distributor exceeded the ingestion rate limit",
+    "distributor-max-ingestion-rate", "distributor.instance-limits.max-ingestion-rate")
+
+# cortex_distributor_instance_rejected_requests_total reasons
+REJECTED_MAX_INFLIGHT = "distributor_max_inflight_push_requests"
+REJECTED_MAX_INGESTION_RATE = "distributor_max_ingestion_rate"
+
+# Mimir ticks the distributor's own ingestion rate (for its instance limit) every second.
+INSTANCE_RATE_TICK = 1.0
 
 
 def _written_headers(written: dict) -> list[tuple[str, str]]:
@@ -133,6 +148,8 @@ class DistributorMetrics:
         self.elected_replica_changes = counter("cortex_ha_tracker_elected_replica_changes_total",
                                                "The total number of times the elected replica has changed for a "
                                                "user ID/cluster.", ["user", "cluster"])
+        self.instance_rejected = counter("cortex_distributor_instance_rejected_requests_total",
+                                         "Requests discarded for hitting per-instance limits", ["reason"])
 
 
 class Distributor(Service):
@@ -157,6 +174,14 @@ class Distributor(Service):
         self.ha_tracker.elected_changes_listener = (
             lambda tenant, cluster: self.metrics.elected_replica_changes.labels(tenant, cluster).inc())
         self.rates = IngestionRates(config.ingester.rate_update_period)
+        instance_limits = config.distributor.instance_limits
+        self.max_inflight_push_requests = instance_limits.max_inflight_push_requests
+        self.max_ingestion_rate = instance_limits.max_ingestion_rate
+        # Pushes between the start of `ingest` and its answer (Mimir counts from its limits middleware,
+        # which also runs after the body is decoded).
+        self.inflight_push_requests = 0
+        # Everything this instance accepted (samples, histograms, exemplars, metadata), per second.
+        self.instance_rate = EwmaRate(INSTANCE_RATE_TICK)
         retry = config.distributor.retry_after_header
         self.retry_after = (retry.enabled, retry.min_backoff, retry.max_backoff)
         self._tasks: list[asyncio.Task] = []
@@ -168,6 +193,8 @@ class Distributor(Service):
     async def starting(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick_rates()))
+        if self.max_ingestion_rate > 0:
+            self._tasks.append(loop.create_task(self._tick_instance_rate()))
         if self.ha_enabled:
             self.ha_tracker.load()
             self._tasks.append(loop.create_task(self._maintain_ha()))
@@ -182,6 +209,11 @@ class Distributor(Service):
         while True:
             await asyncio.sleep(self.rates.interval)
             self.rates.tick()
+
+    async def _tick_instance_rate(self) -> None:
+        while True:
+            await asyncio.sleep(INSTANCE_RATE_TICK)
+            self.instance_rate.tick()
 
     async def _maintain_ha(self) -> None:
         while True:
@@ -257,6 +289,26 @@ class Distributor(Service):
         forwarded to the ingester. Returns the 200 answer or raises HTTPError with Mimir's status
         and message.
         """
+        self.inflight_push_requests += 1
+        try:
+            self._check_instance_limits(retry_attempt)
+            return self._ingest(tenant, series_pairs, offsets, timestamps, values, exemplars, metadata,
+                                histograms, from_rule, skip_label_validation, skip_label_count_validation,
+                                retry_attempt, written)
+        finally:
+            self.inflight_push_requests -= 1
+
+    def _check_instance_limits(self, retry_attempt: str | None) -> None:
+        """Mimir's distributor instance limits, checked before anything else: 500 when over one."""
+        if 0 < self.max_inflight_push_requests < self.inflight_push_requests:
+            self.metrics.instance_rejected.labels(REJECTED_MAX_INFLIGHT).inc()
+            raise self._refuse(500, MAX_INFLIGHT_PUSH_REQUESTS_MESSAGE, retry_attempt)
+        if self.max_ingestion_rate > 0 and self.instance_rate.rate >= self.max_ingestion_rate:
+            self.metrics.instance_rejected.labels(REJECTED_MAX_INGESTION_RATE).inc()
+            raise self._refuse(500, MAX_INGESTION_RATE_MESSAGE, retry_attempt)
+
+    def _ingest(self, tenant, series_pairs, offsets, timestamps, values, exemplars, metadata, histograms,
+                from_rule, skip_label_validation, skip_label_count_validation, retry_attempt, written) -> Response:
         m = self.metrics
         limits = self.overrides.for_tenant(tenant)
         total_samples = len(timestamps)
@@ -330,7 +382,8 @@ class Distributor(Service):
         if duplicates:
             m.discarded_samples.labels(v.SAMPLE_DUPLICATE_TIMESTAMP, tenant).inc(duplicates)
 
-        kept_exemplars = self._valid_exemplars(tenant, exemplars, kept_index, kept_ts, now_ms, bounds)
+        kept_exemplars = self._valid_exemplars(tenant, exemplars, kept_index, kept_ts, now_ms, bounds,
+                                               limits["max_exemplars_per_series_per_request"])
         kept_metadata = []
         for entry in metadata:
             cleaned, problem = v.clean_metadata(entry, limits)
@@ -352,6 +405,7 @@ class Distributor(Service):
             m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(len(kept_ts))
             message = ingestion_burst_message(burst, cost) if cost > burst else ingestion_rate_message(rate, burst)
             raise self._refuse(_rate_limited_status(limits), message, retry_attempt)
+        self.instance_rate.add(cost)
 
         try:
             result = self.ingester.push(tenant, kept_labels, kept_offsets, kept_ts, kept_values,
@@ -417,17 +471,28 @@ class Distributor(Service):
         db = self.ingester.tenants.get(tenant)
         return db.head.by_labels if db is not None else {}
 
-    def _valid_exemplars(self, tenant, exemplars, kept_index, kept_ts, now_ms, bounds):
-        """The exemplars of kept series that pass Mimir's checks, with sorted labels; the rest are counted."""
+    def _valid_exemplars(self, tenant, exemplars, kept_index, kept_ts, now_ms, bounds, per_series_limit=0):
+        """The exemplars of kept series that pass Mimir's checks, with sorted labels; the rest are counted.
+
+        With `per_series_limit` > 0 (max_exemplars_per_series_per_request) a series keeps only its
+        first that many exemplars, before the other checks, as Mimir truncates.
+        """
         if not exemplars:
             return []
         earliest = min(min(kept_ts), now_ms) if kept_ts else now_ms
         min_ts = earliest - v.EXEMPLAR_MAX_AGE_MS
         kept = []
+        per_series: dict[int, int] = {}
         for index, ex_labels, value, ts in exemplars:
             labels = kept_index.get(index)
             if labels is None:
                 continue
+            if per_series_limit > 0:
+                seen = per_series[index] = per_series.get(index, 0) + 1
+                if seen > per_series_limit:
+                    self.metrics.discarded_exemplars.labels(v.TOO_MANY_EXEMPLARS_PER_SERIES_PER_REQUEST,
+                                                            tenant).inc()
+                    continue
             reason = v.exemplar_discard_reason(ex_labels, ts, min_ts, bounds.max_ms)
             if reason is not None:
                 self.metrics.discarded_exemplars.labels(reason, tenant).inc()

@@ -47,6 +47,7 @@ EXEMPLAR_LABELS_TOO_LONG = "exemplar_labels_too_long"
 EXEMPLAR_LABELS_BLANK = "exemplar_labels_blank"
 EXEMPLAR_TOO_OLD = "exemplar_too_old"
 EXEMPLAR_TOO_FAR_IN_FUTURE = "exemplar_too_far_in_future"
+TOO_MANY_EXEMPLARS_PER_SERIES_PER_REQUEST = "too_many_exemplars_per_series_per_request"
 
 # cortex_discarded_metadata_total reasons
 METADATA_METRIC_NAME_TOO_LONG = "metric_name_too_long"
