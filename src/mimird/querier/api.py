@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mimird.frontend.limits import QueryLimits
+from mimird.frontend.splitcache import CacheSettings, RangeQuerySplitter, ResultsCache
 from mimird.frontend.stats import current as current_stats
 from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
@@ -96,6 +97,9 @@ class QuerierAPI:
         querier = app.config.querier
         self.timeout_s = float(querier.timeout)
         self.engine = Engine(int(querier.lookback_delta * 1000), int(querier.max_samples), self.timeout_s)
+        frontend_config = app.config.frontend
+        self.splitter = RangeQuerySplitter(self.engine, int(frontend_config.split_queries_by_interval * 1000),
+                                           ResultsCache() if frontend_config.cache_results else None)
 
     def queryable(self, tenants: Sequence[str], mint: int = MIN_TIME_MS, maxt: int = MAX_TIME_MS) -> TenantQueryable:
         """The read view of `tenants` over [mint, maxt]."""
@@ -145,11 +149,23 @@ class QuerierAPI:
         if answered is not None:
             return answered
         start, end = limits.align(start, end, step)
-        engine = self.engine
-        queryable = self.queryable(request.tenants)
-        return await self._run(lambda cancelled, stats: engine.range(queryable, text, start, end, step,
-                                                                     cancelled=cancelled, stats=stats),
-                               request.arg("stats"))
+        tenants = request.tenants
+        settings = self._cache_settings(tenants)
+        no_store = "no-store" in request.headers.get("cache-control", "")
+        return await self._run(
+            lambda cancelled, stats: self.splitter.run(
+                lambda: self.queryable(tenants), "|".join(sorted(tenants)), text, start, end, step, cancelled,
+                stats, settings, no_store),
+            request.arg("stats"))
+
+    def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
+        """The results cache's limits over the request's tenants: the longest freshness window and the
+        shortest TTL; unaligned requests are cached only if every tenant allows it."""
+        per_tenant = [self.app.overrides.for_tenant(tenant) for tenant in tenants]
+        return CacheSettings(
+            max_freshness_ms=int(max(limits["max_cache_freshness"] for limits in per_tenant) * 1000),
+            ttl_s=float(min(limits["results_cache_ttl"] for limits in per_tenant)),
+            cache_unaligned=all(limits["cache_unaligned_requests"] for limits in per_tenant))
 
     @staticmethod
     def _required(request: Request, name: str) -> str:
@@ -337,14 +353,14 @@ class QuerierAPI:
             db = self.app.ingester.tenants.get(tenant)
             if db is None:
                 continue
-            with db.head.lock:
-                items = list(db.head.metadata.items())
-            for name, meta in items:
+            for name, metas in db.head.metadata_entries():
                 if metric and name != metric:
                     continue
-                entry = {"type": METRIC_TYPE_NAMES.get(meta.type, "unknown"), "help": meta.help, "unit": meta.unit}
-                if entry not in entries.setdefault(name, []):
-                    entries[name].append(entry)
+                for meta in metas:
+                    entry = {"type": METRIC_TYPE_NAMES.get(meta.type, "unknown"), "help": meta.help,
+                             "unit": meta.unit}
+                    if entry not in entries.setdefault(name, []):
+                        entries[name].append(entry)
         out: dict[str, list[dict]] = {}
         for name in sorted(entries):
             if limit >= 0 and len(out) >= limit:

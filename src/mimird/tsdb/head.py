@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_q
 from mimird.tsdb.series_index import SeriesIndex
 
 INT64_MIN = -(2**63)
+METADATA_RETAIN_PERIOD_S = 600.0  # Mimir's -ingester.metadata-retain-period
 INT64_MAX = 2**63 - 1
 
 
@@ -93,7 +95,7 @@ def merge_samples(ts: np.ndarray, vals: np.ndarray, ooo_t: Sequence[int], ooo_v:
     return all_t[keep], all_v[keep]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Metadata:
     """A metric family's metadata as remote write sends it."""
 
@@ -120,7 +122,10 @@ class Head:
         self.min_valid_time = INT64_MIN
         self.exemplars: deque = deque(maxlen=max_exemplars or None)
         self.max_exemplars = max_exemplars
-        self.metadata: dict[str, Metadata] = {}
+        # Per metric family, each distinct metadata seen and when (seconds), as Mimir's ingester keeps
+        # them for -ingester.metadata-retain-period.
+        self.metadata: dict[str, dict[Metadata, float]] = {}
+        self.metadata_retain_period = METADATA_RETAIN_PERIOD_S
         self.series_per_metric: dict[str, int] = {}
 
     @property
@@ -323,11 +328,25 @@ class Head:
         return len(exemplars)
 
     def set_metadata(self, entries: Sequence[tuple[int, str, str, str]]) -> None:
-        """Record (type, metric family name, help, unit) per metric family; the newest wins."""
+        """Record (type, metric family name, help, unit); entries unseen for the retain period expire."""
+        now = time.time()
+        expired_before = now - self.metadata_retain_period
         with self.lock:
             for mtype, name, help_text, unit in entries:
-                if name:
-                    self.metadata[name] = Metadata(mtype, help_text, unit)
+                if not name:
+                    continue
+                seen = self.metadata.setdefault(name, {})
+                seen[Metadata(mtype, help_text, unit)] = now
+                if len(seen) > 1:
+                    for meta in [m for m, at in seen.items() if at < expired_before]:
+                        del seen[meta]
+
+    def metadata_entries(self) -> list[tuple[str, list[Metadata]]]:
+        """Each metric family's metadata seen within the retain period, oldest first."""
+        expired_before = time.time() - self.metadata_retain_period
+        with self.lock:
+            return [(name, [m for m, at in seen.items() if at >= expired_before])
+                    for name, seen in self.metadata.items()]
 
     # reads
     def select(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
