@@ -414,6 +414,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("frontend.max_outstanding_per_tenant", "query-frontend.max-outstanding-requests-per-tenant", "int",
            100, "Maximum number of outstanding requests per tenant per query-frontend; requests beyond this "
            "error with HTTP 429.", minimum=1),
+    Option("frontend.split_queries_by_interval", "query-frontend.split-queries-by-interval", "duration", 86400.0,
+           "Split range queries by an interval and execute in parallel. You should use a multiple of 24 hours to "
+           "optimize querying blocks. 0 to disable it.", minimum=0),
+    Option("frontend.cache_results", "query-frontend.cache-results", "bool", False,
+           "Cache query results (in memory, least recently used entries evicted first)."),
+    Option("limits.max_cache_freshness", "query-frontend.max-cache-freshness", "duration", 600.0,
+           "Most recent allowed cacheable result per-tenant, to prevent caching very recent results that might "
+           "still be in flux.", minimum=0),
+    Option("limits.results_cache_ttl", "query-frontend.results-cache-ttl", "duration", 604800.0,
+           "Time to live duration for cached query results.", minimum=0),
+    Option("limits.cache_unaligned_requests", "query-frontend.cache-unaligned-requests", "bool", False,
+           "Cache requests that are not step-aligned."),
     Option("querier.max_concurrent", "querier.max-concurrent", "int", 20,
            "The number of workers running in each querier process. This setting limits the maximum number of "
            "concurrent queries in each querier.", minimum=1),

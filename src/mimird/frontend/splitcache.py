@@ -1,0 +1,290 @@
+"""The query-frontend's split-by-interval and results cache for range queries (Mimir's
+splitAndCacheMiddleware), run in front of the PromQL engine.
+
+* Splitting (`-query-frontend.split-queries-by-interval`, 24h, 0 disables): the range is cut at multiples
+  of the interval (UTC day boundaries by default), each piece ending on the last step before a boundary
+  so every piece stays on the request's step grid; `@ start()` / `@ end()` are pinned to the whole
+  request's start and end first (as Mimir does), so each step sees what it would unsplit. Pieces run one
+  after the other in the query's worker thread (Mimir runs them in parallel on queriers; one process
+  gains nothing from that) and each has its own per-query limits, as each Mimir split query does.
+* Results cache (`-query-frontend.cache-results`, off by default): in memory, LRU-bounded, keyed by
+  tenant(s), query, step and the piece's interval index (Mimir's cache key). An entry holds extents —
+  time ranges already evaluated — and a request evaluates only the gaps, then stores the merged extents.
+  Only step-aligned requests are cached (unless `cache_unaligned_requests`), nothing newer than
+  now − `max_cache_freshness` (10m) is stored, entries live `results_cache_ttl` (7d), and a request with
+  `Cache-Control: no-store` neither reads nor writes the cache.
+
+Kept out of the cache, so that a cached answer is always what a fresh evaluation gives: queries with an
+`@` modifier, pieces whose evaluation produced annotations, and requests asking for `stats` (those also
+run unsplit, so their statistics describe one evaluation).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mimird.promql import ast
+from mimird.promql.parser import parse
+from mimird.promql.value import Matrix, QueryResult, Series
+from mimird.tsdb.labels import Labels
+
+# Entries kept by the in-memory results cache (an entry is one query, step and interval).
+MAX_CACHE_ENTRIES = 4096
+# Samples kept by it over all entries (a sample is a timestamp and a value, 16 bytes).
+MAX_CACHE_SAMPLES = 8_000_000
+
+
+def next_interval_boundary(t_ms: int, step_ms: int, interval_ms: int) -> int:
+    """The last step (on the grid through `t_ms`) before the interval boundary that follows `t_ms`."""
+    start_of_next = (t_ms // interval_ms + 1) * interval_ms
+    target = start_of_next - ((start_of_next - t_ms) % step_ms)
+    if target == start_of_next:
+        target -= step_ms
+    return target
+
+
+def split_by_interval(start_ms: int, end_ms: int, step_ms: int, interval_ms: int) -> list[tuple[int, int]]:
+    """[start, end] pieces of a range query, each within one interval and on the step grid."""
+    pieces = []
+    start = start_ms
+    while start <= end_ms:
+        end = min(next_interval_boundary(start, step_ms, interval_ms), end_ms)
+        pieces.append((start, end))
+        start = end + step_ms
+    return pieces
+
+
+def pin_at_modifiers(node: ast.Node, start_ms: int, end_ms: int) -> ast.Node:
+    """A copy of the tree with `@ start()` / `@ end()` replaced by the query's own start and end."""
+    node = ast.map_children(node, lambda child: pin_at_modifiers(child, start_ms, end_ms))
+    if isinstance(node, ast.VectorSelector | ast.SubqueryExpr) and node.start_or_end is not None:
+        return replace(node, timestamp_ms=start_ms if node.start_or_end == "start" else end_ms, start_or_end=None)
+    return node
+
+
+def has_at_modifier(node: ast.Node) -> bool:
+    """Whether any selector or subquery of the tree has an `@` modifier."""
+    found = False
+
+    def visit(child: ast.Node) -> ast.Node:
+        nonlocal found
+        if isinstance(child, ast.VectorSelector | ast.SubqueryExpr) and (
+                child.timestamp_ms is not None or child.start_or_end is not None):
+            found = True
+        return ast.map_children(child, visit)
+
+    visit(node)
+    return found
+
+
+@dataclass
+class Extent:
+    """An evaluated stretch [start_ms, end_ms] of one cache entry's step grid, series by label set."""
+
+    start_ms: int
+    end_ms: int
+    series: dict[Labels, tuple[np.ndarray, np.ndarray]]
+    annotated: bool = False  # its evaluation produced warnings or infos (it is then not stored)
+
+    @property
+    def samples(self) -> int:
+        return sum(len(ts) for ts, _ in self.series.values())
+
+    def clipped(self, end_ms: int) -> Extent:
+        """The part up to `end_ms`."""
+        kept = {}
+        for labels, (ts, vals) in self.series.items():
+            n = int(np.searchsorted(ts, end_ms, side="right"))
+            if n:
+                kept[labels] = (ts[:n], vals[:n])
+        return Extent(self.start_ms, end_ms, kept)
+
+    def within(self, start_ms: int, end_ms: int) -> dict[Labels, tuple[np.ndarray, np.ndarray]]:
+        """The series' points in [start_ms, end_ms]."""
+        out = {}
+        for labels, (ts, vals) in self.series.items():
+            lo = int(np.searchsorted(ts, start_ms, side="left"))
+            hi = int(np.searchsorted(ts, end_ms, side="right"))
+            if hi > lo:
+                out[labels] = (ts[lo:hi], vals[lo:hi])
+        return out
+
+
+def _merge_extents(extents: list[Extent], step_ms: int) -> list[Extent]:
+    """Extents sorted, with touching or overlapping ones joined (the later one's points win overlaps)."""
+    merged: list[Extent] = []
+    for extent in sorted(extents, key=lambda e: (e.start_ms, e.end_ms)):
+        if merged and extent.start_ms <= merged[-1].end_ms + step_ms:
+            last = merged[-1]
+            if extent.end_ms <= last.end_ms:
+                continue
+            tail = extent.within(last.end_ms + step_ms, extent.end_ms)
+            merged[-1] = Extent(last.start_ms, extent.end_ms, _concat([last.series, tail]))
+        else:
+            merged.append(extent)
+    return merged
+
+
+def _concat(parts: Sequence[dict[Labels, tuple[np.ndarray, np.ndarray]]]
+            ) -> dict[Labels, tuple[np.ndarray, np.ndarray]]:
+    """Series of consecutive, non-overlapping time pieces joined per label set."""
+    pieces: dict[Labels, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for part in parts:
+        for labels, arrays in part.items():
+            pieces.setdefault(labels, []).append(arrays)
+    out = {}
+    for labels, arrays in pieces.items():
+        if len(arrays) == 1:
+            out[labels] = arrays[0]
+        else:
+            out[labels] = (np.concatenate([ts for ts, _ in arrays]), np.concatenate([v for _, v in arrays]))
+    return out
+
+
+def _series_of(result: QueryResult) -> dict[Labels, tuple[np.ndarray, np.ndarray]]:
+    return {series.labels: (series.ts, series.vals) for series in result.value}
+
+
+class ResultsCache:
+    """An in-memory LRU of cache entries (lists of extents), bounded by entries and samples; thread-safe."""
+
+    def __init__(self, max_entries: int = MAX_CACHE_ENTRIES, max_samples: int = MAX_CACHE_SAMPLES):
+        self.max_entries = max_entries
+        self.max_samples = max_samples
+        self._entries: OrderedDict[str, tuple[float, list[Extent], int]] = OrderedDict()
+        self._samples = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now_s: float) -> list[Extent]:
+        """The entry's extents (empty when absent or expired)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return []
+            expires, extents, _ = entry
+            if expires <= now_s:
+                self._drop(key)
+                return []
+            self._entries.move_to_end(key)
+            return extents
+
+    def put(self, key: str, extents: list[Extent], expires_s: float) -> None:
+        """Store the entry's extents; the least recently used entries make room."""
+        samples = sum(extent.samples for extent in extents)
+        if samples > self.max_samples:
+            return
+        with self._lock:
+            self._drop(key)
+            self._entries[key] = (expires_s, extents, samples)
+            self._samples += samples
+            while len(self._entries) > self.max_entries or self._samples > self.max_samples:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._samples -= entry[2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class CacheSettings:
+    """The results cache's per-request settings (from the tenants' limits)."""
+
+    max_freshness_ms: int
+    ttl_s: float
+    cache_unaligned: bool
+
+
+class RangeQuerySplitter:
+    """Runs range queries split by interval and, when enabled, through the results cache."""
+
+    def __init__(self, engine, interval_ms: int, cache: ResultsCache | None):
+        self.engine = engine
+        self.interval_ms = interval_ms
+        self.cache = cache
+        self.split_queries = 0  # evaluations run for split pieces and cache gaps (for tests and metrics)
+
+    def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
+            step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
+            now_ms: int | None = None) -> QueryResult:
+        """The range query's result, identical to one unsplit, uncached evaluation."""
+        use_cache = self.cache is not None and not no_store and stats is None
+        if stats is not None or (not self.interval_ms and not use_cache):
+            return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
+                                     stats=stats)
+        expr = parse(query)
+        pinned = pin_at_modifiers(expr, start_ms, end_ms)
+        pieces = (split_by_interval(start_ms, end_ms, step_ms, self.interval_ms) if self.interval_ms
+                  else [(start_ms, end_ms)])
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cacheable = use_cache and not has_at_modifier(expr) and (
+            settings.cache_unaligned or (start_ms % step_ms == 0 and end_ms % step_ms == 0))
+        if len(pieces) == 1 and not cacheable:
+            return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
+        max_cache_ms = now_ms - settings.max_freshness_ms
+        parts = []
+        warnings: dict[str, None] = {}
+        infos: dict[str, None] = {}
+        for piece_start, piece_end in pieces:
+            if cacheable and piece_start <= max_cache_ms:
+                key = f"{tenant_key}:{query}:{step_ms}:{piece_start // (self.interval_ms or 1)}"
+                series = self._cached_piece(key, new_queryable, pinned, piece_start, piece_end, step_ms,
+                                            cancelled, settings, max_cache_ms, now_ms, warnings, infos)
+            else:
+                result = self._evaluate(new_queryable, pinned, piece_start, piece_end, step_ms, cancelled)
+                warnings.update(dict.fromkeys(result.warnings))
+                infos.update(dict.fromkeys(result.infos))
+                series = _series_of(result)
+            parts.append(series)
+        joined = _concat(parts)
+        matrix = Matrix(Series(labels, *joined[labels]) for labels in sorted(joined))
+        return QueryResult(matrix, list(warnings), list(infos))
+
+    def _evaluate(self, new_queryable, expr, start_ms, end_ms, step_ms, cancelled) -> QueryResult:
+        self.split_queries += 1
+        return self.engine.range(new_queryable(), expr, start_ms, end_ms, step_ms, cancelled=cancelled)
+
+    def _cached_piece(self, key, new_queryable, expr, start_ms, end_ms, step_ms, cancelled,
+                      settings: CacheSettings, max_cache_ms, now_ms, warnings, infos):
+        extents = self.cache.get(key, now_ms / 1000)
+        parts = []
+        fresh: list[Extent] = []
+        cursor = start_ms
+        for extent in extents:
+            if extent.end_ms < cursor or extent.start_ms > end_ms:
+                continue
+            if extent.start_ms > cursor:
+                fresh.append(self._gap(new_queryable, expr, cursor, extent.start_ms - step_ms, step_ms, cancelled,
+                                       warnings, infos))
+                parts.append(fresh[-1].series)
+            overlap_end = min(end_ms, extent.end_ms)
+            parts.append(extent.within(max(cursor, extent.start_ms), overlap_end))
+            cursor = overlap_end + step_ms
+            if cursor > end_ms:
+                break
+        if cursor <= end_ms:
+            fresh.append(self._gap(new_queryable, expr, cursor, end_ms, step_ms, cancelled, warnings, infos))
+            parts.append(fresh[-1].series)
+        # nothing newer than now - max_cache_freshness is stored: extents end on the last step before it
+        storable = [extent.clipped(min(extent.end_ms, extent.start_ms + (max_cache_ms - extent.start_ms)
+                                       // step_ms * step_ms))
+                    for extent in fresh if extent.start_ms <= max_cache_ms and not extent.annotated]
+        if storable:
+            self.cache.put(key, _merge_extents(list(extents) + storable, step_ms),
+                           now_ms / 1000 + settings.ttl_s)
+        return _concat(parts)
+
+    def _gap(self, new_queryable, expr, start_ms, end_ms, step_ms, cancelled, warnings, infos) -> Extent:
+        result = self._evaluate(new_queryable, expr, start_ms, end_ms, step_ms, cancelled)
+        warnings.update(dict.fromkeys(result.warnings))
+        infos.update(dict.fromkeys(result.infos))
+        return Extent(start_ms, end_ms, _series_of(result), bool(result.warnings or result.infos))
