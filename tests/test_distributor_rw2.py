@@ -270,6 +270,7 @@ def test_v2_decode_errors_are_400_with_mimirs_text(d):
     response = push_v2(d, "t1", request_of(["__name__", "up"], {"refs": [0, 1], "samples": [(now_ms(), 1.0)]}))
     assert response.status_code == 400
     assert response.text == "proto: Remote Write 2.0 symbols must start with empty string\n"
+    assert written(response) == (0, 0, 0)
     response = push_v2(d, "t1", request_of(["", "__name__", "up"], {"refs": [1, 7]}))
     assert (response.status_code, response.text) == (400, "proto: Remote Write 2.0 invalid label reference\n")
 

@@ -236,13 +236,15 @@ class Distributor(Service):
             raise HTTPError(400, message_size_error(int(length), self.max_message_size).message)
         exemplars_on = bool(self.overrides.get(tenant, "max_global_exemplars_per_user"))
         content_type = request.headers.get("content-type")
+        v2 = False
         try:
             v2 = is_remote_write_v2(content_type)
             batch = decode_push_body(request.body, request.headers.get("content-encoding"), content_type,
                                      request.headers.get("x-prometheus-remote-write-version"),
                                      max_message_size=self.max_message_size, decode_exemplars=exemplars_on)
         except PushDecodeError as exc:
-            raise HTTPError(exc.status, exc.message) from None
+            nothing = {"samples": 0, "histograms": 0, "exemplars": 0}
+            raise HTTPError(exc.status, exc.message, _written_headers(nothing) if v2 else None) from None
         api = self.config.api
         skip_names = (api.skip_label_name_validation_header_enabled and batch.skip_label_validation
                       and request.headers.get("x-mimir-skiplabelnamevalidation", "").lower() == "true")
