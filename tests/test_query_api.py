@@ -382,11 +382,13 @@ def test_server_timing_header(querier):
     detailed = querier.get(P + "/query", params={"query": "up", "time": str(T0 + 60)},
                            headers={"X-Scope-OrgID": "team-a", "X-Mimir-Response-Query-Stats": "true"})
     names = [p.split(";")[0] for p in detailed.headers["server-timing"].split(", ")]
-    assert names[4:] == ["encode_time_seconds", "fetched_series_count", "query_wall_time_seconds",
+    assert names[4:] == ["encode_time_seconds", "fetched_chunk_bytes", "fetched_chunks_count",
+                         "fetched_series_count", "query_wall_time_seconds",
                          "queue_time_seconds", "response_size_bytes", "response_time", "results_cache_hit_bytes",
                          "results_cache_miss_bytes", "sharded_queries", "split_queries"]
     assert f"response_size_bytes;val={len(detailed.content)}" in detailed.headers["server-timing"]
     assert "fetched_series_count;val=2" in detailed.headers["server-timing"]
+    assert "fetched_chunks_count;val=2" in detailed.headers["server-timing"]  # one head chunk per series
 
 
 def test_frontend_limits(querier):

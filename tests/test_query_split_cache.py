@@ -128,3 +128,21 @@ def test_cache_serves_old_extents_and_recomputes_the_fresh_part(daemons):
     assert point + '1"]' in before and point + '1"]' in after  # cached: the late old sample is not seen
     assert point + '2"]' in bypass  # Cache-Control: no-store evaluates everything
     assert f'[{END},"1"]' in before and f'[{END},"2"]' in after  # the last 5 minutes are never cached
+
+
+def test_server_timing_reports_split_queries_and_cache_bytes(daemons):
+    _, split = daemons
+    headers = {"X-Scope-OrgID": "t", "X-Mimir-Response-Query-Stats": "true"}
+    params = {"query": "sum(temperature)", "start": str(T0), "end": str(T0 + 1200), "step": "60"}
+
+    def timing() -> dict[str, str]:
+        response = split.get(P + "/query_range", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(part.split(";", 1) for part in response.headers["server-timing"].split(", "))
+
+    first, second = timing(), timing()
+    # 20 minutes at a 7m interval: pieces at the boundaries of 7-minute multiples (3 or 4 of them)
+    assert first["split_queries"] in ("val=3", "val=4") and first["split_queries"] == second["split_queries"]
+    assert first["results_cache_hit_bytes"] == "val=0" and first["results_cache_miss_bytes"] == "val=336"
+    assert second["results_cache_hit_bytes"] == "val=336" and second["results_cache_miss_bytes"] == "val=0"
+    assert second["fetched_chunks_count"] == "val=0" and first["fetched_chunks_count"] != "val=0"

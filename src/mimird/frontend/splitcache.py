@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mimird.frontend import stats as query_stats
 from mimird.promql import ast
 from mimird.promql.parser import parse
 from mimird.promql.value import Matrix, QueryResult, Series
@@ -228,6 +229,9 @@ class RangeQuerySplitter:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cacheable = use_cache and not has_at_modifier(expr) and (
             settings.cache_unaligned or (start_ms % step_ms == 0 and end_ms % step_ms == 0))
+        request_stats = query_stats.current()
+        if request_stats is not None and self.interval_ms:
+            request_stats.split_queries += len(pieces)
         if len(pieces) == 1 and not cacheable:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
         max_cache_ms = now_ms - settings.max_freshness_ms
@@ -281,6 +285,13 @@ class RangeQuerySplitter:
         if storable:
             self.cache.put(key, _merge_extents(list(extents) + storable, step_ms),
                            now_ms / 1000 + settings.ttl_s)
+        request_stats = query_stats.current()
+        if request_stats is not None:
+            # sizes as 16 bytes a sample (Mimir counts the cached responses' encoded bytes)
+            evaluated = sum(extent.samples for extent in fresh)
+            answered = sum(len(ts) for part in parts for ts, _ in part.values())
+            request_stats.cache_miss_bytes += 16 * evaluated
+            request_stats.cache_hit_bytes += 16 * (answered - evaluated)
         return _concat(parts)
 
     def _gap(self, new_queryable, expr, start_ms, end_ms, step_ms, cancelled, warnings, infos) -> Extent:

@@ -11,10 +11,12 @@ bytes a sample); Mimir counts engine-processed samples and fetched chunk and ind
 storage does not measure separately.
 
 A request with `X-Mimir-Response-Query-Stats: true` gets the detailed statistics appended, of those Mimir
-documents the ones this single process measures: `encode_time_seconds`, `fetched_series_count`,
+documents the ones this single process measures: `encode_time_seconds`, `fetched_chunk_bytes` and
+`fetched_chunks_count` (the encoded chunks the head and block readers decoded), `fetched_series_count`,
 `query_wall_time_seconds`, `queue_time_seconds`, `response_size_bytes`, `response_time`,
-`results_cache_hit_bytes` and `results_cache_miss_bytes` (no results cache: 0), `sharded_queries` and
-`split_queries` (queries are neither sharded nor split: 0). Chunk and index byte counts are left out.
+`results_cache_hit_bytes` and `results_cache_miss_bytes` (16 bytes per sample answered from, resp. evaluated
+for, the results cache), `sharded_queries` (no sharding: 0) and `split_queries` (the pieces a range query was
+split into, when splitting is on). Index byte counts are left out.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class QueryStats:
     wall_time_s: float = 0.0
     encode_time_s: float = 0.0
     queue_time_s: float = 0.0
+    chunks: int = 0
+    chunk_bytes: int = 0
+    split_queries: int = 0
+    cache_hit_bytes: int = 0
+    cache_miss_bytes: int = 0
 
     def add_series(self, samples: int) -> None:
         """One series read from storage with `samples` samples."""
@@ -76,15 +83,17 @@ def detailed_server_timing(stats: QueryStats, response_time_s: float, response_s
     """The statistics added for `X-Mimir-Response-Query-Stats: true`, in Mimir's (alphabetical) order."""
     return ", ".join([
         f"encode_time_seconds;dur={_ms(stats.encode_time_s / 1000)}",
+        f"fetched_chunk_bytes;val={stats.chunk_bytes}",
+        f"fetched_chunks_count;val={stats.chunks}",
         f"fetched_series_count;val={stats.series}",
         f"query_wall_time_seconds;dur={_ms(stats.wall_time_s / 1000)}",
         f"queue_time_seconds;dur={_ms(stats.queue_time_s / 1000)}",
         f"response_size_bytes;val={response_size}",
         f"response_time;dur={_ms(response_time_s)}",
-        "results_cache_hit_bytes;val=0",
-        "results_cache_miss_bytes;val=0",
+        f"results_cache_hit_bytes;val={stats.cache_hit_bytes}",
+        f"results_cache_miss_bytes;val={stats.cache_miss_bytes}",
         "sharded_queries;val=0",
-        "split_queries;val=0",
+        f"split_queries;val={stats.split_queries}",
     ])
 
 

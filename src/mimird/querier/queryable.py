@@ -126,6 +126,7 @@ class TenantQueryable:
         self.max_chunk_bytes = self._smallest_limit("max_fetched_chunk_bytes_per_query")
         self.fetched_chunks = 0
         self.fetched_chunk_bytes = 0
+        self._stats = None  # the request's QueryStats, when it collects them (set by select)
 
     def _smallest_limit(self, name: str) -> int:
         return int(min((n for n in (self.app.overrides.for_tenant(t)[name] for t in self.tenants) if n > 0),
@@ -136,6 +137,9 @@ class TenantQueryable:
         QueryLimitError once a total passes its limit)."""
         self.fetched_chunks += chunks
         self.fetched_chunk_bytes += chunk_bytes
+        if self._stats is not None:
+            self._stats.chunks += chunks
+            self._stats.chunk_bytes += chunk_bytes
         if self.max_chunks and self.fetched_chunks > self.max_chunks:
             raise QueryLimitError(MAX_CHUNKS_MESSAGE.format(limit=self.max_chunks))
         if self.max_chunk_bytes and self.fetched_chunk_bytes > self.max_chunk_bytes:
@@ -202,14 +206,14 @@ class TenantQueryable:
                ) -> Iterator[SeriesSamples]:
         """(labels, timestamps int64, values float64) of each matching series with samples in
         [mint_ms, maxt_ms] (clipped to this queryable's range), sorted by labels."""
-        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes else None
+        stats = self._stats = query_stats.current()
+        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
         token = chunk_fetch_observer.set(observer)
         try:
             series = self._select(matchers, mint_ms, maxt_ms)  # federated reads happen here already
         finally:
             chunk_fetch_observer.reset(token)
-        stats = query_stats.current()
-        if not self.max_series and stats is None and observer is None:
+        if not self.max_series and observer is None:
             return series
         return self._counted(series, stats, observer)
 
