@@ -397,3 +397,18 @@ def test_max_inflight_push_requests_instance_limit():
     unlimited = local_distributor("-distributor.instance-limits.max-inflight-push-requests=0")
     unlimited.inflight_push_requests = 10**6
     assert unlimited.ingest("t", [], [0], [], []).status == 200
+
+
+def test_bad_content_type_parameter_answers_400_but_still_ingests_as_v1(d):
+    # Mimir's quirk: http.Error is written first, then the body is processed as 1.0 regardless.
+    now = now_ms()
+    headers = {"Content-Type": "application/x-protobuf;proto=foo.Bar"}
+    response = push(d, "t5", [((("__name__", "quirk_metric"),), [(now, 1.0)])], headers=headers)
+    message = ("got application/x-protobuf;proto=foo.Bar content type; expected prometheus.WriteRequest or "
+               "io.prometheus.write.v2.Request")
+    assert (response.status_code, response.text) == (400, message + "\n")
+    response = push(d, "t5", [((("__name__", "quirk_metric"), ("job", "x")), [(now, 1.0)]),
+                              ((("job", "nameless"),), [(now, 1.0)])], headers=headers)
+    assert (response.status_code, response.text) == (
+        400, message + "\nreceived series has no metric name (err-mimir-missing-metric-name)\n")
+    assert stored_series(d, "t5") == {(("__name__", "quirk_metric"),), (("__name__", "quirk_metric"), ("job", "x"))}

@@ -229,6 +229,10 @@ class Distributor(Service):
 
         A 2.0 answer, error or not, carries the X-Prometheus-Remote-Write-{Samples,Histograms,
         Exemplars}-Written counts of what passed validation and went to the ingester.
+
+        A Content-Type with a bad parameter gets Mimir's quirk: the 400 is written at once, yet the
+        body is still decoded and ingested as 1.0; a later error only adds its line to that 400's body
+        (the status is already sent).
         """
         tenant = request.tenant
         length = request.headers.get("content-length")
@@ -237,14 +241,30 @@ class Distributor(Service):
         exemplars_on = bool(self.overrides.get(tenant, "max_global_exemplars_per_user"))
         content_type = request.headers.get("content-type")
         v2 = False
+        content_type_error = None
         try:
             v2 = is_remote_write_v2(content_type)
-            batch = decode_push_body(request.body, request.headers.get("content-encoding"), content_type,
-                                     request.headers.get("x-prometheus-remote-write-version"),
-                                     max_message_size=self.max_message_size, decode_exemplars=exemplars_on)
         except PushDecodeError as exc:
-            nothing = {"samples": 0, "histograms": 0, "exemplars": 0}
-            raise HTTPError(exc.status, exc.message, _written_headers(nothing) if v2 else None) from None
+            content_type_error, content_type = exc.message, None
+        try:
+            try:
+                batch = decode_push_body(request.body, request.headers.get("content-encoding"), content_type,
+                                         request.headers.get("x-prometheus-remote-write-version"),
+                                         max_message_size=self.max_message_size, decode_exemplars=exemplars_on)
+            except PushDecodeError as exc:
+                nothing = {"samples": 0, "histograms": 0, "exemplars": 0}
+                raise HTTPError(exc.status, exc.message, _written_headers(nothing) if v2 else None) from None
+            response = self._push_batch(request, tenant, batch, v2)
+        except HTTPError as error:
+            if content_type_error is not None:
+                raise HTTPError(400, f"{content_type_error}\n{error.message}") from None
+            raise
+        if content_type_error is not None:
+            raise HTTPError(400, content_type_error)
+        return response
+
+    def _push_batch(self, request: Request, tenant: str, batch, v2: bool) -> Response:
+        """Ingest a decoded push; 2.0 answers (and errors) get the written-counts headers."""
         api = self.config.api
         skip_names = (api.skip_label_name_validation_header_enabled and batch.skip_label_validation
                       and request.headers.get("x-mimir-skiplabelnamevalidation", "").lower() == "true")
