@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 import pytest
+import snappy
 
 from conftest import Daemon, remote_write
+from mimird import prompb
 from mimird.tsdb.block import BlockReader, write_block
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import Matcher
@@ -162,3 +164,14 @@ def test_readers_report_chunks_to_the_observer(tmp_path):
     with BlockReader(tmp_path / ulid) as reader:  # no observer: nothing reported
         list(reader.read_series_samples([Matcher("=", "__name__", "m")]))
     assert len(seen) == 2
+
+
+def test_remote_read_answers_chunk_limit_with_400(querier):
+    request = prompb.ReadRequest()
+    query = request.queries.add(start_timestamp_ms=BASE, end_timestamp_ms=BASE + 10 * MINUTE)
+    query.matchers.add(type=0, name="__name__", value="up")
+    response = querier.post(P + "/read", content=snappy.compress(request.SerializeToString()),
+                            headers={"X-Scope-OrgID": "chunky", "Content-Type": "application/x-protobuf",
+                                     "Content-Encoding": "snappy"})
+    assert response.status_code == 400
+    assert response.text.strip() == CHUNKS_ERROR
