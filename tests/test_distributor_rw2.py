@@ -373,6 +373,9 @@ def test_max_ingestion_rate_instance_limit(start_daemon):
     assert "retry-after" in response.headers
     assert metric_value(daemon, "cortex_distributor_instance_rejected_requests_total",
                         reason="distributor_max_ingestion_rate") >= 1
+    assert metric_value(daemon, "cortex_distributor_instance_limits", limit="max_ingestion_rate") == 5
+    assert metric_value(daemon, "cortex_distributor_instance_limits", limit="max_inflight_push_requests") == 2000
+    assert metric_value(daemon, "cortex_distributor_ingestion_rate_samples_per_second") >= 5
 
 
 def local_distributor(*flags: str) -> Distributor:

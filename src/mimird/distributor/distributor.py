@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from mimird._fast.labelset import canonical_labels
 from mimird._fast.remotewrite import SOURCE_RULE
@@ -150,6 +150,14 @@ class DistributorMetrics:
                                                "user ID/cluster.", ["user", "cluster"])
         self.instance_rejected = counter("cortex_distributor_instance_rejected_requests_total",
                                          "Requests discarded for hitting per-instance limits", ["reason"])
+        self.inflight_push_requests = Gauge("cortex_distributor_inflight_push_requests",
+                                            "Current number of inflight push requests in distributor.",
+                                            registry=registry)
+        self.ingestion_rate = Gauge("cortex_distributor_ingestion_rate_samples_per_second",
+                                    "Current ingestion rate in samples/sec that distributor is using to limit "
+                                    "access.", registry=registry)
+        self.instance_limits = Gauge("cortex_distributor_instance_limits",
+                                     "Instance limits used by this distributor.", ["limit"], registry=registry)
 
 
 class Distributor(Service):
@@ -182,6 +190,10 @@ class Distributor(Service):
         self.inflight_push_requests = 0
         # Everything this instance accepted (samples, histograms, exemplars, metadata), per second.
         self.instance_rate = EwmaRate(INSTANCE_RATE_TICK)
+        self.metrics.inflight_push_requests.set_function(lambda: self.inflight_push_requests)
+        self.metrics.ingestion_rate.set_function(lambda: self.instance_rate.rate)
+        self.metrics.instance_limits.labels("max_inflight_push_requests").set(self.max_inflight_push_requests)
+        self.metrics.instance_limits.labels("max_ingestion_rate").set(self.max_ingestion_rate)
         retry = config.distributor.retry_after_header
         self.retry_after = (retry.enabled, retry.min_backoff, retry.max_backoff)
         self._tasks: list[asyncio.Task] = []
