@@ -1,7 +1,9 @@
-"""Prometheus remote write v1 (`prometheus.WriteRequest`) decoded straight from the protobuf wire format.
+"""Prometheus remote write 1.0 (`prometheus.WriteRequest`) and 2.0 (`io.prometheus.write.v2.Request`)
+decoded straight from the protobuf wire format.
 
-This module owns the ingest hot path's decoding: `decode_write_request` turns the uncompressed request
-body into a `WriteBatch` without building a protobuf object per sample. It works in two passes:
+This module owns the ingest hot path's decoding: `decode_write_request` (1.0) and
+`decode_write_request_v2` (2.0, see the section near the end) turn the uncompressed request body into
+a `WriteBatch` without building a protobuf object per sample. They work in two passes:
 
 1. A nogil scan over the bytes checks the wire format (varints, lengths, wire types, unknown fields skipped
    as protobuf requires, groups included) and records where each label, sample, exemplar, histogram
@@ -14,7 +16,8 @@ The wire layout is Prometheus 3.5's prompb/remote.proto and types.proto (see src
 the fields Mimir's WriteRequest adds: `Source = 2` and `skip_label_validation = 1000`,
 `skip_label_count_validation = 1001`. Malformed input raises ValueError with gogoproto's wording (what
 Mimir answers with) and where in the request the problem is. Values are carried as 64-bit patterns, so
-NaN payloads such as the staleness marker arrive unchanged.
+NaN payloads such as the staleness marker arrive unchanged. Label bytes that are not UTF-8 are kept
+as lone surrogates (surrogateescape) for validation to refuse that one series, as Mimir does.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.ref cimport Py_INCREF, PyObject
@@ -1425,7 +1428,8 @@ def decode_write_request(const uint8_t[::1] data not None, *, bint decode_exempl
     """Decode an uncompressed remote write v1 request body into a `WriteBatch`.
 
     Unknown fields are skipped; malformed protobuf (truncation, wrong wire types, overlong varints,
-    bad lengths) and label or metadata strings that are not UTF-8 raise ValueError. With
+    bad lengths) and metadata strings that are not UTF-8 raise ValueError; label strings that are not
+    UTF-8 decode with surrogateescape. With
     `decode_exemplars` False the exemplar fields are stepped over unread, as Mimir does for tenants
     that may not store exemplars.
     """
