@@ -165,6 +165,46 @@ def test_malformed_protobuf_in_valid_snappy(server, endpoint, name):
     assert_4xx(response, f"{endpoint} {name}")
 
 
+def rw2_request(symbols: list[bytes], refs_payload: bytes, sample: bytes = SAMPLE) -> bytes:
+    """A v2 Request: symbols (field 4) and one series (field 5) with packed label refs and one sample."""
+    series = length_delimited(1, refs_payload) + length_delimited(2, sample)
+    return b"".join(length_delimited(4, symbol) for symbol in symbols) + length_delimited(5, series)
+
+
+def packed(*values: int) -> bytes:
+    return b"".join(uvarint(value) for value in values)
+
+
+MALFORMED_RW2 = {
+    "ref beyond the symbols": rw2_request([b"", b"__name__", b"x"], packed(1, 7)),
+    "ref 2^64-1": rw2_request([b"", b"__name__", b"x"], packed(1, 2**64 - 1)),
+    "odd number of refs": rw2_request([b"", b"__name__", b"x"], packed(1, 2, 1)),
+    "truncated packed refs": rw2_request([b"", b"__name__", b"x"], packed(1) + b"\x80"),
+    "first symbol not empty": rw2_request([b"a", b"__name__", b"x"], packed(1, 2)),
+    "no symbols at all": rw2_request([], packed(1, 2)),
+    "symbol length beyond the end": tag(4, 2) + uvarint(10_000) + b"abc",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_RW2))
+def test_malformed_remote_write_2(server, name):
+    assert_4xx(post(server, "rw2", snappy.compress(MALFORMED_RW2[name])), name)
+
+
+def test_rw2_ref_truncation_and_empty_series(server):
+    """Not malformed: a uint32 varint wider than 32 bits keeps its low 32 bits, as Go protobuf decoders read it.
+
+    So ref 2^32+2 is ref 2, and ref 2^32 is ref 0, the empty symbol: ``__name__=""``, and a series whose
+    only label is empty is dropped without an error (Mimir removes empty label values before validation)."""
+    symbols = [b"", b"__name__", b"fuzz_rw2_wide_ref"]
+    response = post(server, "rw2", snappy.compress(rw2_request(symbols, packed(1, 2**32 + 2))))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-prometheus-remote-write-samples-written"] == "1"
+    response = post(server, "rw2", snappy.compress(rw2_request(symbols, packed(1, 2**32))))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-prometheus-remote-write-samples-written"] == "0"
+
+
 @pytest.mark.parametrize("name", ["series length 2^63", "nested groups unclosed", "overlong varint tag",
                                   "unterminated length", "end group without start", "wire type 7"])
 def test_malformed_protobuf_on_otlp(server, name):
