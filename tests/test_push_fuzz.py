@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import signal
+import socket
 import struct
 import time
 
@@ -268,6 +269,39 @@ def test_garbage_content_encodings(server):
         for encoding in ("br", "zstd", "gzip, snappy", "\x7f"):
             response = post(server, endpoint, b"\x00\x01\x02garbage", **{"Content-Encoding": encoding})
             assert_4xx(response, f"{endpoint} content encoding {encoding!r}")
+
+
+def zero_chunks(total: int, size: int = 65536):
+    for _ in range(total // size):
+        yield b"\x00" * size
+
+
+def test_chunked_bodies_without_length_stop_at_the_limit(server):
+    """No Content-Length: the server reads a chunked body only up to the route's limit, then answers 413."""
+    for endpoint in ("otlp-proto", "influx"):
+        path, headers = ENDPOINTS[endpoint]
+        response = httpx.post(server.url + path, content=zero_chunks(4 << 20),
+                              headers={**headers, "X-Scope-OrgID": TENANT}, timeout=30)
+        assert response.status_code == 413, (endpoint, response.text)
+
+
+BAD_FRAMING = {
+    "negative length": b"Content-Length: -1\r\n\r\n",
+    "length not a number": b"Content-Length: abc\r\n\r\n",
+    "length beyond int64": b"Content-Length: 99999999999999999999\r\n\r\n",
+    "chunk size not hex": b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "chunk size beyond int64": b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FRAMING))
+def test_bad_http_framing_is_400(server, name):
+    request = (b"POST /api/v1/push HTTP/1.1\r\nHost: fuzz\r\nX-Scope-OrgID: " + TENANT.encode()
+               + b"\r\nContent-Type: application/x-protobuf\r\n" + BAD_FRAMING[name])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(request)
+        status_line = conn.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 400 Bad Request", name
 
 
 # ---------------------------------------------------------------------------------------------------
