@@ -251,6 +251,32 @@ def test_broken_gzip(server):
             assert_4xx(post(server, endpoint, broken, **{"Content-Encoding": "gzip"}), f"{endpoint} {broken[:12]!r}")
 
 
+def deep_attribute_value(depth: int) -> bytes:
+    """An OTLP/JSON request whose one resource attribute is an AnyValue of arrays nested `depth` deep."""
+    value = '{"stringValue": "x"}'
+    for _ in range(depth):
+        value = '{"arrayValue": {"values": [' + value + "]}}"
+    return ('{"resourceMetrics": [{"resource": {"attributes": [{"key": "k", "value": ' + value + "}]}}]}").encode()
+
+
+DEEP_JSON = {
+    "100000 [": b"[" * 100_000,
+    "50000 open objects": b'{"resourceMetrics":' * 50_000,
+    "5000 closed objects": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "AnyValue arrays 300 deep": deep_attribute_value(300),
+    "AnyValue arrays 3000 deep": deep_attribute_value(3000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEEP_JSON))
+def test_deeply_nested_otlp_json(server, name):
+    """Nesting deeper than the decoder's stack was a RecursionError answered 500; it is a 400."""
+    response = post(server, "otlp-json", DEEP_JSON[name])
+    if name == "AnyValue arrays 300 deep" and response.status_code == 200:
+        return  # within the decoder's depth: a valid request
+    assert_4xx(response, name)
+
+
 GARBAGE_CONTENT_TYPES = ["application/x-protobuf;proto=nonsense", "text/html", "application/json; charset=\xff",
                          "multipart/form-data; boundary=", ";;;", "application/x-protobuf;proto=", "*/*",
                          "application/x-protobuf;proto=io.prometheus.write.v2.Request;proto=x"]

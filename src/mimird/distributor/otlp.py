@@ -257,6 +257,24 @@ def _hex_ids_to_base64(node) -> None:
             _hex_ids_to_base64(item)
 
 
+def _decode_json(body: bytes, request) -> None:
+    """Fill `request` from an OTLP/JSON body, or raise OTLPDecodeError (RecursionError passes through)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
+    if document is None:
+        document = {}  # `null` reads as an empty request
+    if not isinstance(document, dict):
+        found = body.lstrip()[:1].decode(errors="replace")
+        raise OTLPDecodeError(400, f"ReadObjectCB: expect {{ or n, but found {found}")
+    _hex_ids_to_base64(document)
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
+
+
 def decode_request(body: bytes, content_type: str | None, content_encoding: str | None,
                    max_size: int = DEFAULT_MAX_OTLP_REQUEST_SIZE):
     """Turn a request body into an `ExportMetricsServiceRequest`, or raise OTLPDecodeError.
@@ -296,19 +314,10 @@ def decode_request(body: bytes, content_type: str | None, content_encoding: str 
             raise OTLPDecodeError(400, f"proto: {exc}") from None
     else:
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
-        if document is None:
-            document = {}  # `null` reads as an empty request
-        if not isinstance(document, dict):
-            found = body.lstrip()[:1].decode(errors="replace")
-            raise OTLPDecodeError(400, f"ReadObjectCB: expect {{ or n, but found {found}")
-        _hex_ids_to_base64(document)
-        try:
-            json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
-            raise OTLPDecodeError(400, f"ReadObject: {exc}") from None
+            _decode_json(body, request)
+        except RecursionError:
+            # Nesting deeper than Python's stack (e.g. a body of 100000 `[`) is malformed input, not a crash.
+            raise OTLPDecodeError(400, "ReadObject: max depth of nesting exceeded") from None
     _check_ids(request)
     return request
 
