@@ -15,6 +15,7 @@ fields decodes to nothing), so drawn bodies must get 2xx or 4xx; the hand-made o
 from __future__ import annotations
 
 import gzip
+import json
 import signal
 import socket
 import struct
@@ -378,6 +379,28 @@ def test_bit_flips_of_a_valid_message(server, message):
     body = bytearray(good_message() * 3)
     body[position % len(body)] = value
     assert_not_5xx(post(server, "rw1", snappy.compress(bytes(body))), f"byte {position % len(body)} := {value}")
+
+
+OTLP_JSON_KEYS = ["resourceMetrics", "resource", "attributes", "key", "value", "stringValue", "intValue",
+                  "arrayValue", "kvlistValue", "values", "scopeMetrics", "metrics", "name", "gauge", "sum",
+                  "histogram", "dataPoints", "asDouble", "asInt", "timeUnixNano", "bucketCounts", "explicitBounds",
+                  "exemplars", "traceId", "spanId", "isMonotonic", "aggregationTemporality"]
+
+
+def json_values() -> st.SearchStrategy:
+    """JSON documents whose keys are mostly OTLP's own, so that the decoder gets past the first level."""
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+                       st.sampled_from(["1", "-1", "99999999999999999999999", "abc", "0af", "NaN", "Infinity"]))
+    key = st.sampled_from(OTLP_JSON_KEYS) | st.text(max_size=6)
+    return st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(key, inner, max_size=4),
+                        max_leaves=25)
+
+
+@FUZZ
+@given(document=st.dictionaries(st.sampled_from(OTLP_JSON_KEYS[:1]), json_values(), max_size=1))
+def test_otlp_json_noise(server, document):
+    assert_not_5xx(post(server, "otlp-json", json.dumps(document).encode()), repr(document)[:200])
 
 
 @FUZZ
