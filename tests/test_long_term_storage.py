@@ -4,6 +4,7 @@ consistent and the query answers unchanged."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import shutil
@@ -258,3 +259,33 @@ def test_crash_during_upload_validation(start_daemon, tmp_path):
     got = wait_for(lambda: query_range(d, "up", "uploaded", T0, T0 + 119 * 15_000, 15_000), what="block queryable")
     assert len(got) == 5 and all(len(v) == 120 for v in got.values())
     assert not list((d.workdir / "data").rglob("upload-validation/*"))
+
+
+def test_crash_between_meta_and_cleanup_of_an_upload(start_daemon, tmp_path):
+    from test_block_upload import make_block
+
+    block_dir = make_block(tmp_path / "b", n_series=5, samples=120)
+    d = start_daemon(runtime_config(tmp_path), SYNC, "-compactor.cleanup-interval=300ms",
+                     env={"MIMIRD_FAILPOINT": "upload-after-meta"})
+    ulid = new_ulid()
+    meta = block_meta(block_dir)
+    assert start(d, ulid, meta).status_code == 200
+    upload_files(d, ulid, block_dir, meta)
+    try:
+        d.post(f"/api/v1/upload/block/{ulid}/finish", headers=TENANT)
+    except Exception:
+        pass
+    assert d.proc.wait(30) == 137
+    del d.env["MIMIRD_FAILPOINT"]
+    d.start()
+    # meta.json went up last of the block's own files: the block is complete, the leftovers harmless
+    root = d.workdir / "data" / "blocks" / "up"
+    assert list(bucket_consistent(root)) == [ulid]
+    assert check(d, ulid).json() == {"result": "complete"}
+    assert start(d, ulid, meta).text == "block already exists\n"
+    got = wait_for(lambda: query_range(d, "up", "uploaded", T0, T0 + 119 * 15_000, 15_000), what="block queryable")
+    assert len(got) == 5 and all(len(v) == 120 for v in got.values())
+    # the bucket index, which the crash left without the block, is rewritten by the next cleanup
+    index = root / "bucket-index.json.gz"
+    wait_for(lambda: index.exists() and [b["block_id"] for b in json.loads(gzip.decompress(index.read_bytes()))["blocks"]]
+             == [ulid], what="bucket index updated")

@@ -376,7 +376,6 @@ class Compactor(Service):
         now = time.time()
         retention_ms = int(self.overrides.get(tenant, "compactor_blocks_retention_period") * 1000)
         partial_delay = self.overrides.get(tenant, "compactor_partial_block_deletion_delay")
-        changed = False
         for ulid in list_block_ids(bucket, tenant):
             block = read_block(bucket, tenant, ulid)
             if block is None:
@@ -385,7 +384,6 @@ class Compactor(Service):
                 # short by a crash).
                 if read_deletion_time(bucket, tenant, ulid) is not None:
                     delete_block(bucket, tenant, ulid)
-                    changed = True
                 elif partial_delay > 0 and self._last_modified(tenant, ulid) < now - partial_delay:
                     mark_for_deletion(bucket, tenant, ulid, now, details="partial block")
                     self.blocks_marked.labels("partial").inc()
@@ -395,17 +393,16 @@ class Compactor(Service):
                 if now - block.deletion_time >= self.deletion_delay:
                     delete_block(bucket, tenant, ulid)
                     self.blocks_cleaned.inc()
-                    changed = True
                     kv_log(log, logging.INFO, "deleted block marked for deletion", tenant=tenant, block=ulid)
             elif retention_ms > 0 and block.max_time < now * 1000 - retention_ms:
                 mark_for_deletion(bucket, tenant, ulid, now, details="block exceeding retention period")
                 self.blocks_marked.labels("retention").inc()
-                changed = True
                 kv_log(log, logging.INFO, "marked block for deletion: beyond retention", tenant=tenant,
                        block=ulid)
-        if changed or not bucket.exists(f"{tenant}/{BUCKET_INDEX}"):
-            if list_block_ids(bucket, tenant):
-                update_bucket_index(bucket, tenant)
+        # Rewritten every cycle, as Mimir's blocks cleaner does: a writer that crashed between its block's
+        # meta.json and the index update left the index behind the bucket.
+        if list_block_ids(bucket, tenant):
+            update_bucket_index(bucket, tenant)
         return False
 
     def _last_modified(self, tenant: str, ulid: str) -> float:

@@ -402,6 +402,7 @@ class BlockUploadAPI:
     def _complete(self, tenant: str, block_id: str, meta: BlockMeta) -> None:
         prefix = f"{tenant}/{block_id}/"
         self.bucket.put(prefix + META_FILENAME, meta.dumps().encode())
+        failpoint("upload-after-meta")
         self.bucket.delete(prefix + UPLOADING_META)
         self.bucket.delete(prefix + VALIDATION_FILE)
         update_bucket_index(self.bucket, tenant)
