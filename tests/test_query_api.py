@@ -15,7 +15,6 @@ import snappy
 
 from conftest import Daemon, remote_write
 from mimird import prompb
-from mimird.frontend.limits import go_duration
 from mimird.frontend.queue import QueryQueue
 from mimird.http.errors import HTTPError
 from mimird.querier import jsonfmt
@@ -30,6 +29,7 @@ from mimird.querier.params import (
     unescape_label_name,
 )
 from mimird.querier.queryable import merge_sorted_series, with_tenant_label
+from mimird.util.durations import go_duration_ms as go_duration
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000

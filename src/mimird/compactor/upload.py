@@ -28,6 +28,7 @@ from mimird.http.request import Request, Response
 from mimird.ingester.ingester import update_bucket_index
 from mimird.tsdb.block import BlockReader
 from mimird.tsdb.block.meta import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockMeta, is_ulid
+from mimird.util.durations import go_duration_ms
 from mimird.util.failpoints import failpoint
 
 if TYPE_CHECKING:
@@ -46,24 +47,6 @@ DROPPED_EXTERNAL_LABELS = ("__org_id__", "__ingester_id__", "__shard_id__")
 COMPACTOR_SHARD_LABEL = "__compactor_shard_id__"
 
 COMPLETE, NOT_STARTED, UPLOADING, VALIDATING, FAILED = "complete", "not started", "uploading", "validating", "failed"
-
-
-def go_duration(ms: int) -> str:
-    """A duration in milliseconds as Go's time.Duration prints it (`24h0m0s`, `1h30m0s`, `1.5s`)."""
-    if ms == 0:
-        return "0s"
-    sign = "-" if ms < 0 else ""
-    ms = abs(ms)
-    hours, rest = divmod(ms, 3600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}s"
-    if rest < 1000:
-        return f"{sign}{rest}ms"
-    return f"{sign}{seconds}s"
 
 
 def go_time_string(ms: int) -> str:
@@ -298,11 +281,11 @@ class BlockUploadAPI:
             raise HTTPError(422, f"block max time ({go_time_string(meta.max_time)}) older than retention period")
         largest = max(self.compactor.ranges_ms)
         if meta.max_time - meta.min_time > largest:
-            raise HTTPError(422, f"block duration ({go_duration(meta.max_time - meta.min_time)}) is larger than "
-                                 f"max configured compactor time range ({go_duration(largest)})")
+            raise HTTPError(422, f"block duration ({go_duration_ms(meta.max_time - meta.min_time)}) is larger than "
+                                 f"max configured compactor time range ({go_duration_ms(largest)})")
         if meta.max_time > meta.min_time and meta.min_time // largest != (meta.max_time - 1) // largest:
             raise HTTPError(422, "block time range crosses boundary of configured compactor time range "
-                                 f"({go_duration(largest)})")
+                                 f"({go_duration_ms(largest)})")
 
     @_internal_errors
     async def files(self, request: Request) -> Response:

@@ -29,7 +29,6 @@ from mimird._fast.remotewrite import SOURCE_RULE
 from mimird.config.schema import ConfigError
 from mimird.distributor import validation as v
 from mimird.distributor.hatracker import HADecline, HATracker, find_ha_labels
-from mimird.distributor.http import go_duration
 from mimird.distributor.ratelimit import (
     TenantLimiter,
     ingestion_burst_message,
@@ -51,6 +50,7 @@ from mimird.ingester.ingester import Ingester, IngesterUnavailable
 from mimird.services import Service
 from mimird.tsdb.head import DISCARD_REASONS
 from mimird.tsdb.labels import Labels
+from mimird.util.durations import go_duration
 from mimird.util.logging import kv_log
 from mimird.util.metrics import Metrics
 

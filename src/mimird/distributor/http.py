@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
+from mimird.util.durations import go_duration
 
 if TYPE_CHECKING:
     from mimird.distributor.distributor import Distributor
@@ -26,38 +27,6 @@ def rfc3339(ms: float) -> str:
     whole = datetime.fromtimestamp(int(ms // 1000), UTC).strftime("%Y-%m-%dT%H:%M:%S")
     fraction = int(ms % 1000)
     return whole + (f".{fraction:03d}".rstrip("0") if fraction else "") + "Z"
-
-
-def go_duration(ns: int) -> str:
-    """A duration in nanoseconds as Go's time.Duration.String prints it (`1m30.5s`, `-250ms`)."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1000:
-        return f"{sign}{ns}ns"
-    if ns < 1_000_000:
-        return f"{sign}{_trim(ns / 1000)}µs"
-    if ns < 1_000_000_000:
-        return f"{sign}{_trim(ns / 1_000_000)}ms"
-    hours, rest = divmod(ns, 3600 * 10**9)
-    minutes, rest = divmod(rest, 60 * 10**9)
-    seconds = _trim_fraction(rest)
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}s"
-    return f"{sign}{seconds}s"
-
-
-def _trim(value: float) -> str:
-    text = f"{value:.9f}".rstrip("0").rstrip(".")
-    return text
-
-
-def _trim_fraction(ns: int) -> str:
-    whole, fraction = divmod(ns, 10**9)
-    return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
 
 
 def _go_json_numbers(row: dict) -> dict:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mimird.http.request import Response
 from mimird.querier import jsonfmt
+from mimird.util.durations import go_duration_ms
 
 EMPTY_MATRIX = '{"resultType":"matrix","result":[]}'
 
@@ -27,25 +28,6 @@ def _limit_message(message: str, error_id: str, flag: str) -> str:
     # globalerror.ID.MessageWithPerTenantLimitConfig
     return (f"{message} (err-mimir-{error_id}). To adjust the related per-tenant limit, configure -{flag}, "
             "or contact your service administrator.")
-
-
-def go_duration(ms: int) -> str:
-    """Go's time.Duration.String() of whole milliseconds: `1h0m0s`, `1m30.5s`, `500ms`, `0s`."""
-    if ms == 0:
-        return "0s"
-    sign = "-" if ms < 0 else ""
-    ms = abs(ms)
-    if ms < 1000:
-        return f"{sign}{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds, millis = divmod(rest, 1000)
-    text = f"{seconds}.{millis:03d}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
 
 
 def _smallest_non_zero(values) -> float:
@@ -99,7 +81,7 @@ class QueryLimits:
         length_ms = end_ms - start_ms
         if is_range and self.max_total_length_ms and length_ms > self.max_total_length_ms:
             return start_ms, jsonfmt.error("bad_data", _limit_message(
-                f"the total query time range exceeds the limit (query length: {go_duration(length_ms)}, limit: "
-                f"{go_duration(self.max_total_length_ms)})", "max-total-query-length",
+                f"the total query time range exceeds the limit (query length: {go_duration_ms(length_ms)}, limit: "
+                f"{go_duration_ms(self.max_total_length_ms)})", "max-total-query-length",
                 "query-frontend.max-total-query-length"))
         return start_ms, None

@@ -24,6 +24,7 @@ from mimird._fast.headseries import MemSeries, append_in_order, float_bits
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
+from mimird.util.durations import go_duration_ms
 
 INT64_MIN = -(2**63)
 METADATA_RETAIN_PERIOD_S = 600.0  # Mimir's -ingester.metadata-retain-period
@@ -304,7 +305,7 @@ class Head:
             text = ("the sample has been rejected because another sample with a more recent timestamp has "
                     "already been ingested and out-of-order samples are not allowed")
         elif self.ooo_window:
-            window = _go_duration(self.ooo_window)
+            window = go_duration_ms(self.ooo_window)
             text = ("the sample has been rejected because another sample with a more recent timestamp has "
                     f"already been ingested and this sample is beyond the out-of-order time window of {window}")
         else:
@@ -445,18 +446,3 @@ class Head:
             if self.min_time == INT64_MAX:
                 self.max_time = max(self.max_time, INT64_MIN)
             return len(removed)
-
-
-def _go_duration(ms: int) -> str:
-    """Go's time.Duration String for whole milliseconds (`1h0m0s`, `30m0s`, `1.5s`)."""
-    if ms == 0:
-        return "0s"
-    hours, rem = divmod(ms, 3600_000)
-    minutes, rem = divmod(rem, 60_000)
-    seconds = rem / 1000
-    sec_text = f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{sec_text}"
-    if minutes:
-        return f"{minutes}m{sec_text}"
-    return sec_text

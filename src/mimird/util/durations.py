@@ -58,3 +58,41 @@ def format_duration(seconds: float) -> str:
             count, ms = divmod(ms, size)
             parts.append(f"{count}{unit}")
     return sign + "".join(parts)
+
+
+def go_duration(ns: int) -> str:
+    """A duration in nanoseconds as Go's time.Duration.String prints it (`1h0m0s`, `1m30.5s`, `-250ms`).
+
+    Mimir's messages print durations this way; `go_duration_ms` takes whole milliseconds.
+    """
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_trim_decimals(ns, 1000)}µs"
+    if ns < 1_000_000_000:
+        return f"{sign}{_trim_decimals(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = _trim_decimals(rest, 10**9)
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}s"
+    return f"{sign}{seconds}s"
+
+
+def go_duration_ms(ms: int) -> str:
+    """go_duration of whole milliseconds."""
+    return go_duration(ms * 1_000_000)
+
+
+def _trim_decimals(value: int, unit: int) -> str:
+    whole, fraction = divmod(value, unit)
+    if not fraction:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}.{fraction:0{digits}d}".rstrip("0")
