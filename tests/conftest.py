@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -134,3 +135,45 @@ def remote_write(daemon: Daemon, tenant: str | None, series: dict, metadata=()) 
     if tenant is not None:
         headers["X-Scope-OrgID"] = tenant
     return daemon.post("/api/v1/push", content=encode_write_request(series, metadata), headers=headers)
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+@contextlib.contextmanager
+def running_prometheus(workdir: Path, config, *flags: str):
+    """Debian's prometheus (`make peers`) on a free loopback port; yields its base URL, stops it after.
+
+    `config` is the prometheus.yml text, or a function of the port that returns it (for a Prometheus
+    that scrapes itself).
+    """
+    port = free_port()
+    (workdir / "prometheus.yml").write_text(config(port) if callable(config) else config)
+    log_path = workdir / "log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *flags],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(log_path.read_text(errors="replace"))
+                try:
+                    if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"prometheus not ready after 30 s:\n{log_path.read_text(errors='replace')}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -47,22 +47,20 @@ Skipped when ``/usr/bin/prometheus`` (``make peers``) is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import Daemon, encode_write_request, free_port, remote_write
+from conftest import PROMETHEUS, Daemon, encode_write_request, remote_write, running_prometheus
 
 pytestmark = pytest.mark.slow
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 STEP_MS = 30_000
 ROUNDS = 60  # 30 minutes
 END_MS = (int(time.time() * 1000) // 60_000 - 4) * 60_000
@@ -171,40 +169,17 @@ class ScrapeTarget:
         self.server.server_close()
 
 
-def start_prometheus(workdir: Path, config: str, *flags: str) -> tuple[subprocess.Popen, str]:
-    (workdir / "prometheus.yml").write_text(config)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *flags],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(url + "/-/ready", timeout=1).status_code == 200, proc, workdir / "log")
-    return proc, url
-
-
-def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def wait_until(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text(errors="replace"))
         try:
             if condition():
                 return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"prometheus not ready after {timeout} s:\n{log.read_text(errors='replace')}")
+            raise RuntimeError(f"condition not met after {timeout} s")
         time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Stores:
@@ -225,30 +200,27 @@ def stores(tmp_path_factory):
         pytest.skip("/usr/bin/prometheus is not installed (make peers)")
     mimird = Daemon(tmp_path_factory.mktemp("mimird"), ["-auth.multitenancy-enabled=false"]).start()
     target = ScrapeTarget()
-    procs = []
     try:
-        proc, prometheus = start_prometheus(tmp_path_factory.mktemp("prometheus"),
-                                            "global:\n  scrape_interval: 15s\n", "--web.enable-remote-write-receiver")
-        procs.append(proc)
-        meta_dir = tmp_path_factory.mktemp("prometheus-metadata")
-        proc, metadata_prometheus = start_prometheus(
-            meta_dir, "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: meta\n"
-                      f"    static_configs:\n      - targets: ['{target.address}']\n")
-        procs.append(proc)
-        with httpx.Client(timeout=20) as client:
-            for number in range(ROUNDS):
-                series = round_series(number)
-                response = remote_write(mimird, None, series, METADATA if number == 0 else ())
-                assert response.status_code == 200, response.text
-                response = client.post(prometheus + "/api/v1/write", content=encode_write_request(series),
-                                       headers=WRITE_HEADERS)
-                assert response.status_code == 204, response.text
-        wait_until(lambda: len(httpx.get(metadata_prometheus + "/api/v1/metadata").json()["data"]) == len(METADATA),
-                   proc, meta_dir / "log")
-        yield Stores(mimird.url, prometheus, metadata_prometheus)
+        with contextlib.ExitStack() as peers:
+            prometheus = peers.enter_context(running_prometheus(
+                tmp_path_factory.mktemp("prometheus"), "global:\n  scrape_interval: 15s\n",
+                "--web.enable-remote-write-receiver"))
+            metadata_prometheus = peers.enter_context(running_prometheus(
+                tmp_path_factory.mktemp("prometheus-metadata"),
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: meta\n"
+                f"    static_configs:\n      - targets: ['{target.address}']\n"))
+            with httpx.Client(timeout=20) as client:
+                for number in range(ROUNDS):
+                    series = round_series(number)
+                    response = remote_write(mimird, None, series, METADATA if number == 0 else ())
+                    assert response.status_code == 200, response.text
+                    response = client.post(prometheus + "/api/v1/write", content=encode_write_request(series),
+                                           headers=WRITE_HEADERS)
+                    assert response.status_code == 204, response.text
+            wait_until(lambda: len(httpx.get(metadata_prometheus + "/api/v1/metadata").json()["data"])
+                       == len(METADATA))
+            yield Stores(mimird.url, prometheus, metadata_prometheus)
     finally:
-        for proc in procs:
-            stop(proc)
         target.close()
         mimird.stop(signal.SIGKILL)
 

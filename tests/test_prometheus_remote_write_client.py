@@ -20,20 +20,17 @@ Skipped when ``/usr/bin/prometheus`` (``make peers``) is not installed.
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import Daemon, free_port
+from conftest import PROMETHEUS, Daemon, running_prometheus
 
 pytestmark = pytest.mark.slow
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 TENANT = "scraper"
 QUERIES = ("up", "prometheus_build_info")
 
@@ -104,34 +101,10 @@ def stack(tmp_path_factory):
     mimird = Daemon(tmp_path_factory.mktemp("mimird"), []).start()
     proxy = HeaderProxy(mimird.url, TENANT)
     workdir = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
-    (workdir / "prometheus.yml").write_text(prometheus_config(port, proxy.url + "/api/v1/push"))
-    log = open(workdir / "log", "wb")
-    proc = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (workdir / "log").read_text()
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready"
-            time.sleep(0.1)
-        yield mimird, url, proxy
+        with running_prometheus(workdir, lambda port: prometheus_config(port, proxy.url + "/api/v1/push")) as url:
+            yield mimird, url, proxy
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         proxy.close()
         mimird.stop(signal.SIGKILL)
 

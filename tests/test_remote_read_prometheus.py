@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import signal
 import struct
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 import snappy
 
-from conftest import Daemon, free_port, remote_write
+from conftest import PROMETHEUS, Daemon, remote_write, running_prometheus
 from mimird import prompb
 from mimird._fast.crc32c import crc32c
 from mimird._fast.varint import decode_uvarint
@@ -39,7 +37,6 @@ from mimird._fast.xorchunk import decode
 
 pytestmark = pytest.mark.slow
 
-PROMETHEUS = Path("/usr/bin/prometheus")
 TENANT = "reader"  # the configured header, which 2.42 leaves out
 STEP_MS = 15_000
 SAMPLES_PER_SERIES = 121  # 30 minutes at 15 s; more than one 120-sample chunk in the streamed answer
@@ -109,41 +106,15 @@ def stores(tmp_path_factory):
     mimird = Daemon(tmp_path_factory.mktemp("mimird"), ["-auth.multitenancy-enabled=false"]).start()
     proxy = RecordingProxy(mimird.url)
     workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 15s\nscrape_configs: []\nremote_read:\n"
-        f"  - url: {proxy.url}/prometheus/api/v1/read\n    read_recent: true\n"
-        f"    headers:\n      X-Scope-OrgID: {TENANT}\n")
-    port = free_port()
-    log = open(workdir / "log", "wb")
-    prometheus = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+    config = ("global:\n  scrape_interval: 15s\nscrape_configs: []\nremote_read:\n"
+              f"  - url: {proxy.url}/prometheus/api/v1/read\n    read_recent: true\n"
+              f"    headers:\n      X-Scope-OrgID: {TENANT}\n")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if prometheus.poll() is not None:
-                raise RuntimeError((workdir / "log").read_text(errors="replace"))
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prometheus not ready after 30 s")
-            time.sleep(0.1)
-        response = remote_write(mimird, None, SERIES)
-        assert response.status_code == 200, response.text
-        yield mimird, proxy, url
+        with running_prometheus(workdir, config) as url:
+            response = remote_write(mimird, None, SERIES)
+            assert response.status_code == 200, response.text
+            yield mimird, proxy, url
     finally:
-        prometheus.send_signal(signal.SIGTERM)
-        try:
-            prometheus.wait(20)
-        except subprocess.TimeoutExpired:
-            prometheus.kill()
-            prometheus.wait()
-        log.close()
         proxy.close()
         mimird.stop(signal.SIGKILL)
 
