@@ -20,7 +20,11 @@ from mimird.tsdb.labels import Matcher
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
+TWO_HOURS = 120 * MINUTE
 BASE = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+# The chunk-limit checks count one chunk per series: keep the ten minutes of samples inside one 2h block
+# range, since the head cuts chunks at range boundaries.
+BASE = min(BASE, (BASE // TWO_HOURS + 1) * TWO_HOURS - 10 * MINUTE)
 T0 = BASE // 1000
 
 SERIES = {
