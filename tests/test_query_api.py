@@ -35,6 +35,8 @@ P = "/prometheus/api/v1"
 MINUTE = 60_000
 # Recent data: the querier only asks ingesters about ranges ending within -querier.query-ingesters-within.
 BASE = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+# Ten minutes of samples per series, kept inside one 2h block range so each series is one head chunk.
+BASE = min(BASE, (BASE // (120 * MINUTE) + 1) * 120 * MINUTE - 10 * MINUTE)
 T0 = BASE // 1000
 
 
