@@ -31,21 +31,6 @@ cpdef uint64_t float_bits(double v) noexcept:
 cdef class MemSeries:
     """One series in the head: closed chunks, the open chunk, and out-of-order samples."""
 
-    cdef public object ref
-    cdef public tuple labels
-    # The lists start as the shared empty tuple and become lists on first use: most series in a
-    # head have no closed chunk and no out-of-order sample, and five empty lists cost ~280 bytes each.
-    cdef public object chunks
-    cdef public object chunk_mints
-    cdef public object chunk_maxts
-    cdef public XORChunk open
-    cdef public int64_t open_mint
-    cdef public int64_t last_t
-    cdef public uint64_t last_v_bits
-    cdef public object ooo_t
-    cdef public object ooo_v
-    cdef public int64_t cut_at  # the block boundary the open chunk must not cross
-
     def __init__(self, ref, tuple labels):
         self.ref = ref
         self.labels = labels
