@@ -19,13 +19,15 @@ build: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/mimird
 
-# Debian packages of the reference peers that the peer tests talk to (prometheus, promtool, amtool).
+# Debian packages of the reference peers that the peer tests talk to (prometheus, promtool, amtool, and
+# memcached for the results cache's memcached backend).
 peers:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
+	    || ! test -x /usr/bin/memcached; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null; \
+	    prometheus prometheus-alertmanager memcached >/dev/null; \
 	fi
 
 lint: $(STAMP)
