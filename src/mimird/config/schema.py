@@ -418,7 +418,8 @@ OPTIONS: tuple[Option, ...] = (
            "Split range queries by an interval and execute in parallel. You should use a multiple of 24 hours to "
            "optimize querying blocks. 0 to disable it.", minimum=0),
     Option("frontend.cache_results", "query-frontend.cache-results", "bool", False,
-           "Cache query results (in memory, least recently used entries evicted first)."),
+           "Cache query results (in memory, least recently used entries evicted first, or in the backend "
+           "-query-frontend.results-cache.backend names)."),
     Option("limits.max_cache_freshness", "query-frontend.max-cache-freshness", "duration", 600.0,
            "Most recent allowed cacheable result per-tenant, to prevent caching very recent results that might "
            "still be in flux.", minimum=0),
@@ -426,6 +427,33 @@ OPTIONS: tuple[Option, ...] = (
            "Time to live duration for cached query results.", minimum=0),
     Option("limits.cache_unaligned_requests", "query-frontend.cache-unaligned-requests", "bool", False,
            "Cache requests that are not step-aligned."),
+    Option("frontend.results_cache.backend", "query-frontend.results-cache.backend", "string", "",
+           "Backend for query-frontend results cache, if not empty. Supported values: memcached. Empty keeps the "
+           "results in this process's memory (mimird's embedded default; Mimir itself has no in-memory backend).",
+           choices=("", "memcached")),
+    Option("frontend.results_cache.memcached.addresses", "query-frontend.results-cache.memcached.addresses",
+           "string", "", "Comma separated list of memcached addresses. Supported prefixes are: dns+ (looked up as "
+           "an A/AAAA query)."),
+    Option("frontend.results_cache.memcached.timeout", "query-frontend.results-cache.memcached.timeout",
+           "duration", 0.1, "The socket read/write timeout.", minimum=0.001),
+    Option("frontend.results_cache.memcached.max_idle_connections",
+           "query-frontend.results-cache.memcached.max-idle-connections", "int", 100,
+           "The maximum number of idle connections that will be maintained per address.", minimum=0,
+           category="advanced"),
+    Option("frontend.results_cache.memcached.max_async_concurrency",
+           "query-frontend.results-cache.memcached.max-async-concurrency", "int", 50,
+           "The maximum number of concurrent asynchronous operations can occur.", minimum=1, category="advanced"),
+    Option("frontend.results_cache.memcached.max_async_buffer_size",
+           "query-frontend.results-cache.memcached.max-async-buffer-size", "int", 25000,
+           "The maximum number of enqueued asynchronous operations allowed.", minimum=1, category="advanced"),
+    Option("frontend.results_cache.memcached.max_item_size", "query-frontend.results-cache.memcached.max-item-size",
+           "int", 1024 * 1024, "The maximum size of an item stored in memcached. Bigger items are not stored. If "
+           "set to 0, no maximum size is enforced.", minimum=0, category="advanced"),
+    Option("frontend.results_cache.compression", "query-frontend.results-cache.compression", "string", "",
+           "Enable cache compression, if not empty. Supported values are: snappy.", choices=("", "snappy")),
+    Option("limits.max_query_parallelism", "querier.max-query-parallelism", "int", 14,
+           "Maximum number of split (by time) or partial (by shard) queries that will be scheduled in parallel by "
+           "the query-frontend for a single input query.", minimum=0),
     Option("querier.max_concurrent", "querier.max-concurrent", "int", 20,
            "The number of workers running in each querier process. This setting limits the maximum number of "
            "concurrent queries in each querier.", minimum=1),

@@ -4,30 +4,38 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
 * Splitting (`-query-frontend.split-queries-by-interval`, 24h, 0 disables): the range is cut at multiples
   of the interval (UTC day boundaries by default), each piece ending on the last step before a boundary
   so every piece stays on the request's step grid; `@ start()` / `@ end()` are pinned to the whole
-  request's start and end first (as Mimir does), so each step sees what it would unsplit. Pieces run one
-  after the other in the query's worker thread (Mimir runs them in parallel on queriers; one process
-  gains nothing from that) and each has its own per-query limits, as each Mimir split query does.
-* Results cache (`-query-frontend.cache-results`, off by default): in memory, LRU-bounded, keyed by
-  tenant(s), query, step and the piece's interval index (Mimir's cache key). An entry holds extents —
-  time ranges already evaluated — and a request evaluates only the gaps, then stores the merged extents.
-  Only step-aligned requests are cached (unless `cache_unaligned_requests`), nothing newer than
-  now − `max_cache_freshness` (10m) is stored, entries live `results_cache_ttl` (7d), and a request with
-  `Cache-Control: no-store` neither reads nor writes the cache.
+  request's start and end first (as Mimir does), so each step sees what it would unsplit. The pieces
+  (and the gaps the cache leaves) are evaluated in parallel worker threads, at most the tenants'
+  smallest `max_query_parallelism` (14) at once, each with its own per-query limits, as each Mimir split
+  query has; their results are merged in time order, so the answer is the unsplit one byte for byte.
+* Results cache (`-query-frontend.cache-results`, off by default): keyed by tenant(s), query, step and
+  the piece's interval index (plus the start's offset into the step grid when unaligned: Mimir's key).
+  All pieces' entries are looked up at once; an entry holds extents — time ranges already evaluated —
+  and a request evaluates only the gaps, then stores the merged extents. Only step-aligned requests are
+  cached (unless `cache_unaligned_requests`), nothing newer than now − `max_cache_freshness` (10m) is
+  stored, entries live `results_cache_ttl` (7d), and a request with `Cache-Control: no-store` neither
+  reads nor writes the cache. The entries live in this module's in-memory LRU (the default here) or in
+  memcached (`remotecache`, `-query-frontend.results-cache.backend=memcached`).
 
 Kept out of the cache, so that a cached answer is always what a fresh evaluation gives: queries with an
-`@` modifier, pieces whose evaluation produced annotations, and requests asking for `stats` (those also
-run unsplit, so their statistics describe one evaluation).
+`@` modifier and pieces whose evaluation produced annotations. Requests asking for `stats` run as one
+unsplit, uncached evaluation, so that their `data.stats` describes it (Mimir's frontend splits and caches
+them like any other request, and its response model has no `stats`: Mimir answers them without
+`data.stats`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
 
 from mimird.frontend import stats as query_stats
 from mimird.promql import ast
@@ -39,6 +47,8 @@ from mimird.tsdb.labels import Labels
 MAX_CACHE_ENTRIES = 4096
 # Samples kept by it over all entries (a sample is a timestamp and a value, 16 bytes).
 MAX_CACHE_SAMPLES = 8_000_000
+# Threads one query's pieces use at most, whatever max_query_parallelism allows.
+MAX_PIECE_THREADS = 16
 
 
 def next_interval_boundary(t_ms: int, step_ms: int, interval_ms: int) -> int:
@@ -175,6 +185,15 @@ class ResultsCache:
             self._entries.move_to_end(key)
             return extents
 
+    def get_many(self, keys: Sequence[str], now_s: float) -> dict[str, list[Extent]]:
+        """The extents of each key that has an unexpired entry."""
+        found = {}
+        for key in keys:
+            extents = self.get(key, now_s)
+            if extents:
+                found[key] = extents
+        return found
+
     def put(self, key: str, extents: list[Extent], expires_s: float) -> None:
         """Store the entry's extents; the least recently used entries make room."""
         samples = sum(extent.samples for extent in extents)
@@ -198,104 +217,189 @@ class ResultsCache:
 
 @dataclass
 class CacheSettings:
-    """The results cache's per-request settings (from the tenants' limits)."""
+    """The results cache's and the splitter's per-request settings (from the tenants' limits)."""
 
     max_freshness_ms: int
     ttl_s: float
     cache_unaligned: bool
+    parallelism: int = 14  # max_query_parallelism: split pieces evaluated at once
+
+
+class SplitCacheMetrics:
+    """The split-and-cache middleware's counters, as Mimir's query-frontend names them."""
+
+    def __init__(self, registry: CollectorRegistry | None):
+        registry = registry if registry is not None else CollectorRegistry()
+        self.split_queries = Counter("cortex_frontend_split_queries", "Total number of underlying query requests "
+                                     "after the split by interval is applied.", registry=registry)
+        self.cache_requests = Counter("cortex_frontend_query_result_cache_requests", "Total number of requests "
+                                      "(or partial requests) looked up in the results cache.", ["request_type"],
+                                      registry=registry)
+        self.cache_hits = Counter("cortex_frontend_query_result_cache_hits", "Total number of requests (or partial "
+                                  "requests) fetched from the results cache.", ["request_type"], registry=registry)
+        self.cache_requests.labels("query_range")
+        self.cache_hits.labels("query_range")
+
+
+@dataclass
+class _Piece:
+    """One split piece: its range, its cache key (None when not cached) and how it is answered — cached
+    points and ranges to evaluate, in time order."""
+
+    start_ms: int
+    end_ms: int
+    key: str | None
+    cached: list[Extent]
+    segments: list[tuple[int, int] | dict] = field(default_factory=list)
+
+
+def plan_piece(piece: _Piece, step_ms: int) -> list[tuple[int, int]]:
+    """Fill `piece.segments` from its cached extents: their points where they cover the piece, (start, end)
+    gaps elsewhere. Returns the gaps."""
+    gaps = []
+    cursor = piece.start_ms
+    for extent in piece.cached:
+        if extent.end_ms < cursor or extent.start_ms > piece.end_ms:
+            continue
+        if extent.start_ms > cursor:
+            gaps.append((cursor, extent.start_ms - step_ms))
+            piece.segments.append(gaps[-1])
+        overlap_end = min(piece.end_ms, extent.end_ms)
+        piece.segments.append(extent.within(max(cursor, extent.start_ms), overlap_end))
+        cursor = overlap_end + step_ms
+        if cursor > piece.end_ms:
+            break
+    if cursor <= piece.end_ms:
+        gaps.append((cursor, piece.end_ms))
+        piece.segments.append(gaps[-1])
+    return gaps
 
 
 class RangeQuerySplitter:
-    """Runs range queries split by interval and, when enabled, through the results cache."""
+    """Runs range queries split by interval and, when enabled, through the results cache (in memory, or any
+    object with the same `get_many` / `put`, e.g. the memcached one)."""
 
-    def __init__(self, engine, interval_ms: int, cache: ResultsCache | None):
+    def __init__(self, engine, interval_ms: int, cache, metrics: SplitCacheMetrics | None = None):
         self.engine = engine
         self.interval_ms = interval_ms
         self.cache = cache
+        self.metrics = metrics or SplitCacheMetrics(None)
         self.split_queries = 0  # evaluations run for split pieces and cache gaps (for tests and metrics)
+
+    def cache_key(self, tenant_key: str, query: str, start_ms: int, step_ms: int) -> str:
+        """Mimir's results cache key: tenants, query, step and interval index, plus the start's offset into
+        the step grid when the start is not a multiple of the step."""
+        key = f"{tenant_key}:{query}:{step_ms}:{start_ms // (self.interval_ms or 1)}"
+        return key if start_ms % step_ms == 0 else f"{key}:{start_ms % step_ms}"
 
     def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
             step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
             now_ms: int | None = None) -> QueryResult:
-        """The range query's result, identical to one unsplit, uncached evaluation."""
-        use_cache = self.cache is not None and not no_store and stats is None
+        """The range query's result, identical to one unsplit, uncached evaluation. With `stats` (the
+        request's `stats` parameter) it is one unsplit, uncached evaluation, so that `data.stats`
+        describes it."""
+        use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
                                      stats=stats)
         expr = parse(query)
         pinned = pin_at_modifiers(expr, start_ms, end_ms)
-        pieces = (split_by_interval(start_ms, end_ms, step_ms, self.interval_ms) if self.interval_ms
+        ranges = (split_by_interval(start_ms, end_ms, step_ms, self.interval_ms) if self.interval_ms
                   else [(start_ms, end_ms)])
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cacheable = use_cache and not has_at_modifier(expr) and (
             settings.cache_unaligned or (start_ms % step_ms == 0 and end_ms % step_ms == 0))
         request_stats = query_stats.current()
-        if request_stats is not None and self.interval_ms:
-            request_stats.split_queries += len(pieces)
-        if len(pieces) == 1 and not cacheable:
+        if self.interval_ms:
+            self.metrics.split_queries.inc(len(ranges))
+            if request_stats is not None:
+                request_stats.split_queries += len(ranges)
+        if len(ranges) == 1 and not cacheable:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
         max_cache_ms = now_ms - settings.max_freshness_ms
+
+        pieces = [_Piece(start, end, self.cache_key(tenant_key, query, start, step_ms)
+                         if cacheable and start <= max_cache_ms else None, []) for start, end in ranges]
+        keys = [piece.key for piece in pieces if piece.key is not None]
+        if keys:
+            found = self.cache.get_many(keys, now_ms / 1000)
+            self.metrics.cache_requests.labels("query_range").inc(len(keys))
+            self.metrics.cache_hits.labels("query_range").inc(len(found))
+            for piece in pieces:
+                if piece.key is not None:
+                    piece.cached = found.get(piece.key, [])
+        gaps = [gap for piece in pieces for gap in plan_piece(piece, step_ms)]
+        evaluated = dict(zip(gaps, self._evaluate_all(new_queryable, pinned, gaps, step_ms, cancelled,
+                                                      settings.parallelism), strict=True))
+
         parts = []
         warnings: dict[str, None] = {}
         infos: dict[str, None] = {}
-        for piece_start, piece_end in pieces:
-            if cacheable and piece_start <= max_cache_ms:
-                key = f"{tenant_key}:{query}:{step_ms}:{piece_start // (self.interval_ms or 1)}"
-                series = self._cached_piece(key, new_queryable, pinned, piece_start, piece_end, step_ms,
-                                            cancelled, settings, max_cache_ms, now_ms, warnings, infos)
-            else:
-                result = self._evaluate(new_queryable, pinned, piece_start, piece_end, step_ms, cancelled)
+        for piece in pieces:
+            fresh: list[Extent] = []
+            piece_parts = []
+            for segment in piece.segments:
+                if isinstance(segment, dict):
+                    piece_parts.append(segment)
+                    continue
+                result = evaluated[segment]
                 warnings.update(dict.fromkeys(result.warnings))
                 infos.update(dict.fromkeys(result.infos))
-                series = _series_of(result)
-            parts.append(series)
+                fresh.append(Extent(*segment, _series_of(result), bool(result.warnings or result.infos)))
+                piece_parts.append(fresh[-1].series)
+            if piece.key is not None:
+                self._store(piece, fresh, step_ms, max_cache_ms, now_ms, settings, piece_parts, request_stats)
+            parts.append(_concat(piece_parts))
         joined = _concat(parts)
         matrix = Matrix(Series(labels, *joined[labels]) for labels in sorted(joined))
         return QueryResult(matrix, list(warnings), list(infos))
 
-    def _evaluate(self, new_queryable, expr, start_ms, end_ms, step_ms, cancelled) -> QueryResult:
-        self.split_queries += 1
-        return self.engine.range(new_queryable(), expr, start_ms, end_ms, step_ms, cancelled=cancelled)
-
-    def _cached_piece(self, key, new_queryable, expr, start_ms, end_ms, step_ms, cancelled,
-                      settings: CacheSettings, max_cache_ms, now_ms, warnings, infos):
-        extents = self.cache.get(key, now_ms / 1000)
-        parts = []
-        fresh: list[Extent] = []
-        cursor = start_ms
-        for extent in extents:
-            if extent.end_ms < cursor or extent.start_ms > end_ms:
-                continue
-            if extent.start_ms > cursor:
-                fresh.append(self._gap(new_queryable, expr, cursor, extent.start_ms - step_ms, step_ms, cancelled,
-                                       warnings, infos))
-                parts.append(fresh[-1].series)
-            overlap_end = min(end_ms, extent.end_ms)
-            parts.append(extent.within(max(cursor, extent.start_ms), overlap_end))
-            cursor = overlap_end + step_ms
-            if cursor > end_ms:
-                break
-        if cursor <= end_ms:
-            fresh.append(self._gap(new_queryable, expr, cursor, end_ms, step_ms, cancelled, warnings, infos))
-            parts.append(fresh[-1].series)
+    def _store(self, piece: _Piece, fresh: list[Extent], step_ms: int, max_cache_ms: int, now_ms: int,
+               settings: CacheSettings, piece_parts, request_stats) -> None:
         # nothing newer than now - max_cache_freshness is stored: extents end on the last step before it
         storable = [extent.clipped(min(extent.end_ms, extent.start_ms + (max_cache_ms - extent.start_ms)
                                        // step_ms * step_ms))
                     for extent in fresh if extent.start_ms <= max_cache_ms and not extent.annotated]
         if storable:
-            self.cache.put(key, _merge_extents(list(extents) + storable, step_ms),
+            self.cache.put(piece.key, _merge_extents(list(piece.cached) + storable, step_ms),
                            now_ms / 1000 + settings.ttl_s)
-        request_stats = query_stats.current()
         if request_stats is not None:
             # sizes as 16 bytes a sample (Mimir counts the cached responses' encoded bytes)
             evaluated = sum(extent.samples for extent in fresh)
-            answered = sum(len(ts) for part in parts for ts, _ in part.values())
+            answered = sum(len(ts) for part in piece_parts for ts, _ in part.values())
             request_stats.cache_miss_bytes += 16 * evaluated
             request_stats.cache_hit_bytes += 16 * (answered - evaluated)
-        return _concat(parts)
 
-    def _gap(self, new_queryable, expr, start_ms, end_ms, step_ms, cancelled, warnings, infos) -> Extent:
-        result = self._evaluate(new_queryable, expr, start_ms, end_ms, step_ms, cancelled)
-        warnings.update(dict.fromkeys(result.warnings))
-        infos.update(dict.fromkeys(result.infos))
-        return Extent(start_ms, end_ms, _series_of(result), bool(result.warnings or result.infos))
+    def _evaluate_all(self, new_queryable, expr, ranges: list[tuple[int, int]], step_ms: int, cancelled,
+                      parallelism: int) -> list[QueryResult]:
+        """Evaluate every range, at most `parallelism` at once in worker threads (Mimir schedules a query's
+        split pieces in parallel up to max_query_parallelism); results in the order of `ranges`."""
+        self.split_queries += len(ranges)
+        workers = min(max(parallelism, 1), len(ranges), MAX_PIECE_THREADS)
+        if workers <= 1:
+            return [self.engine.range(new_queryable(), expr, start, end, step_ms, cancelled=cancelled)
+                    for start, end in ranges]
+        request_stats = query_stats.current()
+        failed = threading.Event()
+
+        def piece_cancelled() -> bool:
+            return failed.is_set() or bool(cancelled and cancelled())
+
+        def evaluate(start: int, end: int) -> tuple[QueryResult, query_stats.QueryStats | None]:
+            # each piece counts into its own statistics (merged below), so threads never share counters
+            piece_stats = query_stats.QueryStats() if request_stats is not None else None
+            try:
+                with query_stats.collecting(piece_stats):
+                    return (self.engine.range(new_queryable(), expr, start, end, step_ms, cancelled=piece_cancelled),
+                            piece_stats)
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="query-piece") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, evaluate, start, end) for start, end in ranges]
+            outcomes = [future.result() for future in futures]
+        if request_stats is not None:
+            for _, piece_stats in outcomes:
+                request_stats.merge(piece_stats)
+        return [result for result, _ in outcomes]

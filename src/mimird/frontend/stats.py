@@ -21,10 +21,11 @@ split into, when splitting is on). Index byte counts are left out.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from mimird.frontend.queue import queue_for
@@ -57,6 +58,16 @@ class QueryStats:
         self.samples += samples
         self.bytes += 16 * samples
 
+    def merge(self, other: QueryStats | None) -> None:
+        """Add what another evaluation of the same request (a split piece run in its own thread) read."""
+        if other is None:
+            return
+        self.samples += other.samples
+        self.bytes += other.bytes
+        self.series += other.series
+        self.chunks += other.chunks
+        self.chunk_bytes += other.chunk_bytes
+
 
 _current: contextvars.ContextVar[QueryStats | None] = contextvars.ContextVar("mimird_query_stats", default=None)
 
@@ -64,6 +75,16 @@ _current: contextvars.ContextVar[QueryStats | None] = contextvars.ContextVar("mi
 def current() -> QueryStats | None:
     """The statistics of the request being served, if it collects any."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def collecting(stats: QueryStats | None) -> Iterator[None]:
+    """Make `stats` the current statistics for the body of the `with` (None: collect nothing)."""
+    token = _current.set(stats)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def _ms(seconds: float) -> str:

@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mimird.config.schema import ConfigError
 from mimird.frontend.limits import QueryLimits
-from mimird.frontend.splitcache import CacheSettings, RangeQuerySplitter, ResultsCache
+from mimird.frontend.memcached import CacheClientMetrics, MemcachedClient
+from mimird.frontend.remotecache import MemcachedResultsCache
+from mimird.frontend.splitcache import CacheSettings, RangeQuerySplitter, ResultsCache, SplitCacheMetrics
 from mimird.frontend.stats import current as current_stats
 from mimird.frontend.stats import frontend
 from mimird.http.request import Request, Response
@@ -57,6 +60,25 @@ METRIC_TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def results_cache(frontend_config, registry) -> ResultsCache | MemcachedResultsCache:
+    """The results cache `-query-frontend.results-cache.backend` selects: memcached, or (empty, this
+    daemon's default where Mimir has none) the in-memory LRU."""
+    cache_config = frontend_config.results_cache
+    if cache_config.backend != "memcached":
+        return ResultsCache()
+    memcached = cache_config.memcached
+    try:
+        client = MemcachedClient(memcached.addresses, timeout_s=float(memcached.timeout),
+                                 max_idle_connections=memcached.max_idle_connections,
+                                 max_item_size=memcached.max_item_size,
+                                 max_async_concurrency=memcached.max_async_concurrency,
+                                 max_async_buffer_size=memcached.max_async_buffer_size,
+                                 metrics=CacheClientMetrics(registry))
+    except ValueError as exc:
+        raise ConfigError(f"query-frontend results cache: {exc}") from None
+    return MemcachedResultsCache(client, cache_config.compression)
 
 
 def _stats_warning(stats: str | None) -> list[str]:
@@ -98,8 +120,10 @@ class QuerierAPI:
         self.timeout_s = float(querier.timeout)
         self.engine = Engine(int(querier.lookback_delta * 1000), int(querier.max_samples), self.timeout_s)
         frontend_config = app.config.frontend
+        registry = getattr(app.metrics, "registry", None)
         self.splitter = RangeQuerySplitter(self.engine, int(frontend_config.split_queries_by_interval * 1000),
-                                           ResultsCache() if frontend_config.cache_results else None)
+                                           results_cache(frontend_config, registry) if frontend_config.cache_results
+                                           else None, SplitCacheMetrics(registry))
 
     def queryable(self, tenants: Sequence[str], mint: int = MIN_TIME_MS, maxt: int = MAX_TIME_MS) -> TenantQueryable:
         """The read view of `tenants` over [mint, maxt]."""
@@ -160,12 +184,15 @@ class QuerierAPI:
 
     def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
         """The results cache's limits over the request's tenants: the longest freshness window and the
-        shortest TTL; unaligned requests are cached only if every tenant allows it."""
+        shortest TTL; unaligned requests are cached only if every tenant allows it; the smallest positive
+        max_query_parallelism."""
         per_tenant = [self.app.overrides.for_tenant(tenant) for tenant in tenants]
+        parallelism = [limits["max_query_parallelism"] for limits in per_tenant if limits["max_query_parallelism"] > 0]
         return CacheSettings(
             max_freshness_ms=int(max(limits["max_cache_freshness"] for limits in per_tenant) * 1000),
             ttl_s=float(min(limits["results_cache_ttl"] for limits in per_tenant)),
-            cache_unaligned=all(limits["cache_unaligned_requests"] for limits in per_tenant))
+            cache_unaligned=all(limits["cache_unaligned_requests"] for limits in per_tenant),
+            parallelism=min(parallelism, default=1))
 
     @staticmethod
     def _required(request: Request, name: str) -> str:
