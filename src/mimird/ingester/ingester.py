@@ -33,6 +33,7 @@ from mimird.tsdb.block import BlockReader, read_meta, write_block
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
+from mimird.tsdb.seriesbatch import SeriesBatch
 from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
 
@@ -129,14 +130,19 @@ class TenantTSDB:
 
     # writing
     def append(self, series_labels, offsets, timestamps, values, *, limits: dict,
-               exemplars=(), metadata=()) -> AppendResult:
-        """Append to the head, then log what was kept to the WAL before returning."""
+               exemplars=(), metadata=(), fast=None, positions=(), validated_under=None) -> AppendResult:
+        """Append to the head, then log what was kept to the WAL before returning.
+
+        `fast`/`positions`: the request's fast part, see `Head.append`. `validated_under`: when not None,
+        the distributor checked these series' labels under these label limits: the fast path may take them.
+        """
         head = self.head
         head.ooo_window = int(limits["out_of_order_time_window"] * 1000)
         head.set_max_exemplars(limits["max_global_exemplars_per_user"])
         result = head.append(series_labels, offsets, timestamps, values,
                              max_series=limits["max_global_series_per_user"],
-                             max_series_per_metric=limits["max_global_series_per_metric"])
+                             max_series_per_metric=limits["max_global_series_per_metric"],
+                             fast=fast, positions=positions)
         wal_exemplars = []
         if exemplars and head.max_exemplars:
             kept = []
@@ -148,12 +154,11 @@ class TenantTSDB:
             result.exemplars_appended = head.add_exemplars(kept)
         if metadata:
             head.set_metadata(metadata)
-        if result.new_series or result.refs or wal_exemplars:
-            samples = None
-            if result.refs:
-                samples = (np.asarray(result.refs, dtype=np.uint64), np.asarray(result.timestamps, dtype=np.int64),
-                           np.asarray(result.values, dtype=np.float64))
+        samples = result.wal_samples()
+        if result.new_series or samples is not None or wal_exemplars:
             self.wal.log_batch(series=result.new_series, samples=samples, exemplars=wal_exemplars)
+        if validated_under is not None and series_labels:
+            head.remember_validated(series_labels, validated_under)
         self.count(result)
         self.last_write = time.time()
         return result
@@ -193,10 +198,12 @@ class TenantTSDB:
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int
                ) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
         """Samples of the matching series from local blocks and the head, merged per series."""
+        blocks = self._blocks_overlapping(mint, maxt)
+        if not blocks:
+            yield from self.head.select(matchers, mint, maxt)
+            return
         parts: dict[Labels, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for ulid, meta in sorted(self.blocks.items()):
-            if meta.max_time <= mint or meta.min_time > maxt:
-                continue
+        for ulid in blocks:
             with BlockReader(self.dir / ulid) as reader:
                 for labels, ts, vals in reader.read_series_samples(matchers, mint, maxt):
                     parts.setdefault(labels, []).append((ts, vals))
@@ -208,6 +215,16 @@ class TenantTSDB:
             for more_ts, more_vals in pieces[1:]:
                 ts, vals = merge_samples(ts, vals, more_ts.tolist(), more_vals.tolist())
             yield labels, ts, vals
+
+    def _blocks_overlapping(self, mint: int, maxt: int) -> list[str]:
+        return [ulid for ulid, meta in sorted(self.blocks.items())
+                if meta.max_time > mint and meta.min_time <= maxt]
+
+    def select_batch(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesBatch:
+        """`select` as one SeriesBatch; straight from the head's batched read when no local block overlaps."""
+        if not self._blocks_overlapping(mint, maxt):
+            return self.head.select_batch(matchers, mint, maxt)
+        return SeriesBatch.from_series(self.select(matchers, mint, maxt))
 
 
 def _chain(first, rest):
@@ -305,12 +322,17 @@ class Ingester(Service):
     def push(self, tenant: str, series_labels: Sequence[Labels], offsets: Sequence[int],
              timestamps: Sequence[int], values: Sequence[float],
              exemplars: Sequence[tuple[Labels, Labels, float, int]] = (),
-             metadata: Sequence[tuple[int, str, str, str]] = ()) -> AppendResult:
-        """Append a decoded request for `tenant`, logged to its WAL before this returns."""
+             metadata: Sequence[tuple[int, str, str, str]] = (), *, fast=None, positions: Sequence[int] = (),
+             validated_under=None) -> AppendResult:
+        """Append a decoded request for `tenant`, logged to its WAL before this returns.
+
+        `fast`, `positions` and `validated_under`: see `TenantTSDB.append`.
+        """
         self.check_writable()
         db = self.tsdb(tenant)
         return db.append(series_labels, offsets, timestamps, values, limits=self.overrides.for_tenant(tenant),
-                         exemplars=exemplars, metadata=metadata)
+                         exemplars=exemplars, metadata=metadata, fast=fast, positions=positions,
+                         validated_under=validated_under)
 
     # read path
     def select(self, tenant: str, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX):
@@ -319,6 +341,14 @@ class Ingester(Service):
         if db is None:
             return iter(())
         return db.select(matchers, mint, maxt)
+
+    def select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int = INT64_MIN,
+                     maxt: int = INT64_MAX) -> SeriesBatch:
+        """`select` as one SeriesBatch (labels, and the samples of all series end to end)."""
+        db = self.tenants.get(tenant)
+        if db is None:
+            return SeriesBatch.empty()
+        return db.select_batch(matchers, mint, maxt)
 
     # cutting, shipping, retention
     def start_flush(self, tenants: Sequence[str] | None) -> asyncio.Task:

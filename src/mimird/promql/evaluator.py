@@ -31,6 +31,7 @@ from mimird.promql.value import (
     TooManySamplesError,
 )
 from mimird.tsdb.labels import InvalidRegexError, Labels, Matcher, MatchType, go_quote
+from mimird.tsdb.seriesbatch import SeriesBatch
 
 STALE_BITS = np.uint64(0x7FF0000000000002)
 NS_PER_MS = 1_000_000
@@ -190,23 +191,19 @@ class Evaluator:
             return (frame, np.empty((0, 0), dtype=np.int64)) if with_timestamps else frame
         self.check()
         mint, maxt = int(times.min()) - self.lookback_ms + 1, int(times.max())
-        series = list(self.queryable.select(matchers, mint, maxt))
+        batch = self.queryable.select_batch(matchers, mint, maxt)
         empty = Frame.empty(n)
-        if not series:
+        if not len(batch):
             return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
-        labels = [lbls for lbls, _, _ in series]
-        ts_all = np.concatenate([ts for _, ts, _ in series])
-        vals_all = np.concatenate([vals for _, _, vals in series])
-        offsets = np.zeros(len(series) + 1, dtype=np.int64)
-        np.cumsum([len(ts) for _, ts, _ in series], out=offsets[1:])
+        labels, ts_all, vals_all, offsets = batch.labels, batch.ts, batch.vals, batch.offsets
         keep_rows, kept_vals, kept_ok, kept_ts = [], [], [], []
         total = 0
         # Series are taken in chunks so that the (series x steps) output stays bounded by what the
         # sample limit allows, and the deadline is checked in between.
         chunk = max(1, _CHUNK_CELLS // n)
-        for first in range(0, len(series), chunk):
+        for first in range(0, len(labels), chunk):
             self.check()
-            last = min(first + chunk, len(series))
+            last = min(first + chunk, len(labels))
             values, ok, stamps = instant.select(ts_all, vals_all, offsets[first:last + 1], times,
                                                 self.lookback_ms)
             ok = ok.view(bool)
@@ -226,34 +223,27 @@ class Evaluator:
             values, ok, stamps = kept_vals[0], kept_ok[0], kept_ts[0]
         else:
             values, ok, stamps = np.vstack(kept_vals), np.vstack(kept_ok), np.vstack(kept_ts)
-        frame = Frame([labels[i] for i in rows], values, ok, np.zeros(len(rows), dtype=bool))
+        if len(rows) < len(labels):
+            labels = [labels[i] for i in rows.tolist()]
+        frame = Frame(labels, values, ok, np.zeros(len(rows), dtype=bool))
         return (frame, stamps) if with_timestamps else frame
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
-        """Series of a range selector with stale markers removed, as a lazy iterator of
-        (labels, ts, vals), plus the shifted evaluation times and the range in ms."""
+        """Series of a range selector with stale markers removed, as a SeriesBatch (series left
+        without samples dropped), plus the shifted evaluation times and the range in ms."""
         selector = node.vector_selector
         times = self.shifted_times(selector, steps)
         range_ms = node.range_ns // NS_PER_MS
-
-        def series():
-            if not len(steps):
-                return
-            self.check()
-            matchers = to_storage_matchers(selector.matchers)
-            for lbls, ts, vals in self.queryable.select(matchers, int(times.min()) - range_ms + 1,
-                                                        int(times.max())):
-                keep = ~is_stale(vals)
-                if not keep.all():
-                    ts, vals = ts[keep], vals[keep]
-                if len(ts):
-                    yield lbls, ts, vals
-
-        return series(), times, range_ms
+        if not len(steps):
+            return SeriesBatch.empty(), times, range_ms
+        self.check()
+        matchers = to_storage_matchers(selector.matchers)
+        batch = self.queryable.select_batch(matchers, int(times.min()) - range_ms + 1, int(times.max()))
+        return without_stale(batch), times, range_ms
 
     def eval_matrix_selector(self, node: ast.MatrixSelector, steps: np.ndarray) -> RawMatrix:
         series, times, range_ms = self.fetch_range(node, steps)
-        t = int(times[-1])
+        t = int(times[-1]) if len(times) else 0
         out = RawMatrix([], [], [])
         total = 0
         for lbls, ts, vals in series:
@@ -346,21 +336,22 @@ class Evaluator:
                 params.append(self.eval(arg, steps).values)
         if isinstance(matrix_arg, ast.SubqueryExpr):
             labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(matrix_arg, steps)
-            series = zip(labels, ts_parts, val_parts, strict=True)
-        else:
-            series, times, range_ms = self.fetch_range(matrix_arg, steps)
+            series = SeriesBatch.from_series(zip(labels, ts_parts, val_parts, strict=True))
         if name == "quantile_over_time":
             for value in np.unique(params[0]):
                 if math.isnan(value) or value < 0 or value > 1:
                     self.warn(f"quantile value should be between 0 and 1, got {go_g(value)}")
         if name == "double_exponential_smoothing":
             self.check_smoothing(params)
+        if not isinstance(matrix_arg, ast.SubqueryExpr):
+            # Storage is read only once the arguments are known to be valid, as Prometheus does.
+            series, times, range_ms = self.fetch_range(matrix_arg, steps)
         kernel = "count_over_time" if name == "absent_over_time" else name
         out_labels, out_values, out_present = [], [], []
         held = 0
         for chunk in _chunks(series, _CHUNK_SAMPLES):
             self.check()
-            self.count_samples(held + sum(len(ts) for _, ts, _ in chunk))
+            self.count_samples(held + chunk.num_samples)
             values, present = self._range_kernel(kernel, chunk, steps, times, range_ms, tuple(params))
             if self.samples is not None:
                 # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
@@ -369,7 +360,8 @@ class Evaluator:
             rows = np.flatnonzero(present.any(axis=1))
             held += int(present[rows].sum())
             self.count_samples(held)
-            out_labels.extend(chunk[row][0] for row in rows)
+            chunk_labels = chunk.labels
+            out_labels.extend(chunk_labels[row] for row in rows.tolist())
             out_values.append(values[rows])
             out_present.append(present[rows])
         n = len(steps)
@@ -391,11 +383,8 @@ class Evaluator:
         drop = np.full(len(out_labels), name != "last_over_time")
         return Frame(out_labels, values, present, drop)
 
-    def _range_kernel(self, name, chunk, steps, times, range_ms, params):
-        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
-        np.cumsum([len(ts) for _, ts, _ in chunk], out=offsets[1:])
-        ts_all = np.concatenate([ts for _, ts, _ in chunk])
-        vals_all = np.concatenate([vals for _, _, vals in chunk])
+    def _range_kernel(self, name, chunk: SeriesBatch, steps, times, range_ms, params):
+        ts_all, vals_all, offsets = chunk.ts, chunk.vals, chunk.offsets
         shifts = steps - times
         n = len(steps)
         if name == "predict_linear" and n > 1 and (shifts != shifts[0]).any():
@@ -595,17 +584,35 @@ def _repeat(value, n: int):
                  value.drop)
 
 
-def _chunks(series, max_samples: int):
-    """Lists of (labels, ts, vals) holding about ``max_samples`` samples each."""
-    chunk, size = [], 0
-    for item in series:
-        chunk.append(item)
-        size += len(item[1])
-        if size >= max_samples:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
+def _chunks(batch: SeriesBatch, max_samples: int):
+    """Slices of the batch holding about ``max_samples`` samples each: series are taken until the
+    slice holds at least that many."""
+    offsets = batch.offsets
+    n = len(batch)
+    first = 0
+    while first < n:
+        last = int(np.searchsorted(offsets, offsets[first] + max_samples, side="left"))
+        last = min(max(last, first + 1), n)
+        yield batch.slice(first, last)
+        first = last
+
+
+def without_stale(batch: SeriesBatch) -> SeriesBatch:
+    """The batch with stale markers removed, and the series left without samples dropped."""
+    lo, hi = int(batch.offsets[0]), int(batch.offsets[-1])
+    ts, vals = batch.ts[lo:hi], batch.vals[lo:hi]
+    keep = ~is_stale(vals)
+    if keep.all():
+        return batch
+    kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    offsets = kept_before[batch.offsets - lo]
+    lengths = np.diff(offsets)
+    if lengths.all():
+        return SeriesBatch(batch.labels, ts[keep], vals[keep], offsets)
+    rows = np.flatnonzero(lengths)
+    return SeriesBatch([batch.labels[i] for i in rows.tolist()], ts[keep], vals[keep],
+                       np.concatenate([[0], np.cumsum(lengths[rows])]).astype(np.int64))
 
 
 def _unwrap(node):

@@ -32,6 +32,7 @@ from mimird.tsdb.block import BlockReader
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import merge_samples
 from mimird.tsdb.labels import Labels, Matcher
+from mimird.tsdb.seriesbatch import SeriesBatch
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -217,6 +218,39 @@ class TenantQueryable:
             return series
         return self._counted(series, stats, observer)
 
+    def select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
+                     ) -> SeriesBatch:
+        """What `select` yields, as one SeriesBatch: the PromQL engine's read, with no per-series arrays
+        when only the ingester's head answers."""
+        stats = self._stats = query_stats.current()
+        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
+        token = chunk_fetch_observer.set(observer)
+        try:
+            batch = self._select_batch(matchers, mint_ms, maxt_ms)
+        finally:
+            chunk_fetch_observer.reset(token)
+        if self.max_series:
+            for labels in batch.labels:
+                self.count_series(labels)
+        if stats is not None:
+            for samples in batch.lengths().tolist():
+                stats.add_series(samples)
+        return batch
+
+    def _select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None
+                      ) -> SeriesBatch:
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        if mint > maxt:
+            return SeriesBatch.empty()
+        tenants, tenant_matchers = self._split(matchers)
+        if not self.federated and tenants:
+            ingester_range = self._ingester_range(tenants[0], mint, maxt)
+            if self._store_range(mint, maxt) is None:
+                if ingester_range is None:
+                    return SeriesBatch.empty()
+                return self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range)
+        return SeriesBatch.from_series(self._select(matchers, mint_ms, maxt_ms))
+
     def _counted(self, series: Iterator[SeriesSamples], stats, observer) -> Iterator[SeriesSamples]:
         while True:
             # The readers run while the next series is pulled: they report their chunks to this query only
@@ -298,6 +332,42 @@ class TenantQueryable:
                 self.count_series(labels)
         return result
 
+    def _tenant_label_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
+        """The tenant's series matching `matchers` as label names and values with `match[]` see them: every
+        matching series of the head if the head's time range overlaps the range, and of each block that
+        does. Prometheus's index readers (behind Mimir's ingester and store-gateway) ask no per-series
+        time question there, so a series whose samples all lie outside the range still counts."""
+        found: set[Labels] = set()
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        db = self.app.ingester.tenants.get(tenant)
+        if db is not None and ingester_range is not None:
+            lo, hi = ingester_range
+            head = db.head
+            with head.lock:
+                head_overlaps = head.num_series and _overlaps(head.min_time, head.max_time, lo, hi)
+            if head_overlaps:
+                found.update(head.series_labels(matchers))
+            for ulid, meta in sorted(db.blocks.items()):
+                if _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
+                    with BlockReader(db.dir / ulid) as reader:
+                        found.update(reader.series(ref)[0] for ref in reader.select(matchers).tolist())
+        store_range = self._store_range(mint, maxt)
+        if store_range is not None:
+            store = self._store()
+            if hasattr(store, "series_labels"):
+                found.update(store.series_labels(tenant, matchers, *store_range))
+            else:
+                found.update(labels for labels, _, _ in store.select(tenant, matchers, *store_range))
+        return found
+
+    def _label_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
+        """Series for label names and values with matchers (federated ones with `__tenant_id__`)."""
+        tenants, matchers = self._split(matchers)
+        if not self.federated:
+            return self._tenant_label_series(tenants[0], matchers, mint, maxt) if tenants else set()
+        return {with_tenant_label(labels, tenant) for tenant in tenants
+                for labels in self._tenant_label_series(tenant, matchers, mint, maxt)}
+
     def _tenant_label_index(self, tenant: str, mint: int, maxt: int, name: str | None) -> set[str]:
         """Label names (name None) or one label's values of the tenant's data overlapping the range,
         read from the indexes without matching series."""
@@ -333,12 +403,13 @@ class TenantQueryable:
 
     def label_names(self, matchers: Sequence[Matcher] = (), mint_ms: int | None = None,
                     maxt_ms: int | None = None) -> list[str]:
-        """Sorted label names of the series (all, or those matching) with data in the range."""
+        """Sorted label names of the series with data in the range, or (with matchers) of the matching series
+        of the head and blocks whose time range overlaps it."""
         mint, maxt = self._range(mint_ms, maxt_ms)
         if mint > maxt:
             return []
         if matchers:
-            return sorted({name for labels in self.series(matchers, mint, maxt) for name, _ in labels})
+            return sorted({name for labels in self._label_series(matchers, mint, maxt) for name, _ in labels})
         tenants, _ = self._split(())
         names: set[str] = set()
         for tenant in tenants:
@@ -349,7 +420,8 @@ class TenantQueryable:
 
     def label_values(self, name: str, matchers: Sequence[Matcher] = (), mint_ms: int | None = None,
                      maxt_ms: int | None = None) -> list[str]:
-        """Sorted values of label `name` on the series (all, or those matching) with data in the range."""
+        """Sorted values of label `name` on the series with data in the range, or (with matchers) on the
+        matching series of the head and blocks whose time range overlaps it."""
         mint, maxt = self._range(mint_ms, maxt_ms)
         if mint > maxt:
             return []
@@ -357,7 +429,7 @@ class TenantQueryable:
             # Mimir's merge querier answers the tenant IDs themselves, filtered by the __tenant_id__ matchers only
             return sorted(self._split(matchers)[0])
         if matchers:
-            return sorted({value for labels in self.series(matchers, mint, maxt)
+            return sorted({value for labels in self._label_series(matchers, mint, maxt)
                            for label, value in labels if label == name})
         tenants, _ = self._split(())
         values: set[str] = set()

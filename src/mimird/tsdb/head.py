@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 import numpy as np
 
 from mimird._fast import xorchunk
+from mimird._fast.headselect import HeadSnapshot
 from mimird._fast.headseries import MemSeries, append_in_order, float_bits
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
+from mimird.tsdb.seriesbatch import SeriesBatch
 from mimird.util.durations import go_duration_ms
 
 INT64_MIN = -(2**63)
@@ -352,26 +354,27 @@ class Head:
     # reads
     def select(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                ) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
-        """Series matching all matchers with their samples in [mint, maxt], decoded into numpy arrays."""
+        """Series matching all matchers with their samples in [mint, maxt], sorted by labels (per-series
+        views of `select_batch`'s arrays)."""
+        yield from self.select_batch(matchers, mint, maxt)
+
+    def select_batch(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
+                     ) -> SeriesBatch:
+        """The series matching all matchers that have samples in [mint, maxt], sorted by labels, with
+        those samples decoded into one pair of arrays.
+
+        The chunks are noted under the lock and decoded after it is released; the chunks read are
+        reported to the query's chunk-fetch observer."""
         with self.lock:
-            refs = self.index.select(matchers)
-            snapshots = []
-            for ref in refs.tolist():
-                series = self.series.get(ref)
-                if series is None:
-                    continue
-                chunks, ooo_t, ooo_v = series.snapshot(mint, maxt)
-                if chunks or ooo_t:
-                    snapshots.append((series.labels, chunks, ooo_t, ooo_v))
-        snapshots.sort(key=lambda item: item[0])
+            refs = self.index.sort_by_labels(self.index.select(matchers))
+            by_ref = self.series
+            series = [s for s in map(by_ref.get, refs.tolist()) if s is not None]
+            snapshot = HeadSnapshot.take(series, mint, maxt)
         observe = chunk_fetch_observer.get()
-        for labels, chunks, ooo_t, ooo_v in snapshots:
-            if observe is not None:
-                observe(len(chunks), sum(map(len, chunks)))
-            ts, vals = xorchunk.decode_chunks(chunks, mint, maxt)
-            ts, vals = merge_samples(ts, vals, ooo_t, ooo_v)
-            if len(ts):
-                yield labels, ts, vals
+        if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
+            observe(snapshot.num_chunks, snapshot.chunk_bytes)
+        rows, offsets, ts, vals = snapshot.decode()
+        return SeriesBatch([series[i].labels for i in rows.tolist()], ts, vals, offsets)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:

@@ -206,6 +206,38 @@ class SeriesIndex:
             lists = [builder.view() for value, builder in list(by_value.items()) if matches(value) == accepted]
         return union_many(lists)
 
+    def sort_by_labels(self, refs: np.ndarray) -> np.ndarray:
+        """Those of `refs` the index holds, ordered by their label sets (as sorted() orders Labels tuples).
+
+        The label sets are compared as rows of symbol ranks, not as Python tuples: the strings are
+        ranked once (only those the series use), then numpy's lexsort orders the rows. A shorter label
+        set that is a prefix of a longer one sorts first, as with tuples, since rows are padded with -1.
+        """
+        refs = np.asarray(refs, dtype=np.uint64)
+        slots = self._slots_of(refs)
+        if len(slots) <= 1:
+            return self._store.refs()[slots]
+        offsets = self._store.offsets()
+        starts = offsets[slots]
+        lengths = offsets[slots + 1] - starts
+        name_ids, value_ids, _ = self._label_pairs_of(slots)
+        symbol_ids = np.empty(2 * len(name_ids), dtype=np.int64)
+        symbol_ids[0::2] = name_ids
+        symbol_ids[1::2] = value_ids
+        used, positions = np.unique(symbol_ids, return_inverse=True)
+        symbols = self._symbols
+        texts = [symbols[i] for i in used.tolist()]
+        ranks = np.empty(len(used), dtype=np.int64)
+        ranks[sorted(range(len(texts)), key=texts.__getitem__)] = np.arange(len(used), dtype=np.int64)
+        width = 2 * int(lengths.max())
+        rows = np.full((len(slots), width), -1, dtype=np.int64)
+        row_of = np.repeat(np.arange(len(slots)), 2 * lengths)
+        column = np.arange(len(symbol_ids), dtype=np.int64) - np.repeat(np.cumsum(2 * lengths) - 2 * lengths,
+                                                                          2 * lengths)
+        rows[row_of, column] = ranks[positions.reshape(-1)]
+        order = np.lexsort(rows.T[::-1])
+        return self._store.refs()[slots[order]]
+
     # Label names and values.
 
     def label_names(self, refs: np.ndarray | None = None) -> list[str]:

@@ -1,0 +1,296 @@
+# cython: language_level=3
+"""Batched reads of the head's series: many series' samples decoded into one pair of arrays.
+
+A query selects thousands of series at once. Reading them one by one (a Python snapshot, a decode
+call and a pair of numpy arrays per series) costs far more than decoding the samples, so the head
+reads them in two steps:
+
+1. `HeadSnapshot.take(series, mint, maxt)`, under the head's lock: for each series (already in label
+   order) it notes the closed chunks overlapping the range (pointers into their immutable bytes, which
+   the snapshot keeps alive), copies the open chunk's bytes into one scratch buffer, and copies the
+   out-of-order samples in range.
+2. `HeadSnapshot.decode()`, without the lock and without the GIL: every series is decoded into one
+   timestamps array and one values array, laid end to end, and merged with its out-of-order samples
+   (an in-order sample wins a tie, as the head's `merge_samples`). Series without samples in the range
+   are left out; the result says which input series each output row is.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove
+
+cimport numpy as cnp
+
+from mimird._fast.bstream cimport store_be64
+from mimird._fast.headseries cimport MemSeries
+from mimird._fast.xorchunk cimport XOR_CORRUPT, XOR_SAMPLE, XORChunk, XORCursor, xor_cursor_init, xor_cursor_next
+
+import numpy as np
+
+cnp.import_array()
+
+
+cdef struct ChunkRef:
+    const uint8_t* data     # NULL while the bytes are in the scratch buffer (then `offset` says where)
+    Py_ssize_t offset
+    Py_ssize_t size
+
+
+cdef int _grow(void** buffer, Py_ssize_t* capacity, Py_ssize_t needed, size_t item_size) except -1:
+    cdef Py_ssize_t new_capacity
+    cdef void* grown
+    if needed <= capacity[0]:
+        return 0
+    new_capacity = max(needed, 2 * capacity[0], 64)
+    grown = realloc(buffer[0], new_capacity * item_size)
+    if grown == NULL:
+        raise MemoryError()
+    buffer[0] = grown
+    capacity[0] = new_capacity
+    return 0
+
+
+cdef Py_ssize_t _bisect_left(object sorted_ints, int64_t x) except -1:
+    cdef Py_ssize_t lo = 0, hi = len(sorted_ints), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if <int64_t>sorted_ints[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef Py_ssize_t _bisect_right(object sorted_ints, int64_t x) except -1:
+    cdef Py_ssize_t lo = 0, hi = len(sorted_ints), mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < <int64_t>sorted_ints[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef Py_ssize_t _decode_chunk(const uint8_t* data, Py_ssize_t size, int64_t mint, int64_t maxt,
+                              int64_t* out_t, double* out_v, bint* past_maxt) noexcept nogil:
+    """Decode the samples mint <= t <= maxt of one chunk; stops at the first t > maxt (and says so)."""
+    cdef XORCursor cursor
+    cdef Py_ssize_t count = 0
+    cdef int status
+    if xor_cursor_init(&cursor, data, size) == XOR_CORRUPT:
+        return XOR_CORRUPT
+    while True:
+        status = xor_cursor_next(&cursor)
+        if status != XOR_SAMPLE:
+            break
+        if cursor.t > maxt:
+            past_maxt[0] = True
+            break
+        if cursor.t >= mint:
+            out_t[count] = cursor.t
+            memcpy(&out_v[count], &cursor.value_bits, 8)
+            count += 1
+    if status == XOR_CORRUPT:
+        return XOR_CORRUPT
+    return count
+
+
+cdef Py_ssize_t _merge_ooo(int64_t* ts, double* vals, Py_ssize_t n_in_order, const int64_t* ooo_t,
+                           const double* ooo_v, Py_ssize_t n_ooo) noexcept nogil:
+    """Merge the sorted out-of-order samples into the sorted in-order ones at ts/vals[0:n_in_order]
+    (room for n_in_order + n_ooo); an in-order sample wins a tie. Returns the merged length."""
+    # Backwards from the end, so no sample is moved before it is read; ties leave a gap at the front.
+    cdef Py_ssize_t i = n_in_order - 1, j = n_ooo - 1, w = n_in_order + n_ooo - 1, merged
+    while j >= 0:
+        if i >= 0 and ts[i] >= ooo_t[j]:
+            if ts[i] == ooo_t[j]:
+                j -= 1
+            ts[w] = ts[i]
+            vals[w] = vals[i]
+            i -= 1
+        else:
+            ts[w] = ooo_t[j]
+            vals[w] = ooo_v[j]
+            j -= 1
+        w -= 1
+    # What is left of the in-order samples is already in place when nothing was dropped.
+    merged = n_in_order + n_ooo - 1 - w + (i + 1)
+    if w != i:
+        memmove(ts + i + 1, ts + w + 1, (n_in_order + n_ooo - 1 - w) * sizeof(int64_t))
+        memmove(vals + i + 1, vals + w + 1, (n_in_order + n_ooo - 1 - w) * sizeof(double))
+    return merged
+
+
+cdef class HeadSnapshot:
+    """The chunks and out-of-order samples of a list of head series in [mint, maxt], to decode later."""
+
+    cdef readonly Py_ssize_t num_series
+    cdef readonly Py_ssize_t num_chunks
+    cdef readonly Py_ssize_t chunk_bytes
+    cdef int64_t mint
+    cdef int64_t maxt
+    cdef list closed            # the closed chunks' bytes, alive as long as the snapshot
+    cdef ChunkRef* chunks
+    cdef Py_ssize_t chunks_capacity
+    cdef Py_ssize_t* chunk_offsets     # series i's chunks are chunks[chunk_offsets[i]:chunk_offsets[i+1]]
+    cdef uint8_t* scratch              # copies of the open chunks
+    cdef Py_ssize_t scratch_used
+    cdef Py_ssize_t scratch_capacity
+    cdef int64_t* ooo_t
+    cdef double* ooo_v
+    cdef Py_ssize_t ooo_capacity
+    cdef Py_ssize_t* ooo_offsets       # series i's OOO samples are ooo_t[ooo_offsets[i]:ooo_offsets[i+1]]
+    cdef Py_ssize_t capacity_samples   # in-order samples of the noted chunks plus the OOO samples
+
+    def __cinit__(self):
+        self.closed = []
+        self.chunks = NULL
+        self.chunk_offsets = NULL
+        self.scratch = NULL
+        self.ooo_t = NULL
+        self.ooo_v = NULL
+        self.ooo_offsets = NULL
+
+    def __dealloc__(self):
+        free(self.chunks)
+        free(self.chunk_offsets)
+        free(self.scratch)
+        free(self.ooo_t)
+        free(self.ooo_v)
+        free(self.ooo_offsets)
+
+    @staticmethod
+    def take(list series, int64_t mint, int64_t maxt):
+        """Note what `series` (MemSeries objects) hold in [mint, maxt]. Call it under the head's lock."""
+        cdef HeadSnapshot snap = HeadSnapshot()
+        cdef Py_ssize_t n = len(series), i, k, n_closed, lo, hi, used
+        cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0
+        cdef MemSeries s
+        cdef XORChunk open_chunk
+        cdef object data, closed_chunks, mints, maxts
+        cdef list closed = snap.closed
+        cdef Py_ssize_t size
+        snap.num_series = n
+        snap.mint = mint
+        snap.maxt = maxt
+        snap.chunk_offsets = <Py_ssize_t*>realloc(NULL, (n + 1) * sizeof(Py_ssize_t))
+        snap.ooo_offsets = <Py_ssize_t*>realloc(NULL, (n + 1) * sizeof(Py_ssize_t))
+        if snap.chunk_offsets == NULL or snap.ooo_offsets == NULL:
+            raise MemoryError()
+        snap.chunk_offsets[0] = 0
+        snap.ooo_offsets[0] = 0
+        for i in range(n):
+            s = <MemSeries?>series[i]
+            closed_chunks = s.chunks
+            n_closed = len(closed_chunks)
+            if n_closed:
+                mints = s.chunk_mints
+                maxts = s.chunk_maxts
+                for k in range(n_closed):
+                    if <int64_t>maxts[k] >= mint and <int64_t>mints[k] <= maxt:
+                        data = closed_chunks[k]
+                        size = PyBytes_GET_SIZE(data)
+                        _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
+                        snap.chunks[n_chunks].data = <const uint8_t*>PyBytes_AS_STRING(data)
+                        snap.chunks[n_chunks].offset = 0
+                        snap.chunks[n_chunks].size = size
+                        closed.append(data)
+                        n_chunks += 1
+                        chunk_bytes += size
+                        if size >= 2:
+                            samples += (<Py_ssize_t>snap.chunks[n_chunks - 1].data[0] << 8) | \
+                                snap.chunks[n_chunks - 1].data[1]
+            open_chunk = s.open
+            if open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
+                # The chunk's bytes as XORChunk.bytes() gives them: the stored words, then the bits still
+                # in the pending word (which covers every byte the length can reach).
+                used = <Py_ssize_t>(open_chunk.pending_start >> 3)
+                size = open_chunk._length()
+                _grow(<void**>&snap.scratch, &snap.scratch_capacity, snap.scratch_used + used + 8, 1)
+                memcpy(snap.scratch + snap.scratch_used, open_chunk.buf, used)
+                store_be64(snap.scratch + snap.scratch_used + used, open_chunk.pending)
+                _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
+                snap.chunks[n_chunks].data = NULL
+                snap.chunks[n_chunks].offset = snap.scratch_used
+                snap.chunks[n_chunks].size = size
+                snap.scratch_used += used + 8
+                n_chunks += 1
+                chunk_bytes += size
+                samples += open_chunk.num
+            if len(s.ooo_t):
+                lo = _bisect_left(s.ooo_t, mint)
+                hi = _bisect_right(s.ooo_t, maxt)
+                if hi > lo:
+                    ooo_capacity = snap.ooo_capacity
+                    _grow(<void**>&snap.ooo_t, &ooo_capacity, n_ooo + hi - lo, sizeof(int64_t))
+                    _grow(<void**>&snap.ooo_v, &snap.ooo_capacity, n_ooo + hi - lo, sizeof(double))
+                    for k in range(lo, hi):
+                        snap.ooo_t[n_ooo] = s.ooo_t[k]
+                        snap.ooo_v[n_ooo] = s.ooo_v[k]
+                        n_ooo += 1
+            snap.chunk_offsets[i + 1] = n_chunks
+            snap.ooo_offsets[i + 1] = n_ooo
+        snap.num_chunks = n_chunks
+        snap.chunk_bytes = chunk_bytes
+        snap.capacity_samples = samples + n_ooo
+        return snap
+
+    def decode(self):
+        """Decode every series: (rows int64, offsets int64, timestamps int64, values float64).
+
+        `rows` are the indexes (into the `series` given to take) of the series that have samples in the
+        range, in order; output series r has timestamps/values[offsets[r]:offsets[r+1]]. Raises ValueError
+        on a corrupt chunk.
+        """
+        cdef cnp.npy_intp dims[1]
+        cdef cnp.ndarray timestamps, values, rows, offsets
+        cdef int64_t* out_t
+        cdef double* out_v
+        cdef int64_t* out_rows
+        cdef int64_t* out_offsets
+        cdef Py_ssize_t i, k, filled = 0, start, count, n_rows = 0, failed = -1
+        cdef const uint8_t* data
+        cdef bint past_maxt
+        dims[0] = self.capacity_samples
+        timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+        dims[0] = self.num_series
+        rows = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        dims[0] = self.num_series + 1
+        offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        out_t = <int64_t*>cnp.PyArray_DATA(timestamps)
+        out_v = <double*>cnp.PyArray_DATA(values)
+        out_rows = <int64_t*>cnp.PyArray_DATA(rows)
+        out_offsets = <int64_t*>cnp.PyArray_DATA(offsets)
+        out_offsets[0] = 0
+        with nogil:
+            for i in range(self.num_series):
+                start = filled
+                past_maxt = False
+                for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
+                    if past_maxt:
+                        break
+                    data = self.chunks[k].data
+                    if data == NULL:
+                        data = self.scratch + self.chunks[k].offset
+                    count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
+                                          out_t + filled, out_v + filled, &past_maxt)
+                    if count < 0:
+                        failed = k
+                        break
+                    filled += count
+                if failed >= 0:
+                    break
+                count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
+                if count:
+                    filled = start + _merge_ooo(out_t + start, out_v + start, filled - start,
+                                                self.ooo_t + self.ooo_offsets[i], self.ooo_v + self.ooo_offsets[i],
+                                                count)
+                if filled > start:
+                    out_rows[n_rows] = i
+                    n_rows += 1
+                    out_offsets[n_rows] = filled
+        if failed >= 0:
+            raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
+        return rows[:n_rows], offsets[:n_rows + 1], timestamps[:filled], values[:filled]

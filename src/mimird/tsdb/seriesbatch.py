@@ -1,0 +1,72 @@
+"""Many series' samples in one pair of arrays: the form selections travel in from storage to PromQL.
+
+A `SeriesBatch` holds label sets (sorted, unique) and, for series i, the samples
+`ts[offsets[i]:offsets[i+1]]` / `vals[offsets[i]:offsets[i+1]]` (timestamps increasing). Readers that
+decode many series at once fill it directly; the batch kernels of the PromQL engine take the arrays as
+they are, so no per-series numpy array is made on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from mimird.tsdb.labels import Labels
+
+_EMPTY_TS = np.empty(0, dtype=np.int64)
+_EMPTY_VALS = np.empty(0, dtype=np.float64)
+
+
+@dataclass
+class SeriesBatch:
+    """Label sets with their samples laid end to end (see the module docstring)."""
+
+    labels: list[Labels]
+    ts: np.ndarray
+    vals: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def empty(cls) -> SeriesBatch:
+        return cls([], _EMPTY_TS, _EMPTY_VALS, np.zeros(1, dtype=np.int64))
+
+    @classmethod
+    def from_series(cls, series: Iterable[tuple[Labels, np.ndarray, np.ndarray]]) -> SeriesBatch:
+        """A batch of (labels, ts, vals) items, in the order given; items without samples are left out."""
+        labels, ts_parts, val_parts, lengths = [], [], [], []
+        for lbls, ts, vals in series:
+            if len(ts):
+                labels.append(lbls)
+                ts_parts.append(ts)
+                val_parts.append(vals)
+                lengths.append(len(ts))
+        if not labels:
+            return cls.empty()
+        offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(labels, np.concatenate(ts_parts).astype(np.int64, copy=False),
+                   np.concatenate(val_parts).astype(np.float64, copy=False), offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    def lengths(self) -> np.ndarray:
+        """Samples per series."""
+        return np.diff(self.offsets)
+
+    def __iter__(self) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+        """(labels, ts, vals) per series; the arrays are views into the batch's."""
+        bounds = self.offsets.tolist()
+        ts, vals = self.ts, self.vals
+        for i, lbls in enumerate(self.labels):
+            yield lbls, ts[bounds[i]:bounds[i + 1]], vals[bounds[i]:bounds[i + 1]]
+
+    def slice(self, first: int, last: int) -> SeriesBatch:
+        """Series first..last-1 (the sample arrays are shared, the offsets say where each starts)."""
+        return SeriesBatch(self.labels[first:last], self.ts, self.vals, self.offsets[first:last + 1])

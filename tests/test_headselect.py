@@ -1,0 +1,175 @@
+"""The head's batched select (`Head.select_batch`, `mimird._fast.headselect`) against the per-series path
+it replaced: per series a snapshot, a decode of its chunks and a merge with its out-of-order samples."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from mimird._fast import xorchunk
+from mimird._fast.headselect import HeadSnapshot
+from mimird.tsdb.fetchobserver import chunk_fetch_observer
+from mimird.tsdb.head import INT64_MAX, INT64_MIN, Head, merge_samples
+from mimird.tsdb.labels import Matcher, make_labels
+from mimird.tsdb.series_index import SeriesIndex
+
+HOUR = 3600_000
+
+
+def reference_select(head: Head, matchers, mint: int, maxt: int):
+    """The per-series read: (labels, ts, vals) of every matching series with samples, sorted by labels."""
+    out = []
+    with head.lock:
+        snapshots = []
+        for ref in head.index.select(matchers).tolist():
+            series = head.series.get(ref)
+            if series is not None:
+                snapshots.append((series.labels, *series.snapshot(mint, maxt)))
+    for labels, chunks, ooo_t, ooo_v in sorted(snapshots, key=lambda item: item[0]):
+        ts, vals = xorchunk.decode_chunks(chunks, mint, maxt)
+        ts, vals = merge_samples(ts, vals, ooo_t, ooo_v)
+        if len(ts):
+            out.append((labels, ts, vals))
+    return out
+
+
+def assert_same(got, want):
+    assert [labels for labels, _, _ in got] == [labels for labels, _, _ in want]
+    for (_, ts, vals), (_, want_ts, want_vals) in zip(got, want, strict=True):
+        assert ts.tolist() == want_ts.tolist()
+        assert vals.view(np.uint64).tolist() == want_vals.view(np.uint64).tolist()
+
+
+def push(head: Head, series: dict) -> None:
+    labels, offsets, ts, vs = [], [0], [], []
+    for key, samples in series.items():
+        labels.append(key)
+        for t, v in samples:
+            ts.append(t)
+            vs.append(v)
+        offsets.append(len(ts))
+    head.append(labels, offsets, ts, vs)
+
+
+def random_head(rng: random.Random, n_series: int = 60) -> Head:
+    """Series with 0-400 in-order samples (several chunks, an open one), some out-of-order samples."""
+    head = Head(ooo_window_ms=HOUR, block_range_ms=2 * HOUR)
+    names = ["m_a", "m_b", "m"]
+    all_labels = set()
+    while len(all_labels) < n_series:
+        pairs = {"__name__": rng.choice(names), "job": rng.choice(["api", "node", "db", "a"])}
+        for extra in ("instance", "le", "zone"):
+            if rng.random() < 0.6:
+                pairs[extra] = rng.choice(["0", "1", "10", "2", "x", "x:1", "é", ""]) + str(rng.randrange(4))
+        all_labels.add(make_labels(pairs))
+    labels = sorted(all_labels, key=lambda _: rng.random())
+    step = 15_000
+    n_steps = 400
+    for k in range(n_steps):
+        batch = {}
+        for i, lbls in enumerate(labels):
+            if rng.random() < 0.8 and (i % 7 != 0 or k < 50):
+                value = rng.choice([float(k), rng.random(), math.inf, -0.0, xorchunk_stale()])
+                batch[lbls] = [(k * step + i, value)]
+        push(head, batch)
+    # out-of-order samples in between and ties with in-order samples
+    for lbls in labels[::3]:
+        samples = [(rng.randrange(n_steps - 100, n_steps) * step + rng.randrange(-500, 500), rng.random())
+                   for _ in range(rng.randrange(1, 8))]
+        for t, v in sorted(set(samples)):
+            push(head, {lbls: [(t, v)]})
+    # ties with in-order samples (the head's append refuses them; the merge must still keep the in-order one)
+    for lbls in labels[1::4]:
+        series = head.by_labels[lbls]
+        ts, _ = xorchunk.decode_chunks(series.snapshot(INT64_MIN, INT64_MAX)[0])
+        for t in rng.sample(ts.tolist(), min(3, len(ts))):
+            series.insert_ooo(t, -1.0)
+    return head
+
+
+def xorchunk_stale() -> float:
+    return float(np.array([0x7FF0000000000002], dtype=np.uint64).view(np.float64)[0])
+
+
+MATCHER_SETS = [
+    [Matcher("=~", "__name__", ".+")],
+    [Matcher("=", "__name__", "m")],
+    [Matcher("=", "job", "api"), Matcher("!=", "instance", "")],
+    [Matcher("=~", "__name__", "m_.*"), Matcher("=~", "le", "1.*|")],
+    [Matcher("=", "__name__", "nope")],
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batch_matches_per_series_path(seed):
+    rng = random.Random(seed)
+    head = random_head(rng)
+    ranges = [(INT64_MIN, INT64_MAX), (0, 400 * 15_000), (300 * 15_000, 390 * 15_000),
+              (399 * 15_000, 399 * 15_000), (10**12, 2 * 10**12), (5000, 4000), (0, 0)]
+    for _ in range(10):
+        lo = rng.randrange(-10_000, 400 * 15_000)
+        ranges.append((lo, lo + rng.randrange(0, 3 * HOUR)))
+    for matchers in MATCHER_SETS:
+        for mint, maxt in ranges:
+            want = reference_select(head, matchers, mint, maxt)
+            batch = head.select_batch(matchers, mint, maxt)
+            assert_same(list(batch), want)
+            assert_same(list(head.select(matchers, mint, maxt)), want)
+            assert batch.offsets[0] == 0 and batch.offsets[-1] == len(batch.ts) == len(batch.vals)
+
+
+def test_batch_after_truncate_removes_series():
+    rng = random.Random(7)
+    head = random_head(rng)
+    removed = head.truncate(60 * 15_000)
+    assert removed > 0
+    for matchers in MATCHER_SETS:
+        for mint, maxt in [(INT64_MIN, INT64_MAX), (0, 100 * 15_000), (350 * 15_000, INT64_MAX)]:
+            assert_same(list(head.select_batch(matchers, mint, maxt)), reference_select(head, matchers, mint, maxt))
+
+
+def test_open_chunk_appended_after_snapshot_is_not_seen():
+    head = Head()
+    lbls = make_labels({"__name__": "m"})
+    push(head, {lbls: [(i * 1000, float(i)) for i in range(10)]})
+    with head.lock:
+        snapshot = HeadSnapshot.take([head.by_labels[lbls]], INT64_MIN, INT64_MAX)
+    push(head, {lbls: [(i * 1000, float(i)) for i in range(10, 300)]})  # appends, cuts chunks
+    rows, offsets, ts, vals = snapshot.decode()
+    assert rows.tolist() == [0] and offsets.tolist() == [0, 10]
+    assert ts.tolist() == [i * 1000 for i in range(10)] and vals.tolist() == [float(i) for i in range(10)]
+
+
+def test_chunks_are_reported_to_the_observer():
+    head = Head()
+    push(head, {make_labels({"__name__": "m", "i": str(i)}): [(t * 1000, 1.0) for t in range(150)]
+                for i in range(3)})
+    seen = []
+    token = chunk_fetch_observer.set(lambda chunks, nbytes: seen.append((chunks, nbytes)))
+    try:
+        batch = head.select_batch([Matcher("=", "__name__", "m")], 0, 200_000)
+    finally:
+        chunk_fetch_observer.reset(token)
+    expected_bytes = sum(len(c) for s in head.series.values() for c in s.chunks) + sum(
+        s.open.nbytes for s in head.series.values())
+    assert seen == [(6, expected_bytes)]
+    assert len(batch) == 3 and batch.num_samples == 450
+
+
+def test_sort_by_labels_orders_as_tuples():
+    rng = random.Random(3)
+    index = SeriesIndex()
+    label_sets = set()
+    while len(label_sets) < 300:
+        pairs = {}
+        for name in ("__name__", "a", "ab", "b", "z"):
+            if rng.random() < 0.7:
+                pairs[name] = rng.choice(["", "0", "00", "1", "a", "aa", "b", "Z", "é", "~"])
+        label_sets.add(make_labels(pairs))
+    refs = [index.get_or_create(labels)[0] for labels in label_sets]
+    ordered = index.sort_by_labels(np.asarray(sorted(refs), dtype=np.uint64))
+    assert [index.labels_of(ref) for ref in ordered.tolist()] == sorted(label_sets)
+    assert index.sort_by_labels(np.asarray([10**6], dtype=np.uint64)).tolist() == []
