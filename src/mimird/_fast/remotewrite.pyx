@@ -1290,7 +1290,7 @@ cdef class WriteBatch:
     all in wire order. `source` and the two skip flags are Mimir's extra WriteRequest fields.
     `created_timestamps[i]` is series i's created timestamp in ms (remote write 2.0; 0 = not sent).
     """
-    cdef readonly list series_labels
+    cdef list _series_labels
     cdef readonly cnp.ndarray sample_offsets
     cdef readonly cnp.ndarray timestamps
     cdef readonly cnp.ndarray values
@@ -1301,11 +1301,48 @@ cdef class WriteBatch:
     cdef readonly bint skip_label_validation
     cdef readonly bint skip_label_count_validation
     cdef readonly cnp.ndarray created_timestamps
+    # Remote write 1.0 only (None for 2.0): where each series' labels are in the request, so that label
+    # tuples are built only for the series that need them (`labels_of`) and the ingest fast path can
+    # compare a series' label bytes with a known series without building anything.
+    # `label_spans` holds six int64 per label (Label message offset and length, name offset and
+    # length, value offset and length); series i's labels are label_starts[i]:label_starts[i + 1].
+    cdef readonly object raw
+    cdef readonly cnp.ndarray label_spans
+    cdef readonly cnp.ndarray label_starts
+    # Per series, 1 when it carries exemplars or histograms (the fast path leaves those to Python).
+    cdef readonly cnp.ndarray series_extras
+    cdef InternTable _strings
+    cdef InternTable _pairs
+
+    @property
+    def series_labels(self):
+        """Every series' (name, value) label pairs, in wire order (built on first use)."""
+        cdef Py_ssize_t i, n
+        cdef list built
+        if self._series_labels is None:
+            n = self.sample_offsets.shape[0] - 1
+            built = [None] * n
+            for i in range(n):
+                built[i] = self.labels_of(i)
+            self._series_labels = built
+        return self._series_labels
+
+    def labels_of(self, Py_ssize_t index):
+        """Series `index`'s (name, value) label pairs in wire order; equal labels share their objects."""
+        cdef const int64_t* starts
+        if self._series_labels is not None:
+            return self._series_labels[index]
+        if index < 0 or index >= self.sample_offsets.shape[0] - 1:
+            raise IndexError("series index out of range")
+        starts = <const int64_t*>cnp.PyArray_DATA(self.label_starts)
+        return build_labels(self._pairs, self._strings,
+                            (<LabelRef*>cnp.PyArray_DATA(self.label_spans)) + starts[index],
+                            starts[index + 1] - starts[index])
 
     @property
     def num_series(self):
         """Number of TimeSeries in the request, empty ones included."""
-        return len(self.series_labels)
+        return self.sample_offsets.shape[0] - 1
 
     @property
     def num_samples(self):
@@ -1328,15 +1365,16 @@ cdef void _free_capsule_pointer(object capsule) noexcept:
     free(PyCapsule_GetPointer(capsule, NULL))
 
 
-cdef cnp.ndarray _array_from_growbuf(GrowBuf* buf, int typenum):
-    """A 1-d array over the buffer's items that takes the memory over (no copy); `buf` is left empty."""
-    cdef cnp.npy_intp count = buf.count
+cdef cnp.ndarray _array_from_growbuf(GrowBuf* buf, int typenum, Py_ssize_t per_item=1):
+    """A 1-d array over the buffer's items (`per_item` array elements each) that takes the memory over
+    (no copy); `buf` is left empty."""
+    cdef cnp.npy_intp count = buf.count * per_item
     cdef cnp.ndarray array
     cdef char* data
     if count == 0:
         return cnp.PyArray_SimpleNew(1, &count, typenum)
     # Give back the unused tail; shrinking never moves much, and usually nothing.
-    data = <char*>realloc(buf.data, count * buf.itemsize)
+    data = <char*>realloc(buf.data, buf.count * buf.itemsize)
     if data != NULL:
         buf.data = data
     owner = PyCapsule_New(buf.data, NULL, _free_capsule_pointer)
@@ -1358,36 +1396,51 @@ cdef void _scan_free(Scan* s) noexcept nogil:
     growbuf_free(&s.metadata)
 
 
-cdef WriteBatch _build_batch(Scan* s):
+cdef WriteBatch _build_batch(Scan* s, object raw):
     cdef WriteBatch batch = WriteBatch.__new__(WriteBatch)
     cdef InternTable strings = InternTable()
     cdef InternTable pairs = InternTable()
     cdef SeriesRef* series = <SeriesRef*>s.series.data
-    cdef LabelRef* labels = <LabelRef*>s.labels.data
     cdef LabelRef* exemplar_labels = <LabelRef*>s.exemplar_labels.data
     cdef ExemplarRef* exemplars = <ExemplarRef*>s.exemplars.data
     cdef MessageRef* refs
     cdef Py_ssize_t n_series = s.series.count
     cdef Py_ssize_t n_samples = s.timestamps.count
     cdef Py_ssize_t i
-    cdef cnp.ndarray offsets
+    cdef cnp.ndarray offsets, label_starts, extras
     cdef int64_t* offset_data
+    cdef int64_t* label_start_data
+    cdef uint8_t* extras_data
     cdef MetadataScan metadata
     cdef DecodeError err
 
     strings.data = s.data
     pairs.data = s.data
-    series_labels = [None] * n_series
-    for i in range(n_series):
-        series_labels[i] = build_labels(pairs, strings, labels + series[i].label_start, series[i].label_count)
-    batch.series_labels = series_labels
+    batch._strings = strings
+    batch._pairs = pairs
 
     offsets = np.empty(n_series + 1, dtype=np.int64)
     offset_data = <int64_t*>cnp.PyArray_DATA(offsets)
+    label_starts = np.empty(n_series + 1, dtype=np.int64)
+    label_start_data = <int64_t*>cnp.PyArray_DATA(label_starts)
+    extras = np.zeros(n_series, dtype=np.uint8)
+    extras_data = <uint8_t*>cnp.PyArray_DATA(extras)
     for i in range(n_series):
         offset_data[i] = series[i].sample_start
+        label_start_data[i] = series[i].label_start
     offset_data[n_series] = n_samples
+    label_start_data[n_series] = s.labels.count
+    for i in range(s.exemplars.count):
+        extras_data[exemplars[i].series] = 1
+    refs = <MessageRef*>s.histograms.data
+    for i in range(s.histograms.count):
+        extras_data[refs[i].series] = 1
     batch.sample_offsets = offsets
+    batch.label_starts = label_starts
+    batch.series_extras = extras
+    # The label spans point into the request bytes, which the batch keeps alive with them.
+    batch.raw = raw
+    batch.label_spans = _array_from_growbuf(&s.labels, cnp.NPY_INT64, sizeof(LabelRef) // sizeof(int64_t))
     batch.timestamps = _array_from_growbuf(&s.timestamps, cnp.NPY_INT64)
     batch.values = _array_from_growbuf(&s.values, cnp.NPY_FLOAT64)
 
@@ -1459,7 +1512,7 @@ def decode_write_request(const uint8_t[::1] data not None, *, bint decode_exempl
             rc = scan_request(&s)
         if rc:
             raise_decode_error(&s.error)
-        return _build_batch(&s)
+        return _build_batch(&s, data)
     finally:
         _scan_free(&s)
 
@@ -1856,7 +1909,7 @@ cdef WriteBatch _build_batch_v2(ScanV2* s):
         if series[i].has_metadata:
             _add_series_metadata(batch.metadata, families, labels, &series[i], symbols)
     offset_data[n_series] = s.base.timestamps.count
-    batch.series_labels = series_labels
+    batch._series_labels = series_labels
     batch.sample_offsets = offsets
     batch.created_timestamps = created
     batch.timestamps = _array_from_growbuf(&s.base.timestamps, cnp.NPY_INT64)

@@ -284,11 +284,20 @@ class Distributor(Service):
                       and request.headers.get("x-mimir-skiplabelcountvalidation", "").lower() == "true")
         written = {"samples": 0, "histograms": 0, "exemplars": 0} if v2 else None
         try:
-            response = self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(),
-                                   batch.timestamps.tolist(), batch.values.tolist(), batch.exemplars, batch.metadata,
-                                   histograms=batch.histograms, from_rule=batch.source == SOURCE_RULE,
-                                   skip_label_validation=skip_names, skip_label_count_validation=skip_count,
-                                   retry_attempt=request.headers.get("retry-attempt"), written=written)
+            if batch.label_spans is not None:
+                # remote write 1.0: labels and samples stay in the batch for the fast path
+                response = self.ingest(tenant, None, None, None, None, batch.exemplars, batch.metadata,
+                                       batch=batch, histograms=batch.histograms,
+                                       from_rule=batch.source == SOURCE_RULE, skip_label_validation=skip_names,
+                                       skip_label_count_validation=skip_count,
+                                       retry_attempt=request.headers.get("retry-attempt"), written=written)
+            else:
+                response = self.ingest(tenant, batch.series_labels, batch.sample_offsets.tolist(),
+                                       batch.timestamps.tolist(), batch.values.tolist(), batch.exemplars,
+                                       batch.metadata, histograms=batch.histograms,
+                                       from_rule=batch.source == SOURCE_RULE, skip_label_validation=skip_names,
+                                       skip_label_count_validation=skip_count,
+                                       retry_attempt=request.headers.get("retry-attempt"), written=written)
         except HTTPError as error:
             if written is not None:
                 error.headers.extend(_written_headers(written))
@@ -307,7 +316,7 @@ class Distributor(Service):
 
     # the shared write path
     def ingest(self, tenant: str, series_pairs, offsets, timestamps, values, exemplars=(), metadata=(), *,
-               histograms=(), from_rule: bool = False, skip_label_validation: bool = False,
+               batch=None, histograms=(), from_rule: bool = False, skip_label_validation: bool = False,
                skip_label_count_validation: bool = False, retry_attempt: str | None = None,
                written: dict | None = None) -> Response:
         """The shared write path of remote write, OTLP and Influx: limits, HA, validation, then the ingester.
@@ -322,11 +331,16 @@ class Distributor(Service):
         header. `written`, when given, receives the "samples", "histograms" and "exemplars" counts
         forwarded to the ingester. Returns the 200 answer or raises HTTPError with Mimir's status
         and message.
+
+        `batch`, instead of series_pairs/offsets/timestamps/values (then None), is a decoded remote
+        write 1.0 request (`remotewrite.WriteBatch`): the samples of series the tenant's head already
+        holds (validated under the current limits) then go to the head without Python objects
+        (mimird._fast.fastappend), the rest through the checks here, with the same outcome.
         """
         self.inflight_push_requests += 1
         try:
             self._check_instance_limits(retry_attempt)
-            return self._ingest(tenant, series_pairs, offsets, timestamps, values, exemplars, metadata,
+            return self._ingest(tenant, series_pairs, offsets, timestamps, values, exemplars, metadata, batch,
                                 histograms, from_rule, skip_label_validation, skip_label_count_validation,
                                 retry_attempt, written)
         finally:
@@ -341,11 +355,16 @@ class Distributor(Service):
             self.metrics.instance_rejected.labels(REJECTED_MAX_INGESTION_RATE).inc()
             raise self._refuse(500, MAX_INGESTION_RATE_MESSAGE, retry_attempt)
 
-    def _ingest(self, tenant, series_pairs, offsets, timestamps, values, exemplars, metadata, histograms,
+    def _ingest(self, tenant, series_pairs, offsets, timestamps, values, exemplars, metadata, batch, histograms,
                 from_rule, skip_label_validation, skip_label_count_validation, retry_attempt, written) -> Response:
         m = self.metrics
         limits = self.overrides.for_tenant(tenant)
-        total_samples = len(timestamps)
+        if batch is not None:
+            total_samples = batch.num_samples
+            n_series = batch.num_series
+        else:
+            total_samples = len(timestamps)
+            n_series = len(series_pairs)
         m.requests_in.labels(tenant).inc()
         m.samples_in.labels(tenant).inc(total_samples)
         if exemplars:
@@ -363,11 +382,31 @@ class Distributor(Service):
         if exemplars and not limits["max_global_exemplars_per_user"]:
             exemplars = ()  # Mimir clears them unread when the tenant may not store any
         drop_label = None
-        if limits["accept_ha_samples"] and series_pairs:
-            drop_label = self._ha_dedupe(tenant, series_pairs[0], limits, total_samples)
+        if limits["accept_ha_samples"] and n_series:
+            first = batch.labels_of(0) if batch is not None else series_pairs[0]
+            drop_label = self._ha_dedupe(tenant, first, limits, total_samples)
 
         now_ms = int(time.time() * 1000)
         bounds = v.SampleTimeBounds(now_ms, limits)
+        label_limits = tuple(limits[name] for name in _LABEL_LIMITS)
+        skipping = skip_label_validation or skip_label_count_validation
+        fast = None
+        if batch is not None:
+            fast = self._plan_fast(tenant, batch, label_limits, bounds, drop_label)
+            if fast is not None:
+                indices = fast.slow_indices
+                labels_of = batch.labels_of
+                offsets = fast.slow_offsets.tolist()
+                timestamps, values = fast.slow_timestamps.tolist(), fast.slow_values.tolist()
+            else:
+                indices = range(n_series)
+                labels_of = batch.series_labels.__getitem__
+                offsets = batch.sample_offsets.tolist()
+                timestamps, values = batch.timestamps.tolist(), batch.values.tolist()
+        else:
+            indices = range(n_series)
+            labels_of = series_pairs.__getitem__
+        fast_samples = fast.fast_samples if fast is not None else 0
         histograms_by_series: dict[int, list] = {}
         for index, histogram in histograms:
             histograms_by_series.setdefault(index, []).append(histogram)
@@ -378,13 +417,16 @@ class Distributor(Service):
         kept_ts: list[int] = []
         kept_values: list[float] = []
         kept_index: dict[int, Labels] = {}
+        kept_positions: list[int] = []
         duplicates = 0
         # Label validity depends only on the labels and these limits: a series the head already holds
         # passed the same checks when it was created, unless the limits changed since.
-        known_series = self._validated_series(tenant, limits, skip_label_validation or skip_label_count_validation)
-        for index, pairs in enumerate(series_pairs):
-            labels = canonical_labels(pairs, drop_label)
-            lo, hi = offsets[index], offsets[index + 1]
+        known_series = self._validated_series(tenant, limits, skipping)
+        # `position` counts the series going this way (all, or the fast path's slow ones); `index` is
+        # the series' index in the request, which exemplars and histograms refer to.
+        for position, index in enumerate(indices):
+            labels = canonical_labels(labels_of(index), drop_label)
+            lo, hi = offsets[position], offsets[position + 1]
             if not labels:
                 continue  # Mimir drops label-less series without a word
             if labels in known_series:
@@ -413,10 +455,15 @@ class Distributor(Service):
             kept_labels.append(labels)
             kept_offsets.append(len(kept_ts))
             kept_index[index] = labels
+            kept_positions.append(index)
         if duplicates:
             m.discarded_samples.labels(v.SAMPLE_DUPLICATE_TIMESTAMP, tenant).inc(duplicates)
+        samples_kept = len(kept_ts) + fast_samples
 
-        kept_exemplars = self._valid_exemplars(tenant, exemplars, kept_index, kept_ts, now_ms, bounds,
+        earliest = min(kept_ts) if kept_ts else None
+        if fast_samples:
+            earliest = fast.min_t if earliest is None else min(earliest, fast.min_t)
+        kept_exemplars = self._valid_exemplars(tenant, exemplars, kept_index, earliest, now_ms, bounds,
                                                limits["max_exemplars_per_series_per_request"])
         kept_metadata = []
         for entry in metadata:
@@ -427,29 +474,31 @@ class Distributor(Service):
             else:
                 kept_metadata.append(cleaned)
 
-        if not kept_ts and not histogram_count and not kept_metadata and not kept_exemplars:
+        if not samples_kept and not histogram_count and not kept_metadata and not kept_exemplars:
             if first_error is not None:
                 raise HTTPError(400, first_error)
             return Response(200)
 
-        cost = len(kept_ts) + histogram_count + len(kept_exemplars) + len(kept_metadata)
+        cost = samples_kept + histogram_count + len(kept_exemplars) + len(kept_metadata)
         rate = limits["ingestion_rate"]
         burst = ingestion_burst_size(limits)
         if not self.ingestion_limiter.allow(tenant, rate, burst, cost):
-            m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(len(kept_ts))
+            m.discarded_samples.labels(v.RATE_LIMITED, tenant).inc(samples_kept)
             message = ingestion_burst_message(burst, cost) if cost > burst else ingestion_rate_message(rate, burst)
             raise self._refuse(_rate_limited_status(limits), message, retry_attempt)
         self.instance_rate.add(cost)
 
         try:
             result = self.ingester.push(tenant, kept_labels, kept_offsets, kept_ts, kept_values,
-                                        exemplars=kept_exemplars, metadata=kept_metadata)
+                                        exemplars=kept_exemplars, metadata=kept_metadata, fast=fast,
+                                        positions=kept_positions,
+                                        validated_under=None if skipping else label_limits)
         except IngesterUnavailable as exc:
             raise self._refuse(503, f"failed pushing to ingester {self.instance_id}: {exc}", retry_attempt) from None
         if written is not None:
-            written.update(samples=len(kept_ts), histograms=histogram_count, exemplars=len(kept_exemplars))
+            written.update(samples=samples_kept, histograms=histogram_count, exemplars=len(kept_exemplars))
         m.received_requests.labels(tenant).inc()
-        m.received_samples.labels(tenant).inc(len(kept_ts))
+        m.received_samples.labels(tenant).inc(samples_kept)
         if kept_exemplars:
             m.received_exemplars.labels(tenant).inc(len(kept_exemplars))
         if kept_metadata:
@@ -495,6 +544,21 @@ class Distributor(Service):
             kept_values.append(values[i])
         return None, duplicates
 
+    def _plan_fast(self, tenant: str, batch, label_limits: tuple, bounds: v.SampleTimeBounds,
+                   drop_label: str | None):
+        """The fast part of a remote write 1.0 request (Head.plan_fast_append), or None when there is
+        nothing to look up: a new tenant, or a series cache emptied because the label limits changed."""
+        db = self.ingester.tenants.get(tenant)
+        if db is None:
+            return None
+        cache = db.head.series_cache
+        if cache.validated_under != label_limits:
+            cache.clear()  # validated under other label limits: they are checked again and re-added
+            cache.validated_under = label_limits
+        if not len(cache):
+            return None
+        return db.head.plan_fast_append(batch, bounds.min_ms, bounds.max_ms, drop_label)
+
     def _validated_series(self, tenant: str, limits: dict, skipping: bool):
         """The tenant's head series (already validated), or an empty dict when that no longer holds."""
         fingerprint = tuple(limits[name] for name in _LABEL_LIMITS)
@@ -505,15 +569,17 @@ class Distributor(Service):
         db = self.ingester.tenants.get(tenant)
         return db.head.by_labels if db is not None else {}
 
-    def _valid_exemplars(self, tenant, exemplars, kept_index, kept_ts, now_ms, bounds, per_series_limit=0):
+    def _valid_exemplars(self, tenant, exemplars, kept_index, earliest_sample, now_ms, bounds, per_series_limit=0):
         """The exemplars of kept series that pass Mimir's checks, with sorted labels; the rest are counted.
+
+        `earliest_sample` is the oldest kept sample's timestamp (None: no sample kept).
 
         With `per_series_limit` > 0 (max_exemplars_per_series_per_request) a series keeps only its
         first that many exemplars, before the other checks, as Mimir truncates.
         """
         if not exemplars:
             return []
-        earliest = min(min(kept_ts), now_ms) if kept_ts else now_ms
+        earliest = min(earliest_sample, now_ms) if earliest_sample is not None else now_ms
         min_ts = earliest - v.EXEMPLAR_MAX_AGE_MS
         kept = []
         per_series: dict[int, int] = {}

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from mimird._fast import xorchunk
+from mimird._fast.fastappend import FastPlan, SeriesCache, plan_fast_append
 from mimird._fast.headselect import HeadSnapshot
 from mimird._fast.headseries import MemSeries, append_in_order, float_bits
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
@@ -78,11 +79,40 @@ class AppendResult:
     refs: list[int] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    # The fast path's samples, (refs, timestamps, values) arrays, logged before `refs`/... (None: none).
+    fast_samples: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def wal_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Every appended sample as (uint64 refs, int64 timestamps, float64 values), or None."""
+        fast = self.fast_samples
+        if not self.refs:
+            return fast
+        slow = (np.asarray(self.refs, dtype=np.uint64), np.asarray(self.timestamps, dtype=np.int64),
+                np.asarray(self.values, dtype=np.float64))
+        if fast is None:
+            return slow
+        return tuple(np.concatenate(pair) for pair in zip(fast, slow, strict=True))
 
     def reject(self, reason: str, message: str, count: int = 1) -> None:
         self.discarded[reason] = self.discarded.get(reason, 0) + count
         if self.first_error is None:
             self.first_error = message
+
+
+def _merge_fast(fast: FastPlan, series_labels, offsets, timestamps, values, positions):
+    """The request's fast series put back among the others in request order, as plain lists."""
+    fast_series = fast.fast_series()
+    order = sorted([(index, series.labels, ts, vs) for index, series, ts, vs in fast_series]
+                   + [(positions[i], series_labels[i], timestamps[offsets[i]:offsets[i + 1]],
+                       values[offsets[i]:offsets[i + 1]]) for i in range(len(series_labels))],
+                   key=lambda item: item[0])
+    merged_labels, merged_offsets, merged_ts, merged_values = [], [0], [], []
+    for _, labels, ts, vs in order:
+        merged_labels.append(labels)
+        merged_ts.extend(ts)
+        merged_values.extend(vs)
+        merged_offsets.append(len(merged_ts))
+    return merged_labels, merged_offsets, merged_ts, merged_values
 
 
 def merge_samples(ts: np.ndarray, vals: np.ndarray, ooo_t: Sequence[int], ooo_v: Sequence[float]):
@@ -130,6 +160,10 @@ class Head:
         self.metadata: dict[str, dict[Metadata, float]] = {}
         self.metadata_retain_period = METADATA_RETAIN_PERIOD_S
         self.series_per_metric: dict[str, int] = {}
+        # The fast ingest path's validated series (see mimird._fast.fastappend); cleared, and the
+        # generation bumped, whenever series leave the head.
+        self.series_cache = SeriesCache()
+        self.series_generation = 0
 
     @property
     def num_series(self) -> int:
@@ -170,18 +204,49 @@ class Head:
         self.series_per_metric[name] = self.series_per_metric.get(name, 0) + 1
         return series, True
 
+    def plan_fast_append(self, batch, min_ms: int | None, max_ms: int, drop_name: str | None = None) -> FastPlan:
+        """Split a decoded remote write 1.0 request into the samples of known series that can be
+        appended as they are and the rest (see mimird._fast.fastappend). Changes nothing."""
+        plan = plan_fast_append(self.series_cache, batch, INT64_MIN if min_ms is None else min_ms, max_ms,
+                                self.appendable_min_time(), drop_name)
+        plan.generation = self.series_generation
+        return plan
+
+    def remember_validated(self, series_labels: Sequence[Labels], validated_under) -> None:
+        """Let the fast path take these series from now on: the distributor validated them under the
+        label limits `validated_under` (the cache forgets everything when those change)."""
+        cache = self.series_cache
+        if cache.validated_under != validated_under:
+            cache.clear()
+            cache.validated_under = validated_under
+        by_labels = self.by_labels
+        add = cache.add
+        for labels in series_labels:
+            series = by_labels.get(labels)
+            if series is not None:
+                add(series)
+
     def append(self, series_labels: Sequence[Labels], offsets: Sequence[int], timestamps: Sequence[int],
                values: Sequence[float], *, max_series: int = 0, max_series_per_metric: int = 0,
-               tenant: str = "") -> AppendResult:
+               tenant: str = "", fast: FastPlan | None = None, positions: Sequence[int] = ()) -> AppendResult:
         """Append many series' samples; per-sample rejections are counted, the rest kept.
 
         `series_labels[i]` are sorted label sets; their samples are timestamps/values[offsets[i]:
-        offsets[i+1]] (plain Python sequences or lists). Returns what happened, including what the WAL
-        must record.
+        offsets[i+1]] (plain Python sequences or lists). `fast` is the request's fast part (from
+        `plan_fast_append`), appended first; `positions[i]` is then series i's index in the request.
+        Returns what happened, including what the WAL must record.
         """
         result = AppendResult()
         with self.lock:
             min_valid = self.appendable_min_time()
+            if fast is not None and fast.fast_samples:
+                if self._fast_plan_holds(fast, min_valid, series_labels):
+                    result.fast_samples = fast.append(self.block_range)
+                    self.min_time = min(self.min_time, fast.min_t)
+                    self.max_time = max(self.max_time, fast.max_t)
+                else:
+                    series_labels, offsets, timestamps, values = _merge_fast(fast, series_labels, offsets,
+                                                                             timestamps, values, positions)
             # The common case (the next sample of a known series) runs in Cython; the rest comes back.
             deferred, lo, hi = append_in_order(self.by_labels, series_labels, offsets, timestamps, values,
                                                min_valid, self.block_range, result.refs, result.timestamps,
@@ -235,7 +300,22 @@ class Head:
                     if t > self.max_time:
                         self.max_time = t
             result.samples_appended = len(result.refs)
+            if result.fast_samples is not None:
+                result.samples_appended += len(result.fast_samples[0])
         return result
+
+    def _fast_plan_holds(self, fast: FastPlan, min_valid: int, series_labels: Sequence[Labels]) -> bool:
+        """Whether the fast part can still be appended on its own, before the rest, with the result of
+        appending the request in order: no series left the head and the appendable minimum did not
+        move since it was planned, and no other series of the request is one of its series."""
+        if fast.generation != self.series_generation or fast.min_valid != min_valid:
+            return False
+        by_labels = self.by_labels
+        for labels in series_labels:
+            series = by_labels.get(labels)
+            if series is not None and fast.claims_fast(series):
+                return False
+        return True
 
     def replay_samples(self, refs: Sequence[int], timestamps: Sequence[int], values: Sequence[float],
                        series_by_wal_ref: dict[int, MemSeries]) -> int:
@@ -443,6 +523,8 @@ class Head:
                 if not self.series_per_metric[name]:
                     del self.series_per_metric[name]
             if removed:
+                self.series_generation += 1
+                self.series_cache.clear()
                 self.index.remove(np.asarray(removed, dtype=np.uint64))
                 self._label_pairs = {pair: pair for series in self.series.values() for pair in series.labels}
             self.min_time = min((s.min_time for s in self.series.values()), default=INT64_MAX)

@@ -1,0 +1,484 @@
+# cython: language_level=3
+"""The ingest fast path: samples of already known series go from the decoded request straight into
+the head, without a Python object per sample or per series.
+
+A `SeriesCache` belongs to one tenant's head. It maps a 64-bit hash of a series' label bytes (names
+and values in order) to the head's `MemSeries`, and only holds series that passed the distributor's
+label validation under the limits it records. It is not trusted by itself: a hit is confirmed by
+comparing the request's label bytes with the series' own label strings, so a collision or a request
+whose labels are not in canonical order (sorted, no empty values) is simply a miss.
+
+`plan_fast_append` splits a decoded remote write 1.0 request (`remotewrite.WriteBatch`) into:
+
+* fast series: found in the cache, every sample newer than the series' last one and than the head's
+  appendable minimum, inside the tenant's sample time window, no exemplars or histograms, and the
+  series' first occurrence in the request. Nothing in Python needs to see them: the distributor only
+  counts their samples (for the rate limit) and `FastPlan.append` appends them into the head.
+* slow series: everything else, handed back (request indexes, samples as compact arrays) for the
+  Python path that applies Mimir's rules and messages.
+
+Nothing is changed until `FastPlan.append`, so a request refused later (rate limit) stores nothing.
+"""
+from cpython.long cimport PyLong_AsUnsignedLongLong
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy
+
+cimport cython
+cimport numpy as cnp
+
+from mimird._fast.headseries cimport MemSeries
+
+import numpy as np
+
+cnp.import_array()
+
+# Six int64 per label in WriteBatch.label_spans; the name's and the value's offset and length.
+cdef enum:
+    SPAN_FIELDS = 6
+    SPAN_NAME_OFFSET = 2
+    SPAN_NAME_LENGTH = 3
+    SPAN_VALUE_OFFSET = 4
+    SPAN_VALUE_LENGTH = 5
+    CACHE_INITIAL_SLOTS = 1024
+
+
+cdef inline uint64_t _load_le64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t x
+    memcpy(&x, p, 8)
+    return x
+
+
+cdef inline uint64_t _hash_bytes(uint64_t h, const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Fold n bytes (and their length, so that "ab","c" differs from "a","bc") into h."""
+    cdef uint64_t word
+    h = (h ^ (<uint64_t>n * 0xC2B2AE3D27D4EB4FULL)) * 0x9E3779B97F4A7C15ULL
+    while n >= 8:
+        word = _load_le64(p)
+        h = (h ^ word) * 0xFF51AFD7ED558CCDULL
+        h ^= h >> 31
+        p += 8
+        n -= 8
+    if n > 0:
+        word = 0
+        memcpy(&word, p, n)
+        h = (h ^ word) * 0xC4CEB9FE1A85EC53ULL
+        h ^= h >> 29
+    return h
+
+
+cdef inline uint64_t _finish_hash(uint64_t h) noexcept nogil:
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    # 0 marks an empty slot
+    return h if h != 0 else 1
+
+
+cdef uint64_t _labels_hash(tuple labels) except 0:
+    """The hash of a series' label tuple, equal to the hash of the same labels' bytes on the wire."""
+    cdef uint64_t h = 0x243F6A8885A308D3ULL
+    cdef Py_ssize_t i, length
+    cdef const char* text
+    cdef object pair
+    for i in range(PyTuple_GET_SIZE(labels)):
+        pair = <object>PyTuple_GET_ITEM(labels, i)
+        text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 0), &length)
+        h = _hash_bytes(h, <const uint8_t*>text, length)
+        text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 1), &length)
+        h = _hash_bytes(h, <const uint8_t*>text, length)
+    return _finish_hash(h)
+
+
+cdef inline uint64_t _wire_hash(const uint8_t* data, const int64_t* spans, Py_ssize_t count) noexcept nogil:
+    cdef uint64_t h = 0x243F6A8885A308D3ULL
+    cdef Py_ssize_t i
+    for i in range(count):
+        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_NAME_OFFSET], spans[i * SPAN_FIELDS + SPAN_NAME_LENGTH])
+        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_VALUE_OFFSET],
+                        spans[i * SPAN_FIELDS + SPAN_VALUE_LENGTH])
+    return _finish_hash(h)
+
+
+cdef inline bint _same_text(object text, const uint8_t* data, int64_t length) except -1:
+    # For ASCII strings (nearly all label text) this reads the string's own buffer; other strings keep
+    # a UTF-8 copy after the first call, made once per distinct string the head holds.
+    cdef Py_ssize_t size
+    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(text, &size)
+    return size == length and memcmp(utf8, data, <size_t>length) == 0
+
+
+cdef bint _labels_match(MemSeries series, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
+                        const uint8_t* drop_name, Py_ssize_t drop_length) except -1:
+    """Whether the wire labels are exactly the series' labels, in order, without the dropped label."""
+    cdef tuple labels = series.labels
+    cdef object pair
+    cdef Py_ssize_t i
+    cdef const int64_t* span
+    if PyTuple_GET_SIZE(labels) != count:
+        return False
+    for i in range(count):
+        span = spans + i * SPAN_FIELDS
+        pair = <object>PyTuple_GET_ITEM(labels, i)
+        if not _same_text(<object>PyTuple_GET_ITEM(pair, 0), data + span[SPAN_NAME_OFFSET], span[SPAN_NAME_LENGTH]):
+            return False
+        if not _same_text(<object>PyTuple_GET_ITEM(pair, 1), data + span[SPAN_VALUE_OFFSET],
+                          span[SPAN_VALUE_LENGTH]):
+            return False
+        if (drop_name != NULL and span[SPAN_NAME_LENGTH] == drop_length
+                and memcmp(data + span[SPAN_NAME_OFFSET], drop_name, <size_t>drop_length) == 0):
+            # This request strips that label (HA replica): its canonical labels are not these.
+            return False
+    return True
+
+
+cdef struct CacheSlot:
+    uint64_t hash          # 0: empty
+    PyObject* series       # owned reference to a MemSeries
+
+
+@cython.final
+cdef class SeriesCache:
+    """One tenant head's validated series, found by the hash of their label bytes (see the module)."""
+    cdef CacheSlot* slots
+    cdef Py_ssize_t mask
+    cdef Py_ssize_t used
+    # What the entries were validated under (the distributor's label-limit fingerprint); set by the
+    # distributor, which clears the cache when it changes.
+    cdef public object validated_under
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.mask = -1
+        self.used = 0
+        self.validated_under = None
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
+        cdef Py_ssize_t i
+        if self.slots != NULL:
+            for i in range(self.mask + 1):
+                if self.slots[i].series != NULL:
+                    Py_DECREF(<object>self.slots[i].series)
+            free(self.slots)
+        self.slots = NULL
+        self.mask = -1
+        self.used = 0
+
+    def __len__(self):
+        return self.used
+
+    @property
+    def memory_bytes(self):
+        """Bytes the slot table takes (the series themselves belong to the head)."""
+        return (self.mask + 1) * sizeof(CacheSlot)
+
+    def clear(self):
+        """Forget every series (the head removed some, or the limits they were validated under changed)."""
+        self._release()
+
+    cdef CacheSlot* _slot_for(self, uint64_t h, PyObject* series) noexcept:
+        """The slot holding `series` under `h`, or the first empty slot of its probe run."""
+        cdef Py_ssize_t i = <Py_ssize_t>(h & <uint64_t>self.mask)
+        cdef CacheSlot* slot
+        while True:
+            slot = &self.slots[i]
+            if slot.hash == 0 or (slot.hash == h and slot.series == series):
+                return slot
+            i = (i + 1) & self.mask
+
+    cdef int _grow(self) except -1:
+        cdef CacheSlot* old = self.slots
+        cdef Py_ssize_t old_size = self.mask + 1
+        cdef Py_ssize_t size = old_size * 2 if old_size > 0 else CACHE_INITIAL_SLOTS
+        cdef Py_ssize_t i
+        cdef CacheSlot* target
+        cdef CacheSlot* fresh = <CacheSlot*>calloc(size, sizeof(CacheSlot))
+        if fresh == NULL:
+            raise MemoryError()
+        self.slots = fresh
+        self.mask = size - 1
+        for i in range(old_size):
+            if old[i].hash != 0:
+                target = self._slot_for(old[i].hash, old[i].series)
+                target[0] = old[i]
+        free(old)
+        return 0
+
+    def add(self, MemSeries series not None):
+        """Remember a series the distributor validated; False if it was there already."""
+        cdef uint64_t h = _labels_hash(series.labels)
+        cdef CacheSlot* slot
+        if (self.used + 1) * 4 > (self.mask + 1) * 3:
+            self._grow()
+        slot = self._slot_for(h, <PyObject*>series)
+        if slot.hash != 0:
+            return False
+        Py_INCREF(series)
+        slot.hash = h
+        slot.series = <PyObject*>series
+        self.used += 1
+        return True
+
+    cdef MemSeries _find(self, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
+                         const uint8_t* drop_name, Py_ssize_t drop_length):
+        cdef uint64_t h
+        cdef Py_ssize_t i
+        cdef CacheSlot* slot
+        if self.used == 0:
+            return None
+        h = _wire_hash(data, spans, count)
+        i = <Py_ssize_t>(h & <uint64_t>self.mask)
+        while True:
+            slot = &self.slots[i]
+            if slot.hash == 0:
+                return None
+            if slot.hash == h and _labels_match(<MemSeries>slot.series, data, spans, count, drop_name, drop_length):
+                return <MemSeries>slot.series
+            i = (i + 1) & self.mask
+
+    def lookup(self, batch, Py_ssize_t index, drop_name=None):
+        """The cached series whose labels are series `index` of a WriteBatch exactly, or None."""
+        cdef const uint8_t[::1] raw = batch.raw
+        cdef const int64_t[::1] spans = batch.label_spans
+        cdef const int64_t[::1] starts = batch.label_starts
+        cdef bytes drop = drop_name.encode() if drop_name is not None else None
+        cdef uint8_t empty = 0
+        return self._find(&raw[0] if raw.shape[0] else &empty,
+                          &spans[0] + starts[index] * SPAN_FIELDS if spans.shape[0] else NULL,
+                          starts[index + 1] - starts[index],
+                          <const uint8_t*><const char*>drop if drop is not None else NULL,
+                          len(drop) if drop is not None else 0)
+
+
+cdef struct Claim:
+    PyObject* series      # NULL: empty
+    bint fast
+
+
+cdef inline Py_ssize_t _pointer_slot(PyObject* p, Py_ssize_t mask) noexcept nogil:
+    cdef uint64_t h = (<uint64_t><size_t>p >> 4) * 0x9E3779B97F4A7C15ULL
+    return <Py_ssize_t>((h >> 20) & <uint64_t>mask)
+
+
+@cython.final
+cdef class FastPlan:
+    """The fast and the slow part of one request (see the module); `append` stores the fast part."""
+    cdef Py_ssize_t n_fast
+    cdef PyObject** series            # owned references, one per fast series
+    cdef int64_t* sample_start        # per fast series, its samples in the request's arrays
+    cdef int64_t* sample_end
+    cdef int64_t* request_index
+    cdef Claim* claims                # every cache hit of the request (fast or not), by pointer
+    cdef Py_ssize_t claims_mask
+    cdef cnp.ndarray timestamps
+    cdef cnp.ndarray values
+    cdef bint appended
+    cdef readonly Py_ssize_t fast_samples
+    cdef readonly int64_t min_t
+    cdef readonly int64_t max_t
+    cdef readonly int64_t min_valid
+    cdef readonly list slow_indices
+    cdef readonly cnp.ndarray slow_offsets
+    cdef readonly cnp.ndarray slow_timestamps
+    cdef readonly cnp.ndarray slow_values
+    # The head's series generation when planned: a head that dropped series since is not appended to.
+    cdef public object generation
+
+    def __cinit__(self):
+        self.n_fast = 0
+        self.series = NULL
+        self.sample_start = self.sample_end = self.request_index = NULL
+        self.claims = NULL
+        self.claims_mask = 0
+        self.appended = False
+        self.fast_samples = 0
+        self.min_t = INT64_MAX
+        self.max_t = INT64_MIN
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.series != NULL:
+            for i in range(self.n_fast):
+                Py_DECREF(<object>self.series[i])
+        free(self.series)
+        free(self.sample_start)
+        free(self.sample_end)
+        free(self.request_index)
+        free(self.claims)
+
+    @property
+    def fast_series_count(self):
+        return self.n_fast
+
+    cdef Claim* _claim_slot(self, PyObject* series) noexcept:
+        cdef Py_ssize_t i = _pointer_slot(series, self.claims_mask)
+        while self.claims[i].series != NULL and self.claims[i].series != series:
+            i = (i + 1) & self.claims_mask
+        return &self.claims[i]
+
+    def claims_fast(self, MemSeries series not None):
+        """Whether `series` is one of the fast series (to catch a series sent twice in a request)."""
+        cdef Claim* claim
+        if self.claims == NULL:
+            return False
+        claim = self._claim_slot(<PyObject*>series)
+        return claim.series != NULL and claim.fast
+
+    def fast_series(self):
+        """(request index, MemSeries, timestamps list, values list) of each fast series, in request order."""
+        cdef Py_ssize_t j
+        out = []
+        for j in range(self.n_fast):
+            lo, hi = self.sample_start[j], self.sample_end[j]
+            out.append((self.request_index[j], <object>self.series[j], self.timestamps[lo:hi].tolist(),
+                        self.values[lo:hi].tolist()))
+        return out
+
+    def append(self, int64_t block_range):
+        """Append the fast series' samples to their MemSeries (the caller holds the head's lock).
+
+        Returns (refs uint64, timestamps int64, values float64) of the appended samples, for the WAL.
+        """
+        cdef cnp.npy_intp n = self.fast_samples
+        cdef cnp.ndarray refs_array = cnp.PyArray_SimpleNew(1, &n, cnp.NPY_UINT64)
+        cdef cnp.ndarray ts_array = cnp.PyArray_SimpleNew(1, &n, cnp.NPY_INT64)
+        cdef cnp.ndarray vals_array = cnp.PyArray_SimpleNew(1, &n, cnp.NPY_FLOAT64)
+        cdef uint64_t* out_refs = <uint64_t*>cnp.PyArray_DATA(refs_array)
+        cdef int64_t* out_ts = <int64_t*>cnp.PyArray_DATA(ts_array)
+        cdef double* out_vals = <double*>cnp.PyArray_DATA(vals_array)
+        cdef const int64_t* ts = <const int64_t*>cnp.PyArray_DATA(self.timestamps)
+        cdef const double* vals = <const double*>cnp.PyArray_DATA(self.values)
+        cdef Py_ssize_t j, k, out = 0
+        cdef MemSeries series
+        cdef uint64_t ref
+        if self.appended:
+            raise RuntimeError("this plan was appended already")
+        self.appended = True
+        for j in range(self.n_fast):
+            series = <MemSeries>self.series[j]
+            ref = PyLong_AsUnsignedLongLong(series.ref)
+            for k in range(self.sample_start[j], self.sample_end[j]):
+                series._append(ts[k], vals[k], block_range)
+                out_refs[out] = ref
+                out_ts[out] = ts[k]
+                out_vals[out] = vals[k]
+                out += 1
+        return refs_array, ts_array, vals_array
+
+
+def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t max_ms, int64_t min_valid,
+                     drop_name=None):
+    """Split a remote write 1.0 WriteBatch into fast and slow series (see the module).
+
+    Sample timestamps must lie in [min_ms, max_ms] (the distributor's window) and be at least
+    `min_valid` (the head's appendable minimum). `drop_name` is the label this request strips (HA
+    replica), or None; a series carrying it is never fast.
+    """
+    cdef const uint8_t[::1] raw = batch.raw
+    cdef const int64_t[::1] spans = batch.label_spans
+    cdef const int64_t[::1] starts = batch.label_starts
+    cdef const int64_t[::1] offsets = batch.sample_offsets
+    cdef const uint8_t[::1] extras = batch.series_extras
+    cdef cnp.ndarray ts_array = batch.timestamps
+    cdef cnp.ndarray vals_array = batch.values
+    cdef const int64_t* ts = <const int64_t*>cnp.PyArray_DATA(ts_array)
+    cdef const double* vals = <const double*>cnp.PyArray_DATA(vals_array)
+    cdef Py_ssize_t n_series = offsets.shape[0] - 1
+    cdef Py_ssize_t n_samples = ts_array.shape[0]
+    cdef Py_ssize_t i, k, lo, hi, size, n_slow = 0, slow_samples = 0
+    cdef bytes drop = drop_name.encode() if drop_name is not None else None
+    cdef const uint8_t* drop_bytes = <const uint8_t*><const char*>drop if drop is not None else NULL
+    cdef Py_ssize_t drop_length = len(drop) if drop is not None else 0
+    cdef uint8_t empty = 0
+    cdef const uint8_t* data = &raw[0] if raw.shape[0] else &empty
+    cdef const int64_t* span_data = &spans[0] if spans.shape[0] else NULL
+    cdef FastPlan plan = FastPlan.__new__(FastPlan)
+    cdef MemSeries series
+    cdef Claim* claim
+    cdef int64_t t, previous, lo_t = 0, hi_t
+    cdef bint ok
+    cdef cnp.npy_intp dims
+    cdef int64_t* slow_offsets
+    cdef int64_t* slow_ts
+    cdef double* slow_vals
+    cdef list slow_indices = []
+
+    plan.timestamps = ts_array
+    plan.values = vals_array
+    plan.min_valid = min_valid
+    size = 1
+    while size < 2 * n_series + 2:
+        size *= 2
+    plan.claims = <Claim*>calloc(size, sizeof(Claim))
+    plan.claims_mask = size - 1
+    plan.series = <PyObject**>calloc(n_series + 1, sizeof(PyObject*))
+    plan.sample_start = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
+    plan.sample_end = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
+    plan.request_index = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
+    if (plan.claims == NULL or plan.series == NULL or plan.sample_start == NULL or plan.sample_end == NULL
+            or plan.request_index == NULL):
+        raise MemoryError()
+    dims = n_series + 1
+    plan.slow_offsets = cnp.PyArray_SimpleNew(1, &dims, cnp.NPY_INT64)
+    dims = n_samples
+    plan.slow_timestamps = cnp.PyArray_SimpleNew(1, &dims, cnp.NPY_INT64)
+    plan.slow_values = cnp.PyArray_SimpleNew(1, &dims, cnp.NPY_FLOAT64)
+    slow_offsets = <int64_t*>cnp.PyArray_DATA(plan.slow_offsets)
+    slow_ts = <int64_t*>cnp.PyArray_DATA(plan.slow_timestamps)
+    slow_vals = <double*>cnp.PyArray_DATA(plan.slow_values)
+    slow_offsets[0] = 0
+
+    for i in range(n_series):
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        ok = False
+        series = None
+        if hi > lo and not extras[i]:
+            series = cache._find(data, span_data + starts[i] * SPAN_FIELDS, starts[i + 1] - starts[i],
+                                 drop_bytes, drop_length)
+        if series is not None:
+            claim = plan._claim_slot(<PyObject*>series)
+            if claim.series == NULL:
+                claim.series = <PyObject*>series
+                previous = series.last_t
+                lo_t = ts[lo]
+                # timestamps must rise, so only the first can fall below the lower bounds
+                ok = lo_t >= min_ms and lo_t >= min_valid
+                for k in range(lo, hi):
+                    t = ts[k]
+                    if t <= previous or t > max_ms:
+                        ok = False
+                        break
+                    previous = t
+                if ok:
+                    claim.fast = True
+                    hi_t = ts[hi - 1]
+                    Py_INCREF(series)
+                    plan.series[plan.n_fast] = <PyObject*>series
+                    plan.sample_start[plan.n_fast] = lo
+                    plan.sample_end[plan.n_fast] = hi
+                    plan.request_index[plan.n_fast] = i
+                    plan.n_fast += 1
+                    plan.fast_samples += hi - lo
+                    if lo_t < plan.min_t:
+                        plan.min_t = lo_t
+                    if hi_t > plan.max_t:
+                        plan.max_t = hi_t
+        if not ok:
+            slow_indices.append(i)
+            memcpy(slow_ts + slow_samples, ts + lo, (hi - lo) * sizeof(int64_t))
+            memcpy(slow_vals + slow_samples, vals + lo, (hi - lo) * sizeof(double))
+            slow_samples += hi - lo
+            n_slow += 1
+            slow_offsets[n_slow] = slow_samples
+    plan.slow_indices = slow_indices
+    plan.slow_offsets = plan.slow_offsets[:n_slow + 1]
+    plan.slow_timestamps = plan.slow_timestamps[:slow_samples]
+    plan.slow_values = plan.slow_values[:slow_samples]
+    return plan
