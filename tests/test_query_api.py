@@ -212,6 +212,39 @@ def test_series_errors(querier):
                     'invalid parameter "match[]": 1:4: parse error: unexpected end of input inside braces')
 
 
+def test_series_delete_answers_as_prometheus_behind_mimir(querier):
+    # Mimir routes DELETE to Prometheus's dropSeries after its frontend checked start, end and limit
+    for params in ({"match[]": "up"}, {}):
+        response = querier.request("DELETE", P + "/series", params=params, headers={"X-Scope-OrgID": "team-a"})
+        assert response.status_code == 500
+        assert response.text == '{"status":"error","errorType":"internal","error":"not implemented"}'
+    bad = querier.request("DELETE", P + "/series", params={"match[]": "up", "limit": "x"},
+                          headers={"X-Scope-OrgID": "team-a"})
+    assert_bad_data(bad, "limit parameter must be greater than or equal to 0, got x")
+    assert get(querier, "/series", **{"match[]": "up"}).json()["data"]  # nothing was dropped
+    assert querier.request("PUT", P + "/series", headers={"X-Scope-OrgID": "team-a"}).status_code == 405
+
+
+def test_label_lookups_with_matchers_take_every_series_of_an_overlapping_head(querier):
+    now = int(time.time())
+    assert remote_write(querier, "label-range", {
+        (("__name__", "m"), ("k", "old"), ("only_old", "x")): [(BASE, 1.0)],
+        (("__name__", "m"), ("k", "new")): [((now - 60) * 1000, 1.0)]}).status_code == 200
+    recent = {"start": str(now - 300), "end": str(now)}
+    # the head overlaps the last five minutes, so the old series counts though its sample is older
+    assert get(querier, "/label/k/values", tenant="label-range", **{"match[]": "m"}, **recent).json()["data"] == \
+        ["new", "old"]
+    assert get(querier, "/labels", tenant="label-range", **{"match[]": 'm{k="old"}'}, **recent).json()["data"] == \
+        ["__name__", "k", "only_old"]
+    # ranges wholly before or after the head's samples see nothing
+    for start, end in ((T0 - 7200, T0 - 3600), (now + 3600, now + 7200)):
+        assert get(querier, "/label/k/values", tenant="label-range", start=str(start), end=str(end),
+                   **{"match[]": "m"}).json()["data"] == []
+    # the series endpoint still asks for samples in the range
+    assert get(querier, "/series", tenant="label-range", **{"match[]": "m"}, **recent).json()["data"] == [
+        {"__name__": "m", "k": "new"}]
+
+
 def test_labels_and_values(querier):
     assert get(querier, "/labels").text == \
         '{"status":"success","data":["__name__","code","instance","job"]}'
@@ -418,7 +451,9 @@ def test_frontend_limits(querier):
     assert query("/query", query="up", time=str(T0)).json()["data"] == {"resultType": "matrix", "result": []}
     # the querier clamps series and label lookups too: the data ends 21m ago, before the 20m lookback
     assert query("/series", **{"match[]": "http_requests_total"}).json() == {"status": "success", "data": []}
-    assert query("/label/job/values", **{"match[]": '{job=~".+"}'}).json()["data"] == ["a"]
+    # label values with match[] take every matching series of a head overlapping the clamped range (as
+    # Mimir's ingester does): the recent sample keeps the head inside it
+    assert query("/label/job/values", **{"match[]": '{job=~".+"}'}).json()["data"] == ["a", "b"]
     assert get(querier, "/series", tenant="limited", **{"match[]": 'up{job="a"}'}).json()["data"] != []
 
 

@@ -91,7 +91,7 @@ def register_routes(app: App) -> None:
     router.add("GET,POST", f"{prom}/api/v1/query", querier.query, auth=True, federated=True)
     router.add("GET,POST", f"{prom}/api/v1/query_range", querier.query_range, auth=True, federated=True)
     router.add("GET,POST", f"{prom}/api/v1/query_exemplars", querier.query_exemplars, auth=True, federated=True)
-    router.add("GET,POST", f"{prom}/api/v1/series", querier.series, auth=True, federated=True)
+    router.add("GET,POST,DELETE", f"{prom}/api/v1/series", querier.series, auth=True, federated=True)
     router.add("GET,POST", f"{prom}/api/v1/labels", querier.labels, auth=True, federated=True)
     router.add("GET", f"{prom}/api/v1/label/{{name}}/values", querier.label_values, auth=True, federated=True)
     router.add("GET", f"{prom}/api/v1/metadata", querier.metadata, auth=True, federated=True)

@@ -270,7 +270,15 @@ class QuerierAPI:
 
     @frontend
     async def series(self, request: Request) -> Response:
-        """`/api/v1/series`: label sets of the series matching any `match[]` selector."""
+        """`/api/v1/series`: label sets of the series matching any `match[]` selector. `DELETE` reaches
+        Prometheus's dropSeries behind Mimir's frontend (which checks the time range and limit first) and
+        is answered as it answers: 500 `internal`, "not implemented"."""
+        if request.method == "DELETE":
+            try:
+                self._labels_series_params(request)
+            except ParamError as exc:
+                return jsonfmt.error("bad_data", str(exc))
+            return jsonfmt.error("internal", "not implemented")
         try:
             mint, maxt, limit = self._labels_series_params(request)
             match_values = request.form.get("match[]") or []
