@@ -8,3 +8,7 @@ def fold(
     group_ids: npt.ArrayLike,
     n_groups: int,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]: ...
+
+def group_series(
+    labels: list[tuple[tuple[str, str], ...]], grouping: tuple[str, ...], without: bool
+) -> tuple[npt.NDArray[np.intp], list[tuple[tuple[str, str], ...]]]: ...

@@ -130,3 +130,41 @@ def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
                 elif code == OP_STDDEV:
                     value[g, j] = sqrt(value[g, j] / count[g, j])
     return result_arr, seen_arr
+
+
+def group_series(labels, tuple grouping, bint without):
+    """The group of each series for `by (grouping)` (or `without (grouping)`, which also drops __name__).
+
+    Returns `(group_ids, keys)`: an intp array with each series' group index, and the groups' label
+    sets in order of first appearance. A group's label set keeps the series' (name, value) pairs
+    whose name is (or, with `without`, is not) in the grouping.
+    """
+    cdef list series_labels = labels if type(labels) is list else list(labels)
+    cdef Py_ssize_t n = len(series_labels), row, i, width
+    cdef cnp.ndarray ids_arr = np.empty(n, dtype=np.intp)
+    cdef cnp.intp_t[::1] ids = ids_arr
+    cdef dict keys = {}
+    cdef set names = set(grouping)
+    cdef tuple series, pair, key
+    cdef list kept = []
+    cdef object found
+    if without:
+        names.add("__name__")
+    elif not grouping:
+        ids_arr[:] = 0
+        return ids_arr, [()] if n else []
+    for row in range(n):
+        series = <tuple>series_labels[row]
+        kept.clear()
+        width = len(series)
+        for i in range(width):
+            pair = <tuple>series[i]
+            if (pair[0] in names) != without:
+                kept.append(pair)
+        key = tuple(kept)
+        found = keys.get(key)
+        if found is None:
+            found = len(keys)
+            keys[key] = found
+        ids[row] = found
+    return ids_arr, list(keys)

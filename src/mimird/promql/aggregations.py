@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from mimird._fast.aggregate import fold
+from mimird._fast.aggregate import fold, group_series
 from mimird.promql import ast
 from mimird.promql.frame import Frame
 from mimird.promql.funcs import valid_label_name
@@ -22,27 +22,12 @@ from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import Labels, labels_hash
 
 
-def group_labels(labels: Labels, grouping: tuple[str, ...], without: bool) -> Labels:
-    """The output label set of the group a series falls into."""
-    if without:
-        names = set(grouping)
-        names.add("__name__")
-        return tuple(pair for pair in labels if pair[0] not in names)
-    if grouping:
-        names = set(grouping)
-        return tuple(pair for pair in labels if pair[0] in names)
-    return ()
-
-
 def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
     """Evaluate one aggregation node on its input frame."""
     op = node.op
     if op == "count_values":
         return count_values(node, frame, param)
-    keys: dict[Labels, int] = {}
-    group_ids = np.empty(frame.n_series, dtype=np.intp)
-    for row, labels in enumerate(frame.labels):
-        group_ids[row] = keys.setdefault(group_labels(labels, node.grouping, node.without), len(keys))
+    group_ids, keys = group_series(frame.labels, tuple(node.grouping), node.without)
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return select_k(node, frame, param, group_ids, len(keys), ev)
     if op == "quantile":
@@ -54,9 +39,11 @@ def aggregate(node: ast.AggregateExpr, frame: Frame, param, ev) -> Frame:
         ev.check()
         value, seen = fold(op, frame.values, frame.present, group_ids, n_groups)
         seen = seen.astype(bool)
-    drop = np.array([bool(frame.drop[g]) if g < frame.n_series else False for g in range(n_groups)],
-                    dtype=bool)
-    return Frame(list(keys), value, seen, drop).compact()
+    # Group g takes the name-dropping flag of input row g (rows past the input have none).
+    drop = np.zeros(n_groups, dtype=bool)
+    shared = min(n_groups, frame.n_series)
+    drop[:shared] = frame.drop[:shared]
+    return Frame(keys, value, seen, drop).compact()
 
 
 def _quantile_warnings(param: np.ndarray, ev) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mimird._fast import instant, rangefn
+from mimird._fast.aggregate import group_series
 from mimird.promql import ast
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -361,7 +362,10 @@ class Evaluator:
             held += int(present[rows].sum())
             self.count_samples(held)
             chunk_labels = chunk.labels
-            out_labels.extend(chunk_labels[row] for row in rows.tolist())
+            if len(rows) == len(chunk_labels):
+                out_labels.extend(chunk_labels)
+            else:
+                out_labels.extend([chunk_labels[row] for row in rows.tolist()])
             out_values.append(values[rows])
             out_present.append(present[rows])
         n = len(steps)
@@ -374,9 +378,10 @@ class Evaluator:
             if not absent.any():
                 return Frame.empty(n)
             return Frame([absent_labels(node.args[0])], np.ones((1, n)), absent[None, :], np.ones(1, dtype=bool))
-        if name in ("rate", "increase"):
-            for lbls in out_labels:
-                metric = _metric_name(lbls)
+        if name in ("rate", "increase") and out_labels:
+            _, names = group_series(out_labels, ("__name__",), False)
+            for name_only in names:
+                metric = name_only[0][1] if name_only else ""
                 if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {go_quote(metric)}")

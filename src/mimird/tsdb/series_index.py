@@ -224,17 +224,20 @@ class SeriesIndex:
         symbol_ids = np.empty(2 * len(name_ids), dtype=np.int64)
         symbol_ids[0::2] = name_ids
         symbol_ids[1::2] = value_ids
-        used, positions = np.unique(symbol_ids, return_inverse=True)
+        # Only the symbols these series use are ranked; a mask over the symbol table finds them.
         symbols = self._symbols
+        in_use = np.zeros(len(symbols), dtype=bool)
+        in_use[symbol_ids] = True
+        used = np.flatnonzero(in_use)
         texts = [symbols[i] for i in used.tolist()]
-        ranks = np.empty(len(used), dtype=np.int64)
-        ranks[sorted(range(len(texts)), key=texts.__getitem__)] = np.arange(len(used), dtype=np.int64)
+        rank_of_symbol = np.empty(len(symbols), dtype=np.int64)
+        rank_of_symbol[used[sorted(range(len(texts)), key=texts.__getitem__)]] = np.arange(len(used))
         width = 2 * int(lengths.max())
         rows = np.full((len(slots), width), -1, dtype=np.int64)
         row_of = np.repeat(np.arange(len(slots)), 2 * lengths)
         column = np.arange(len(symbol_ids), dtype=np.int64) - np.repeat(np.cumsum(2 * lengths) - 2 * lengths,
                                                                           2 * lengths)
-        rows[row_of, column] = ranks[positions.reshape(-1)]
+        rows[row_of, column] = rank_of_symbol[symbol_ids]
         order = np.lexsort(rows.T[::-1])
         return self._store.refs()[slots[order]]
 
