@@ -5,6 +5,7 @@ window and `Cache-Control: no-store` observed through data written after a respo
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from conftest import Daemon, remote_write
 from mimird.frontend.splitcache import (
     CacheSettings,
     Extent,
+    RangeQuerySplitter,
     ResultsCache,
     next_interval_boundary,
     pin_at_modifiers,
@@ -21,6 +23,7 @@ from mimird.frontend.splitcache import (
 )
 from mimird.promql import parse
 from mimird.promql.printer import to_string
+from mimird.promql.value import Matrix, QueryResult, Series
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
@@ -76,6 +79,31 @@ def test_results_cache_is_bounded_and_expires():
     assert cache.get("k4", now_s=50) == []
     assert cache.get("k1", now_s=100) == []  # expired
     assert CacheSettings(0, 1.0, False).ttl_s == 1.0
+
+
+def test_pieces_run_in_parallel_up_to_max_query_parallelism():
+    class CountingEngine:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.running = self.peak = 0
+
+        def range(self, queryable, expr, start, end, step, cancelled=None):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            time.sleep(0.2)  # long enough for every worker thread to have started its piece
+            with self.lock:
+                self.running -= 1
+            series = Series((("p", str(start)),), np.array([start], dtype=np.int64), np.array([1.0]))
+            return QueryResult(Matrix([series]), [], [])
+
+    for parallelism, peak in ((1, 1), (3, 3), (14, 6)):
+        engine = CountingEngine()
+        splitter = RangeQuerySplitter(engine, HOUR, None)
+        result = splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
+                              CacheSettings(0, 1.0, False, parallelism), False)
+        assert engine.peak == peak and splitter.split_queries == 6
+        assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +171,9 @@ def test_server_timing_reports_split_queries_and_cache_bytes(daemons):
         return dict(part.split(";", 1) for part in response.headers["server-timing"].split(", "))
 
     first, second = timing(), timing()
+    params["query"] = "sum ( temperature )"  # another spelling of the same expression: the same cache entries
+    respelled = timing()
+    assert respelled["results_cache_hit_bytes"] == "val=336" and respelled["results_cache_miss_bytes"] == "val=0"
     # 20 minutes at a 7m interval: pieces at the boundaries of 7-minute multiples (3 or 4 of them)
     assert first["split_queries"] in ("val=3", "val=4") and first["split_queries"] == second["split_queries"]
     assert first["results_cache_hit_bytes"] == "val=0" and first["results_cache_miss_bytes"] == "val=336"

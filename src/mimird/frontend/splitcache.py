@@ -8,7 +8,7 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
   (and the gaps the cache leaves) are evaluated in parallel worker threads, at most the tenants'
   smallest `max_query_parallelism` (14) at once, each with its own per-query limits, as each Mimir split
   query has; their results are merged in time order, so the answer is the unsplit one byte for byte.
-* Results cache (`-query-frontend.cache-results`, off by default): keyed by tenant(s), query, step and
+* Results cache (`-query-frontend.cache-results`, off by default): keyed by tenant(s), printed query, step and
   the piece's interval index (plus the start's offset into the step grid when unaligned: Mimir's key).
   All pieces' entries are looked up at once; an entry holds extents — time ranges already evaluated —
   and a request evaluates only the gaps, then stores the merged extents. Only step-aligned requests are
@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from mimird.frontend import stats as query_stats
 from mimird.promql import ast
 from mimird.promql.parser import parse
+from mimird.promql.printer import to_string
 from mimird.promql.value import Matrix, QueryResult, Series
 from mimird.tsdb.labels import Labels
 
@@ -318,7 +319,10 @@ class RangeQuerySplitter:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
         max_cache_ms = now_ms - settings.max_freshness_ms
 
-        pieces = [_Piece(start, end, self.cache_key(tenant_key, query, start, step_ms)
+        # keyed by the expression as printed (Mimir keys by the parsed query's String()), so spellings of one
+        # query share entries
+        printed = to_string(expr) if cacheable else query
+        pieces = [_Piece(start, end, self.cache_key(tenant_key, printed, start, step_ms)
                          if cacheable and start <= max_cache_ms else None, []) for start, end in ranges]
         keys = [piece.key for piece in pieces if piece.key is not None]
         if keys:
