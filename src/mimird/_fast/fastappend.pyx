@@ -11,9 +11,10 @@ whose labels are not in canonical order (sorted, no empty values) is simply a mi
 `plan_fast_append` splits a decoded remote write 1.0 request (`remotewrite.WriteBatch`) into:
 
 * fast series: found in the cache, every sample newer than the series' last one and than the head's
-  appendable minimum, inside the tenant's sample time window, no exemplars or histograms, and the
-  series' first occurrence in the request. Nothing in Python needs to see them: the distributor only
-  counts their samples (for the rate limit) and `FastPlan.append` appends them into the head.
+  appendable minimum, inside the tenant's sample time window, no exemplars or histograms, and either
+  the series' first copy in the request or one continuing earlier copies that were all fast. Nothing
+  in Python needs to see them: the distributor only counts their samples (for the rate limit) and
+  `FastPlan.append` appends them into the head.
 * slow series: everything else, handed back (request indexes, samples as compact arrays) for the
   Python path that applies Mimir's rules and messages.
 
@@ -258,7 +259,9 @@ cdef class SeriesCache:
 
 cdef struct Claim:
     PyObject* series      # NULL: empty
-    bint fast
+    bint fast             # some occurrence is fast
+    bint open             # every occurrence so far is fast: the next one may be too
+    int64_t last_t        # then: the series' last timestamp once they are appended
 
 
 cdef inline Py_ssize_t _pointer_slot(PyObject* p, Py_ssize_t mask) noexcept nogil:
@@ -331,8 +334,12 @@ cdef class FastPlan:
         return claim.series != NULL and claim.fast
 
     def fast_series(self):
-        """(request index, MemSeries, timestamps list, values list) of each fast series, in request order."""
+        """(request index, MemSeries, timestamps list, values list) of each fast series, in request order,
+        for appending them the slow way instead; the plan is used up (`append` refuses)."""
         cdef Py_ssize_t j
+        if self.appended:
+            raise RuntimeError("this plan was used already")
+        self.appended = True
         out = []
         for j in range(self.n_fast):
             lo, hi = self.sample_start[j], self.sample_end[j]
@@ -358,7 +365,7 @@ cdef class FastPlan:
         cdef MemSeries series
         cdef uint64_t ref
         if self.appended:
-            raise RuntimeError("this plan was appended already")
+            raise RuntimeError("this plan was used already")
         self.appended = True
         for j in range(self.n_fast):
             series = <MemSeries>self.series[j]
@@ -444,9 +451,11 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
                                  drop_bytes, drop_length)
         if series is not None:
             claim = plan._claim_slot(<PyObject*>series)
-            if claim.series == NULL:
+            if claim.series == NULL or claim.open:
+                # A series sent again in the request continues from its earlier copy, as in order.
+                previous = claim.last_t if claim.series != NULL else series.last_t
                 claim.series = <PyObject*>series
-                previous = series.last_t
+                claim.open = False
                 lo_t = ts[lo]
                 # timestamps must rise, so only the first can fall below the lower bounds
                 ok = lo_t >= min_ms and lo_t >= min_valid
@@ -457,8 +466,9 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
                         break
                     previous = t
                 if ok:
-                    claim.fast = True
+                    claim.fast = claim.open = True
                     hi_t = ts[hi - 1]
+                    claim.last_t = hi_t
                     Py_INCREF(series)
                     plan.series[plan.n_fast] = <PyObject*>series
                     plan.sample_start[plan.n_fast] = lo

@@ -49,6 +49,11 @@ class WriteBatch:
     skip_label_validation: bool
     skip_label_count_validation: bool
     created_timestamps: npt.NDArray[np.int64]
+    raw: memoryview | None
+    label_spans: npt.NDArray[np.int64] | None
+    label_starts: npt.NDArray[np.int64] | None
+    series_extras: npt.NDArray[np.uint8] | None
+    def labels_of(self, index: int) -> LabelPairs: ...
     @property
     def num_series(self) -> int: ...
     @property

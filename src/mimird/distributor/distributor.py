@@ -492,7 +492,8 @@ class Distributor(Service):
             result = self.ingester.push(tenant, kept_labels, kept_offsets, kept_ts, kept_values,
                                         exemplars=kept_exemplars, metadata=kept_metadata, fast=fast,
                                         positions=kept_positions,
-                                        validated_under=None if skipping else label_limits)
+                                        # only remote write 1.0 batches can use the series cache
+                                        validated_under=None if skipping or batch is None else label_limits)
         except IngesterUnavailable as exc:
             raise self._refuse(503, f"failed pushing to ingester {self.instance_id}: {exc}", retry_attempt) from None
         if written is not None:
