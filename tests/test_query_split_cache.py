@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -104,6 +105,36 @@ def test_pieces_run_in_parallel_up_to_max_query_parallelism():
                               CacheSettings(0, 1.0, False, parallelism), False)
         assert engine.peak == peak and splitter.split_queries == 6
         assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
+
+
+def test_extents_expire_by_their_evaluation_time_sooner_in_the_ooo_window():
+    class GridEngine:
+        def __init__(self):
+            self.calls = []
+
+        def range(self, queryable, expr, start, end, step, cancelled=None):
+            self.calls.append((start, end))
+            ts = np.arange(start, end + 1, step, dtype=np.int64)
+            return QueryResult(Matrix([Series((("a", "b"),), ts, np.ones(len(ts)))]), [], [])
+
+    engine = GridEngine()
+    splitter = RangeQuerySplitter(engine, 0, ResultsCache())
+    now = 10 * HOUR
+    ooo = CacheSettings(0, 7 * 86400.0, False, 1, ttl_in_ooo_window_s=600.0, ooo_window_ms=9 * HOUR)
+
+    def run(end, at, settings=ooo):
+        return splitter.run(lambda: None, "t", "up", 0, end, MINUTE, None, None, settings, False, now_ms=at)
+
+    run(HOUR, now)
+    run(2 * HOUR, now + 8 * MINUTE)  # the first hour from the cache, the second evaluated
+    assert engine.calls == [(0, HOUR), (HOUR + MINUTE, 2 * HOUR)]
+    # the merged extent keeps the first evaluation's time: 11 minutes on it is past the 10m TTL of
+    # extents inside the out-of-order window, though the entry itself was stored 3 minutes ago
+    result = run(2 * HOUR, now + 11 * MINUTE)
+    assert engine.calls[2:] == [(0, 2 * HOUR)] and len(result.value[0].ts) == 121
+    # outside the out-of-order window the results cache TTL (7d) applies
+    run(2 * HOUR, now + 15 * MINUTE, replace(ooo, ooo_window_ms=0))
+    assert len(engine.calls) == 3
 
 
 @pytest.fixture(scope="module")

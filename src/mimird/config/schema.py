@@ -427,6 +427,10 @@ OPTIONS: tuple[Option, ...] = (
            "Time to live duration for cached query results.", minimum=0),
     Option("limits.cache_unaligned_requests", "query-frontend.cache-unaligned-requests", "bool", False,
            "Cache requests that are not step-aligned."),
+    Option("limits.results_cache_ttl_for_out_of_order_time_window",
+           "query-frontend.results-cache-ttl-for-out-of-order-time-window", "duration", 600.0,
+           "Time to live duration for cached query results if query is within out-of-order time window.",
+           minimum=0),
     Option("frontend.results_cache.backend", "query-frontend.results-cache.backend", "string", "",
            "Backend for query-frontend results cache, if not empty. Supported values: memcached. Empty keeps the "
            "results in this process's memory (mimird's embedded default; Mimir itself has no in-memory backend).",

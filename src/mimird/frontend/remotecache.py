@@ -6,9 +6,10 @@ As Mimir's split-and-cache middleware does, an entry carries its unhashed key, a
 differs from the one asked for (an FNV collision) is a miss; undecodable values are logged and missed.
 Stores go through the client's asynchronous queue, so a response never waits for memcached.
 
-Entry layout (little-endian): magic `MQRC1`, key (u32 length + UTF-8), extent count (u32), and per
-extent start and end (i64 ms), series count (u32) and per series the label count (u32), each name and
-value (u32 length + UTF-8), the point count (u32), then the timestamps (int64) and values (float64).
+Entry layout (little-endian): magic `MQRC2`, key (u32 length + UTF-8), extent count (u32), and per
+extent start, end and query time (i64 ms), series count (u32) and per series the label count (u32),
+each name and value (u32 length + UTF-8), the point count (u32), then the timestamps (int64) and
+values (float64).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.frontend.resultscache")
 
-MAGIC = b"MQRC1"
+MAGIC = b"MQRC2"
 _U32 = struct.Struct("<I")
-_EXTENT = struct.Struct("<qqI")
+_EXTENT = struct.Struct("<qqqI")
 
 
 def _text(value: str) -> bytes:
@@ -40,7 +41,7 @@ def encode_entry(key: str, extents: list[Extent]) -> bytes:
     """An entry's bytes."""
     parts = [MAGIC, _text(key), _U32.pack(len(extents))]
     for extent in extents:
-        parts.append(_EXTENT.pack(extent.start_ms, extent.end_ms, len(extent.series)))
+        parts.append(_EXTENT.pack(extent.start_ms, extent.end_ms, extent.queried_ms, len(extent.series)))
         for labels, (ts, vals) in extent.series.items():
             parts.append(_U32.pack(len(labels)))
             for name, value in labels:
@@ -79,7 +80,7 @@ def decode_entry(data: bytes) -> tuple[str, list[Extent]]:
     key = reader.text()
     extents = []
     for _ in range(reader.u32()):
-        start_ms, end_ms, count = _EXTENT.unpack(reader.take(_EXTENT.size))
+        start_ms, end_ms, queried_ms, count = _EXTENT.unpack(reader.take(_EXTENT.size))
         series = {}
         for _ in range(count):
             labels = tuple((reader.text(), reader.text()) for _ in range(reader.u32()))
@@ -87,7 +88,7 @@ def decode_entry(data: bytes) -> tuple[str, list[Extent]]:
             ts = np.frombuffer(reader.take(8 * points), dtype="<i8").astype(np.int64)
             vals = np.frombuffer(reader.take(8 * points), dtype="<f8").astype(np.float64)
             series[labels] = (ts, vals)
-        extents.append(Extent(start_ms, end_ms, series))
+        extents.append(Extent(start_ms, end_ms, series, queried_ms=queried_ms))
     if reader.pos != len(data):
         raise ValueError("trailing bytes after cache entry")
     return key, extents

@@ -14,7 +14,9 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
   and a request evaluates only the gaps, then stores the merged extents. Only step-aligned requests are
   cached (unless `cache_unaligned_requests`), nothing newer than now − `max_cache_freshness` (10m) is
   stored, entries live `results_cache_ttl` (7d), and a request with `Cache-Control: no-store` neither
-  reads nor writes the cache. The entries live in this module's in-memory LRU (the default here) or in
+  reads nor writes the cache. Each extent remembers when it was evaluated and is dropped once older than
+  its TTL — `results_cache_ttl_for_out_of_order_time_window` (10m) for extents reaching into the tenant's
+  `out_of_order_time_window`, whose data may still change. The entries live in this module's in-memory LRU (the default here) or in
   memcached (`remotecache`, `-query-frontend.results-cache.backend=memcached`).
 
 Kept out of the cache, so that a cached answer is always what a fresh evaluation gives: queries with an
@@ -103,6 +105,8 @@ class Extent:
     end_ms: int
     series: dict[Labels, tuple[np.ndarray, np.ndarray]]
     annotated: bool = False  # its evaluation produced warnings or infos (it is then not stored)
+    # when it was evaluated (ms; for a merged extent the oldest part's time): its TTL counts from here
+    queried_ms: int = 0
 
     @property
     def samples(self) -> int:
@@ -115,7 +119,7 @@ class Extent:
             n = int(np.searchsorted(ts, end_ms, side="right"))
             if n:
                 kept[labels] = (ts[:n], vals[:n])
-        return Extent(self.start_ms, end_ms, kept)
+        return Extent(self.start_ms, end_ms, kept, queried_ms=self.queried_ms)
 
     def within(self, start_ms: int, end_ms: int) -> dict[Labels, tuple[np.ndarray, np.ndarray]]:
         """The series' points in [start_ms, end_ms]."""
@@ -137,7 +141,10 @@ def _merge_extents(extents: list[Extent], step_ms: int) -> list[Extent]:
             if extent.end_ms <= last.end_ms:
                 continue
             tail = extent.within(last.end_ms + step_ms, extent.end_ms)
-            merged[-1] = Extent(last.start_ms, extent.end_ms, _concat([last.series, tail]))
+            # Mimir keeps the older query time of the two (an unknown one, 0, gives way to a known one)
+            queried = (min(last.queried_ms, extent.queried_ms) if last.queried_ms and extent.queried_ms
+                       else max(last.queried_ms, extent.queried_ms))
+            merged[-1] = Extent(last.start_ms, extent.end_ms, _concat([last.series, tail]), queried_ms=queried)
         else:
             merged.append(extent)
     return merged
@@ -224,6 +231,15 @@ class CacheSettings:
     ttl_s: float
     cache_unaligned: bool
     parallelism: int = 14  # max_query_parallelism: split pieces evaluated at once
+    ttl_in_ooo_window_s: float = 600.0  # results_cache_ttl_for_out_of_order_time_window
+    ooo_window_ms: int = 0  # out_of_order_time_window
+
+    def ttl_for(self, extent: Extent, now_ms: int) -> float:
+        """Mimir's getTTLForExtent: the shorter TTL for an extent reaching into the out-of-order window,
+        whose data may still change."""
+        if self.ooo_window_ms and extent.end_ms >= now_ms - self.ooo_window_ms:
+            return self.ttl_in_ooo_window_s
+        return self.ttl_s
 
 
 class SplitCacheMetrics:
@@ -331,7 +347,10 @@ class RangeQuerySplitter:
             self.metrics.cache_hits.labels("query_range").inc(len(found))
             for piece in pieces:
                 if piece.key is not None:
-                    piece.cached = found.get(piece.key, [])
+                    # extents evaluated longer ago than their TTL are dropped (unknown query times are kept)
+                    piece.cached = [extent for extent in found.get(piece.key, [])
+                                    if not extent.queried_ms
+                                    or extent.queried_ms >= now_ms - settings.ttl_for(extent, now_ms) * 1000]
         gaps = [gap for piece in pieces for gap in plan_piece(piece, step_ms)]
         evaluated = dict(zip(gaps, self._evaluate_all(new_queryable, pinned, gaps, step_ms, cancelled,
                                                       settings.parallelism), strict=True))
@@ -349,7 +368,7 @@ class RangeQuerySplitter:
                 result = evaluated[segment]
                 warnings.update(dict.fromkeys(result.warnings))
                 infos.update(dict.fromkeys(result.infos))
-                fresh.append(Extent(*segment, _series_of(result), bool(result.warnings or result.infos)))
+                fresh.append(Extent(*segment, _series_of(result), bool(result.warnings or result.infos), now_ms))
                 piece_parts.append(fresh[-1].series)
             if piece.key is not None:
                 self._store(piece, fresh, step_ms, max_cache_ms, now_ms, settings, piece_parts, request_stats)
@@ -365,8 +384,8 @@ class RangeQuerySplitter:
                                        // step_ms * step_ms))
                     for extent in fresh if extent.start_ms <= max_cache_ms and not extent.annotated]
         if storable:
-            self.cache.put(piece.key, _merge_extents(list(piece.cached) + storable, step_ms),
-                           now_ms / 1000 + settings.ttl_s)
+            merged = _merge_extents(list(piece.cached) + storable, step_ms)
+            self.cache.put(piece.key, merged, now_ms / 1000 + settings.ttl_for(merged[-1], now_ms))
         if request_stats is not None:
             # sizes as 16 bytes a sample (Mimir counts the cached responses' encoded bytes)
             evaluated = sum(extent.samples for extent in fresh)

@@ -183,16 +183,21 @@ class QuerierAPI:
             request.arg("stats"))
 
     def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
-        """The results cache's limits over the request's tenants: the longest freshness window and the
-        shortest TTL; unaligned requests are cached only if every tenant allows it; the smallest positive
-        max_query_parallelism."""
+        """The results cache's limits over the request's tenants, combined as Mimir combines them: the longest
+        freshness and out-of-order windows, the smallest positive TTLs and max_query_parallelism; unaligned
+        requests are cached only if every tenant allows it."""
         per_tenant = [self.app.overrides.for_tenant(tenant) for tenant in tenants]
-        parallelism = [limits["max_query_parallelism"] for limits in per_tenant if limits["max_query_parallelism"] > 0]
+
+        def smallest_positive(name: str):
+            return min((limits[name] for limits in per_tenant if limits[name] > 0), default=0)
+
         return CacheSettings(
             max_freshness_ms=int(max(limits["max_cache_freshness"] for limits in per_tenant) * 1000),
-            ttl_s=float(min(limits["results_cache_ttl"] for limits in per_tenant)),
+            ttl_s=float(smallest_positive("results_cache_ttl")),
             cache_unaligned=all(limits["cache_unaligned_requests"] for limits in per_tenant),
-            parallelism=min(parallelism, default=1))
+            parallelism=smallest_positive("max_query_parallelism") or 1,
+            ttl_in_ooo_window_s=float(smallest_positive("results_cache_ttl_for_out_of_order_time_window")),
+            ooo_window_ms=int(max(limits["out_of_order_time_window"] for limits in per_tenant) * 1000))
 
     @staticmethod
     def _required(request: Request, name: str) -> str:
