@@ -26,6 +26,7 @@ from mimird.frontend.memcached import (
     jump_hash,
     legal_key,
     parse_addresses,
+    resolve,
     xxhash64,
 )
 from mimird.frontend.remotecache import MemcachedResultsCache, decode_entry, encode_entry
@@ -102,6 +103,9 @@ def test_hashes_match_mimirs_and_dskits():
         assert all(0 <= b < n for b, n in zip(buckets, range(1, 8), strict=True))
         assert all(after in (before, n) for before, after, n in zip(buckets[:-1], buckets[1:], range(1, 7), strict=True))
     assert parse_addresses("127.0.0.1:11211, dns+localhost:11211") == ["127.0.0.1:11211", "dns+localhost:11211"]
+    # servers in natural order (dskit sorts them so that adding one moves few keys), dns+ names resolved
+    assert resolve(["10.0.0.10:5", "dns+127.0.0.1:7", "10.0.0.2:5"]) == [
+        ("10.0.0.2", 5), ("10.0.0.10", 5), ("127.0.0.1", 7)]
     for bad in ("dnssrv+_memcached._tcp.example", "nohostport"):
         with pytest.raises(ValueError):
             parse_addresses(bad)
@@ -127,6 +131,23 @@ def test_client_multi_get_set_and_size_limit(memcached):
     assert client.set("short", b"v", 1)
     assert client.get_multi(["short"]) == {"short": b"v"}
     client.close()
+
+
+def test_keys_spread_over_several_servers(memcached):
+    other = Memcached()
+    try:
+        client = MemcachedClient(f"{memcached.address},{other.address}", timeout_s=1.0)
+        before = [int(server.stats()["curr_items"]) for server in (memcached, other)]
+        for i in range(40):
+            assert client.set(f"spread{i}", b"%d" % i, 60)
+        added = [int(server.stats()["curr_items"]) - n for server, n in zip((memcached, other), before, strict=True)]
+        assert sum(added) == 40 and min(added) > 5
+        assert client.get_multi([f"spread{i}" for i in range(40)]) == {f"spread{i}": b"%d" % i for i in range(40)}
+        # each key sits where the jump hash puts it
+        picked = {client.pick_server(f"spread{i}") for i in range(40)}
+        assert picked == {("127.0.0.1", memcached.port), ("127.0.0.1", other.port)}
+    finally:
+        other.kill()
 
 
 def test_dead_and_silent_servers_are_misses():
@@ -187,7 +208,7 @@ OTHER = {(("__name__", "jobs_total"), ("job", "z")): [(BASE + i * 60_000, 7.0) f
 def _daemon(tmp_path_factory, name: str, memcached: Memcached) -> Daemon:
     return Daemon(tmp_path_factory.mktemp(name), [
         "-query-frontend.cache-results=true", "-query-frontend.results-cache.backend=memcached",
-        f"-query-frontend.results-cache.memcached.addresses=dns+localhost:{memcached.port},{memcached.address}"
+        f"-query-frontend.results-cache.memcached.addresses=dns+127.0.0.1:{memcached.port}"
         if name == "second" else f"-query-frontend.results-cache.memcached.addresses={memcached.address}",
         "-query-frontend.results-cache.compression=snappy", "-query-frontend.split-queries-by-interval=30m",
         "-query-frontend.results-cache.memcached.timeout=500ms"]).start()
