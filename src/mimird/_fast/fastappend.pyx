@@ -45,6 +45,7 @@ cdef enum:
     SPAN_VALUE_OFFSET = 4
     SPAN_VALUE_LENGTH = 5
     CACHE_INITIAL_SLOTS = 1024
+    PREFETCH_AHEAD = 4
 
 
 cdef inline uint64_t _load_le64(const uint8_t* p) noexcept nogil:
@@ -53,8 +54,16 @@ cdef inline uint64_t _load_le64(const uint8_t* p) noexcept nogil:
     return x
 
 
-cdef inline uint64_t _hash_bytes(uint64_t h, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    """Fold n bytes (and their length, so that "ab","c" differs from "a","bc") into h."""
+cdef extern from *:
+    """
+    #define mimird_fa_prefetch(p) __builtin_prefetch((p), 0, 1)
+    """
+    void prefetch "mimird_fa_prefetch"(const void* p) noexcept nogil
+
+
+cdef inline uint64_t _hash_bytes(uint64_t h, const uint8_t* p, Py_ssize_t n, const uint8_t* limit) noexcept nogil:
+    """Fold n bytes (and their length, so that "ab","c" differs from "a","bc") into h. Bytes up to
+    `limit` may be read past the end (and masked off): most label text is shorter than a word."""
     cdef uint64_t word
     h = (h ^ (<uint64_t>n * 0xC2B2AE3D27D4EB4FULL)) * 0x9E3779B97F4A7C15ULL
     while n >= 8:
@@ -64,8 +73,11 @@ cdef inline uint64_t _hash_bytes(uint64_t h, const uint8_t* p, Py_ssize_t n) noe
         p += 8
         n -= 8
     if n > 0:
-        word = 0
-        memcpy(&word, p, n)
+        if p + 8 <= limit:
+            word = _load_le64(p) & ((1ULL << (8 * n)) - 1)  # little-endian: the first n bytes
+        else:
+            word = 0
+            memcpy(&word, p, n)
         h = (h ^ word) * 0xC4CEB9FE1A85EC53ULL
         h ^= h >> 29
     return h
@@ -88,52 +100,74 @@ cdef uint64_t _labels_hash(tuple labels) except 0:
     for i in range(PyTuple_GET_SIZE(labels)):
         pair = <object>PyTuple_GET_ITEM(labels, i)
         text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 0), &length)
-        h = _hash_bytes(h, <const uint8_t*>text, length)
+        h = _hash_bytes(h, <const uint8_t*>text, length, <const uint8_t*>text + length)
         text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 1), &length)
-        h = _hash_bytes(h, <const uint8_t*>text, length)
+        h = _hash_bytes(h, <const uint8_t*>text, length, <const uint8_t*>text + length)
     return _finish_hash(h)
 
 
-cdef inline uint64_t _wire_hash(const uint8_t* data, const int64_t* spans, Py_ssize_t count) noexcept nogil:
+cdef inline uint64_t _wire_hash(const uint8_t* data, const uint8_t* end, const int64_t* spans,
+                                Py_ssize_t count) noexcept nogil:
     cdef uint64_t h = 0x243F6A8885A308D3ULL
     cdef Py_ssize_t i
     for i in range(count):
-        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_NAME_OFFSET], spans[i * SPAN_FIELDS + SPAN_NAME_LENGTH])
+        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_NAME_OFFSET], spans[i * SPAN_FIELDS + SPAN_NAME_LENGTH],
+                        end)
         h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_VALUE_OFFSET],
-                        spans[i * SPAN_FIELDS + SPAN_VALUE_LENGTH])
+                        spans[i * SPAN_FIELDS + SPAN_VALUE_LENGTH], end)
     return _finish_hash(h)
 
 
-cdef inline bint _same_text(object text, const uint8_t* data, int64_t length) except -1:
-    # For ASCII strings (nearly all label text) this reads the string's own buffer; other strings keep
-    # a UTF-8 copy after the first call, made once per distinct string the head holds.
-    cdef Py_ssize_t size
-    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(text, &size)
-    return size == length and memcmp(utf8, data, <size_t>length) == 0
+cdef extern from *:
+    """
+    #include <Python.h>
+    #include <stdint.h>
+    #include <string.h>
 
+    /* Whether str `text` is these UTF-8 bytes. ASCII strings (nearly all label text) are compared
+       in place; others through their UTF-8 copy, which CPython makes once per string object. */
+    static inline int mimird_fa_same_text(PyObject* text, const uint8_t* data, int64_t length) {
+        Py_ssize_t size;
+        const char* utf8;
+        if (PyUnicode_IS_COMPACT_ASCII(text)) {
+            return PyUnicode_GET_LENGTH(text) == length && memcmp(PyUnicode_DATA(text), data, (size_t)length) == 0;
+        }
+        utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+        if (utf8 == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        return size == length && memcmp(utf8, data, (size_t)length) == 0;
+    }
 
-cdef bint _labels_match(MemSeries series, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
-                        const uint8_t* drop_name, Py_ssize_t drop_length) except -1:
-    """Whether the wire labels are exactly the series' labels, in order, without the dropped label."""
-    cdef tuple labels = series.labels
-    cdef object pair
-    cdef Py_ssize_t i
-    cdef const int64_t* span
-    if PyTuple_GET_SIZE(labels) != count:
-        return False
-    for i in range(count):
-        span = spans + i * SPAN_FIELDS
-        pair = <object>PyTuple_GET_ITEM(labels, i)
-        if not _same_text(<object>PyTuple_GET_ITEM(pair, 0), data + span[SPAN_NAME_OFFSET], span[SPAN_NAME_LENGTH]):
-            return False
-        if not _same_text(<object>PyTuple_GET_ITEM(pair, 1), data + span[SPAN_VALUE_OFFSET],
-                          span[SPAN_VALUE_LENGTH]):
-            return False
-        if (drop_name != NULL and span[SPAN_NAME_LENGTH] == drop_length
-                and memcmp(data + span[SPAN_NAME_OFFSET], drop_name, <size_t>drop_length) == 0):
-            # This request strips that label (HA replica): its canonical labels are not these.
-            return False
-    return True
+    /* Whether the wire labels (six int64 per label, see SPAN_*) are exactly the tuple of (name, value)
+       pairs `labels`, in order, and none is named `drop` (a label this request strips: then the
+       request's canonical labels are not these). Borrowed references only: no reference counting. */
+    static int mimird_fa_labels_match(PyObject* labels, const uint8_t* data, const int64_t* spans,
+                                      Py_ssize_t count, const uint8_t* drop, Py_ssize_t drop_length) {
+        Py_ssize_t i;
+        PyObject* pair;
+        const int64_t* span;
+        if (PyTuple_GET_SIZE(labels) != count) {
+            return 0;
+        }
+        for (i = 0; i < count; i++) {
+            span = spans + i * 6;
+            pair = PyTuple_GET_ITEM(labels, i);
+            if (!mimird_fa_same_text(PyTuple_GET_ITEM(pair, 0), data + span[2], span[3])
+                    || !mimird_fa_same_text(PyTuple_GET_ITEM(pair, 1), data + span[4], span[5])) {
+                return 0;
+            }
+            if (drop != NULL && span[3] == drop_length && memcmp(data + span[2], drop, (size_t)drop_length) == 0) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    """
+    bint labels_match "mimird_fa_labels_match"(PyObject* labels, const uint8_t* data, const int64_t* spans,
+                                               Py_ssize_t count, const uint8_t* drop,
+                                               Py_ssize_t drop_length) noexcept
 
 
 cdef struct CacheSlot:
@@ -226,20 +260,23 @@ cdef class SeriesCache:
         self.used += 1
         return True
 
-    cdef MemSeries _find(self, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
+    cdef inline CacheSlot* _home(self, uint64_t h) noexcept:
+        return &self.slots[<Py_ssize_t>(h & <uint64_t>self.mask)]
+
+    cdef MemSeries _find(self, uint64_t h, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
                          const uint8_t* drop_name, Py_ssize_t drop_length):
-        cdef uint64_t h
+        """The series whose wire labels hash to h (see _wire_hash) and match exactly, or None."""
         cdef Py_ssize_t i
         cdef CacheSlot* slot
         if self.used == 0:
             return None
-        h = _wire_hash(data, spans, count)
         i = <Py_ssize_t>(h & <uint64_t>self.mask)
         while True:
             slot = &self.slots[i]
             if slot.hash == 0:
                 return None
-            if slot.hash == h and _labels_match(<MemSeries>slot.series, data, spans, count, drop_name, drop_length):
+            if slot.hash == h and labels_match(<PyObject*>(<MemSeries>slot.series).labels, data, spans, count,
+                                               drop_name, drop_length):
                 return <MemSeries>slot.series
             i = (i + 1) & self.mask
 
@@ -250,9 +287,10 @@ cdef class SeriesCache:
         cdef const int64_t[::1] starts = batch.label_starts
         cdef bytes drop = drop_name.encode() if drop_name is not None else None
         cdef uint8_t empty = 0
-        return self._find(&raw[0] if raw.shape[0] else &empty,
-                          &spans[0] + starts[index] * SPAN_FIELDS if spans.shape[0] else NULL,
-                          starts[index + 1] - starts[index],
+        cdef const uint8_t* data = &raw[0] if raw.shape[0] else &empty
+        cdef const int64_t* labels = &spans[0] + starts[index] * SPAN_FIELDS if spans.shape[0] else NULL
+        cdef Py_ssize_t count = starts[index + 1] - starts[index]
+        return self._find(_wire_hash(data, data + raw.shape[0], labels, count), data, labels, count,
                           <const uint8_t*><const char*>drop if drop is not None else NULL,
                           len(drop) if drop is not None else 0)
 
@@ -277,6 +315,7 @@ cdef class FastPlan:
     cdef int64_t* sample_start        # per fast series, its samples in the request's arrays
     cdef int64_t* sample_end
     cdef int64_t* request_index
+    cdef uint64_t* hashes             # per request series, its label hash (0: not looked up)
     cdef Claim* claims                # every cache hit of the request (fast or not), by pointer
     cdef Py_ssize_t claims_mask
     cdef cnp.ndarray timestamps
@@ -297,6 +336,7 @@ cdef class FastPlan:
         self.n_fast = 0
         self.series = NULL
         self.sample_start = self.sample_end = self.request_index = NULL
+        self.hashes = NULL
         self.claims = NULL
         self.claims_mask = 0
         self.appended = False
@@ -313,6 +353,7 @@ cdef class FastPlan:
         free(self.sample_start)
         free(self.sample_end)
         free(self.request_index)
+        free(self.hashes)
         free(self.claims)
 
     @property
@@ -415,6 +456,8 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
     cdef int64_t* slow_ts
     cdef double* slow_vals
     cdef list slow_indices = []
+    cdef uint64_t* hashes
+    cdef CacheSlot* ahead
 
     plan.timestamps = ts_array
     plan.values = vals_array
@@ -428,8 +471,9 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
     plan.sample_start = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
     plan.sample_end = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
     plan.request_index = <int64_t*>calloc(n_series + 1, sizeof(int64_t))
+    plan.hashes = hashes = <uint64_t*>calloc(n_series + 1, sizeof(uint64_t))
     if (plan.claims == NULL or plan.series == NULL or plan.sample_start == NULL or plan.sample_end == NULL
-            or plan.request_index == NULL):
+            or plan.request_index == NULL or hashes == NULL):
         raise MemoryError()
     dims = n_series + 1
     plan.slow_offsets = cnp.PyArray_SimpleNew(1, &dims, cnp.NPY_INT64)
@@ -441,13 +485,25 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
     slow_vals = <double*>cnp.PyArray_DATA(plan.slow_values)
     slow_offsets[0] = 0
 
+    # The lookups are random reads in a table and objects much larger than the CPU caches: hash every
+    # series first and prefetch its slot, then prefetch each slot's series a few series ahead.
+    if cache.used:
+        for i in range(n_series):
+            if offsets[i + 1] > offsets[i] and not extras[i]:
+                hashes[i] = _wire_hash(data, data + raw.shape[0], span_data + starts[i] * SPAN_FIELDS,
+                                       starts[i + 1] - starts[i])
+                prefetch(cache._home(hashes[i]))
     for i in range(n_series):
         lo = offsets[i]
         hi = offsets[i + 1]
         ok = False
         series = None
-        if hi > lo and not extras[i]:
-            series = cache._find(data, span_data + starts[i] * SPAN_FIELDS, starts[i + 1] - starts[i],
+        if i + PREFETCH_AHEAD < n_series and hashes[i + PREFETCH_AHEAD]:
+            ahead = cache._home(hashes[i + PREFETCH_AHEAD])
+            if ahead.series != NULL:
+                prefetch(ahead.series)
+        if hashes[i]:
+            series = cache._find(hashes[i], data, span_data + starts[i] * SPAN_FIELDS, starts[i + 1] - starts[i],
                                  drop_bytes, drop_length)
         if series is not None:
             claim = plan._claim_slot(<PyObject*>series)
