@@ -18,6 +18,7 @@ from mimird.frontend.splitcache import (
     Extent,
     RangeQuerySplitter,
     ResultsCache,
+    modifiers_uncacheable,
     next_interval_boundary,
     pin_at_modifiers,
     split_by_interval,
@@ -47,6 +48,7 @@ QUERIES = [
     "sum by (job) (increase(requests_total[5m]))",
     "max_over_time(temperature[4m:30s])",
     "temperature offset 3m",
+    "temperature offset -2m",
     "temperature @ start()",
     "rate(requests_total[10m] @ end())",
     "timestamp(temperature)",
@@ -66,6 +68,19 @@ def test_split_pieces_follow_mimirs_boundaries():
     assert split_by_interval(5, 5, 1000, HOUR) == [(5, 5)]
     assert to_string(pin_at_modifiers(parse("rate(a[1m] @ start()) + b @ end()"), 1000, 5000)) == \
         "rate(a[1m] @ 1.000) + b @ 5.000"
+
+
+def test_modifier_rules_follow_mimirs():
+    def uncacheable(query: str, piece_end: int, max_cache: int = 10_000) -> bool:
+        return modifiers_uncacheable(pin_at_modifiers(parse(query), 1000, 5000), piece_end, max_cache)
+
+    assert not uncacheable("rate(a[1m] offset 5m)", 5000)
+    assert uncacheable("a offset -1m", 5000)  # reads data newer than its steps
+    assert uncacheable("max_over_time(a[5m:1m] offset -1m)", 5000)
+    assert not uncacheable("a @ start()", 2000)
+    assert uncacheable("a @ end()", 4000)  # after this piece's end
+    assert not uncacheable("a @ end()", 5000)
+    assert uncacheable("a @ 9", 20_000, max_cache=8000)  # inside the freshness window
 
 
 def test_results_cache_is_bounded_and_expires():

@@ -19,8 +19,10 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
   `out_of_order_time_window`, whose data may still change. The entries live in this module's in-memory LRU (the default here) or in
   memcached (`remotecache`, `-query-frontend.results-cache.backend=memcached`).
 
-Kept out of the cache, so that a cached answer is always what a fresh evaluation gives: queries with an
-`@` modifier and pieces whose evaluation produced annotations. Requests asking for `stats` run as one
+Kept out of the cache, so that a cached answer is always what a fresh evaluation gives: pieces whose
+query has a negative offset or an `@` time after the piece's end or inside the freshness window (Mimir's
+rules; `@ start()` / `@ end()` count as the times they stand for, and the key holds them), and pieces
+whose evaluation produced annotations (Mimir stores those too). Requests asking for `stats` run as one
 unsplit, uncached evaluation, so that their `data.stats` describes it (Mimir's frontend splits and caches
 them like any other request, and its response model has no `stats`: Mimir answers them without
 `data.stats`).
@@ -82,15 +84,19 @@ def pin_at_modifiers(node: ast.Node, start_ms: int, end_ms: int) -> ast.Node:
     return node
 
 
-def has_at_modifier(node: ast.Node) -> bool:
-    """Whether any selector or subquery of the tree has an `@` modifier."""
+def modifiers_uncacheable(node: ast.Node, end_ms: int, max_cache_ms: int) -> bool:
+    """Mimir's areEvaluationTimeModifiersCachable, negated, for a tree with `@ start()` / `@ end()` already
+    pinned: a negative offset (it reads data newer than the step), or an `@` time after the piece's end or
+    inside the freshness window, keeps a piece out of the cache."""
     found = False
 
     def visit(child: ast.Node) -> ast.Node:
         nonlocal found
-        if isinstance(child, ast.VectorSelector | ast.SubqueryExpr) and (
-                child.timestamp_ms is not None or child.start_or_end is not None):
-            found = True
+        if isinstance(child, ast.VectorSelector | ast.SubqueryExpr):
+            if child.offset_ns < 0 or child.offset_expr is not None:
+                found = True  # an offset given as a duration expression may be negative too
+            if child.timestamp_ms is not None and (child.timestamp_ms > end_ms or child.timestamp_ms > max_cache_ms):
+                found = True
         return ast.map_children(child, visit)
 
     visit(node)
@@ -256,6 +262,13 @@ class SplitCacheMetrics:
                                   "requests) fetched from the results cache.", ["request_type"], registry=registry)
         self.cache_requests.labels("query_range")
         self.cache_hits.labels("query_range")
+        self.cache_attempted = Counter("cortex_frontend_query_result_cache_attempted", "Total number of queries "
+                                       "that were attempted to be fetched from cache.", registry=registry)
+        self.cache_skipped = Counter("cortex_frontend_query_result_cache_skipped", "Total number of times a query "
+                                     "was not cacheable because of a reason. This metric is tracked for each partial "
+                                     "query when time-splitting is enabled.", ["reason"], registry=registry)
+        for reason in ("unaligned-time-range", "too-new", "has-modifiers"):
+            self.cache_skipped.labels(reason)
 
 
 @dataclass
@@ -324,8 +337,8 @@ class RangeQuerySplitter:
         ranges = (split_by_interval(start_ms, end_ms, step_ms, self.interval_ms) if self.interval_ms
                   else [(start_ms, end_ms)])
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        cacheable = use_cache and not has_at_modifier(expr) and (
-            settings.cache_unaligned or (start_ms % step_ms == 0 and end_ms % step_ms == 0))
+        aligned = start_ms % step_ms == 0 and end_ms % step_ms == 0
+        cacheable = use_cache and (settings.cache_unaligned or aligned)
         request_stats = query_stats.current()
         if self.interval_ms:
             self.metrics.split_queries.inc(len(ranges))
@@ -335,11 +348,13 @@ class RangeQuerySplitter:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
         max_cache_ms = now_ms - settings.max_freshness_ms
 
-        # keyed by the expression as printed (Mimir keys by the parsed query's String()), so spellings of one
-        # query share entries
-        printed = to_string(expr) if cacheable else query
-        pieces = [_Piece(start, end, self.cache_key(tenant_key, printed, start, step_ms)
-                         if cacheable and start <= max_cache_ms else None, []) for start, end in ranges]
+        # keyed by the (pinned) expression as printed (Mimir keys by the parsed query's String()), so spellings
+        # of one query share entries
+        printed = to_string(pinned) if cacheable else query
+        pieces = []
+        for start, end in ranges:
+            reason = self._not_cacheable(use_cache, cacheable, pinned, start, end, max_cache_ms)
+            pieces.append(_Piece(start, end, None if reason else self.cache_key(tenant_key, printed, start, step_ms), []))
         keys = [piece.key for piece in pieces if piece.key is not None]
         if keys:
             found = self.cache.get_many(keys, now_ms / 1000)
@@ -376,6 +391,24 @@ class RangeQuerySplitter:
         joined = _concat(parts)
         matrix = Matrix(Series(labels, *joined[labels]) for labels in sorted(joined))
         return QueryResult(matrix, list(warnings), list(infos))
+
+    def _not_cacheable(self, use_cache: bool, cacheable: bool, pinned, start_ms: int, end_ms: int,
+                       max_cache_ms: int) -> str | None:
+        """Why a piece is kept out of the cache (Mimir's isRequestCachable reasons, counted as it counts
+        them), or None."""
+        if not use_cache:
+            return "disabled"
+        self.metrics.cache_attempted.inc()
+        if not cacheable:
+            reason = "unaligned-time-range"
+        elif start_ms > max_cache_ms:
+            reason = "too-new"
+        elif modifiers_uncacheable(pinned, end_ms, max_cache_ms):
+            reason = "has-modifiers"
+        else:
+            return None
+        self.metrics.cache_skipped.labels(reason).inc()
+        return reason
 
     def _store(self, piece: _Piece, fresh: list[Extent], step_ms: int, max_cache_ms: int, now_ms: int,
                settings: CacheSettings, piece_parts, request_stats) -> None:
