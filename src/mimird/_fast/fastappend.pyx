@@ -247,9 +247,14 @@ cdef class SeriesCache:
 
     def add(self, MemSeries series not None):
         """Remember a series the distributor validated; False if it was there already."""
+        return self._add(series)
+
+    cdef bint _add(self, MemSeries series) except -1:
         cdef uint64_t h = _labels_hash(series.labels)
         cdef CacheSlot* slot
-        if (self.used + 1) * 4 > (self.mask + 1) * 3:
+        # Up to 4/5 full: hits (nearly all lookups) stay short probes, and the table costs ~20 to 40
+        # bytes per series.
+        if (self.used + 1) * 5 > (self.mask + 1) * 4:
             self._grow()
         slot = self._slot_for(h, <PyObject*>series)
         if slot.hash != 0:
@@ -262,6 +267,15 @@ cdef class SeriesCache:
 
     cdef inline CacheSlot* _home(self, uint64_t h) noexcept:
         return &self.slots[<Py_ssize_t>(h & <uint64_t>self.mask)]
+
+    def add_known(self, dict by_labels not None, series_labels):
+        """`add` the series of `by_labels` (labels -> MemSeries) named in `series_labels` (unknown ones
+        are skipped)."""
+        cdef object found
+        for labels in series_labels:
+            found = by_labels.get(labels)
+            if found is not None:
+                self._add(<MemSeries?>found)
 
     cdef MemSeries _find(self, uint64_t h, const uint8_t* data, const int64_t* spans, Py_ssize_t count,
                          const uint8_t* drop_name, Py_ssize_t drop_length):

@@ -219,12 +219,7 @@ class Head:
         if cache.validated_under != validated_under:
             cache.clear()
             cache.validated_under = validated_under
-        by_labels = self.by_labels
-        add = cache.add
-        for labels in series_labels:
-            series = by_labels.get(labels)
-            if series is not None:
-                add(series)
+        cache.add_known(self.by_labels, series_labels)
 
     def append(self, series_labels: Sequence[Labels], offsets: Sequence[int], timestamps: Sequence[int],
                values: Sequence[float], *, max_series: int = 0, max_series_per_metric: int = 0,
@@ -260,8 +255,8 @@ class Head:
                 series = self.by_labels.get(labels)
                 if series is None:
                     # As Prometheus, a series whose samples are all out of bounds is not created.
-                    if not any(timestamps[i] >= min_valid or self._in_ooo_window(timestamps[i])
-                               for i in range(start, end)):
+                    if max(timestamps[start:end]) < min_valid and not any(
+                            self._in_ooo_window(timestamps[i]) for i in range(start, end)):
                         for i in range(start, end):
                             self._reject_sample(result, TOO_OLD, timestamps[i], labels)
                         continue
@@ -447,14 +442,12 @@ class Head:
         reported to the query's chunk-fetch observer."""
         with self.lock:
             refs = self.index.sort_by_labels(self.index.select(matchers))
-            by_ref = self.series
-            series = [s for s in map(by_ref.get, refs.tolist()) if s is not None]
-            snapshot = HeadSnapshot.take(series, mint, maxt)
+            snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        rows, offsets, ts, vals = snapshot.decode()
-        return SeriesBatch([series[i].labels for i in rows.tolist()], ts, vals, offsets)
+        labels, offsets, ts, vals = snapshot.decode()
+        return SeriesBatch(labels, ts, vals, offsets)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:
