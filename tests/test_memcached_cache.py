@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -289,3 +290,11 @@ def test_memcached_backend_needs_addresses(tmp_path):
     assert daemon.proc.wait(timeout=20) == 1
     daemon.stop()
     assert "query-frontend results cache: no memcached addresses configured" in daemon.log()
+
+
+def test_unsupported_backend_and_compression_are_refused(tmp_path):
+    for flag, message in (("-query-frontend.results-cache.backend=redis",
+                           'unsupported cache backend: "redis", supported values: [memcached]'),
+                          ("-query-frontend.results-cache.compression=gzip", "unsupported compression")):
+        result = subprocess.run([sys.executable, "-m", "mimird", flag], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and message in result.stderr

@@ -172,6 +172,16 @@ def _block_ranges(value: list) -> None:
     parse_block_ranges(value)
 
 
+def _results_cache_backend(value: str) -> None:
+    if value not in ("", "memcached"):
+        raise ValueError(f'unsupported cache backend: "{value}", supported values: [memcached]')
+
+
+def _cache_compression(value: str) -> None:
+    if value not in ("", "snappy"):
+        raise ValueError("unsupported compression")
+
+
 MIB = 1024 * 1024
 
 OPTIONS: tuple[Option, ...] = (
@@ -434,7 +444,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("frontend.results_cache.backend", "query-frontend.results-cache.backend", "string", "",
            "Backend for query-frontend results cache, if not empty. Supported values: memcached. Empty keeps the "
            "results in this process's memory (mimird's embedded default; Mimir itself has no in-memory backend).",
-           choices=("", "memcached")),
+           validate=_results_cache_backend),
     Option("frontend.results_cache.memcached.addresses", "query-frontend.results-cache.memcached.addresses",
            "string", "", "Comma separated list of memcached addresses. Supported prefixes are: dns+ (looked up as "
            "an A/AAAA query)."),
@@ -454,7 +464,7 @@ OPTIONS: tuple[Option, ...] = (
            "int", 1024 * 1024, "The maximum size of an item stored in memcached. Bigger items are not stored. If "
            "set to 0, no maximum size is enforced.", minimum=0, category="advanced"),
     Option("frontend.results_cache.compression", "query-frontend.results-cache.compression", "string", "",
-           "Enable cache compression, if not empty. Supported values are: snappy.", choices=("", "snappy")),
+           "Enable cache compression, if not empty. Supported values are: snappy.", validate=_cache_compression),
     Option("limits.max_query_parallelism", "querier.max-query-parallelism", "int", 14,
            "Maximum number of split (by time) or partial (by shard) queries that will be scheduled in parallel by "
            "the query-frontend for a single input query.", minimum=0),
