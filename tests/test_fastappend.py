@@ -313,8 +313,8 @@ def test_truncate_forgets_removed_series_and_a_stale_plan_is_folded_back(tmp_pat
     assert len(head.series_cache) == 2
     plan = head.plan_fast_append(decode_write_request(raw_request([(b, [(now - 30000, 2.0)])])), None, now + 1000)
     assert plan.fast_samples == 1
-    assert head.truncate(now - HOUR + 1) == 1  # `a` leaves the head
-    assert len(head.series_cache) == 0 and head.series_generation == 1
+    assert head.truncate(now - HOUR + 1) == 1  # `a` leaves the head, and the cache
+    assert len(head.series_cache) == 1 and head.series_generation == 1
     # the plan was made before the truncation: its samples go through the full checks instead
     result = head.append([], [0], [], [], fast=plan, positions=[])
     assert result.samples_appended == 1 and result.fast_samples is None
@@ -372,3 +372,22 @@ def test_many_series_grow_the_cache_and_stale_nan_bits_survive(tmp_path):
     assert contents[series[7]][1][-1] == 0x7FF0000000000002
     assert math.isnan(stale)
     assert_same(fast, slow, "t")
+
+
+def test_series_cache_discard_keeps_every_other_entry_reachable():
+    head = Head()
+    cache = SeriesCache()
+    series = [head.get_or_create_series(name("m", i=str(i)))[0] for i in range(3000)]
+    for s in series:
+        cache.add(s)
+    batch = decode_write_request(raw_request([(s.labels, [(1, 1.0)]) for s in series]))
+    gone = set(range(0, 3000, 3)) | set(range(1, 3000, 7))
+    for i in sorted(gone):
+        assert cache.discard(series[i])
+    assert not cache.discard(series[0])
+    assert len(cache) == 3000 - len(gone)
+    for i, s in enumerate(series):
+        assert cache.lookup(batch, i) is (None if i in gone else s)
+    for i in sorted(gone):
+        cache.add(series[i])
+    assert all(cache.lookup(batch, i) is s for i, s in enumerate(series))

@@ -214,7 +214,7 @@ cdef class SeriesCache:
         return (self.mask + 1) * sizeof(CacheSlot)
 
     def clear(self):
-        """Forget every series (the head removed some, or the limits they were validated under changed)."""
+        """Forget every series (the limits they were validated under changed)."""
         self._release()
 
     cdef CacheSlot* _slot_for(self, uint64_t h, PyObject* series) noexcept:
@@ -264,6 +264,37 @@ cdef class SeriesCache:
         slot.series = <PyObject*>series
         self.used += 1
         return True
+
+    def discard(self, MemSeries series not None):
+        """Forget a series (it left the head); False if it was not there."""
+        cdef uint64_t h
+        cdef CacheSlot* slot
+        cdef Py_ssize_t hole, j, home
+        if self.used == 0:
+            return False
+        h = _labels_hash(series.labels)
+        slot = self._slot_for(h, <PyObject*>series)
+        if slot.hash == 0:
+            return False
+        slot.hash = 0
+        slot.series = NULL
+        self.used -= 1
+        Py_DECREF(series)
+        # Backward-shift deletion: move later entries of the probe run into the hole when their home
+        # slot allows it, so that every entry stays reachable from its home without tombstones.
+        hole = slot - self.slots
+        j = hole
+        while True:
+            j = (j + 1) & self.mask
+            if self.slots[j].hash == 0:
+                return True
+            home = <Py_ssize_t>(self.slots[j].hash & <uint64_t>self.mask)
+            # movable unless its home lies cyclically in (hole, j]
+            if (home <= hole or home > j) if hole <= j else (home <= hole and home > j):
+                self.slots[hole] = self.slots[j]
+                self.slots[j].hash = 0
+                self.slots[j].series = NULL
+                hole = j
 
     cdef inline CacheSlot* _home(self, uint64_t h) noexcept:
         return &self.slots[<Py_ssize_t>(h & <uint64_t>self.mask)]

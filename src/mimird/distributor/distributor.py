@@ -7,6 +7,12 @@ and the first error remembered), metadata validation, the ingestion rate limit o
 then the ingester. An ingester error wins over a remembered validation error; a remembered
 validation error answers 400 although the good series were stored.
 
+Remote write 1.0 requests take a fast path for most of their series (mimird._fast.fastappend): once
+the request rate limit and the HA decision are passed, series the tenant's head already holds, that
+were validated under the current label limits and whose samples are plainly the next ones, are only
+counted here and appended by the head straight from the decoded request. Everything else goes through
+the checks below, so answers, counters and stored data are those of the plain path.
+
 The push route's body limit: Mimir answers a push over `-distributor.max-recv-msg-size` with a 400
 carrying its own message, never 413. The HTTP server refuses bodies over a route's `max_body` with
 413 before reading them, so the push route is registered with `max_body` = `PUSH_BODY_READ_LIMIT`

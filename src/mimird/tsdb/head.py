@@ -160,8 +160,8 @@ class Head:
         self.metadata: dict[str, dict[Metadata, float]] = {}
         self.metadata_retain_period = METADATA_RETAIN_PERIOD_S
         self.series_per_metric: dict[str, int] = {}
-        # The fast ingest path's validated series (see mimird._fast.fastappend); cleared, and the
-        # generation bumped, whenever series leave the head.
+        # The fast ingest path's validated series (see mimird._fast.fastappend); series leaving the
+        # head leave it too, and bump the generation (which voids fast plans made before).
         self.series_cache = SeriesCache()
         self.series_generation = 0
 
@@ -513,13 +513,13 @@ class Head:
             for ref in removed:
                 series = self.series.pop(ref)
                 del self.by_labels[series.labels]
+                self.series_cache.discard(series)
                 name = label_value(series.labels, METRIC_NAME)
                 self.series_per_metric[name] -= 1
                 if not self.series_per_metric[name]:
                     del self.series_per_metric[name]
             if removed:
                 self.series_generation += 1
-                self.series_cache.clear()
                 self.index.remove(np.asarray(removed, dtype=np.uint64))
                 self._label_pairs = {pair: pair for series in self.series.values() for pair in series.labels}
             self.min_time = min((s.min_time for s in self.series.values()), default=INT64_MAX)
