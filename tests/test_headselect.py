@@ -14,7 +14,7 @@ from mimird._fast.headselect import HeadSnapshot
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import INT64_MAX, INT64_MIN, Head, merge_samples
 from mimird.tsdb.labels import Matcher, make_labels
-from mimird.tsdb.series_index import SeriesIndex
+from mimird.tsdb.series_index import SeriesIndex, _lexicographic_order
 
 HOUR = 3600_000
 
@@ -136,10 +136,11 @@ def test_open_chunk_appended_after_snapshot_is_not_seen():
     lbls = make_labels({"__name__": "m"})
     push(head, {lbls: [(i * 1000, float(i)) for i in range(10)]})
     with head.lock:
-        snapshot = HeadSnapshot.take([head.by_labels[lbls]], INT64_MIN, INT64_MAX)
+        snapshot = HeadSnapshot.take(head.series, np.array([head.by_labels[lbls].ref, 99], dtype=np.uint64),
+                                     INT64_MIN, INT64_MAX)
     push(head, {lbls: [(i * 1000, float(i)) for i in range(10, 300)]})  # appends, cuts chunks
-    rows, offsets, ts, vals = snapshot.decode()
-    assert rows.tolist() == [0] and offsets.tolist() == [0, 10]
+    labels, offsets, ts, vals = snapshot.decode()
+    assert labels == [lbls] and offsets.tolist() == [0, 10]
     assert ts.tolist() == [i * 1000 for i in range(10)] and vals.tolist() == [float(i) for i in range(10)]
 
 
@@ -173,3 +174,12 @@ def test_sort_by_labels_orders_as_tuples():
     ordered = index.sort_by_labels(np.asarray(sorted(refs), dtype=np.uint64))
     assert [index.labels_of(ref) for ref in ordered.tolist()] == sorted(label_sets)
     assert index.sort_by_labels(np.asarray([10**6], dtype=np.uint64)).tolist() == []
+
+
+def test_lexicographic_order_packs_wide_columns_into_several_keys():
+    rng = np.random.default_rng(5)
+    rows = rng.integers(-1, 1 << 20, size=(500, 9))
+    rows[:, 2] = 7  # a constant column is skipped
+    rows[::3, 5:] = rows[0, 5:]  # ties in the last columns, decided by earlier ones
+    order = _lexicographic_order(rows)
+    assert [tuple(rows[i]) for i in order.tolist()] == sorted(map(tuple, rows.tolist()))

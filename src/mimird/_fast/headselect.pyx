@@ -5,14 +5,14 @@ A query selects thousands of series at once. Reading them one by one (a Python s
 call and a pair of numpy arrays per series) costs far more than decoding the samples, so the head
 reads them in two steps:
 
-1. `HeadSnapshot.take(series, mint, maxt)`, under the head's lock: for each series (already in label
-   order) it notes the closed chunks overlapping the range (pointers into their immutable bytes, which
+1. `HeadSnapshot.take(series_by_ref, refs, mint, maxt)`, under the head's lock: for each series (refs
+   already in label order) it notes the closed chunks overlapping the range (pointers into their immutable bytes, which
    the snapshot keeps alive), copies the open chunk's bytes into one scratch buffer, and copies the
    out-of-order samples in range.
 2. `HeadSnapshot.decode()`, without the lock and without the GIL: every series is decoded into one
    timestamps array and one values array, laid end to end, and merged with its out-of-order samples
    (an in-order sample wins a tie, as the head's `merge_samples`). Series without samples in the range
-   are left out; the result says which input series each output row is.
+   are left out.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
@@ -131,6 +131,7 @@ cdef class HeadSnapshot:
     cdef int64_t mint
     cdef int64_t maxt
     cdef list closed            # the closed chunks' bytes, alive as long as the snapshot
+    cdef list labels            # the label sets of the series found
     cdef ChunkRef* chunks
     cdef Py_ssize_t chunks_capacity
     cdef Py_ssize_t* chunk_offsets     # series i's chunks are chunks[chunk_offsets[i]:chunk_offsets[i+1]]
@@ -145,6 +146,7 @@ cdef class HeadSnapshot:
 
     def __cinit__(self):
         self.closed = []
+        self.labels = []
         self.chunks = NULL
         self.chunk_offsets = NULL
         self.scratch = NULL
@@ -161,47 +163,62 @@ cdef class HeadSnapshot:
         free(self.ooo_offsets)
 
     @staticmethod
-    def take(list series, int64_t mint, int64_t maxt):
-        """Note what `series` (MemSeries objects) hold in [mint, maxt]. Call it under the head's lock."""
+    def take(dict series_by_ref, refs, int64_t mint, int64_t maxt):
+        """Note what the series `refs` (MemSeries in `series_by_ref`; refs missing there are skipped)
+        hold in [mint, maxt]. Call it under the head's lock."""
         cdef HeadSnapshot snap = HeadSnapshot()
-        cdef Py_ssize_t n = len(series), i, k, n_closed, lo, hi, used
+        cdef const uint64_t[::1] ref_view = np.ascontiguousarray(refs, dtype=np.uint64)
+        cdef Py_ssize_t n = 0, n_refs = ref_view.shape[0], r, i, k, first, n_closed, lo, hi, used
         cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0
         cdef MemSeries s
         cdef XORChunk open_chunk
         cdef object data, closed_chunks, mints, maxts
         cdef list closed = snap.closed
+        cdef list labels = snap.labels
+        cdef object found
         cdef Py_ssize_t size
-        snap.num_series = n
         snap.mint = mint
         snap.maxt = maxt
-        snap.chunk_offsets = <Py_ssize_t*>realloc(NULL, (n + 1) * sizeof(Py_ssize_t))
-        snap.ooo_offsets = <Py_ssize_t*>realloc(NULL, (n + 1) * sizeof(Py_ssize_t))
+        snap.chunk_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
+        snap.ooo_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
         if snap.chunk_offsets == NULL or snap.ooo_offsets == NULL:
             raise MemoryError()
         snap.chunk_offsets[0] = 0
         snap.ooo_offsets[0] = 0
-        for i in range(n):
-            s = <MemSeries?>series[i]
+        for r in range(n_refs):
+            found = series_by_ref.get(ref_view[r])
+            if found is None:
+                continue
+            s = <MemSeries?>found
+            labels.append(s.labels)
+            i = n
+            n += 1
+            open_chunk = s.open
             closed_chunks = s.chunks
             n_closed = len(closed_chunks)
-            if n_closed:
+            # Closed chunks all end before the open one starts, so they matter only when it starts
+            # after mint; scanning back from the newest, the first one ending before mint ends the scan.
+            if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
                 mints = s.chunk_mints
                 maxts = s.chunk_maxts
-                for k in range(n_closed):
-                    if <int64_t>maxts[k] >= mint and <int64_t>mints[k] <= maxt:
-                        data = closed_chunks[k]
-                        size = PyBytes_GET_SIZE(data)
-                        _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
-                        snap.chunks[n_chunks].data = <const uint8_t*>PyBytes_AS_STRING(data)
-                        snap.chunks[n_chunks].offset = 0
-                        snap.chunks[n_chunks].size = size
-                        closed.append(data)
-                        n_chunks += 1
-                        chunk_bytes += size
-                        if size >= 2:
-                            samples += (<Py_ssize_t>snap.chunks[n_chunks - 1].data[0] << 8) | \
-                                snap.chunks[n_chunks - 1].data[1]
-            open_chunk = s.open
+                first = n_closed
+                while first > 0 and <int64_t>maxts[first - 1] >= mint:
+                    first -= 1
+                for k in range(first, n_closed):
+                    if <int64_t>mints[k] > maxt:
+                        break
+                    data = closed_chunks[k]
+                    size = PyBytes_GET_SIZE(data)
+                    _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
+                    snap.chunks[n_chunks].data = <const uint8_t*>PyBytes_AS_STRING(data)
+                    snap.chunks[n_chunks].offset = 0
+                    snap.chunks[n_chunks].size = size
+                    closed.append(data)
+                    n_chunks += 1
+                    chunk_bytes += size
+                    if size >= 2:
+                        samples += (<Py_ssize_t>snap.chunks[n_chunks - 1].data[0] << 8) | \
+                            snap.chunks[n_chunks - 1].data[1]
             if open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
                 # The chunk's bytes as XORChunk.bytes() gives them: the stored words, then the bits still
                 # in the pending word (which covers every byte the length can reach).
@@ -231,17 +248,17 @@ cdef class HeadSnapshot:
                         n_ooo += 1
             snap.chunk_offsets[i + 1] = n_chunks
             snap.ooo_offsets[i + 1] = n_ooo
+        snap.num_series = n
         snap.num_chunks = n_chunks
         snap.chunk_bytes = chunk_bytes
         snap.capacity_samples = samples + n_ooo
         return snap
 
     def decode(self):
-        """Decode every series: (rows int64, offsets int64, timestamps int64, values float64).
+        """Decode every series: (labels list, offsets int64, timestamps int64, values float64).
 
-        `rows` are the indexes (into the `series` given to take) of the series that have samples in the
-        range, in order; output series r has timestamps/values[offsets[r]:offsets[r+1]]. Raises ValueError
-        on a corrupt chunk.
+        `labels` are those of the series that have samples in the range, in order; output series r has
+        timestamps/values[offsets[r]:offsets[r+1]]. Raises ValueError on a corrupt chunk.
         """
         cdef cnp.npy_intp dims[1]
         cdef cnp.ndarray timestamps, values, rows, offsets
@@ -293,4 +310,8 @@ cdef class HeadSnapshot:
                     out_offsets[n_rows] = filled
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
-        return rows[:n_rows], offsets[:n_rows + 1], timestamps[:filled], values[:filled]
+        if n_rows == self.num_series:
+            labels = self.labels
+        else:
+            labels = [self.labels[out_rows[i]] for i in range(n_rows)]
+        return labels, offsets[:n_rows + 1], timestamps[:filled], values[:filled]

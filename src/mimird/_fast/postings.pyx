@@ -510,6 +510,47 @@ cdef class SeriesLabelStore:
             PyTuple_SET_ITEM(labels, i, pair)
         return labels
 
+    def rank_rows(self, slots, list symbols not None):
+        """The label sets in `slots` as rows of string ranks, for sorting them as Labels tuples sort.
+
+        Returns an int64 matrix (len(slots) x twice the most pairs any of them has): row i holds the
+        name and value of each pair of slots[i] as the rank of its string among all strings these
+        label sets use (by Python's string order), then -1 up to the width, so that comparing rows
+        lexicographically compares the label sets (a prefix sorts first).
+        """
+        cdef const int64_t[::1] slot_view = np.ascontiguousarray(slots, dtype=np.int64)
+        cdef Py_ssize_t n = slot_view.shape[0], n_symbols = len(symbols), i, p, start, end, width = 0
+        cdef int64_t slot
+        cdef uint32_t symbol
+        in_use_arr = np.zeros(n_symbols, dtype=np.uint8)
+        cdef uint8_t[::1] in_use = in_use_arr
+        for i in range(n):
+            slot = slot_view[i]
+            if slot < 0 or slot >= self._count:
+                raise IndexError(slot)
+            start = 2 * self._offsets_data[slot]
+            end = 2 * self._offsets_data[slot + 1]
+            width = max(width, end - start)
+            for p in range(start, end):
+                symbol = self._pairs_data[p]
+                if symbol >= n_symbols:
+                    raise IndexError(f"symbol id out of range in slot {slot}")
+                in_use[symbol] = 1
+        used = np.flatnonzero(in_use_arr)
+        texts = [symbols[k] for k in used.tolist()]
+        rank_arr = np.empty(n_symbols, dtype=np.int64)
+        rank_arr[used[sorted(range(len(texts)), key=texts.__getitem__)]] = np.arange(len(used), dtype=np.int64)
+        cdef const int64_t[::1] rank = rank_arr
+        rows_arr = np.full((n, width), -1, dtype=np.int64)
+        cdef int64_t[:, ::1] rows = rows_arr
+        for i in range(n):
+            slot = slot_view[i]
+            start = 2 * self._offsets_data[slot]
+            end = 2 * self._offsets_data[slot + 1]
+            for p in range(start, end):
+                rows[i, p - start] = rank[self._pairs_data[p]]
+        return rows_arr
+
     def refs(self):
         """Series refs by slot (increasing)."""
         return _read_only(self._refs[:self._count])

@@ -442,14 +442,12 @@ class Head:
         reported to the query's chunk-fetch observer."""
         with self.lock:
             refs = self.index.sort_by_labels(self.index.select(matchers))
-            by_ref = self.series
-            series = [s for s in map(by_ref.get, refs.tolist()) if s is not None]
-            snapshot = HeadSnapshot.take(series, mint, maxt)
+            snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        rows, offsets, ts, vals = snapshot.decode()
-        return SeriesBatch([series[i].labels for i in rows.tolist()], ts, vals, offsets)
+        labels, offsets, ts, vals = snapshot.decode()
+        return SeriesBatch(labels, ts, vals, offsets)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:

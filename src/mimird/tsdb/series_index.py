@@ -34,6 +34,32 @@ _EMPTY_POSTINGS = np.empty(0, dtype=np.uint64)
 _EMPTY_POSTINGS.flags.writeable = False
 
 
+def _lexicographic_order(rows: np.ndarray) -> np.ndarray:
+    """The order that sorts the rows of a small-integer matrix lexicographically (column 0 first).
+
+    Columns are packed, most significant first, into as few int64 sort keys as their value ranges
+    allow (columns where every row agrees are skipped), so that usually one argsort does it.
+    """
+    words = []
+    word = np.zeros(len(rows), dtype=np.int64)
+    span = 1
+    for column in rows.T:
+        lo, hi = int(column.min()), int(column.max())
+        if lo == hi:
+            continue
+        size = hi - lo + 1
+        if span * size >= 1 << 62:
+            words.append(word)
+            word = np.zeros(len(rows), dtype=np.int64)
+            span = 1
+        word = word * size + (column - lo)
+        span *= size
+    words.append(word)
+    if len(words) == 1:
+        return np.argsort(words[0], kind="stable")
+    return np.lexsort(words[::-1])
+
+
 class SeriesIndex:
     """Series refs for label sets, and the inverted index that selects refs by label matchers."""
 
@@ -209,37 +235,15 @@ class SeriesIndex:
     def sort_by_labels(self, refs: np.ndarray) -> np.ndarray:
         """Those of `refs` the index holds, ordered by their label sets (as sorted() orders Labels tuples).
 
-        The label sets are compared as rows of symbol ranks, not as Python tuples: the strings are
-        ranked once (only those the series use), then numpy's lexsort orders the rows. A shorter label
-        set that is a prefix of a longer one sorts first, as with tuples, since rows are padded with -1.
+        The label sets are compared as rows of string ranks (SeriesLabelStore.rank_rows), not as Python
+        tuples: the strings these series use are ranked once, then the rows are sorted as integers.
         """
         refs = np.asarray(refs, dtype=np.uint64)
         slots = self._slots_of(refs)
         if len(slots) <= 1:
             return self._store.refs()[slots]
-        offsets = self._store.offsets()
-        starts = offsets[slots]
-        lengths = offsets[slots + 1] - starts
-        name_ids, value_ids, _ = self._label_pairs_of(slots)
-        symbol_ids = np.empty(2 * len(name_ids), dtype=np.int64)
-        symbol_ids[0::2] = name_ids
-        symbol_ids[1::2] = value_ids
-        # Only the symbols these series use are ranked; a mask over the symbol table finds them.
-        symbols = self._symbols
-        in_use = np.zeros(len(symbols), dtype=bool)
-        in_use[symbol_ids] = True
-        used = np.flatnonzero(in_use)
-        texts = [symbols[i] for i in used.tolist()]
-        rank_of_symbol = np.empty(len(symbols), dtype=np.int64)
-        rank_of_symbol[used[sorted(range(len(texts)), key=texts.__getitem__)]] = np.arange(len(used))
-        width = 2 * int(lengths.max())
-        rows = np.full((len(slots), width), -1, dtype=np.int64)
-        row_of = np.repeat(np.arange(len(slots)), 2 * lengths)
-        column = np.arange(len(symbol_ids), dtype=np.int64) - np.repeat(np.cumsum(2 * lengths) - 2 * lengths,
-                                                                          2 * lengths)
-        rows[row_of, column] = rank_of_symbol[symbol_ids]
-        order = np.lexsort(rows.T[::-1])
-        return self._store.refs()[slots[order]]
+        rows = self._store.rank_rows(slots, self._symbols)
+        return self._store.refs()[slots[_lexicographic_order(rows)]]
 
     # Label names and values.
 
