@@ -23,10 +23,10 @@ Nothing is changed until `FastPlan.append`, so a request refused later (rate lim
 from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 cimport cython
 cimport numpy as cnp
@@ -59,6 +59,7 @@ cdef extern from *:
     #define mimird_fa_prefetch(p) __builtin_prefetch((p), 0, 1)
     """
     void prefetch "mimird_fa_prefetch"(const void* p) noexcept nogil
+    bint PyUnicode_IS_COMPACT_ASCII(object text) noexcept
 
 
 cdef inline uint64_t _hash_bytes(uint64_t h, const uint8_t* p, Py_ssize_t n, const uint8_t* limit) noexcept nogil:
@@ -91,18 +92,26 @@ cdef inline uint64_t _finish_hash(uint64_t h) noexcept nogil:
     return h if h != 0 else 1
 
 
+cdef uint64_t _text_hash(uint64_t h, object text) except? 0:
+    cdef Py_ssize_t length
+    cdef const char* utf8
+    if PyUnicode_IS_COMPACT_ASCII(text):
+        length = PyUnicode_GET_LENGTH(text)
+        return _hash_bytes(h, <const uint8_t*>PyUnicode_DATA(text), length,
+                           <const uint8_t*>PyUnicode_DATA(text) + length)
+    utf8 = PyUnicode_AsUTF8AndSize(text, &length)
+    return _hash_bytes(h, <const uint8_t*>utf8, length, <const uint8_t*>utf8 + length)
+
+
 cdef uint64_t _labels_hash(tuple labels) except 0:
     """The hash of a series' label tuple, equal to the hash of the same labels' bytes on the wire."""
     cdef uint64_t h = 0x243F6A8885A308D3ULL
-    cdef Py_ssize_t i, length
-    cdef const char* text
-    cdef object pair
+    cdef Py_ssize_t i
+    cdef PyObject* pair
     for i in range(PyTuple_GET_SIZE(labels)):
-        pair = <object>PyTuple_GET_ITEM(labels, i)
-        text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 0), &length)
-        h = _hash_bytes(h, <const uint8_t*>text, length, <const uint8_t*>text + length)
-        text = PyUnicode_AsUTF8AndSize(<object>PyTuple_GET_ITEM(pair, 1), &length)
-        h = _hash_bytes(h, <const uint8_t*>text, length, <const uint8_t*>text + length)
+        pair = PyTuple_GET_ITEM(labels, i)
+        h = _text_hash(h, <object>PyTuple_GET_ITEM(<object>pair, 0))
+        h = _text_hash(h, <object>PyTuple_GET_ITEM(<object>pair, 1))
     return _finish_hash(h)
 
 
@@ -152,7 +161,7 @@ cdef extern from *:
             return 0;
         }
         for (i = 0; i < count; i++) {
-            span = spans + i * 6;
+            span = spans + i * 6;  /* SPAN_FIELDS; name at [2], [3], value at [4], [5] */
             pair = PyTuple_GET_ITEM(labels, i);
             if (!mimird_fa_same_text(PyTuple_GET_ITEM(pair, 0), data + span[2], span[3])
                     || !mimird_fa_same_text(PyTuple_GET_ITEM(pair, 1), data + span[4], span[5])) {

@@ -7,6 +7,7 @@ simply the next one of an existing series and hands back, untouched, whatever ne
 (new series, duplicates, out-of-order or too-old samples), which the Python head then takes with
 Mimir's rules and messages.
 """
+import sys
 from bisect import bisect_left, bisect_right
 
 from libc.stdint cimport int64_t, uint64_t
@@ -149,3 +150,22 @@ def append_in_order(dict by_labels, list series_labels, list offsets, list times
             if t > max_t:
                 max_t = t
     return deferred, min_t, max_t
+
+
+def shared_labels(dict pairs, tuple labels):
+    """`labels` rebuilt from the head's shared (name, value) pairs, adding (interned) new ones to `pairs`.
+
+    A request's strings are its own objects; without this "__name__" or ("job", "node") would be
+    stored once per series.
+    """
+    cdef Py_ssize_t i, n = len(labels)
+    cdef list shared = [None] * n
+    cdef object pair, kept
+    for i in range(n):
+        pair = labels[i]
+        kept = pairs.get(pair)
+        if kept is None:
+            kept = (sys.intern(pair[0]), sys.intern(pair[1]))
+            pairs[kept] = kept
+        shared[i] = kept
+    return tuple(shared)

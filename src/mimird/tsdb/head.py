@@ -9,7 +9,6 @@ chunk is copied under the lock, so readers decode without holding it.
 from __future__ import annotations
 
 import bisect
-import sys
 import threading
 import time
 from collections import deque
@@ -22,7 +21,7 @@ import numpy as np
 from mimird._fast import xorchunk
 from mimird._fast.fastappend import FastPlan, SeriesCache, plan_fast_append
 from mimird._fast.headselect import HeadSnapshot
-from mimird._fast.headseries import MemSeries, append_in_order, float_bits
+from mimird._fast.headseries import MemSeries, append_in_order, float_bits, shared_labels
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
@@ -185,22 +184,14 @@ class Head:
         series = self.by_labels.get(labels)
         if series is not None:
             return series, False
-        # The head keeps its own copy of the labels built from shared (name, value) pairs: a request's
-        # strings are its own objects, and "__name__" or ("job", "node") would otherwise be stored
-        # once per series.
-        shared = []
-        for pair in labels:
-            kept = self._label_pairs.get(pair)
-            if kept is None:
-                kept = (sys.intern(pair[0]), sys.intern(pair[1]))
-                self._label_pairs[kept] = kept
-            shared.append(kept)
-        labels = tuple(shared)
+        # The head keeps its own copy of the labels, built from shared (name, value) pairs.
+        labels = shared_labels(self._label_pairs, tuple(labels))
         ref, _ = self.index.get_or_create(labels, ref)
         series = MemSeries(ref, labels)
         self.series[ref] = series
         self.by_labels[labels] = series
-        name = label_value(labels, METRIC_NAME)
+        # sorted labels usually start with the metric name
+        name = labels[0][1] if labels and labels[0][0] == METRIC_NAME else label_value(labels, METRIC_NAME)
         self.series_per_metric[name] = self.series_per_metric.get(name, 0) + 1
         return series, True
 
