@@ -391,3 +391,25 @@ def test_series_cache_discard_keeps_every_other_entry_reachable():
     for i in sorted(gone):
         cache.add(series[i])
     assert all(cache.lookup(batch, i) is s for i, s in enumerate(series))
+
+
+def test_remote_write_2_batches_take_the_plain_path(tmp_path):
+    from mimird._fast.remotewrite import decode_write_request_v2
+    from mimird.prompb import writev2
+
+    stack = Stack(tmp_path, True)
+    now = int(time.time() * 1000)
+    request = writev2.Request(symbols=["", "__name__", "up", "job", "a"])
+    for step in range(3):
+        request.timeseries.add(labels_refs=[1, 2, 3, 4]).samples.add(value=float(step), timestamp=now - 3000 + step)
+    batch = decode_write_request_v2(request.SerializeToString())
+    assert batch.label_spans is None
+    d = stack.distributor
+    assert d.ingest("t", None, None, None, None, batch=batch).status == 200
+    for series in request.timeseries:
+        series.samples[0].timestamp += 10
+    batch = decode_write_request_v2(request.SerializeToString())
+    assert d.ingest("t", None, None, None, None, batch=batch).status == 200  # a known series, still plain
+    assert stack.head_contents("t")[name("up", job="a")][0] == [now - 3000, now - 2999, now - 2998, now - 2990,
+                                                                now - 2989, now - 2988]
+    assert len(stack.head("t").series_cache) == 0

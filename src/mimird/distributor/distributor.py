@@ -396,6 +396,7 @@ class Distributor(Service):
         bounds = v.SampleTimeBounds(now_ms, limits)
         label_limits = tuple(limits[name] for name in _LABEL_LIMITS)
         skipping = skip_label_validation or skip_label_count_validation
+        cacheable = batch is not None and batch.label_spans is not None
         fast = None
         if batch is not None:
             fast = self._plan_fast(tenant, batch, label_limits, bounds, drop_label)
@@ -499,7 +500,7 @@ class Distributor(Service):
                                         exemplars=kept_exemplars, metadata=kept_metadata, fast=fast,
                                         positions=kept_positions,
                                         # only remote write 1.0 batches can use the series cache
-                                        validated_under=None if skipping or batch is None else label_limits)
+                                        validated_under=None if skipping or not cacheable else label_limits)
         except IngesterUnavailable as exc:
             raise self._refuse(503, f"failed pushing to ingester {self.instance_id}: {exc}", retry_attempt) from None
         if written is not None:
@@ -556,7 +557,7 @@ class Distributor(Service):
         """The fast part of a remote write 1.0 request (Head.plan_fast_append), or None when there is
         nothing to look up: a new tenant, or a series cache emptied because the label limits changed."""
         db = self.ingester.tenants.get(tenant)
-        if db is None:
+        if db is None or batch.label_spans is None:  # a new tenant, or remote write 2.0
             return None
         cache = db.head.series_cache
         if cache.validated_under != label_limits:
