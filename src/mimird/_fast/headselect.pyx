@@ -29,6 +29,10 @@ import numpy as np
 
 cnp.import_array()
 
+# Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards
+# can wait for another thread's switch interval, which costs more than the loop itself.
+cdef Py_ssize_t GIL_RELEASE_MIN_WORK = 1 << 16
+
 
 cdef struct ChunkRef:
     const uint8_t* data     # NULL while the bytes are in the scratch buffer (then `offset` says where)
@@ -254,6 +258,41 @@ cdef class HeadSnapshot:
         snap.capacity_samples = samples + n_ooo
         return snap
 
+    cdef Py_ssize_t _decode_into(self, int64_t* out_t, double* out_v, int64_t* out_rows, int64_t* out_offsets,
+                                 Py_ssize_t* rows_found) noexcept nogil:
+        """The decoding loop of decode(); returns the index of a corrupt chunk, or -1."""
+        cdef Py_ssize_t i, k, filled = 0, start, count, n_rows = 0, failed = -1
+        cdef const uint8_t* data
+        cdef bint past_maxt
+        for i in range(self.num_series):
+            start = filled
+            past_maxt = False
+            for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
+                if past_maxt:
+                    break
+                data = self.chunks[k].data
+                if data == NULL:
+                    data = self.scratch + self.chunks[k].offset
+                count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
+                                      out_t + filled, out_v + filled, &past_maxt)
+                if count < 0:
+                    failed = k
+                    break
+                filled += count
+            if failed >= 0:
+                break
+            count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
+            if count:
+                filled = start + _merge_ooo(out_t + start, out_v + start, filled - start,
+                                            self.ooo_t + self.ooo_offsets[i], self.ooo_v + self.ooo_offsets[i],
+                                            count)
+            if filled > start:
+                out_rows[n_rows] = i
+                n_rows += 1
+                out_offsets[n_rows] = filled
+        rows_found[0] = n_rows
+        return failed
+
     def decode(self):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).
 
@@ -266,9 +305,7 @@ cdef class HeadSnapshot:
         cdef double* out_v
         cdef int64_t* out_rows
         cdef int64_t* out_offsets
-        cdef Py_ssize_t i, k, filled = 0, start, count, n_rows = 0, failed = -1
-        cdef const uint8_t* data
-        cdef bint past_maxt
+        cdef Py_ssize_t i, filled, n_rows = 0, failed
         dims[0] = self.capacity_samples
         timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
@@ -281,35 +318,14 @@ cdef class HeadSnapshot:
         out_rows = <int64_t*>cnp.PyArray_DATA(rows)
         out_offsets = <int64_t*>cnp.PyArray_DATA(offsets)
         out_offsets[0] = 0
-        with nogil:
-            for i in range(self.num_series):
-                start = filled
-                past_maxt = False
-                for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
-                    if past_maxt:
-                        break
-                    data = self.chunks[k].data
-                    if data == NULL:
-                        data = self.scratch + self.chunks[k].offset
-                    count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
-                                          out_t + filled, out_v + filled, &past_maxt)
-                    if count < 0:
-                        failed = k
-                        break
-                    filled += count
-                if failed >= 0:
-                    break
-                count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
-                if count:
-                    filled = start + _merge_ooo(out_t + start, out_v + start, filled - start,
-                                                self.ooo_t + self.ooo_offsets[i], self.ooo_v + self.ooo_offsets[i],
-                                                count)
-                if filled > start:
-                    out_rows[n_rows] = i
-                    n_rows += 1
-                    out_offsets[n_rows] = filled
+        if self.capacity_samples >= GIL_RELEASE_MIN_WORK:
+            with nogil:
+                failed = self._decode_into(out_t, out_v, out_rows, out_offsets, &n_rows)
+        else:
+            failed = self._decode_into(out_t, out_v, out_rows, out_offsets, &n_rows)
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
+        filled = out_offsets[n_rows]
         if n_rows == self.num_series:
             labels = self.labels
         else:

@@ -13,6 +13,7 @@ return empty results. Annotations are returned with their full Prometheus texts
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,13 @@ from mimird.promql.value import (
 Cancellation = Callable[[], bool] | threading.Event | None
 
 
+@functools.lru_cache(maxsize=1024)
+def _prepared(query: str) -> ast.Node:
+    """The query parsed and its duration expressions resolved; trees are immutable, so repeated
+    queries share one."""
+    return resolve_duration_exprs(parse(query))
+
+
 class Engine:
     """Evaluates PromQL; one instance serves any number of queries (it holds settings only)."""
 
@@ -51,13 +59,12 @@ class Engine:
         self.timeout_s = timeout_s
 
     def _prepare(self, query) -> ast.Node:
-        if isinstance(query, str):
-            try:
-                query = parse(query)
-            except ParseError as error:
-                raise BadDataError(str(error)) from None
         try:
+            if isinstance(query, str):
+                return _prepared(query)
             return resolve_duration_exprs(query)
+        except ParseError as error:
+            raise BadDataError(str(error)) from None
         except DurationError as error:
             raise BadDataError(str(error)) from None
 

@@ -221,35 +221,47 @@ class TenantQueryable:
     def select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
                      ) -> SeriesBatch:
         """What `select` yields, as one SeriesBatch: the PromQL engine's read, with no per-series arrays
-        when only the ingester's head answers."""
+        when only the ingester answers."""
         stats = self._stats = query_stats.current()
         observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        tenants, tenant_matchers = self._split(matchers)
+        if mint <= maxt and not self.federated and tenants and self._store_range(mint, maxt) is None:
+            # Only the ingester answers, in one piece: its series are counted before its chunks, as
+            # Mimir's querier counts each ingester response.
+            ingester_range = self._ingester_range(tenants[0], mint, maxt)
+            if ingester_range is None:
+                return SeriesBatch.empty()
+            fetched = [0, 0]
+
+            def collect(chunks: int, chunk_bytes: int) -> None:
+                fetched[0] += chunks
+                fetched[1] += chunk_bytes
+
+            token = chunk_fetch_observer.set(collect if observer is not None else None)
+            try:
+                batch = self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range)
+            finally:
+                chunk_fetch_observer.reset(token)
+            self._count_batch(batch, stats)
+            if observer is not None and (fetched[0] or fetched[1]):
+                observer(*fetched)
+            return batch
         token = chunk_fetch_observer.set(observer)
         try:
-            batch = self._select_batch(matchers, mint_ms, maxt_ms)
+            batch = SeriesBatch.from_series(self._select(matchers, mint_ms, maxt_ms))
         finally:
             chunk_fetch_observer.reset(token)
+        self._count_batch(batch, stats)
+        return batch
+
+    def _count_batch(self, batch: SeriesBatch, stats) -> None:
         if self.max_series:
             for labels in batch.labels:
                 self.count_series(labels)
         if stats is not None:
             for samples in batch.lengths().tolist():
                 stats.add_series(samples)
-        return batch
-
-    def _select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None
-                      ) -> SeriesBatch:
-        mint, maxt = self._range(mint_ms, maxt_ms)
-        if mint > maxt:
-            return SeriesBatch.empty()
-        tenants, tenant_matchers = self._split(matchers)
-        if not self.federated and tenants:
-            ingester_range = self._ingester_range(tenants[0], mint, maxt)
-            if self._store_range(mint, maxt) is None:
-                if ingester_range is None:
-                    return SeriesBatch.empty()
-                return self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range)
-        return SeriesBatch.from_series(self._select(matchers, mint_ms, maxt_ms))
 
     def _counted(self, series: Iterator[SeriesSamples], stats, observer) -> Iterator[SeriesSamples]:
         while True:
