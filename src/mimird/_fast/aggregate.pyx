@@ -168,3 +168,28 @@ def group_series(labels, tuple grouping, bint without):
             keys[key] = found
         ids[row] = found
     return ids_arr, list(keys)
+
+
+def distinct_label_values(labels, str name):
+    """The distinct values of label `name` over the label sets, in order of first appearance ("" for
+    a set without it)."""
+    cdef list series_labels = labels if type(labels) is list else list(labels)
+    cdef dict seen = {}
+    cdef object previous = None, value
+    cdef tuple series, pair
+    cdef Py_ssize_t row, i
+    for row in range(len(series_labels)):
+        series = <tuple>series_labels[row]
+        value = ""
+        for i in range(len(series)):
+            pair = <tuple>series[i]
+            if pair[0] == name:
+                value = pair[1]
+                break
+        # Series of one metric share the value object, so most rows stop at this identity check.
+        if value is previous:
+            continue
+        previous = value
+        if value not in seen:
+            seen[value] = None
+    return list(seen)

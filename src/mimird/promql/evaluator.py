@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mimird._fast import instant, rangefn
-from mimird._fast.aggregate import group_series
+from mimird._fast.aggregate import distinct_label_values
 from mimird.promql import ast
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -379,9 +379,7 @@ class Evaluator:
                 return Frame.empty(n)
             return Frame([absent_labels(node.args[0])], np.ones((1, n)), absent[None, :], np.ones(1, dtype=bool))
         if name in ("rate", "increase") and out_labels:
-            _, names = group_series(out_labels, ("__name__",), False)
-            for name_only in names:
-                metric = name_only[0][1] if name_only else ""
+            for metric in distinct_label_values(out_labels, "__name__"):
                 if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {go_quote(metric)}")
