@@ -366,10 +366,13 @@ class Evaluator:
                 out_labels.extend(chunk_labels)
             else:
                 out_labels.extend([chunk_labels[row] for row in rows.tolist()])
-            out_values.append(values[rows])
-            out_present.append(present[rows])
+                values, present = values[rows], present[rows]
+            out_values.append(values)
+            out_present.append(present)
         n = len(steps)
-        if out_labels:
+        if len(out_values) == 1:
+            values, present = out_values[0], out_present[0]
+        elif out_labels:
             values, present = np.vstack(out_values), np.vstack(out_present)
         else:
             values, present = np.empty((0, n)), np.zeros((0, n), dtype=bool)
