@@ -443,7 +443,85 @@ def bucket_fraction(lower: float, upper: float, bounds: list[float], counts: lis
     return (upper_rank - lower_rank) / count
 
 
-def _histogram_over_buckets(values, ctx, compute):
+def _almost_equal_steps(a: np.ndarray, b: np.ndarray, epsilon: float) -> np.ndarray:
+    """_almost_equal elementwise."""
+    min_normal = 2.2250738585072014e-308
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        absolute_sum = np.abs(a) + np.abs(b)
+        diff = np.abs(a - b)
+        tiny = (a == 0) | (b == 0) | (absolute_sum < min_normal)
+        relative = diff / np.minimum(absolute_sum, 1.7976931348623157e308) < epsilon
+        return (a == b) | np.where(tiny, diff < epsilon * min_normal, relative)
+
+
+def bucket_quantile_steps(q: np.ndarray, bounds: list[float], counts: np.ndarray, present: np.ndarray):
+    """`bucket_quantile` at every step at once: the buckets of one histogram (distinct, non-NaN bounds)
+    with their (buckets x steps) counts, of which only the `present` ones take part at each step.
+
+    Returns (values, forced) per step; steps without any bucket are NaN."""
+    n_buckets, n = counts.shape
+    order = np.argsort(np.asarray(bounds), kind="stable")
+    bound = np.asarray(bounds, dtype=np.float64)[order]
+    counts = counts[order].astype(np.float64, copy=True)
+    present = present[order]
+    steps = np.arange(n)
+    # The monotonicity fix, bucket by bucket over every step (absent buckets are skipped).
+    forced = np.zeros(n, dtype=bool)
+    prev = np.full(n, np.nan)
+    started = np.zeros(n, dtype=bool)
+    # Per bucket, the previous present bucket at each step (-1: none), for the interpolation below.
+    previous_index = np.full((n_buckets, n), -1, dtype=np.int64)
+    last_seen = np.full(n, -1, dtype=np.int64)
+    for i in range(n_buckets):
+        here = present[i]
+        previous_index[i] = last_seen
+        last_seen = np.where(here, i, last_seen)
+        cur = counts[i]
+        first = here & ~started
+        rest = here & started
+        started |= here
+        same = rest & (cur == prev)
+        almost = rest & ~same & _almost_equal_steps(prev, cur, 1e-12)
+        lower = rest & ~same & ~almost & (cur < prev)
+        counts[i] = np.where(almost | lower, prev, cur)
+        forced |= lower
+        prev = np.where(first | (rest & ~same & ~almost & ~lower), cur, prev)
+    any_present = started
+    last = np.where(any_present, last_seen, 0)
+    top = bound[last]
+    valid = any_present & np.isinf(top) & (top > 0)
+    n_present = present.sum(axis=0)
+    observations = counts[last, steps]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rank = q * observations
+        # b: the first present bucket before the last with a count >= rank, else the last one.
+        b = last.copy()
+        found = np.zeros(n, dtype=bool)
+        for i in range(n_buckets):
+            hit = present[i] & ~found & (i != last) & (counts[i] >= rank)
+            b = np.where(hit, i, b)
+            found |= hit
+        before_b = previous_index[b, steps]
+        has_before = before_b >= 0
+        before = np.where(has_before, before_b, 0)
+        start = np.where(has_before, bound[before], 0.0)
+        end = bound[b]
+        count = np.where(has_before, counts[b, steps] - counts[before, steps], counts[b, steps])
+        rank = np.where(has_before, rank - counts[before, steps], rank)
+        value = start + (end - start) * (rank / count)
+        value = np.where(~found, bound[previous_index[last, steps]], value)
+        value = np.where(found & ~has_before & (end <= 0), end, value)
+        value = np.where((n_present < 2) | (observations == 0), np.nan, value)
+        forced &= valid
+        value = np.where(valid, value, np.nan)
+        value = np.where(q > 1, np.inf, value)
+        value = np.where(q < 0, -np.inf, value)
+        out_of_range = np.isnan(q) | (q < 0) | (q > 1)
+        value = np.where(np.isnan(q), np.nan, value)
+    return value, forced & ~out_of_range
+
+
+def _histogram_over_buckets(values, ctx, compute, compute_steps=None):
     frame = values[-1]
     n = len(ctx.steps)
     groups = _bucket_groups(frame, ctx)
@@ -451,6 +529,14 @@ def _histogram_over_buckets(values, ctx, compute):
     for key, members in groups.items():
         rows = [row for row, _ in members]
         bounds = [bound for _, bound in members]
+        if compute_steps is not None and len(set(bounds)) == len(bounds) and not any(map(math.isnan, bounds)):
+            present = frame.present[rows].any(axis=0)
+            if present.any():
+                result = compute_steps(bounds, frame.values[rows], frame.present[rows], dict(key).get("__name__", ""))
+                labels.append(key)
+                out_values.append(np.where(present, result, np.nan))
+                out_present.append(present)
+            continue
         result = np.full(n, np.nan)
         present = np.zeros(n, dtype=bool)
         for j in range(n):
@@ -476,15 +562,24 @@ def _histogram_quantile(values, ctx):
         if math.isnan(value) or value < 0 or value > 1:
             ctx.warn(f"quantile value should be between 0 and 1, got {go_g(float(value))}")
 
+    def monotonicity_info(name):
+        ctx.info("input to histogram_quantile needed to be fixed for monotonicity (see "
+                 "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
+                 f"for metric name {go_quote(name)}")
+
     def compute(j, bounds, counts, name):
         value, forced = bucket_quantile(float(q[j]), bounds, counts)
         if forced:
-            ctx.info("input to histogram_quantile needed to be fixed for monotonicity (see "
-                     "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
-                     f"for metric name {go_quote(name)}")
+            monotonicity_info(name)
         return value
 
-    return _histogram_over_buckets(values, ctx, compute)
+    def compute_steps(bounds, counts, present, name):
+        value, forced = bucket_quantile_steps(q, bounds, counts, present)
+        if (forced & present.any(axis=0)).any():
+            monotonicity_info(name)
+        return value
+
+    return _histogram_over_buckets(values, ctx, compute, compute_steps)
 
 
 def _histogram_fraction(values, ctx):
