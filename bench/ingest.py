@@ -7,6 +7,13 @@ For each dataset (SERIESxSAMPLES): pre-encode the requests once with the referen
 samples per CPU-second, RSS per series and bytes on disk, and mimird/Prometheus ratios.
 
     .venv/bin/python bench/ingest.py --datasets 10000x120,100000x20
+
+To measure an older commit the same way (same load generator, same Prometheus run), unpack it
+elsewhere, build its extensions there, and put its `src` first on the daemon's path:
+
+    mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old
+    (cd /tmp/old && $OLDPWD/.venv/bin/python setup.py build_ext --inplace -q)
+    PYTHONPATH=/tmp/old/src .venv/bin/python bench/ingest.py
 """
 
 from __future__ import annotations
