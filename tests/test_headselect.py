@@ -14,7 +14,7 @@ from mimird._fast.headselect import HeadSnapshot
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import INT64_MAX, INT64_MIN, Head, merge_samples
 from mimird.tsdb.labels import Matcher, make_labels
-from mimird.tsdb.series_index import SeriesIndex, _lexicographic_order
+from mimird.tsdb.series_index import SeriesIndex
 
 HOUR = 3600_000
 
@@ -176,10 +176,19 @@ def test_sort_by_labels_orders_as_tuples():
     assert index.sort_by_labels(np.asarray([10**6], dtype=np.uint64)).tolist() == []
 
 
-def test_lexicographic_order_packs_wide_columns_into_several_keys():
-    rng = np.random.default_rng(5)
-    rows = rng.integers(-1, 1 << 20, size=(500, 9))
-    rows[:, 2] = 7  # a constant column is skipped
-    rows[::3, 5:] = rows[0, 5:]  # ties in the last columns, decided by earlier ones
-    order = _lexicographic_order(rows)
-    assert [tuple(rows[i]) for i in order.tolist()] == sorted(map(tuple, rows.tolist()))
+def test_sort_by_labels_with_many_distinct_values_uses_several_keys():
+    rng = random.Random(5)
+    index = SeriesIndex()
+    label_sets = set()
+    while len(label_sets) < 2000:
+        pairs = {name: str(rng.randrange(100_000)) for name in ("a", "b", "c", "d", "e", "f", "g", "h")
+                 if rng.random() < 0.9}
+        pairs["same"] = "x"
+        if rng.random() < 0.3:
+            pairs.update(a="1", b="2")  # ties in the first columns, decided by later ones
+        label_sets.add(make_labels(pairs))
+    refs = [index.get_or_create(labels)[0] for labels in label_sets]
+    slots = np.arange(len(refs))
+    assert len(index._store.sort_keys(slots, index._symbols)) > 1
+    ordered = index.sort_by_labels(np.asarray(sorted(refs), dtype=np.uint64))
+    assert [index.labels_of(ref) for ref in ordered.tolist()] == sorted(label_sets)

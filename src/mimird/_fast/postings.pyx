@@ -510,17 +510,19 @@ cdef class SeriesLabelStore:
             PyTuple_SET_ITEM(labels, i, pair)
         return labels
 
-    def rank_rows(self, slots, list symbols not None):
-        """The label sets in `slots` as rows of string ranks, for sorting them as Labels tuples sort.
+    def sort_keys(self, slots, list symbols not None):
+        """Integer keys that sort the label sets in `slots` as Labels tuples sort: a list of int64
+        arrays, most significant first (sort by the first, ties by the next, ...).
 
-        Returns an int64 matrix (len(slots) x twice the most pairs any of them has): row i holds the
-        name and value of each pair of slots[i] as the rank of its string among all strings these
-        label sets use (by Python's string order), then -1 up to the width, so that comparing rows
-        lexicographically compares the label sets (a prefix sorts first).
+        Each label set is read as a row of string ranks: the name and value of each pair as the rank
+        of its string among all strings these label sets use (by Python's string order), then -1 up
+        to the longest row, so that a prefix sorts first. The row's columns are packed, most
+        significant first, into as few int64 keys as their value ranges allow (a column where every
+        row agrees is left out), so that one argsort usually does.
         """
         cdef const int64_t[::1] slot_view = np.ascontiguousarray(slots, dtype=np.int64)
-        cdef Py_ssize_t n = slot_view.shape[0], n_symbols = len(symbols), i, p, start, end, width = 0
-        cdef int64_t slot
+        cdef Py_ssize_t n = slot_view.shape[0], n_symbols = len(symbols), i, p, c, start, end, width = 0
+        cdef int64_t slot, lo, hi, span, size
         cdef uint32_t symbol
         in_use_arr = np.zeros(n_symbols, dtype=np.uint8)
         cdef uint8_t[::1] in_use = in_use_arr
@@ -549,7 +551,30 @@ cdef class SeriesLabelStore:
             end = 2 * self._offsets_data[slot + 1]
             for p in range(start, end):
                 rows[i, p - start] = rank[self._pairs_data[p]]
-        return rows_arr
+        cdef list keys = []
+        cdef int64_t[::1] word
+        word_arr = np.zeros(n, dtype=np.int64)
+        word = word_arr
+        span = 1
+        for c in range(width):
+            lo = rows[0, c] if n else 0
+            hi = lo
+            for i in range(n):
+                lo = min(lo, rows[i, c])
+                hi = max(hi, rows[i, c])
+            if lo == hi:
+                continue
+            size = hi - lo + 1
+            if span > (<int64_t>1 << 62) // size:
+                keys.append(word_arr)
+                word_arr = np.zeros(n, dtype=np.int64)
+                word = word_arr
+                span = 1
+            for i in range(n):
+                word[i] = word[i] * size + (rows[i, c] - lo)
+            span *= size
+        keys.append(word_arr)
+        return keys
 
     def refs(self):
         """Series refs by slot (increasing)."""

@@ -34,32 +34,6 @@ _EMPTY_POSTINGS = np.empty(0, dtype=np.uint64)
 _EMPTY_POSTINGS.flags.writeable = False
 
 
-def _lexicographic_order(rows: np.ndarray) -> np.ndarray:
-    """The order that sorts the rows of a small-integer matrix lexicographically (column 0 first).
-
-    Columns are packed, most significant first, into as few int64 sort keys as their value ranges
-    allow (columns where every row agrees are skipped), so that usually one argsort does it.
-    """
-    words = []
-    word = np.zeros(len(rows), dtype=np.int64)
-    span = 1
-    for column in rows.T:
-        lo, hi = int(column.min()), int(column.max())
-        if lo == hi:
-            continue
-        size = hi - lo + 1
-        if span * size >= 1 << 62:
-            words.append(word)
-            word = np.zeros(len(rows), dtype=np.int64)
-            span = 1
-        word = word * size + (column - lo)
-        span *= size
-    words.append(word)
-    if len(words) == 1:
-        return np.argsort(words[0], kind="stable")
-    return np.lexsort(words[::-1])
-
-
 class SeriesIndex:
     """Series refs for label sets, and the inverted index that selects refs by label matchers."""
 
@@ -235,15 +209,16 @@ class SeriesIndex:
     def sort_by_labels(self, refs: np.ndarray) -> np.ndarray:
         """Those of `refs` the index holds, ordered by their label sets (as sorted() orders Labels tuples).
 
-        The label sets are compared as rows of string ranks (SeriesLabelStore.rank_rows), not as Python
-        tuples: the strings these series use are ranked once, then the rows are sorted as integers.
+        The label sets are compared as integer keys built from the ranks of their strings
+        (SeriesLabelStore.sort_keys), not as Python tuples.
         """
         refs = np.asarray(refs, dtype=np.uint64)
         slots = self._slots_of(refs)
         if len(slots) <= 1:
             return self._store.refs()[slots]
-        rows = self._store.rank_rows(slots, self._symbols)
-        return self._store.refs()[slots[_lexicographic_order(rows)]]
+        keys = self._store.sort_keys(slots, self._symbols)
+        order = np.argsort(keys[0], kind="stable") if len(keys) == 1 else np.lexsort(keys[::-1])
+        return self._store.refs()[slots[order]]
 
     # Label names and values.
 
