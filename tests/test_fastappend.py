@@ -273,7 +273,7 @@ def test_rate_limited_request_stores_nothing(stacks):
     assert_same(fast, slow, "t")
 
 
-def test_ha_replica_label_is_never_taken_from_the_cache(stacks):
+def test_ha_replica_label_is_left_out_as_the_distributor_does(stacks):
     fast, slow = stacks()
     now = int(time.time() * 1000)
     for stack in (fast, slow):
@@ -281,13 +281,25 @@ def test_ha_replica_label_is_never_taken_from_the_cache(stacks):
     with_replica = name("m", cluster="c", __replica__="r1")
     without_cluster = name("m", __replica__="r1")
     # no cluster label in the first series: nothing is dropped, the replica label is stored
-    assert push_both(fast, slow, "t", raw_request([(without_cluster, [(now - 3000, 1.0)])])) == (200, None)
-    assert push_both(fast, slow, "t", raw_request([(with_replica, [(now - 2000, 1.0)])])) == (200, None)
-    # now the first series has both HA labels: the replica label is stripped from every series
-    request = [(with_replica, [(now - 1000, 2.0)]), (without_cluster, [(now - 1000, 3.0)])]
+    assert push_both(fast, slow, "t", raw_request([(without_cluster, [(now - 5000, 1.0)])])) == (200, None)
+    # both HA labels: the replica label is stripped from every series of the request
+    assert push_both(fast, slow, "t", raw_request([(with_replica, [(now - 4000, 1.0)])])) == (200, None)
+    assert fast.fast_samples == 0
+    # m{cluster="c"} is found without its replica label; m{} is new: the stored m{__replica__="r1"}
+    # is not it, although the wire bytes of the request's series are those of that one
+    request = [(with_replica, [(now - 3000, 2.0)]), (without_cluster, [(now - 3000, 3.0)])]
     assert push_both(fast, slow, "t", raw_request(request)) == (200, None)
-    assert name("m") in fast.head_contents("t")
+    assert fast.fast_samples == 1
+    assert {name("m"), name("m", cluster="c"), name("m", __replica__="r1")} <= set(fast.head_contents("t"))
     assert_same(fast, slow, "t")
+    request = [(with_replica, [(now - 2000, 4.0)]), (without_cluster, [(now - 2000, 5.0)])]
+    assert push_both(fast, slow, "t", raw_request(request)) == (200, None)
+    assert fast.fast_samples == 3
+    assert_same(fast, slow, "t")
+    cache = fast.head("t").series_cache
+    batch = decode_write_request(raw_request(request))
+    assert cache.lookup(batch, 0, "__replica__") is fast.head("t").by_labels[name("m", cluster="c")]
+    assert cache.lookup(batch, 0) is None
 
 
 def test_exemplars_on_known_series(stacks):

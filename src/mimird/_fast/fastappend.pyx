@@ -26,7 +26,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cimport cython
 cimport numpy as cnp
@@ -115,15 +115,24 @@ cdef uint64_t _labels_hash(tuple labels) except 0:
     return _finish_hash(h)
 
 
+cdef inline bint _is_dropped(const uint8_t* data, const int64_t* span, const uint8_t* drop,
+                             Py_ssize_t drop_length) noexcept nogil:
+    return (drop != NULL and span[SPAN_NAME_LENGTH] == drop_length
+            and memcmp(data + span[SPAN_NAME_OFFSET], drop, <size_t>drop_length) == 0)
+
+
 cdef inline uint64_t _wire_hash(const uint8_t* data, const uint8_t* end, const int64_t* spans,
-                                Py_ssize_t count) noexcept nogil:
+                                Py_ssize_t count, const uint8_t* drop, Py_ssize_t drop_length) noexcept nogil:
+    """The hash of a request series' labels (see _labels_hash), leaving out those named `drop`."""
     cdef uint64_t h = 0x243F6A8885A308D3ULL
     cdef Py_ssize_t i
+    cdef const int64_t* span
     for i in range(count):
-        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_NAME_OFFSET], spans[i * SPAN_FIELDS + SPAN_NAME_LENGTH],
-                        end)
-        h = _hash_bytes(h, data + spans[i * SPAN_FIELDS + SPAN_VALUE_OFFSET],
-                        spans[i * SPAN_FIELDS + SPAN_VALUE_LENGTH], end)
+        span = spans + i * SPAN_FIELDS
+        if _is_dropped(data, span, drop, drop_length):
+            continue
+        h = _hash_bytes(h, data + span[SPAN_NAME_OFFSET], span[SPAN_NAME_LENGTH], end)
+        h = _hash_bytes(h, data + span[SPAN_VALUE_OFFSET], span[SPAN_VALUE_LENGTH], end)
     return _finish_hash(h)
 
 
@@ -149,29 +158,31 @@ cdef extern from *:
         return size == length && memcmp(utf8, data, (size_t)length) == 0;
     }
 
-    /* Whether the wire labels (six int64 per label, see SPAN_*) are exactly the tuple of (name, value)
-       pairs `labels`, in order, and none is named `drop` (a label this request strips: then the
-       request's canonical labels are not these). Borrowed references only: no reference counting. */
+    /* Whether the wire labels (six int64 per label, see SPAN_*), without those named `drop` (the
+       label this request strips, HA's replica label), are exactly the tuple of (name, value) pairs
+       `labels`, in order. Then they are the request's canonical labels for this series. Borrowed
+       references only: no reference counting. */
     static int mimird_fa_labels_match(PyObject* labels, const uint8_t* data, const int64_t* spans,
                                       Py_ssize_t count, const uint8_t* drop, Py_ssize_t drop_length) {
-        Py_ssize_t i;
+        Py_ssize_t i, matched = 0, size = PyTuple_GET_SIZE(labels);
         PyObject* pair;
         const int64_t* span;
-        if (PyTuple_GET_SIZE(labels) != count) {
-            return 0;
-        }
         for (i = 0; i < count; i++) {
             span = spans + i * 6;  /* SPAN_FIELDS; name at [2], [3], value at [4], [5] */
-            pair = PyTuple_GET_ITEM(labels, i);
+            if (drop != NULL && span[3] == drop_length && memcmp(data + span[2], drop, (size_t)drop_length) == 0) {
+                continue;
+            }
+            if (matched == size) {
+                return 0;
+            }
+            pair = PyTuple_GET_ITEM(labels, matched);
             if (!mimird_fa_same_text(PyTuple_GET_ITEM(pair, 0), data + span[2], span[3])
                     || !mimird_fa_same_text(PyTuple_GET_ITEM(pair, 1), data + span[4], span[5])) {
                 return 0;
             }
-            if (drop != NULL && span[3] == drop_length && memcmp(data + span[2], drop, (size_t)drop_length) == 0) {
-                return 0;
-            }
+            matched++;
         }
-        return 1;
+        return matched == size;
     }
     """
     bint labels_match "mimird_fa_labels_match"(PyObject* labels, const uint8_t* data, const int64_t* spans,
@@ -335,7 +346,8 @@ cdef class SeriesCache:
             i = (i + 1) & self.mask
 
     def lookup(self, batch, Py_ssize_t index, drop_name=None):
-        """The cached series whose labels are series `index` of a WriteBatch exactly, or None."""
+        """The cached series whose labels are series `index` of a WriteBatch exactly (leaving out labels
+        named `drop_name`), or None."""
         cdef const uint8_t[::1] raw = batch.raw
         cdef const int64_t[::1] spans = batch.label_spans
         cdef const int64_t[::1] starts = batch.label_starts
@@ -344,9 +356,10 @@ cdef class SeriesCache:
         cdef const uint8_t* data = &raw[0] if raw.shape[0] else &empty
         cdef const int64_t* labels = &spans[0] + starts[index] * SPAN_FIELDS if spans.shape[0] else NULL
         cdef Py_ssize_t count = starts[index + 1] - starts[index]
-        return self._find(_wire_hash(data, data + raw.shape[0], labels, count), data, labels, count,
-                          <const uint8_t*><const char*>drop if drop is not None else NULL,
-                          len(drop) if drop is not None else 0)
+        cdef const uint8_t* drop_bytes = <const uint8_t*><const char*>drop if drop is not None else NULL
+        cdef Py_ssize_t drop_length = len(drop) if drop is not None else 0
+        return self._find(_wire_hash(data, data + raw.shape[0], labels, count, drop_bytes, drop_length), data,
+                          labels, count, drop_bytes, drop_length)
 
 
 cdef struct Claim:
@@ -480,7 +493,7 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
 
     Sample timestamps must lie in [min_ms, max_ms] (the distributor's window) and be at least
     `min_valid` (the head's appendable minimum). `drop_name` is the label this request strips (HA
-    replica), or None; a series carrying it is never fast.
+    replica), or None; it is left out when comparing labels, as the distributor leaves it out.
     """
     cdef const uint8_t[::1] raw = batch.raw
     cdef const int64_t[::1] spans = batch.label_spans
@@ -545,7 +558,7 @@ def plan_fast_append(SeriesCache cache not None, batch, int64_t min_ms, int64_t 
         for i in range(n_series):
             if offsets[i + 1] > offsets[i] and not extras[i]:
                 hashes[i] = _wire_hash(data, data + raw.shape[0], span_data + starts[i] * SPAN_FIELDS,
-                                       starts[i + 1] - starts[i])
+                                       starts[i + 1] - starts[i], drop_bytes, drop_length)
                 prefetch(cache._home(hashes[i]))
     for i in range(n_series):
         lo = offsets[i]
