@@ -6,7 +6,8 @@ A `SeriesCache` belongs to one tenant's head. It maps a 64-bit hash of a series'
 and values in order) to the head's `MemSeries`, and only holds series that passed the distributor's
 label validation under the limits it records. It is not trusted by itself: a hit is confirmed by
 comparing the request's label bytes with the series' own label strings, so a collision or a request
-whose labels are not in canonical order (sorted, no empty values) is simply a miss.
+whose labels are not in canonical order (sorted, no empty values) is simply a miss. A label the
+request strips (the HA replica label) is left out of both, as the distributor leaves it out.
 
 `plan_fast_append` splits a decoded remote write 1.0 request (`remotewrite.WriteBatch`) into:
 
