@@ -33,7 +33,7 @@ from mimird.tsdb.block import BlockReader, read_meta, write_block
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
-from mimird.tsdb.seriesbatch import SeriesBatch
+from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
 from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
 
@@ -221,10 +221,17 @@ class TenantTSDB:
                 if meta.max_time > mint and meta.min_time <= maxt]
 
     def select_batch(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesBatch:
-        """`select` as one SeriesBatch; straight from the head's batched read when no local block overlaps."""
-        if not self._blocks_overlapping(mint, maxt):
+        """`select` as one SeriesBatch: each overlapping local block and the head read batched, merged as
+        `select` merges them (blocks in ULID order, then the head; the first one's sample wins a tie)."""
+        blocks = self._blocks_overlapping(mint, maxt)
+        if not blocks:
             return self.head.select_batch(matchers, mint, maxt)
-        return SeriesBatch.from_series(self.select(matchers, mint, maxt))
+        batches = []
+        for ulid in blocks:
+            with BlockReader(self.dir / ulid) as reader:
+                batches.append(reader.select_batch(matchers, mint, maxt))
+        batches.append(self.head.select_batch(matchers, mint, maxt))
+        return merge_batches(batches)
 
 
 def _chain(first, rest):

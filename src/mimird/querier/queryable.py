@@ -13,7 +13,8 @@ This is the `Queryable` the PromQL engine and the HTTP handlers read through. Li
 
 Store-gateway hook: `app.store_gateway`, when the attribute exists and is not None, must provide
 `select(tenant, matchers, mint, maxt)` yielding (labels, ts, vals) sorted by labels; it may also
-provide `series_labels(tenant, matchers, mint, maxt) -> list[Labels]`, `label_names(tenant, mint=,
+provide `select_batch(tenant, matchers, mint, maxt) -> SeriesBatch` (the same as one batch),
+`series_labels(tenant, matchers, mint, maxt) -> list[Labels]`, `label_names(tenant, mint=,
 maxt=)` and `label_values(tenant, name, mint=, maxt=)`, which are used when present.
 
 All methods block (they read blocks from disk): call them off the event loop.
@@ -32,7 +33,7 @@ from mimird.tsdb.block import BlockReader
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import merge_samples
 from mimird.tsdb.labels import Labels, Matcher
-from mimird.tsdb.seriesbatch import SeriesBatch
+from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -249,11 +250,37 @@ class TenantQueryable:
             return batch
         token = chunk_fetch_observer.set(observer)
         try:
-            batch = SeriesBatch.from_series(self._select(matchers, mint_ms, maxt_ms))
+            if mint > maxt or not tenants:
+                batch = SeriesBatch.empty()
+            elif not self.federated:
+                batch = self._tenant_select_batch(tenants[0], tenant_matchers, mint, maxt)
+            else:
+                batches = []
+                for tenant in tenants:
+                    part = self._tenant_select_batch(tenant, tenant_matchers, mint, maxt)
+                    batches.append(SeriesBatch([with_tenant_label(labels, tenant) for labels in part.labels],
+                                               part.ts, part.vals, part.offsets))
+                batch = merge_batches(batches)
         finally:
             chunk_fetch_observer.reset(token)
         self._count_batch(batch, stats)
         return batch
+
+    def _tenant_select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesBatch:
+        """`_tenant_select` as one SeriesBatch: the ingester's and the store-gateway's batches merged (the
+        ingester's sample wins a tie, as in `merge_sorted_series`)."""
+        batches = []
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        if ingester_range is not None:
+            batches.append(self.app.ingester.select_batch(tenant, matchers, *ingester_range))
+        store_range = self._store_range(mint, maxt)
+        if store_range is not None:
+            store = self._store()
+            if hasattr(store, "select_batch"):
+                batches.append(store.select_batch(tenant, matchers, *store_range))
+            else:
+                batches.append(SeriesBatch.from_series(store.select(tenant, matchers, *store_range)))
+        return merge_batches(batches)
 
     def _count_batch(self, batch: SeriesBatch, stats) -> None:
         if self.max_series:

@@ -40,6 +40,7 @@ from mimird.compactor.compactor import merge_samples_dedup
 from mimird.services import Service
 from mimird.tsdb.block import BlockReader
 from mimird.tsdb.labels import Labels, Matcher
+from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
 from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.storegateway")
@@ -235,6 +236,16 @@ class StoreGateway(Service):
                 else:
                     ts, vals = merge_samples_dedup(parts)
                     yield labels, ts, vals
+        finally:
+            self._release(blocks)
+
+    def select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int = INT64_MIN,
+                     maxt: int = INT64_MAX) -> SeriesBatch:
+        """What `select` yields, as one SeriesBatch: each block read batched, the blocks merged in the
+        order `select` merges them (by min time, then ULID; the first block's sample wins a tie)."""
+        blocks = self._acquire(tenant, mint, maxt)
+        try:
+            return merge_batches([b.reader.select_batch(matchers, mint, maxt) for b in blocks])
         finally:
             self._release(blocks)
 

@@ -8,11 +8,12 @@ they are, so no per-series numpy array is made on the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from mimird._fast.batchmerge import merge_batches as _merge_batches
 from mimird.tsdb.labels import Labels
 
 _EMPTY_TS = np.empty(0, dtype=np.int64)
@@ -70,3 +71,19 @@ class SeriesBatch:
     def slice(self, first: int, last: int) -> SeriesBatch:
         """Series first..last-1 (the sample arrays are shared, the offsets say where each starts)."""
         return SeriesBatch(self.labels[first:last], self.ts, self.vals, self.offsets[first:last + 1])
+
+
+def merge_batches(batches: Sequence[SeriesBatch]) -> SeriesBatch:
+    """One batch, in label order, of label-sorted batches given in priority order (head, local blocks,
+    bucket blocks, tenants). A series in several batches gets their samples merged by timestamp, one
+    sample per timestamp: the earliest batch's (as a stable sort by timestamp that keeps the first)."""
+    batches = [batch for batch in batches if len(batch)]
+    if not batches:
+        return SeriesBatch.empty()
+    if len(batches) == 1:
+        return batches[0]
+    labels, offsets, ts, vals = _merge_batches(
+        [batch.labels for batch in batches], [np.ascontiguousarray(batch.ts, dtype=np.int64) for batch in batches],
+        [np.ascontiguousarray(batch.vals, dtype=np.float64) for batch in batches],
+        [np.ascontiguousarray(batch.offsets, dtype=np.int64) for batch in batches])
+    return SeriesBatch(labels, ts, vals, offsets)

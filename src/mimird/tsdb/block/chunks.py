@@ -183,6 +183,11 @@ class ChunkReader:
         """How many segment files the directory holds."""
         return len(self._maps)
 
+    @property
+    def segments(self) -> list[memoryview]:
+        """The mapped segment files, in order (index = the segment number of a chunk ref)."""
+        return self._views
+
     def chunk_with_encoding(self, ref: int) -> tuple[int, memoryview]:
         """(encoding, data) of the chunk `ref`; data is a view into the mapped file.
 

@@ -268,6 +268,7 @@ class IndexReader:
         (count,) = struct.unpack_from(">I", data, start)
         self._symbol_offsets = symbol_offsets(data, start + 4, end, count)
         self._symbol_cache: dict[int, str] = {}
+        self._symbol_list: list[str | None] | None = None
 
         start, end = self._section(self.toc_postings_offset_table, "postings offset table")
         (count,) = struct.unpack_from(">I", data, start)
@@ -313,6 +314,23 @@ class IndexReader:
             raise CorruptIndexError(f"{self.path}: symbol {symbol_id} is not UTF-8") from None
         self._symbol_cache[symbol_id] = text
         return text
+
+    @property
+    def data(self) -> memoryview:
+        """The mapped index bytes."""
+        return self._data
+
+    @property
+    def symbol_offsets(self) -> np.ndarray:
+        """Where each symbol's length varint starts in the index (uint64, in symbol order)."""
+        return self._symbol_offsets
+
+    def symbol_list(self) -> list[str | None]:
+        """A list with a slot per symbol: the decoded string, or None until a batched read decodes it
+        (the cache of mimird._fast.blockselect, kept with the reader)."""
+        if self._symbol_list is None:
+            self._symbol_list = [None] * len(self._symbol_offsets)
+        return self._symbol_list
 
     def symbols(self) -> Iterable[str]:
         """Every symbol, in order."""

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mimird._fast.blockselect import BlockSnapshot
 from mimird._fast.xorchunk import decode_chunks
-from mimird.tsdb.block.chunks import ENCODING_XOR, ChunkReader, CorruptChunkError
+from mimird.tsdb.block.chunks import ENCODING_XOR, SEGMENT_HEADER_SIZE, ChunkReader, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader
 from mimird.tsdb.block.meta import (
     CHUNKS_DIRNAME,
@@ -27,6 +28,7 @@ from mimird.tsdb.block.meta import (
 )
 from mimird.tsdb.fetchobserver import ChunkObserver, chunk_fetch_observer
 from mimird.tsdb.labels import Labels, Matcher
+from mimird.tsdb.seriesbatch import SeriesBatch
 
 ChunkMeta = tuple[int, int, int]
 _INT64_MIN = -(1 << 63)
@@ -121,6 +123,36 @@ class BlockReader:
             labels, ts, vals = self.series_samples(ref, mint, maxt, observe)
             if len(ts):
                 yield labels, ts, vals
+
+    def select_batch(self, matchers: Sequence[Matcher], mint: int | None = None,
+                     maxt: int | None = None) -> SeriesBatch:
+        """What `read_series_samples` yields, as one SeriesBatch: the selected series' chunks located and
+        checked in one pass over the index and decoded into one pair of arrays (no per-series arrays).
+
+        The chunks and bytes read are reported to the query's chunk-fetch observer once, before decoding.
+        """
+        refs = self.select(matchers)
+        if len(refs) == 0:
+            return SeriesBatch.empty()
+        lo = _INT64_MIN if mint is None else int(mint)
+        hi = _INT64_MAX if maxt is None else int(maxt)
+        index = self._index
+        try:
+            snapshot = BlockSnapshot.take(index.data, refs, index.toc_series, index.toc_label_indices,
+                                          index.symbol_offsets, index.symbol_list(), self._chunks.segments,
+                                          SEGMENT_HEADER_SIZE, lo, hi)
+        except ValueError as exc:
+            raise CorruptBlockError(f"{self.dir}: {exc}") from None
+        observe = chunk_fetch_observer.get()
+        if observe is not None and snapshot.num_chunks:
+            observe(snapshot.num_chunks, snapshot.chunk_bytes)
+        try:
+            labels, offsets, ts, vals = snapshot.decode()
+        except ValueError as exc:
+            raise CorruptBlockError(f"{self.dir}: {exc}") from None
+        if not labels:
+            return SeriesBatch.empty()
+        return SeriesBatch(labels, ts, vals, offsets)
 
     def series_samples(self, ref: int, mint: int | None = None, maxt: int | None = None,
                        observe: ChunkObserver | None = None) -> tuple[Labels, np.ndarray, np.ndarray]:

@@ -1,0 +1,13 @@
+from typing import Any
+
+import numpy as np
+
+class BlockSnapshot:
+    num_chunks: int
+    chunk_bytes: int
+    max_samples: int
+    @staticmethod
+    def take(index: Any, refs: np.ndarray, series_start: int, series_end: int, symbol_offsets: np.ndarray,
+             symbol_cache: list[str | None], segments: list[Any], segment_header_size: int, mint: int,
+             maxt: int) -> BlockSnapshot: ...
+    def decode(self) -> tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]: ...

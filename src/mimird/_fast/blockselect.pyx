@@ -1,0 +1,374 @@
+# cython: language_level=3
+"""Batched reads of a block: every selected series' samples decoded into one pair of arrays.
+
+Reading a block series by series costs a Python call, a list of chunk bytes and two numpy arrays per
+series, far more than decoding the samples. `BlockSnapshot` reads the selected series in two steps:
+
+1. `BlockSnapshot.take(...)`, without the GIL: each series entry of the index is decoded and its
+   checksum verified, its label symbol ids noted, and each of its chunks that overlaps [mint, maxt]
+   located in the memory-mapped segment files (bounds, checksum and XOR encoding checked). The chunk
+   and byte counts are then known, for the querier's fetch limits, before anything is decoded.
+2. `BlockSnapshot.decode()`: every chunk is decoded (without the GIL) into one timestamps array and
+   one values array, series after series, keeping the samples in [mint, maxt]; series without samples
+   in the range are left out, and the label sets of the others are built from the symbol table.
+
+Series come in the order of the refs given, which for a block's postings is label order. Bytes that do
+not parse raise ValueError naming the series or chunk (the module is compiled without bounds checks,
+so every read is checked here).
+"""
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+
+cimport numpy as cnp
+
+from mimird._fast.crc32c cimport crc32c_update
+from mimird._fast.varint cimport get_uvarint, zigzag_decode
+from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
+
+import numpy as np
+
+cnp.import_array()
+
+cdef enum:
+    _SERIES_ALIGN = 16
+    _ENCODING_XOR = 1
+    # error codes of the GIL-free pass
+    _OK = 0
+    _BAD_REF = 1
+    _BAD_SERIES = 2
+    _SERIES_CHECKSUM = 3
+    _BAD_CHUNK_SEGMENT = 4
+    _BAD_CHUNK_OFFSET = 5
+    _BAD_CHUNK_LENGTH = 6
+    _CHUNK_CHECKSUM = 7
+    _BAD_CHUNK_ENCODING = 8
+    _SHORT_CHUNK = 9
+    _CORRUPT_CHUNK = 10
+    _NO_MEMORY = 11
+
+# Below this many samples the decode keeps the GIL (handing it back can cost more than the loop).
+cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
+
+
+cdef inline uint32_t _get_be32(const uint8_t* data) noexcept nogil:
+    return (<uint32_t>data[0] << 24) | (<uint32_t>data[1] << 16) | (<uint32_t>data[2] << 8) | data[3]
+
+
+cdef inline Py_ssize_t _read_uvarint(const uint8_t* data, Py_ssize_t pos, Py_ssize_t end,
+                                     uint64_t* value) noexcept nogil:
+    # The position after the varint at `pos`, or -1 if it runs past `end` or overflows.
+    cdef Py_ssize_t n
+    if pos >= end:
+        return -1
+    n = get_uvarint(data + pos, end - pos, value)
+    if n < 0:
+        return -1
+    return pos + n
+
+
+cdef inline bint _grow(void** buffer, Py_ssize_t* capacity, Py_ssize_t needed, size_t item_size) noexcept nogil:
+    # False when out of memory (the old buffer stays valid and owned by the caller).
+    cdef Py_ssize_t new_capacity
+    cdef void* grown
+    if needed <= capacity[0]:
+        return True
+    new_capacity = needed if needed > 2 * capacity[0] else 2 * capacity[0]
+    if new_capacity < 64:
+        new_capacity = 64
+    grown = realloc(buffer[0], new_capacity * item_size)
+    if grown == NULL:
+        return False
+    buffer[0] = grown
+    capacity[0] = new_capacity
+    return True
+
+
+cdef struct ChunkLoc:
+    const uint8_t* data     # the chunk's bytes (2-byte sample count, then the bit stream) in its segment
+    Py_ssize_t size
+
+
+cdef class BlockSnapshot:
+    """The located chunks of a block's selected series (see the module docstring)."""
+
+    cdef object index_view          # keeps the index and segment buffers alive while pointers are held
+    cdef object segment_views
+    cdef object symbol_offsets
+    cdef list symbol_cache
+    cdef const uint8_t* index
+    cdef Py_ssize_t index_size
+    cdef int64_t mint
+    cdef int64_t maxt
+    cdef Py_ssize_t num_series
+    # per series: label ids [label_starts[i], label_starts[i + 1]), chunks [chunk_starts[i], ...)
+    cdef Py_ssize_t* label_starts
+    cdef Py_ssize_t* chunk_starts
+    cdef uint32_t* label_ids
+    cdef Py_ssize_t label_capacity
+    cdef ChunkLoc* chunks
+    cdef Py_ssize_t chunk_capacity
+    cdef readonly Py_ssize_t num_chunks
+    cdef readonly Py_ssize_t chunk_bytes
+    cdef readonly Py_ssize_t max_samples
+
+    def __cinit__(self):
+        self.label_starts = NULL
+        self.chunk_starts = NULL
+        self.label_ids = NULL
+        self.chunks = NULL
+
+    def __dealloc__(self):
+        free(self.label_starts)
+        free(self.chunk_starts)
+        free(self.label_ids)
+        free(self.chunks)
+
+    @staticmethod
+    def take(const uint8_t[::1] index not None, const uint64_t[::1] refs not None,
+             Py_ssize_t series_start, Py_ssize_t series_end, const uint64_t[::1] symbol_offsets not None,
+             list symbol_cache not None, list segments not None, Py_ssize_t segment_header_size,
+             int64_t mint, int64_t maxt):
+        """Decode the series entries `refs` of the index bytes `index` and locate their chunks in [mint, maxt].
+
+        `series_start`..`series_end` bound the series section; `symbol_offsets` are where each symbol
+        of the symbol table starts in `index`, `symbol_cache` a list of the same length holding decoded
+        symbols or None (filled as label sets are built); `segments` are the chunk segment files' bytes.
+        Raises ValueError on a series entry or chunk that does not parse or fails its checksum.
+        """
+        cdef BlockSnapshot snap = BlockSnapshot.__new__(BlockSnapshot)
+        cdef Py_ssize_t n = refs.shape[0], num_segments = len(segments), i
+        if len(symbol_cache) != symbol_offsets.shape[0]:
+            raise ValueError("symbol cache and symbol offsets differ in length")
+        snap.index_view = index
+        snap.index = &index[0] if index.shape[0] else NULL
+        snap.index_size = index.shape[0]
+        snap.symbol_offsets = symbol_offsets
+        snap.symbol_cache = symbol_cache
+        snap.mint = mint
+        snap.maxt = maxt
+        snap.num_series = n
+        views = []
+        for segment in segments:
+            views.append(memoryview(segment).cast("B") if not isinstance(segment, bytes) else segment)
+        snap.segment_views = views
+        cdef const uint8_t** segment_data = <const uint8_t**>malloc((num_segments + 1) * sizeof(uint8_t*))
+        cdef Py_ssize_t* segment_sizes = <Py_ssize_t*>malloc((num_segments + 1) * sizeof(Py_ssize_t))
+        cdef const uint8_t[::1] segment_view
+        snap.label_starts = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        snap.chunk_starts = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        if segment_data == NULL or segment_sizes == NULL or snap.label_starts == NULL or snap.chunk_starts == NULL:
+            free(segment_data)
+            free(segment_sizes)
+            raise MemoryError()
+        cdef int error = _OK
+        cdef Py_ssize_t failed_series = -1
+        cdef uint64_t failed_chunk = 0
+        try:
+            for i in range(num_segments):
+                segment_view = views[i]
+                segment_data[i] = &segment_view[0] if segment_view.shape[0] else NULL
+                segment_sizes[i] = segment_view.shape[0]
+            with nogil:
+                error = snap._locate(&refs[0] if n else NULL, n, series_start, series_end, segment_data,
+                                     segment_sizes, num_segments, segment_header_size, &failed_series,
+                                     &failed_chunk)
+        finally:
+            free(segment_data)
+            free(segment_sizes)
+        if error != _OK:
+            _raise(error, refs[failed_series] if 0 <= failed_series < n else 0, failed_chunk)
+        return snap
+
+    cdef int _locate(self, const uint64_t* refs, Py_ssize_t n, Py_ssize_t series_start, Py_ssize_t series_end,
+                     const uint8_t** segment_data, Py_ssize_t* segment_sizes, Py_ssize_t num_segments,
+                     Py_ssize_t header_size, Py_ssize_t* failed_series, uint64_t* failed_chunk) noexcept nogil:
+        cdef const uint8_t* buf = self.index
+        cdef Py_ssize_t i, j, offset, pos, end, num_labels_total = 0, num_chunks_total = 0, size
+        cdef uint64_t length, value, num_labels, num_chunks, a, b, c, segment, chunk_offset
+        cdef int64_t t0, ref0, chunk_mint, chunk_maxt
+        cdef const uint8_t* seg
+        cdef Py_ssize_t chunk_pos
+        for i in range(n):
+            failed_series[0] = i
+            self.label_starts[i] = num_labels_total
+            self.chunk_starts[i] = num_chunks_total
+            if refs[i] > <uint64_t>(series_end // _SERIES_ALIGN):
+                return _BAD_REF
+            offset = <Py_ssize_t>(refs[i] * _SERIES_ALIGN)
+            if offset < series_start or offset >= series_end or offset >= self.index_size:
+                return _BAD_REF
+            pos = _read_uvarint(buf, offset, self.index_size, &length)
+            if pos < 0 or length > <uint64_t>(self.index_size - pos) or <Py_ssize_t>length + 4 > self.index_size - pos:
+                return _BAD_SERIES
+            end = pos + <Py_ssize_t>length
+            if crc32c_update(0, buf + pos, end - pos) != _get_be32(buf + end):
+                return _SERIES_CHECKSUM
+            pos = _read_uvarint(buf, pos, end, &num_labels)
+            if pos < 0 or num_labels > <uint64_t>(end - pos):
+                return _BAD_SERIES
+            if not _grow(<void**>&self.label_ids, &self.label_capacity, num_labels_total + 2 * <Py_ssize_t>num_labels,
+                         sizeof(uint32_t)):
+                return _NO_MEMORY
+            for j in range(<Py_ssize_t>(2 * num_labels)):
+                pos = _read_uvarint(buf, pos, end, &value)
+                if pos < 0 or value > <uint64_t>0xFFFFFFFF:
+                    return _BAD_SERIES
+                self.label_ids[num_labels_total + j] = <uint32_t>value
+            num_labels_total += 2 * <Py_ssize_t>num_labels
+            pos = _read_uvarint(buf, pos, end, &num_chunks)
+            if pos < 0 or num_chunks > <uint64_t>(end - pos):
+                return _BAD_SERIES
+            t0 = 0
+            ref0 = 0
+            for j in range(<Py_ssize_t>num_chunks):
+                pos = _read_uvarint(buf, pos, end, &a)
+                if pos >= 0:
+                    pos = _read_uvarint(buf, pos, end, &b)
+                if pos >= 0:
+                    pos = _read_uvarint(buf, pos, end, &c)
+                if pos < 0:
+                    return _BAD_SERIES
+                if j == 0:
+                    t0 = zigzag_decode(a)
+                    ref0 = <int64_t>c
+                else:
+                    t0 = t0 + <int64_t>a
+                    ref0 = ref0 + zigzag_decode(c)
+                chunk_mint = t0
+                t0 = t0 + <int64_t>b
+                chunk_maxt = t0
+                if chunk_maxt < self.mint or chunk_mint > self.maxt:
+                    continue
+                # the chunk overlaps the range: find it in its segment and check it
+                failed_chunk[0] = <uint64_t>ref0
+                segment = (<uint64_t>ref0) >> 32
+                chunk_offset = (<uint64_t>ref0) & <uint64_t>0xFFFFFFFF
+                if segment >= <uint64_t>num_segments:
+                    return _BAD_CHUNK_SEGMENT
+                seg = segment_data[segment]
+                size = segment_sizes[segment]
+                if chunk_offset < <uint64_t>header_size or chunk_offset >= <uint64_t>size:
+                    return _BAD_CHUNK_OFFSET
+                chunk_pos = _read_uvarint(seg, <Py_ssize_t>chunk_offset, size, &length)
+                if chunk_pos < 0 or length > <uint64_t>size or <Py_ssize_t>length + 5 > size - chunk_pos:
+                    return _BAD_CHUNK_LENGTH
+                if crc32c_update(0, seg + chunk_pos, <Py_ssize_t>length + 1) != _get_be32(seg + chunk_pos + 1 + length):
+                    return _CHUNK_CHECKSUM
+                if seg[chunk_pos] != _ENCODING_XOR:
+                    return _BAD_CHUNK_ENCODING
+                if length < 2:
+                    return _SHORT_CHUNK
+                if not _grow(<void**>&self.chunks, &self.chunk_capacity, num_chunks_total + 1, sizeof(ChunkLoc)):
+                    return _NO_MEMORY
+                self.chunks[num_chunks_total].data = seg + chunk_pos + 1
+                self.chunks[num_chunks_total].size = <Py_ssize_t>length
+                self.chunk_bytes += <Py_ssize_t>length
+                self.max_samples += (<Py_ssize_t>seg[chunk_pos + 1] << 8) | seg[chunk_pos + 2]
+                num_chunks_total += 1
+            if pos != end:
+                return _BAD_SERIES
+        self.label_starts[n] = num_labels_total
+        self.chunk_starts[n] = num_chunks_total
+        self.num_chunks = num_chunks_total
+        failed_series[0] = -1
+        return _OK
+
+    def decode(self):
+        """(labels list, offsets int64, timestamps int64, values float64) of the series with samples in
+        [mint, maxt], in the order of the refs taken; the samples of series i are
+        `timestamps[offsets[i]:offsets[i + 1]]`. Raises ValueError naming a corrupt chunk."""
+        cdef Py_ssize_t capacity = self.max_samples, n = self.num_series, i, filled, kept, failed
+        cdef cnp.npy_intp dims[1]
+        dims[0] = capacity
+        cdef cnp.ndarray timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        cdef cnp.ndarray values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+        dims[0] = n + 1
+        cdef cnp.ndarray offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        cdef int64_t* out_t = <int64_t*>cnp.PyArray_DATA(timestamps)
+        cdef double* out_v = <double*>cnp.PyArray_DATA(values)
+        cdef int64_t* out_offsets = <int64_t*>cnp.PyArray_DATA(offsets)
+        cdef Py_ssize_t* kept_series = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        if kept_series == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t[3] progress  # filled, kept, failed chunk (-1: none)
+        try:
+            if capacity >= GIL_RELEASE_MIN_SAMPLES:
+                with nogil:
+                    self._decode_all(out_t, out_v, out_offsets, kept_series, capacity, progress)
+            else:
+                self._decode_all(out_t, out_v, out_offsets, kept_series, capacity, progress)
+            filled, kept, failed = progress[0], progress[1], progress[2]
+            if failed >= 0:
+                raise ValueError(f"chunk {failed} of the selection: corrupt or truncated XOR chunk")
+            labels = [self._labels(kept_series[i]) for i in range(kept)]
+        finally:
+            free(kept_series)
+        return labels, offsets[:kept + 1], timestamps[:filled], values[:filled]
+
+    cdef void _decode_all(self, int64_t* out_t, double* out_v, int64_t* out_offsets, Py_ssize_t* kept_series,
+                          Py_ssize_t capacity, Py_ssize_t* progress) noexcept nogil:
+        cdef Py_ssize_t i, c, filled = 0, kept = 0, count, series_filled
+        cdef XORCursor cursor
+        out_offsets[0] = 0
+        progress[2] = -1
+        for i in range(self.num_series):
+            series_filled = filled
+            for c in range(self.chunk_starts[i], self.chunk_starts[i + 1]):
+                xor_cursor_init(&cursor, self.chunks[c].data, self.chunks[c].size)
+                count = xor_decode_range(&cursor, self.mint, self.maxt, out_t + filled, out_v + filled,
+                                         capacity - filled)
+                if count < 0:
+                    progress[2] = c
+                    break
+                filled += count
+            if progress[2] >= 0:
+                break
+            if filled > series_filled:
+                kept_series[kept] = i
+                kept += 1
+                out_offsets[kept] = filled
+        progress[0] = filled
+        progress[1] = kept
+
+    cdef tuple _labels(self, Py_ssize_t series):
+        cdef Py_ssize_t start = self.label_starts[series], end = self.label_starts[series + 1], j
+        cdef tuple pairs = tuple([(self._symbol(self.label_ids[j]), self._symbol(self.label_ids[j + 1]))
+                                  for j in range(start, end, 2)])
+        return pairs
+
+    cdef object _symbol(self, uint32_t symbol_id):
+        cdef list cache = self.symbol_cache
+        cdef object text
+        cdef const uint64_t[::1] offsets
+        cdef uint64_t length
+        cdef Py_ssize_t pos
+        if symbol_id >= <uint32_t>len(cache):
+            raise ValueError(f"unknown symbol {symbol_id}")
+        text = cache[symbol_id]
+        if text is not None:
+            return text
+        offsets = self.symbol_offsets
+        pos = _read_uvarint(self.index, <Py_ssize_t>offsets[symbol_id], self.index_size, &length)
+        if pos < 0 or length > <uint64_t>(self.index_size - pos):
+            raise ValueError(f"symbol {symbol_id} runs past the end of the index")
+        text = PyUnicode_DecodeUTF8(<const char*>(self.index + pos), <Py_ssize_t>length, NULL)
+        cache[symbol_id] = text
+        return text
+
+
+cdef _raise(int error, uint64_t ref, uint64_t chunk):
+    if error == _NO_MEMORY:
+        raise MemoryError()
+    messages = {
+        _BAD_REF: f"series ref {ref} is outside the series section",
+        _BAD_SERIES: f"series at offset {ref * _SERIES_ALIGN}: entry does not parse",
+        _SERIES_CHECKSUM: f"series at offset {ref * _SERIES_ALIGN}: checksum mismatch",
+        _BAD_CHUNK_SEGMENT: f"chunk ref {chunk:#x}: segment {(chunk >> 32) + 1:06d} does not exist",
+        _BAD_CHUNK_OFFSET: f"chunk ref {chunk:#x}: offset is outside its segment",
+        _BAD_CHUNK_LENGTH: f"chunk ref {chunk:#x}: length runs past the end of its segment",
+        _CHUNK_CHECKSUM: f"chunk ref {chunk:#x}: checksum mismatch",
+        _BAD_CHUNK_ENCODING: f"chunk ref {chunk:#x}: not an XOR chunk (only encoding 1 is read)",
+        _SHORT_CHUNK: f"chunk ref {chunk:#x}: shorter than the 2-byte XOR header",
+    }
+    raise ValueError(messages.get(error, f"series ref {ref}: unreadable"))

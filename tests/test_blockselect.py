@@ -1,0 +1,198 @@
+"""Batched reads of blocks (`BlockReader.select_batch`) and merges of series batches (`merge_batches`),
+checked against the per-series readers and merges they replace: random blocks with several chunks per
+series and ranges cut inside chunks, matchers that select nothing, chunk counts reported to the fetch
+observer, corrupt chunks; merges of overlapping head, local block and bucket block batches (the
+ingester's `TenantTSDB.select_batch`, the store-gateway's `select_batch`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mimird.bucket import FilesystemBucket
+from mimird.config.schema import Config
+from mimird.ingester.ingester import TenantTSDB
+from mimird.querier.queryable import merge_sorted_series
+from mimird.storegateway.gateway import StoreGateway
+from mimird.tsdb.block import BlockReader, CorruptBlockError, read_meta, write_block
+from mimird.tsdb.fetchobserver import chunk_fetch_observer
+from mimird.tsdb.labels import Matcher, MatchType
+from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
+
+HOUR = 3600_000
+
+
+def random_series(rng: np.random.Generator, count: int, start: int, span: int, max_samples: int = 600,
+                  names: int = 3, step: int = 1000) -> list:
+    series = []
+    for i in range(count):
+        n = int(rng.integers(1, max_samples))
+        ts = start + np.sort(rng.choice(span // step, n, replace=False)).astype(np.int64) * step
+        vals = np.round(rng.normal(size=n) * 100, 1)
+        labels = (("__name__", f"m{i % names}"), ("i", f"{i:04d}"), ("odd", str(i % 2)))
+        series.append((labels, ts, vals))
+    series.sort(key=lambda item: item[0])
+    return series
+
+
+def assert_same(got: SeriesBatch, want: SeriesBatch) -> None:
+    assert got.labels == want.labels
+    assert got.offsets.tolist() == want.offsets.tolist()
+    np.testing.assert_array_equal(got.ts, want.ts)
+    np.testing.assert_array_equal(got.vals, want.vals)
+
+
+MATCHER_SETS = [
+    [Matcher(MatchType.EQUAL, "__name__", "m1")],
+    [Matcher(MatchType.REGEX, "i", "00[0-4].")],
+    [Matcher(MatchType.NOT_EQUAL, "odd", "1"), Matcher(MatchType.REGEX, "__name__", "m.")],
+    [Matcher(MatchType.EQUAL, "__name__", "absent")],
+    [Matcher(MatchType.EQUAL, "nolabel", "x")],
+    [Matcher(MatchType.NOT_REGEX, "__name__", ".+")],
+]
+
+
+@pytest.fixture(scope="module")
+def random_block(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(7)
+    directory = tmp_path_factory.mktemp("blocks")
+    series = random_series(rng, 120, 0, 2 * HOUR)
+    return directory / write_block(directory, series, 0, 2 * HOUR, tenant="t", source="test")
+
+
+@pytest.mark.parametrize("matchers", MATCHER_SETS)
+def test_select_batch_matches_per_series_reads(random_block, matchers):
+    rng = np.random.default_rng(len(str(matchers)))
+    ranges = [(None, None), (0, 2 * HOUR), (-HOUR, -1), (3 * HOUR, 4 * HOUR), (HOUR, HOUR)]
+    ranges += [tuple(sorted(int(x) for x in rng.integers(-1000, 2 * HOUR + 1000, 2))) for _ in range(6)]
+    with BlockReader(random_block) as reader:
+        for mint, maxt in ranges:
+            want = SeriesBatch.from_series(reader.read_series_samples(matchers, mint, maxt))
+            assert_same(reader.select_batch(matchers, mint, maxt), want)
+
+
+def observed(read) -> list[int]:
+    """[chunks, bytes] that `read()` reports to the chunk-fetch observer."""
+    totals = [0, 0]
+
+    def observe(chunks, chunk_bytes):
+        totals[0] += chunks
+        totals[1] += chunk_bytes
+
+    token = chunk_fetch_observer.set(observe)
+    try:
+        read()
+    finally:
+        chunk_fetch_observer.reset(token)
+    return totals
+
+
+def test_select_batch_reports_the_same_chunks(random_block):
+    matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
+    with BlockReader(random_block) as reader:
+        for mint, maxt in [(None, None), (HOUR // 2, HOUR + 123), (5 * HOUR, 6 * HOUR)]:
+            old = observed(lambda lo=mint, hi=maxt: list(reader.read_series_samples(matchers, lo, hi)))
+            new = observed(lambda lo=mint, hi=maxt: reader.select_batch(matchers, lo, hi))
+            assert new == old
+            assert (old[0] > 0) == (mint != 5 * HOUR)
+
+
+def test_select_batch_several_chunks_per_series_and_cuts_inside_chunks(tmp_path):
+    ts = np.arange(0, 1000 * 1000, 1000, dtype=np.int64)  # 1000 samples: 9 chunks of up to 120
+    vals = np.sin(np.arange(1000, dtype=np.float64))
+    labels = (("__name__", "long"),)
+    ulid = write_block(tmp_path, [(labels, ts, vals)], 0, 1000 * 1000, tenant="t", source="test")
+    with BlockReader(tmp_path / ulid) as reader:
+        assert len(reader.series(int(reader.select([Matcher(MatchType.EQUAL, "__name__", "long")])[0]))[1]) > 3
+        batch = reader.select_batch([Matcher(MatchType.EQUAL, "__name__", "long")], 150_500, 700_000)
+    assert batch.labels == [labels]
+    np.testing.assert_array_equal(batch.ts, ts[151:701])
+    np.testing.assert_array_equal(batch.vals, vals[151:701])
+
+
+def test_select_batch_raises_on_a_corrupt_chunk(tmp_path):
+    ts = np.arange(0, 300_000, 1000, dtype=np.int64)
+    ulid = write_block(tmp_path, [((("__name__", "m"),), ts, np.ones(300))], tenant="t", source="test")
+    segment = tmp_path / ulid / "chunks" / "000001"
+    data = bytearray(segment.read_bytes())
+    data[20] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with BlockReader(tmp_path / ulid) as reader, pytest.raises(CorruptBlockError, match="checksum"):
+        reader.select_batch([Matcher(MatchType.EQUAL, "__name__", "m")])
+
+
+def batch_of(items) -> SeriesBatch:
+    return SeriesBatch.from_series(items)
+
+
+def test_merge_batches_matches_the_per_series_merge():
+    rng = np.random.default_rng(3)
+
+    def random_stream(count):
+        items = []
+        for i in sorted(rng.choice(2 * count + 1, count, replace=False).tolist()):
+            n = int(rng.integers(1, 40))
+            # few distinct timestamps, so that streams share many (with different values)
+            ts = np.sort(rng.choice(120, n, replace=False)).astype(np.int64) + 60 * int(rng.integers(0, 3))
+            items.append(((("s", f"{i:03d}"),), ts, rng.random(n)))
+        return items
+
+    for _ in range(300):
+        streams = [random_stream(int(rng.integers(0, 12))) for _ in range(int(rng.integers(1, 5)))]
+        want = batch_of(merge_sorted_series([iter(s) for s in streams]))
+        assert_same(merge_batches([batch_of(s) for s in streams]), want)
+
+
+def test_merge_batches_keeps_the_first_batchs_sample_and_takes_slices():
+    a = batch_of([((("a", "1"),), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0])),
+                  ((("a", "2"),), np.array([5]), np.array([5.0]))])
+    b = batch_of([((("a", "0"),), np.array([0]), np.array([0.5])),
+                  ((("a", "1"),), np.array([3, 4]), np.array([30.0, 40.0]))])
+    merged = merge_batches([a.slice(0, 1), b])
+    assert merged.labels == [(("a", "0"),), (("a", "1"),)]
+    assert merged.ts.tolist() == [0, 1, 2, 3, 4]
+    assert merged.vals.tolist() == [0.5, 1.0, 2.0, 3.0, 40.0]
+    assert merge_batches([SeriesBatch.empty(), a]) is a
+    assert len(merge_batches([])) == 0
+
+
+def test_ingester_merges_head_and_overlapping_blocks(tmp_path):
+    rng = np.random.default_rng(11)
+    db = TenantTSDB("t", tmp_path / "t", block_range_ms=2 * HOUR, ooo_window_ms=0, max_exemplars=0,
+                    wal_segment_size=1 << 20, wal_fsync="never")
+    db.dir.mkdir(parents=True)
+    # two blocks that overlap each other (and share series), and a head that overlaps the second
+    for start in (0, HOUR):
+        series = random_series(rng, 60, start, 2 * HOUR, max_samples=300, step=10_000)
+        ulid = write_block(db.dir, series, start, start + 2 * HOUR, tenant="t", source="test")
+        db.blocks[ulid] = read_meta(db.dir / ulid)
+    head_series = random_series(rng, 60, 2 * HOUR, HOUR, max_samples=200, step=10_000)
+    head_series += [(labels, ts + 3 * HOUR, vals) for labels, ts, vals in head_series[:10]]
+    for labels, ts, vals in head_series:
+        db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
+    assert db.head.select_batch(MATCHER_SETS[0], 0, 10 * HOUR).num_samples > 0
+    for matchers in MATCHER_SETS[:3]:
+        for mint, maxt in [(0, 4 * HOUR), (HOUR + 5000, 2 * HOUR + 5000), (-HOUR, 10 * HOUR)]:
+            want = SeriesBatch.from_series(db.select(matchers, mint, maxt))
+            assert len(want) > 0
+            assert_same(db.select_batch(matchers, mint, maxt), want)
+
+
+def test_store_gateway_select_batch_matches_select(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "bucket"
+    (root / "t").mkdir(parents=True)
+    for start in (0, 0, HOUR, 2 * HOUR):
+        series = random_series(rng, 50, start, 2 * HOUR, max_samples=200, step=10_000)
+        write_block(root / "t", series, start, start + 2 * HOUR, tenant="t", source="test")
+    config = Config.defaults()
+    sg = StoreGateway(config, FilesystemBucket(root))
+    sg.sync_now()
+    for matchers in MATCHER_SETS:
+        for mint, maxt in [(0, 4 * HOUR), (HOUR + 5000, 2 * HOUR + 5000)]:
+            want = SeriesBatch.from_series(sg.select("t", matchers, mint, maxt))
+            assert_same(sg.select_batch("t", matchers, mint, maxt), want)
+    assert sg.num_open() == 4
+    assert all(b.readers == 0 for b in sg.blocks["t"].values())
