@@ -45,17 +45,19 @@ class QueryLimits:
 
     @classmethod
     def for_tenants(cls, overrides, tenants: Sequence[str]) -> QueryLimits:
-        per_tenant = [overrides.for_tenant(tenant) for tenant in tenants]
-        lookback = _smallest_non_zero([_smallest_non_zero([limits["max_query_lookback"],
-                                                           limits["compactor_blocks_retention_period"]])
-                                       for limits in per_tenant])
+        """The limits over `tenants` (`overrides.get(tenant, name)` reads one limit without copying the
+        tenant's whole set, which matters on the per-request path)."""
+        get = overrides.get
+        lookback = _smallest_non_zero([_smallest_non_zero([get(tenant, "max_query_lookback"),
+                                                           get(tenant, "compactor_blocks_retention_period")])
+                                       for tenant in tenants])
         return cls(
             lookback_ms=int(lookback * 1000),
-            max_expression_bytes=int(_smallest_non_zero([limits["max_query_expression_size_bytes"]
-                                                         for limits in per_tenant])),
-            max_total_length_ms=int(_smallest_non_zero([limits["max_total_query_length"]
-                                                        for limits in per_tenant]) * 1000),
-            align_with_step=bool(per_tenant) and all(limits["align_queries_with_step"] for limits in per_tenant),
+            max_expression_bytes=int(_smallest_non_zero([get(tenant, "max_query_expression_size_bytes")
+                                                         for tenant in tenants])),
+            max_total_length_ms=int(_smallest_non_zero([get(tenant, "max_total_query_length")
+                                                        for tenant in tenants]) * 1000),
+            align_with_step=bool(tenants) and all(get(tenant, "align_queries_with_step") for tenant in tenants),
         )
 
     def align(self, start_ms: int, end_ms: int, step_ms: int) -> tuple[int, int]:

@@ -25,10 +25,11 @@ import contextlib
 import contextvars
 import functools
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from mimird.frontend.queue import queue_for
+from mimird.frontend.queue import QueryQueue, queue_for
 from mimird.http.request import Request, Response
 
 SERVER_TIMING = "Server-Timing"
@@ -55,6 +56,13 @@ class QueryStats:
     def add_series(self, samples: int) -> None:
         """One series read from storage with `samples` samples."""
         self.series += 1
+        self.samples += samples
+        self.bytes += 16 * samples
+
+    def add_series_batch(self, series: int, samples: int) -> None:
+        """`series` series read from storage with `samples` samples between them (one call per read,
+        where `add_series` would be one per series)."""
+        self.series += series
         self.samples += samples
         self.bytes += 16 * samples
 
@@ -118,6 +126,18 @@ def detailed_server_timing(stats: QueryStats, response_time_s: float, response_s
     ])
 
 
+_frontends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _frontend_of(app) -> tuple[QueryQueue, bool]:
+    """The app's query queue and whether it collects query statistics (the configuration is fixed for the
+    app's life, so it is read once rather than on every request)."""
+    found = _frontends.get(app)
+    if found is None:
+        found = _frontends[app] = (queue_for(app), bool(app.config.frontend.query_stats_enabled))
+    return found
+
+
 def frontend(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
     """Wrap a querier API method: refuse bodies over the frontend's limit, pass the request through the
     query queue, collect statistics and add `Server-Timing` when `-query-frontend.query-stats-enabled`."""
@@ -126,9 +146,9 @@ def frontend(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Await
     async def wrapped(self, request: Request) -> Response:
         if len(request.body) > MAX_BODY_BYTES:
             return Response.error(413, "http: request body too large")
-        queue = queue_for(self.app)
+        queue, stats_enabled = _frontend_of(self.app)
         tenant = "|".join(request.tenants)
-        if not self.app.config.frontend.query_stats_enabled:
+        if not stats_enabled:
             async with queue.slot(tenant):
                 return await handler(self, request)
         started = time.perf_counter()

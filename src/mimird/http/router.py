@@ -15,6 +15,11 @@ from mimird.http.request import Request, Response, decode_path_segment
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# Resolved paths the router remembers; past this many it starts over (paths with parameters can vary
+# without bound).
+_RESOLVED_ENTRIES = 4096
+_RESOLVED_PATH_CHARS = 512
+
 
 @dataclass
 class Route:
@@ -51,6 +56,9 @@ class Router:
     def __init__(self):
         self._root = _Node()
         self.routes: list[Route] = []
+        # (method, raw path) -> (route, decoded parameters) of paths resolved before: the server resolves
+        # each request's path twice (for its body limit, then to dispatch) and clients repeat paths.
+        self._resolved: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
 
     def add(self, methods: str | tuple[str, ...], pattern: str, handler: Handler, **options) -> Route:
         """Register `handler` for `methods` on `pattern` (e.g. `/ingester/tsdb/{tenant}`)."""
@@ -73,10 +81,22 @@ class Router:
                 raise ValueError(f"duplicate route {method} {pattern}")
             node.routes[method] = route
         self.routes.append(route)
+        self._resolved.clear()
         return route
 
     def resolve(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         """Find the route; raise HTTPError 404 or 405 (with Allow) if there is none."""
+        known = self._resolved.get((method, raw_path))
+        if known is not None:
+            return known[0], dict(known[1])
+        route, decoded = self._resolve(method, raw_path)
+        if len(raw_path) <= _RESOLVED_PATH_CHARS:
+            if len(self._resolved) >= _RESOLVED_ENTRIES:
+                self._resolved.clear()
+            self._resolved[(method, raw_path)] = (route, decoded)
+        return route, dict(decoded)
+
+    def _resolve(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         found = self._match(self._root, _segments(raw_path), 0, {})
         if found is None:
             raise HTTPError(404, "404 page not found")

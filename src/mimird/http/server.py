@@ -37,6 +37,7 @@ _REASONS = {
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+_STATUS_LINES = {status: f"HTTP/1.1 {status} {reason}\r\n" for status, reason in _REASONS.items()}
 _GZIP_MIN_BYTES = 1024
 _MAX_PIPELINED = 64
 _MAX_HEADER_BYTES = 1 << 20  # Go's DefaultMaxHeaderBytes
@@ -169,8 +170,9 @@ class HTTPServer:
         if self.metrics is not None:
             self.metrics.observe_request(request.method, route.name if route else "notfound",
                                          response.status, elapsed)
-        kv_log(log, logging.DEBUG, "http request", method=request.method, uri=request.path,
-               status=response.status, duration=f"{elapsed * 1000:.3f}ms", remote=request.remote)
+        if log.isEnabledFor(logging.DEBUG):  # the fields cost a few microseconds even when not logged
+            kv_log(log, logging.DEBUG, "http request", method=request.method, uri=request.path,
+                   status=response.status, duration=f"{elapsed * 1000:.3f}ms", remote=request.remote)
         return response
 
 
@@ -378,16 +380,17 @@ class HTTPProtocol(asyncio.Protocol):
             compressor = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             body = compressor.compress(body) + compressor.flush()
             headers = headers + [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
-        reason = _REASONS.get(response.status, "Unknown")
-        lines = [f"HTTP/1.1 {response.status} {reason}\r\n".encode()]
+        status = response.status
+        # the status line and the handler's headers as one string, encoded once
+        text = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
         for name, value in headers:
-            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        lines.append(b"Date: " + _date.get() + b"\r\n")
-        if response.status not in (204, 304) and response.status >= 200:
+            text.append(f"{name}: {value}\r\n")
+        lines = ["".join(text).encode("latin-1", "replace"), b"Date: ", _date.get(), b"\r\n"]
+        if status not in (204, 304) and status >= 200:
             lines.append(b"Content-Length: %d\r\n" % len(body))
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        if not head and response.status not in (204, 304):
+        if not head and status not in (204, 304):
             lines.append(body)
         self.transport.write(b"".join(lines))

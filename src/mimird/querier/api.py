@@ -14,7 +14,8 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mimird.config.schema import ConfigError
@@ -58,8 +59,45 @@ METRIC_TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: 
                      5: "summary", 6: "info", 7: "stateset"}
 
 
+# An instant query whose last evaluation (rendering included) took at most this long runs on the event loop:
+# handing it to a worker thread and back costs about as much again (0.2-0.3 ms of thread wake-ups and GIL
+# hand-overs), and blocking the loop for under a millisecond is harmless.
+INLINE_MAX_SECONDS = 0.001
+# Queries the inline decision remembers (least recently used forgotten first).
+INLINE_HISTORY_ENTRIES = 4096
+# An instant query at most this far behind now counts as "at now" for the inline decision: dashboards send
+# the current time, which differs on every refresh. Older evaluation times are remembered exactly.
+RECENT_QUERY_MS = 10 * 60 * 1000
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class InlineHistory:
+    """How long each recent query's evaluation took, to run those known to be tiny on the event loop.
+
+    Only a measured evaluation admits a query: its first run always goes to a worker thread. Every inline
+    run is timed too, so a query whose data grew past the bound goes back to the thread next time."""
+
+    def __init__(self, max_seconds: float = INLINE_MAX_SECONDS, max_entries: int = INLINE_HISTORY_ENTRIES):
+        self.max_seconds = max_seconds
+        self.max_entries = max_entries
+        self._seconds: OrderedDict[Hashable, float] = OrderedDict()
+        self._lock = threading.Lock()  # worker threads record too
+
+    def is_fast(self, key: Hashable) -> bool:
+        """True if the last evaluation of `key` took at most the bound."""
+        seconds = self._seconds.get(key)
+        return seconds is not None and seconds <= self.max_seconds
+
+    def record(self, key: Hashable, seconds: float) -> None:
+        """Remember how long the evaluation of `key` just took."""
+        with self._lock:
+            self._seconds[key] = seconds
+            self._seconds.move_to_end(key)
+            if len(self._seconds) > self.max_entries:
+                self._seconds.popitem(last=False)
 
 
 def results_cache(frontend_config, registry) -> ResultsCache | MemcachedResultsCache:
@@ -121,6 +159,7 @@ class QuerierAPI:
         self.engine = Engine(int(querier.lookback_delta * 1000), int(querier.max_samples), self.timeout_s)
         frontend_config = app.config.frontend
         registry = getattr(app.metrics, "registry", None)
+        self.inline_history = InlineHistory()
         self.splitter = RangeQuerySplitter(self.engine, int(frontend_config.split_queries_by_interval * 1000),
                                            results_cache(frontend_config, registry) if frontend_config.cache_results
                                            else None, SplitCacheMetrics(registry))
@@ -145,9 +184,11 @@ class QuerierAPI:
             return answered
         engine = self.engine
         queryable = self.queryable(request.tenants)
-        return await self._run(lambda cancelled, stats: engine.instant(queryable, text, at, cancelled=cancelled,
-                                                                       stats=stats),
-                               request.arg("stats"))
+        stats = request.arg("stats")
+        inline_key = (tuple(request.tenants), text, None if now - at <= RECENT_QUERY_MS else at, stats)
+        return await self._run(lambda cancelled, statistics: engine.instant(queryable, text, at, cancelled=cancelled,
+                                                                            stats=statistics),
+                               stats, inline_key)
 
     @frontend
     async def query_range(self, request: Request) -> Response:
@@ -214,12 +255,14 @@ class QuerierAPI:
             raise ParamError("query", str(exc)) from None
 
     async def _run(self, evaluate: Callable[[Callable[[], bool], QueryStatistics | None], Any],
-                   stats: str | None) -> Response:
+                   stats: str | None, inline_key: Hashable | None = None) -> Response:
         """Evaluate in a worker thread and render the result or the error as Prometheus does.
 
         `evaluate(cancelled, statistics)` runs the engine; `cancelled()` turns true when the request is
         abandoned (the engine's own deadline normally fires first; this is the backstop). A non-empty
-        `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`."""
+        `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`.
+        With an `inline_key` whose last evaluation was tiny (`InlineHistory`), the evaluation runs on the
+        event loop instead, with the same result and errors."""
         abandoned = threading.Event()
         timings = {}
         statistics = QueryStatistics(per_step=stats == "all") if stats else None
@@ -227,16 +270,25 @@ class QuerierAPI:
         def evaluate_and_render():
             # rendering a large result takes a while too: keep it off the event loop as well
             started = time.perf_counter()
-            result = evaluate(abandoned.is_set, statistics)
-            timings["evaluated"] = time.perf_counter() - started
-            data = jsonfmt.value_json(result.value)
-            if statistics is not None:
-                data = data[:-1] + ',"stats":' + jsonfmt.stats_json(statistics) + "}"
-            timings["encoded"] = time.perf_counter() - started - timings["evaluated"]
-            return result, data
+            try:
+                result = evaluate(abandoned.is_set, statistics)
+                timings["evaluated"] = time.perf_counter() - started
+                data = jsonfmt.value_json(result.value)
+                if statistics is not None:
+                    data = data[:-1] + ',"stats":' + jsonfmt.stats_json(statistics) + "}"
+                timings["encoded"] = time.perf_counter() - started - timings["evaluated"]
+                return result, data
+            finally:
+                if history is not None:
+                    # failures count too: a query that fails slowly must not be run inline
+                    history.record(inline_key, time.perf_counter() - started)
 
+        history = self.inline_history if inline_key is not None else None
         try:
-            result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
+            if history is not None and history.is_fast(inline_key):
+                result, data = evaluate_and_render()
+            else:
+                result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
         except TimeoutError:
             abandoned.set()
             return jsonfmt.error("timeout", "query timed out in expression evaluation")
