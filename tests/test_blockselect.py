@@ -16,7 +16,7 @@ from mimird.config.schema import Config
 from mimird.ingester.ingester import TenantTSDB
 from mimird.querier.queryable import merge_sorted_series
 from mimird.storegateway.gateway import StoreGateway
-from mimird.tsdb.block import BlockReader, CorruptBlockError, read_meta, write_block
+from mimird.tsdb.block import BlockReader, CorruptBlockError, read_merged, read_meta, write_block
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import Matcher, MatchType
 from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
@@ -196,3 +196,41 @@ def test_store_gateway_select_batch_matches_select(tmp_path):
             assert_same(sg.select_batch("t", matchers, mint, maxt), want)
     assert sg.num_open() == 4
     assert all(b.readers == 0 for b in sg.blocks["t"].values())
+
+
+def test_read_merged_matches_merging_the_batches(tmp_path):
+    """Blocks that overlap in time and blocks that do not, and a head-like batch: decoded in one pass,
+    the same as each read on its own and merged."""
+    rng = np.random.default_rng(17)
+    ulids = []
+    for start, span in ((0, 2 * HOUR), (2 * HOUR, 2 * HOUR), (HOUR, 2 * HOUR), (4 * HOUR, HOUR)):
+        series = random_series(rng, 40, start, span, max_samples=400, step=5000)
+        ulids.append(write_block(tmp_path, series, start, start + span, tenant="t", source="test"))
+    head = SeriesBatch.from_series(random_series(rng, 40, 4 * HOUR + HOUR // 2, HOUR, max_samples=300, step=5000))
+    readers = [BlockReader(tmp_path / ulid) for ulid in ulids]
+    try:
+        for matchers in MATCHER_SETS:
+            ranges = [(0, 6 * HOUR), (HOUR + 2500, 4 * HOUR + HOUR // 2 + 7000)]
+            ranges += [tuple(sorted(int(x) for x in rng.integers(0, 6 * HOUR, 2))) for _ in range(4)]
+            for mint, maxt in ranges:
+                for chosen in (readers, readers[:2], readers[1:2], [readers[3], readers[0]]):
+                    head_part = SeriesBatch.from_series(
+                        (labels, ts[(ts >= mint) & (ts <= maxt)], vals[(ts >= mint) & (ts <= maxt)])
+                        for labels, ts, vals in head)
+                    want = merge_batches([r.select_batch(matchers, mint, maxt) for r in chosen] + [head_part])
+                    got = read_merged([r.snapshot(matchers, mint, maxt) for r in chosen] + [head_part])
+                    assert_same(got, want)
+                    assert_same(read_merged([r.snapshot(matchers, mint, maxt) for r in chosen]),
+                                merge_batches([r.select_batch(matchers, mint, maxt) for r in chosen]))
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def test_merge_of_the_same_data_twice_keeps_the_first():
+    ts = np.arange(0, 100, 10, dtype=np.int64)
+    first = batch_of([((("a", "1"),), ts, np.ones(10))])
+    second = batch_of([((("a", "1"),), ts, np.full(10, 2.0))])
+    merged = merge_batches([first, second])
+    assert merged.ts.tolist() == ts.tolist()
+    assert merged.vals.tolist() == [1.0] * 10

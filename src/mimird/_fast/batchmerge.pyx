@@ -11,7 +11,7 @@ series do not overlap in time.
 from cpython.object cimport PyObject_RichCompareBool, Py_EQ
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cimport numpy as cnp
 
@@ -23,13 +23,6 @@ cdef int64_t INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 # Below this many samples the merge keeps the GIL (handing it back can cost more than the loop).
 cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
-
-
-cdef struct Part:
-    const int64_t* ts       # a series' samples in one input
-    const double* vals
-    Py_ssize_t pos          # next sample (merge cursor)
-    Py_ssize_t end
 
 
 def merge_batches(list labels_lists not None, list ts_arrays not None, list vals_arrays not None,
@@ -145,7 +138,7 @@ cdef Py_ssize_t _merge_groups(Part* parts, Py_ssize_t* group_starts, Py_ssize_t 
         elif _sorted_if_disjoint(parts + first, last - first, scratch):
             filled = _concatenate(scratch, last - first, out_t, out_v, filled)
         else:
-            filled = _merge(parts + first, last - first, out_t, out_v, filled)
+            filled = merge_parts(parts + first, last - first, out_t, out_v, filled)
         out_offsets[g + 1] = filled
     return filled
 
@@ -170,6 +163,24 @@ cdef bint _sorted_if_disjoint(const Part* parts, Py_ssize_t n, Part* sorted_part
     return True
 
 
+cdef bint _same_timestamps(const Part* parts, Py_ssize_t n) noexcept nogil:
+    # True when every part holds the same timestamps, strictly increasing (so nothing to de-duplicate
+    # within the first part either).
+    cdef Py_ssize_t i, count = parts[0].end - parts[0].pos
+    for i in range(1, n):
+        if parts[i].end - parts[i].pos != count:
+            return False
+    if count == 0:
+        return True
+    for i in range(1, count):
+        if parts[0].ts[parts[0].pos + i] <= parts[0].ts[parts[0].pos + i - 1]:
+            return False
+    for i in range(1, n):
+        if memcmp(parts[0].ts + parts[0].pos, parts[i].ts + parts[i].pos, count * sizeof(int64_t)) != 0:
+            return False
+    return True
+
+
 cdef Py_ssize_t _concatenate(Part* parts, Py_ssize_t n, int64_t* out_t, double* out_v,
                              Py_ssize_t filled) noexcept nogil:
     cdef Py_ssize_t i, count
@@ -182,11 +193,18 @@ cdef Py_ssize_t _concatenate(Part* parts, Py_ssize_t n, int64_t* out_t, double* 
     return filled
 
 
-cdef Py_ssize_t _merge(Part* parts, Py_ssize_t n, int64_t* out_t, double* out_v, Py_ssize_t filled) noexcept nogil:
+cdef Py_ssize_t merge_parts(Part* parts, Py_ssize_t n, int64_t* out_t, double* out_v,
+                            Py_ssize_t filled) noexcept nogil:
     # Parts are in priority order: of equal timestamps the earliest part's sample is kept (the strict
     # comparison below), and later samples at an emitted timestamp are skipped in every part.
-    cdef Py_ssize_t i, best, pos
+    cdef Py_ssize_t i, best, pos, count
     cdef int64_t best_t, limit, t, last_t
+    if _same_timestamps(parts, n):
+        # The same data read twice (a block from the ingester and from the bucket): the first part.
+        count = parts[0].end - parts[0].pos
+        memcpy(out_t + filled, parts[0].ts + parts[0].pos, count * sizeof(int64_t))
+        memcpy(out_v + filled, parts[0].vals + parts[0].pos, count * sizeof(double))
+        return filled + count
     while True:
         best = -1
         best_t = 0

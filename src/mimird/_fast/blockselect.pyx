@@ -16,12 +16,15 @@ Series come in the order of the refs given, which for a block's postings is labe
 not parse raise ValueError naming the series or chunk (the module is compiled without bounds checks,
 so every read is checked here).
 """
+from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
 
 cimport numpy as cnp
 
+from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
 from mimird._fast.varint cimport get_uvarint, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
@@ -87,6 +90,8 @@ cdef inline bint _grow(void** buffer, Py_ssize_t* capacity, Py_ssize_t needed, s
 cdef struct ChunkLoc:
     const uint8_t* data     # the chunk's bytes (2-byte sample count, then the bit stream) in its segment
     Py_ssize_t size
+    int64_t mint            # the chunk's time span, from the index
+    int64_t maxt
 
 
 cdef class BlockSnapshot:
@@ -263,6 +268,8 @@ cdef class BlockSnapshot:
                     return _NO_MEMORY
                 self.chunks[num_chunks_total].data = seg + chunk_pos + 1
                 self.chunks[num_chunks_total].size = <Py_ssize_t>length
+                self.chunks[num_chunks_total].mint = chunk_mint
+                self.chunks[num_chunks_total].maxt = chunk_maxt
                 self.chunk_bytes += <Py_ssize_t>length
                 self.max_samples += (<Py_ssize_t>seg[chunk_pos + 1] << 8) | seg[chunk_pos + 2]
                 num_chunks_total += 1
@@ -372,3 +379,260 @@ cdef _raise(int error, uint64_t ref, uint64_t chunk):
         _SHORT_CHUNK: f"chunk ref {chunk:#x}: shorter than the 2-byte XOR header",
     }
     raise ValueError(messages.get(error, f"series ref {ref}: unreadable"))
+
+
+cdef struct Source:
+    ChunkLoc* chunks        # a snapshot's located chunks; NULL for a decoded batch
+    const int64_t* ts       # a decoded batch's samples
+    const double* vals
+    int64_t mint            # a snapshot's range
+    int64_t maxt
+
+
+cdef struct Item:
+    # one series of one source
+    Py_ssize_t source
+    Py_ssize_t first        # chunks [first, last) of a snapshot, or samples [first, last) of a batch
+    Py_ssize_t last
+    int64_t lo              # time span the samples can have (from chunk metas for a snapshot)
+    int64_t hi
+    Py_ssize_t max_samples
+
+
+def decode_merged(list sources not None):
+    """Decode and merge, in one pass, the series of several sources given in priority order.
+
+    A source is a BlockSnapshot (its chunks are decoded straight into the output) or a decoded batch
+    `(labels, ts int64, vals float64, offsets int64)` (copied). Each source's series are sorted by
+    labels and unique. A series in several sources gets the union of their samples by timestamp, one
+    sample per timestamp: the earliest source's (as `mimird._fast.batchmerge.merge_batches`). Where the
+    sources' time spans of a series do not overlap (blocks, then the head) each part is decoded or
+    copied to its place; otherwise the parts are decoded aside and merged. Returns (labels, offsets,
+    ts, vals) of the series with samples, in label order.
+    """
+    cdef Py_ssize_t num_sources = len(sources), s, i, k, n, total_items = 0, capacity = 0
+    cdef BlockSnapshot snap
+    cdef list all_labels = []
+    cdef const int64_t[::1] ts_view
+    cdef const double[::1] vals_view
+    cdef const int64_t[::1] offsets_view
+    cdef list keep_alive = []
+    cdef Source* srcs = <Source*>malloc((num_sources + 1) * sizeof(Source))
+    cdef Item* items = NULL
+    cdef Item* item
+    cdef Py_ssize_t item_count = 0, item_capacity = 0
+    if srcs == NULL:
+        raise MemoryError()
+    try:
+        for s in range(num_sources):
+            source = sources[s]
+            if isinstance(source, BlockSnapshot):
+                snap = <BlockSnapshot>source
+                srcs[s].chunks = snap.chunks
+                srcs[s].ts = NULL
+                srcs[s].vals = NULL
+                srcs[s].mint = snap.mint
+                srcs[s].maxt = snap.maxt
+                for i in range(snap.num_series):
+                    if snap.chunk_starts[i] == snap.chunk_starts[i + 1]:
+                        continue
+                    if not _grow(<void**>&items, &item_capacity, item_count + 1, sizeof(Item)):
+                        raise MemoryError()
+                    item = &items[item_count]
+                    item.source = s
+                    item.first = snap.chunk_starts[i]
+                    item.last = snap.chunk_starts[i + 1]
+                    item.lo = max(snap.chunks[item.first].mint, snap.mint)
+                    item.hi = min(snap.chunks[item.last - 1].maxt, snap.maxt)
+                    item.max_samples = 0
+                    for k in range(item.first, item.last):
+                        item.max_samples += (<Py_ssize_t>snap.chunks[k].data[0] << 8) | snap.chunks[k].data[1]
+                    item_count += 1
+                    all_labels.append(snap._labels(i))
+            else:
+                labels, ts, vals, offsets = source
+                ts_view = ts
+                vals_view = vals
+                offsets_view = offsets
+                keep_alive.append((ts_view, vals_view))
+                n = len(labels)
+                if offsets_view.shape[0] != n + 1 or ts_view.shape[0] != vals_view.shape[0]:
+                    raise ValueError(f"source {s}: offsets and samples do not fit the labels")
+                srcs[s].chunks = NULL
+                srcs[s].ts = &ts_view[0] if ts_view.shape[0] else NULL
+                srcs[s].vals = &vals_view[0] if vals_view.shape[0] else NULL
+                for i in range(n):
+                    if offsets_view[i] < 0 or offsets_view[i + 1] > ts_view.shape[0] or \
+                            offsets_view[i + 1] < offsets_view[i]:
+                        raise ValueError(f"source {s}: offsets point outside the sample arrays")
+                    if offsets_view[i + 1] == offsets_view[i]:
+                        continue
+                    if not _grow(<void**>&items, &item_capacity, item_count + 1, sizeof(Item)):
+                        raise MemoryError()
+                    item = &items[item_count]
+                    item.source = s
+                    item.first = offsets_view[i]
+                    item.last = offsets_view[i + 1]
+                    item.lo = ts_view[item.first]
+                    item.hi = ts_view[item.last - 1]
+                    item.max_samples = item.last - item.first
+                    item_count += 1
+                    all_labels.append(labels[i])
+        return _decode_items(srcs, items, item_count, all_labels)
+    finally:
+        free(srcs)
+        free(items)
+
+
+cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_labels):
+    # A stable sort: equal label sets stay in source order, their priority.
+    cdef list order = sorted(range(item_count), key=all_labels.__getitem__)
+    cdef Item* sorted_items = <Item*>malloc((item_count + 1) * sizeof(Item))
+    cdef Py_ssize_t* group_starts = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
+    cdef list group_labels = []
+    cdef Py_ssize_t k, g, num_groups = 0, capacity = 0, group_capacity = 0, scratch_capacity = 0
+    cdef object previous = None, current
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray out_ts, out_vals, out_offsets
+    cdef Py_ssize_t[2] result  # samples written, failed (0/1)
+    cdef Scratch scratch
+    scratch.ts = NULL
+    scratch.vals = NULL
+    scratch.parts = NULL
+    scratch.by_start = NULL
+    try:
+        if sorted_items == NULL or group_starts == NULL:
+            raise MemoryError()
+        for k in range(item_count):
+            sorted_items[k] = items[<Py_ssize_t>order[k]]
+            current = all_labels[<Py_ssize_t>order[k]]
+            if k == 0 or not PyObject_RichCompareBool(current, previous, Py_EQ):
+                if num_groups:
+                    scratch_capacity = max(scratch_capacity, group_capacity)
+                group_starts[num_groups] = k
+                num_groups += 1
+                group_labels.append(current)
+                group_capacity = 0
+            group_capacity += sorted_items[k].max_samples
+            capacity += sorted_items[k].max_samples
+            previous = current
+        if num_groups:
+            scratch_capacity = max(scratch_capacity, group_capacity)
+        group_starts[num_groups] = item_count
+        scratch.capacity = scratch_capacity
+        scratch.ts = <int64_t*>malloc((scratch_capacity + 1) * sizeof(int64_t))
+        scratch.vals = <double*>malloc((scratch_capacity + 1) * sizeof(double))
+        scratch.parts = <Part*>malloc((item_count + 1) * sizeof(Part))
+        scratch.by_start = <Item*>malloc((item_count + 1) * sizeof(Item))
+        if scratch.ts == NULL or scratch.vals == NULL or scratch.parts == NULL or scratch.by_start == NULL:
+            raise MemoryError()
+        dims[0] = capacity
+        out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        out_vals = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+        dims[0] = num_groups + 1
+        out_offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        if capacity >= GIL_RELEASE_MIN_SAMPLES:
+            with nogil:
+                _decode_groups(srcs, sorted_items, group_starts, num_groups, &scratch,
+                               <int64_t*>cnp.PyArray_DATA(out_ts), <double*>cnp.PyArray_DATA(out_vals),
+                               <int64_t*>cnp.PyArray_DATA(out_offsets), capacity, result)
+        else:
+            _decode_groups(srcs, sorted_items, group_starts, num_groups, &scratch,
+                           <int64_t*>cnp.PyArray_DATA(out_ts), <double*>cnp.PyArray_DATA(out_vals),
+                           <int64_t*>cnp.PyArray_DATA(out_offsets), capacity, result)
+    finally:
+        free(sorted_items)
+        free(group_starts)
+        free(scratch.ts)
+        free(scratch.vals)
+        free(scratch.parts)
+        free(scratch.by_start)
+    if result[1]:
+        raise ValueError("corrupt or truncated XOR chunk")
+    # drop the series whose chunks overlapped the range but had no sample in it
+    offsets = out_offsets
+    lengths = np.diff(offsets)
+    if num_groups and not lengths.all():
+        kept = np.flatnonzero(lengths)
+        group_labels = [group_labels[i] for i in kept.tolist()]
+        offsets = np.concatenate(([0], offsets[kept + 1]))
+    filled = result[0]
+    if filled < capacity // 2:
+        return group_labels, offsets, out_ts[:filled].copy(), out_vals[:filled].copy()
+    return group_labels, offsets, out_ts[:filled], out_vals[:filled]
+
+
+cdef struct Scratch:
+    int64_t* ts             # where the parts of an overlapping group are decoded before the merge
+    double* vals
+    Part* parts
+    Item* by_start          # a group's items by start time (the disjoint check)
+    Py_ssize_t capacity     # samples ts/vals hold
+
+
+cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t, double* out_v,
+                            Py_ssize_t filled, Py_ssize_t capacity) noexcept nogil:
+    # The item's samples at out[filled:], its chunks decoded or its samples copied; -1 on a corrupt chunk.
+    cdef Py_ssize_t c, count
+    cdef XORCursor cursor
+    if src.chunks == NULL:
+        count = item.last - item.first
+        memcpy(out_t + filled, src.ts + item.first, count * sizeof(int64_t))
+        memcpy(out_v + filled, src.vals + item.first, count * sizeof(double))
+        return filled + count
+    for c in range(item.first, item.last):
+        xor_cursor_init(&cursor, src.chunks[c].data, src.chunks[c].size)
+        count = xor_decode_range(&cursor, src.mint, src.maxt, out_t + filled, out_v + filled, capacity - filled)
+        if count < 0:
+            return -1
+        filled += count
+    return filled
+
+
+cdef void _decode_groups(Source* srcs, Item* items, Py_ssize_t* group_starts, Py_ssize_t num_groups,
+                         Scratch* scratch, int64_t* out_t, double* out_v, int64_t* out_offsets,
+                         Py_ssize_t capacity, Py_ssize_t* result) noexcept nogil:
+    cdef Py_ssize_t g, i, j, first, n, filled = 0, scratch_filled, start
+    cdef bint disjoint
+    cdef Item moving
+    result[1] = 0
+    out_offsets[0] = 0
+    for g in range(num_groups):
+        first = group_starts[g]
+        n = group_starts[g + 1] - first
+        # by start time (an insertion sort: a group has a part per source at most)
+        for i in range(n):
+            moving = items[first + i]
+            j = i
+            while j > 0 and scratch.by_start[j - 1].lo > moving.lo:
+                scratch.by_start[j] = scratch.by_start[j - 1]
+                j -= 1
+            scratch.by_start[j] = moving
+        disjoint = True
+        for i in range(1, n):
+            if scratch.by_start[i - 1].hi >= scratch.by_start[i].lo:
+                disjoint = False
+                break
+        if disjoint:
+            for i in range(n):
+                filled = _write_item(&srcs[scratch.by_start[i].source], &scratch.by_start[i], out_t, out_v,
+                                     filled, capacity)
+                if filled < 0:
+                    result[1] = 1
+                    return
+        else:
+            scratch_filled = 0
+            for i in range(n):
+                start = scratch_filled
+                scratch_filled = _write_item(&srcs[items[first + i].source], &items[first + i], scratch.ts,
+                                             scratch.vals, scratch_filled, scratch.capacity)
+                if scratch_filled < 0:
+                    result[1] = 1
+                    return
+                scratch.parts[i].ts = scratch.ts
+                scratch.parts[i].vals = scratch.vals
+                scratch.parts[i].pos = start
+                scratch.parts[i].end = scratch_filled
+            filled = merge_parts(scratch.parts, n, out_t, out_v, filled)
+        out_offsets[g + 1] = filled
+    result[0] = filled

@@ -14,6 +14,7 @@ the samples that a block already holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,11 +30,11 @@ from mimird.bucket import FilesystemBucket
 from mimird.config.runtime import Overrides
 from mimird.services import RUNNING, Service
 from mimird.tsdb import wal as walmod
-from mimird.tsdb.block import BlockReader, read_meta, write_block
+from mimird.tsdb.block import BlockReader, read_merged, read_meta, write_block
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
-from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
+from mimird.tsdb.seriesbatch import SeriesBatch
 from mimird.util.failpoints import failpoint
 from mimird.util.logging import kv_log
 
@@ -226,12 +227,13 @@ class TenantTSDB:
         blocks = self._blocks_overlapping(mint, maxt)
         if not blocks:
             return self.head.select_batch(matchers, mint, maxt)
-        batches = []
-        for ulid in blocks:
-            with BlockReader(self.dir / ulid) as reader:
-                batches.append(reader.select_batch(matchers, mint, maxt))
-        batches.append(self.head.select_batch(matchers, mint, maxt))
-        return merge_batches(batches)
+        with contextlib.ExitStack() as open_blocks:
+            sources = []
+            for ulid in blocks:
+                reader = open_blocks.enter_context(BlockReader(self.dir / ulid))
+                sources.append(reader.snapshot(matchers, mint, maxt))
+            sources.append(self.head.select_batch(matchers, mint, maxt))
+            return read_merged(sources)
 
 
 def _chain(first, rest):

@@ -38,9 +38,9 @@ from mimird.compactor.blocks import (
 )
 from mimird.compactor.compactor import merge_samples_dedup
 from mimird.services import Service
-from mimird.tsdb.block import BlockReader
+from mimird.tsdb.block import BlockReader, read_merged
 from mimird.tsdb.labels import Labels, Matcher
-from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
+from mimird.tsdb.seriesbatch import SeriesBatch
 from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.storegateway")
@@ -245,7 +245,7 @@ class StoreGateway(Service):
         order `select` merges them (by min time, then ULID; the first block's sample wins a tie)."""
         blocks = self._acquire(tenant, mint, maxt)
         try:
-            return merge_batches([b.reader.select_batch(matchers, mint, maxt) for b in blocks])
+            return read_merged([b.reader.snapshot(matchers, mint, maxt) for b in blocks])
         finally:
             self._release(blocks)
 

@@ -3,13 +3,13 @@
 A block is a directory named by its ULID holding `chunks/000001...`, `index`, `meta.json` and
 `tombstones`, byte-compatible with what Prometheus, Mimir and Thanos write and read
 (docs/format/block.md, docs/format/index.md). `write_block` makes one from series; `BlockReader`
-reads one.
+reads one; `read_merged` decodes the selections of several blocks (and the head's) into one batch.
 """
 
 from mimird.tsdb.block.chunks import ChunkReader, ChunkWriter, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader, IndexWriter
 from mimird.tsdb.block.meta import BlockMeta, new_ulid, read_meta
-from mimird.tsdb.block.reader import BlockReader, CorruptBlockError
+from mimird.tsdb.block.reader import BlockReader, CorruptBlockError, read_merged
 from mimird.tsdb.block.writer import cut_chunks, write_block
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "IndexWriter",
     "cut_chunks",
     "new_ulid",
+    "read_merged",
     "read_meta",
     "write_block",
 ]

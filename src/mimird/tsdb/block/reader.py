@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimird._fast.blockselect import BlockSnapshot
+from mimird._fast.blockselect import BlockSnapshot, decode_merged
 from mimird._fast.xorchunk import decode_chunks
 from mimird.tsdb.block.chunks import ENCODING_XOR, SEGMENT_HEADER_SIZE, ChunkReader, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader
@@ -37,6 +37,28 @@ _INT64_MAX = (1 << 63) - 1
 
 class CorruptBlockError(ValueError):
     """A block's files are missing, malformed, or fail a checksum."""
+
+
+def read_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> SeriesBatch:
+    """One SeriesBatch of several sources in priority order: block snapshots (`BlockReader.snapshot`,
+    their readers still open) and decoded batches (the head's). Samples are merged per series as
+    `merge_batches` merges batches (the earliest source wins a timestamp tie); the chunks of a block
+    whose series do not overlap the other sources in time are decoded straight into place."""
+    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot) or len(s))]
+    if not present:
+        return SeriesBatch.empty()
+    if len(present) == 1 and isinstance(present[0], SeriesBatch):
+        return present[0]
+    parts = [s if isinstance(s, BlockSnapshot) else
+             (s.labels, np.ascontiguousarray(s.ts, dtype=np.int64), np.ascontiguousarray(s.vals, dtype=np.float64),
+              np.ascontiguousarray(s.offsets, dtype=np.int64)) for s in present]
+    try:
+        labels, offsets, ts, vals = decode_merged(parts)
+    except ValueError as exc:
+        raise CorruptBlockError(f"block read: {exc}") from None
+    if not labels:
+        return SeriesBatch.empty()
+    return SeriesBatch(labels, ts, vals, offsets)
 
 
 class BlockReader:
@@ -131,9 +153,26 @@ class BlockReader:
 
         The chunks and bytes read are reported to the query's chunk-fetch observer once, before decoding.
         """
+        snapshot = self.snapshot(matchers, mint, maxt)
+        if snapshot is None:
+            return SeriesBatch.empty()
+        try:
+            labels, offsets, ts, vals = snapshot.decode()
+        except ValueError as exc:
+            raise CorruptBlockError(f"{self.dir}: {exc}") from None
+        if not labels:
+            return SeriesBatch.empty()
+        return SeriesBatch(labels, ts, vals, offsets)
+
+    def snapshot(self, matchers: Sequence[Matcher], mint: int | None = None,
+                 maxt: int | None = None) -> BlockSnapshot | None:
+        """The selected series' chunks overlapping [mint, maxt], located and checked but not decoded
+        (None if no series matches); decode with `select_batch`'s `snapshot.decode()` or, merged with
+        other sources, `read_merged`. The reader must stay open until then. The chunks and bytes are
+        reported to the query's chunk-fetch observer here."""
         refs = self.select(matchers)
         if len(refs) == 0:
-            return SeriesBatch.empty()
+            return None
         lo = _INT64_MIN if mint is None else int(mint)
         hi = _INT64_MAX if maxt is None else int(maxt)
         index = self._index
@@ -146,13 +185,7 @@ class BlockReader:
         observe = chunk_fetch_observer.get()
         if observe is not None and snapshot.num_chunks:
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        try:
-            labels, offsets, ts, vals = snapshot.decode()
-        except ValueError as exc:
-            raise CorruptBlockError(f"{self.dir}: {exc}") from None
-        if not labels:
-            return SeriesBatch.empty()
-        return SeriesBatch(labels, ts, vals, offsets)
+        return snapshot
 
     def series_samples(self, ref: int, mint: int | None = None, maxt: int | None = None,
                        observe: ChunkObserver | None = None) -> tuple[Labels, np.ndarray, np.ndarray]:
