@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import remote_write
 from mimird.frontend.queue import TOO_MANY_OUTSTANDING, QueryQueue
 from mimird.frontend.stats import QueryStats
 from mimird.http.errors import HTTPError
+from mimird.http.request import parse_query
 from mimird.http.router import Router
 from mimird.promql.value import ExecutionError, QueryResult, Sample, Vector
 from mimird.querier.api import InlineHistory, QuerierAPI
@@ -222,3 +226,10 @@ def test_repeated_small_queries_answer_identically(daemon):
             assert {a.json()["data"]["result"][0]["value"][1] for a in answers} == {"3"}
         assert all(a.headers["content-type"] == "application/json" for a in answers)
         assert all(a.headers["server-timing"].startswith("querier_wall_time;dur=") for a in answers)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["&", "=", "+", "%", "%2", "%41", "%e2%82%ac", "%ff", "a", "b", "é", " ", ";", "%3D",
+                                 "%26", "query", "match[]"]), max_size=24).map("".join))
+def test_parse_query_is_parse_qs(text):
+    assert parse_query(text) == parse_qs(text, keep_blank_values=True)

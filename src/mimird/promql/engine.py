@@ -96,8 +96,11 @@ class Engine:
                                                                              strict=True))
         else:
             frame = finish(value)
-            result = Vector(Sample(lbls, time_ms, float(frame.values[i, 0]))
-                            for i, lbls in enumerate(frame.labels) if frame.present[i, 0])
+            # one conversion of the step's column to Python values, rather than a numpy scalar per series
+            present = frame.present[:, 0].tolist()
+            values = frame.values[:, 0].tolist()
+            result = Vector([Sample(lbls, time_ms, v) for lbls, here, v in zip(frame.labels, present, values,
+                                                                               strict=True) if here])
         if stats is not None:
             _record_timings(stats, started, prepared, evaluated, evaluated)
         return QueryResult(result, list(ev.warnings), list(ev.infos))
