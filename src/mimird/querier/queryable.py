@@ -283,12 +283,12 @@ class TenantQueryable:
         return merge_batches(batches)
 
     def _count_batch(self, batch: SeriesBatch, stats) -> None:
-        if self.max_series:
-            for labels in batch.labels:
-                self.count_series(labels)
+        if self.max_series and batch.labels:
+            self._seen.update(batch.labels)
+            if len(self._seen) > self.max_series:
+                raise QueryLimitError(MAX_SERIES_MESSAGE.format(limit=self.max_series))
         if stats is not None:
-            for samples in batch.lengths().tolist():
-                stats.add_series(samples)
+            stats.add_series_batch(len(batch), batch.num_samples)
 
     def _counted(self, series: Iterator[SeriesSamples], stats, observer) -> Iterator[SeriesSamples]:
         while True:
