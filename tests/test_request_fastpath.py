@@ -233,3 +233,23 @@ def test_repeated_small_queries_answer_identically(daemon):
                                  "%26", "query", "match[]"]), max_size=24).map("".join))
 def test_parse_query_is_parse_qs(text):
     assert parse_query(text) == parse_qs(text, keep_blank_values=True)
+
+
+class _Limits:
+    def __init__(self, values):
+        self.values = values
+
+    def get(self, tenant, name):
+        return self.values[name]
+
+
+@pytest.mark.parametrize("lookback,retention,size,length,align", [
+    (0, 0, 0, 0, False), (3600.0, 0, 10, 0, True), (0, 7200.0, -1, 60.0, False), (60.0, 30.0, 5, 2.5, True),
+    (-1, 5.0, 0, -1, False)])
+def test_single_tenant_limits_equal_the_general_path(lookback, retention, size, length, align):
+    from mimird.frontend.limits import QueryLimits
+
+    overrides = _Limits({"max_query_lookback": lookback, "compactor_blocks_retention_period": retention,
+                         "max_query_expression_size_bytes": size, "max_total_query_length": length,
+                         "align_queries_with_step": align})
+    assert QueryLimits.for_tenants(overrides, ["a"]) == QueryLimits.for_tenants(overrides, ["a", "a"])

@@ -48,6 +48,16 @@ class QueryLimits:
         """The limits over `tenants` (`overrides.get(tenant, name)` reads one limit without copying the
         tenant's whole set, which matters on the per-request path)."""
         get = overrides.get
+        if len(tenants) == 1:  # the common case, without the reductions over tenants
+            tenant = tenants[0]
+            lookback = _smallest_non_zero((get(tenant, "max_query_lookback"),
+                                           get(tenant, "compactor_blocks_retention_period")))
+            max_bytes = get(tenant, "max_query_expression_size_bytes")
+            max_length = get(tenant, "max_total_query_length")
+            return cls(lookback_ms=int(lookback * 1000),
+                       max_expression_bytes=int(max_bytes if max_bytes > 0 else 0),
+                       max_total_length_ms=int((max_length if max_length > 0 else 0) * 1000),
+                       align_with_step=bool(get(tenant, "align_queries_with_step")))
         lookback = _smallest_non_zero([_smallest_non_zero([get(tenant, "max_query_lookback"),
                                                            get(tenant, "compactor_blocks_retention_period")])
                                        for tenant in tenants])
