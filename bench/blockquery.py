@@ -54,6 +54,7 @@ QUERIES = [
     'max(max_over_time(bq_metric_01[10m]))',
     'count_over_time({__name__=~"bq_metric_0[0-4]"}[5m])',
     'avg(bq_metric_02)',
+    'sum by (job) (rate({__name__=~"bq_metric_.+"}[5m]))',
 ]
 
 

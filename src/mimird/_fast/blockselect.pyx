@@ -15,6 +15,10 @@ series, far more than decoding the samples. `BlockSnapshot` reads the selected s
 Series come in the order of the refs given, which for a block's postings is label order. Bytes that do
 not parse raise ValueError naming the series or chunk (the module is compiled without bounds checks,
 so every read is checked here).
+
+`decode_merged(sources)` decodes several snapshots (and copies decoded batches, the head's) into one
+output in label order, merging a series' parts from different sources: where they do not overlap in
+time each part is decoded straight into its place, so blocks + head cost one decode and no copy.
 """
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8

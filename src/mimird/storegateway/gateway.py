@@ -5,7 +5,8 @@ bucket: new complete blocks (with meta.json) are added, blocks gone from the buc
 Left out are partial blocks, blocks whose deletion mark is older than
 `-blocks-storage.bucket-store.ignore-deletion-marks-delay`, blocks superseded by a compacted block
 that is visible too, and every block of a tenant marked for deletion. An open block is one
-`BlockReader`: the index and chunk files are memory-mapped and read a series at a time, never whole.
+`BlockReader`: the index and chunk files are memory-mapped and read on demand, never whole (a
+query's series of all its blocks are decoded in one batch, `select_batch`).
 Blocks are opened by the first query that reads them and closed again after
 `-blocks-storage.bucket-store.index-header.lazy-loading-idle-timeout` without queries (as Mimir's lazy
 index-headers), so that memory maps and file descriptors follow what is queried, not the bucket's size.

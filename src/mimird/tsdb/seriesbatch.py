@@ -3,7 +3,8 @@
 A `SeriesBatch` holds label sets (sorted, unique) and, for series i, the samples
 `ts[offsets[i]:offsets[i+1]]` / `vals[offsets[i]:offsets[i+1]]` (timestamps increasing). Readers that
 decode many series at once fill it directly; the batch kernels of the PromQL engine take the arrays as
-they are, so no per-series numpy array is made on the way.
+they are, so no per-series numpy array is made on the way. `merge_batches` merges batches of several
+sources (ingester and store-gateway, tenants) into one.
 """
 
 from __future__ import annotations
