@@ -178,6 +178,13 @@ def test_ingester_merges_head_and_overlapping_blocks(tmp_path):
             want = SeriesBatch.from_series(db.select(matchers, mint, maxt))
             assert len(want) > 0
             assert_same(db.select_batch(matchers, mint, maxt), want)
+    # the open readers are kept between queries, and forgotten once their block is gone
+    first = sorted(db.blocks)[0]
+    assert db.block_reader(first) is db.block_reader(first)
+    del db.blocks[first]
+    assert_same(db.select_batch(MATCHER_SETS[0], 0, 4 * HOUR),
+                SeriesBatch.from_series(db.select(MATCHER_SETS[0], 0, 4 * HOUR)))
+    assert first not in db._readers
 
 
 def test_store_gateway_select_batch_matches_select(tmp_path):

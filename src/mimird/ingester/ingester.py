@@ -14,7 +14,6 @@ the samples that a block already holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -69,6 +68,9 @@ class TenantTSDB:
         self.replayed_samples = 0
         self.compactions = 0
         self.last_write = 0.0
+        # Open readers of local blocks, kept between queries (opening one parses its index tables).
+        self._readers: dict[str, BlockReader] = {}
+        self._readers_lock = threading.Lock()
 
     @property
     def wal_dir(self) -> Path:
@@ -227,13 +229,22 @@ class TenantTSDB:
         blocks = self._blocks_overlapping(mint, maxt)
         if not blocks:
             return self.head.select_batch(matchers, mint, maxt)
-        with contextlib.ExitStack() as open_blocks:
-            sources = []
-            for ulid in blocks:
-                reader = open_blocks.enter_context(BlockReader(self.dir / ulid))
-                sources.append(reader.snapshot(matchers, mint, maxt))
-            sources.append(self.head.select_batch(matchers, mint, maxt))
-            return read_merged(sources)
+        readers = [self.block_reader(ulid) for ulid in blocks]
+        sources = [reader.snapshot(matchers, mint, maxt) for reader in readers]
+        sources.append(self.head.select_batch(matchers, mint, maxt))
+        return read_merged(sources)
+
+    def block_reader(self, ulid: str) -> BlockReader:
+        """An open reader of local block `ulid`, shared by queries. Readers of blocks no longer in
+        `blocks` (retention, compaction) are forgotten, not closed: the maps go when the last query
+        holding one lets go of it."""
+        with self._readers_lock:
+            for gone in [u for u in self._readers if u not in self.blocks]:
+                del self._readers[gone]
+            reader = self._readers.get(ulid)
+            if reader is None:
+                reader = self._readers[ulid] = BlockReader(self.dir / ulid)
+            return reader
 
 
 def _chain(first, rest):
