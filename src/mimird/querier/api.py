@@ -3,7 +3,8 @@ queries, series, label names and values, metadata, exemplars and format_query.
 
 Handlers parse parameters as Prometheus's web API does behind Mimir's query-frontend (which checks the
 time range and limit first, and forwards only `query`, `time`/`start`/`end`/`step` and `stats` of query
-requests), read through a `TenantQueryable` in a worker thread, and answer with Prometheus's JSON
+requests), read through a `TenantQueryable` in a worker thread (or, for an instant query whose last run
+took under a millisecond, on the event loop: `InlineHistory`), and answer with Prometheus's JSON
 envelope (`jsonfmt`). Query, series and label responses are written as the frontend's codec re-encodes
 them (no HTML escaping); the other endpoints' as Prometheus's and Mimir's handlers write them.
 """
@@ -63,8 +64,10 @@ METRIC_TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: 
 # handing it to a worker thread and back costs about as much again (0.2-0.3 ms of thread wake-ups and GIL
 # hand-overs), and blocking the loop for under a millisecond is harmless.
 INLINE_MAX_SECONDS = 0.001
-# Queries the inline decision remembers (least recently used forgotten first).
+# Queries the inline decision remembers (least recently used forgotten first), and the longest query text it
+# keeps (longer ones always run in a worker thread), which bound its memory.
 INLINE_HISTORY_ENTRIES = 4096
+INLINE_MAX_QUERY_CHARS = 2048
 # An instant query at most this far behind now counts as "at now" for the inline decision: dashboards send
 # the current time, which differs on every refresh. Older evaluation times are remembered exactly.
 RECENT_QUERY_MS = 10 * 60 * 1000
@@ -78,7 +81,8 @@ class InlineHistory:
     """How long each recent query's evaluation took, to run those known to be tiny on the event loop.
 
     Only a measured evaluation admits a query: its first run always goes to a worker thread. Every inline
-    run is timed too, so a query whose data grew past the bound goes back to the thread next time."""
+    run is timed too, so a query whose data grew past the bound goes back to the thread next time. (Like
+    the remote-write path, which appends on the event loop, an inline query may wait for the head's lock.)"""
 
     def __init__(self, max_seconds: float = INLINE_MAX_SECONDS, max_entries: int = INLINE_HISTORY_ENTRIES):
         self.max_seconds = max_seconds
@@ -185,7 +189,8 @@ class QuerierAPI:
         engine = self.engine
         queryable = self.queryable(request.tenants)
         stats = request.arg("stats")
-        inline_key = (tuple(request.tenants), text, None if now - at <= RECENT_QUERY_MS else at, stats)
+        inline_key = ((tuple(request.tenants), text, None if now - at <= RECENT_QUERY_MS else at, stats)
+                      if len(text) <= INLINE_MAX_QUERY_CHARS else None)
         return await self._run(lambda cancelled, statistics: engine.instant(queryable, text, at, cancelled=cancelled,
                                                                             stats=statistics),
                                stats, inline_key)
