@@ -414,7 +414,7 @@ def decode_merged(list sources not None):
     copied to its place; otherwise the parts are decoded aside and merged. Returns (labels, offsets,
     ts, vals) of the series with samples, in label order.
     """
-    cdef Py_ssize_t num_sources = len(sources), s, i, k, n, total_items = 0, capacity = 0
+    cdef Py_ssize_t num_sources = len(sources), s, i, k, n
     cdef BlockSnapshot snap
     cdef list all_labels = []
     cdef const int64_t[::1] ts_view
