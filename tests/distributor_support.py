@@ -32,6 +32,14 @@ def write_body(series: list, metadata=(), *, exemplars=None, histograms=None, so
     repeated names survive; `exemplars` maps a series index to [(label pairs, value, ts)], `histograms` to
     [(schema, ts)] (one observation in the zero bucket); the Mimir-only
     fields (Source = 2, skip_label_validation = 1000, skip_label_count_validation = 1001) are appended raw."""
+    return snappy.compress(write_request_bytes(
+        series, metadata, exemplars=exemplars, histograms=histograms, source=source,
+        skip_label_validation=skip_label_validation, skip_label_count_validation=skip_label_count_validation))
+
+
+def write_request_bytes(series: list, metadata=(), *, exemplars=None, histograms=None, source: int = 0,
+                        skip_label_validation=False, skip_label_count_validation=False) -> bytes:
+    """The uncompressed protobuf of `write_body`, with the same arguments."""
     from mimird import prompb
 
     request = prompb.WriteRequest()
@@ -56,7 +64,7 @@ def write_body(series: list, metadata=(), *, exemplars=None, histograms=None, so
         raw += _varint(1000 << 3) + _varint(1)
     if skip_label_count_validation:
         raw += _varint(1001 << 3) + _varint(1)
-    return snappy.compress(raw)
+    return raw
 
 
 def push(daemon: Daemon, tenant: str, series: list, metadata=(), headers: dict | None = None,

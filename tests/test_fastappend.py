@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from mimird import prompb
+from distributor_support import write_request_bytes
 from mimird._fast import xorchunk
 from mimird._fast.fastappend import SeriesCache, plan_fast_append
 from mimird._fast.remotewrite import decode_write_request
@@ -32,18 +32,7 @@ HOUR = 3600 * 1000
 
 def raw_request(series, exemplars=None) -> bytes:
     """An uncompressed remote write 1.0 body; `series` is [(label pairs in wire order, [(t, v), ...])]."""
-    request = prompb.WriteRequest()
-    for index, (pairs, samples) in enumerate(series):
-        ts = request.timeseries.add()
-        for name, value in pairs:
-            ts.labels.add(name=name, value=value)
-        for t, v in samples:
-            ts.samples.add(timestamp=t, value=v)
-        for ex_pairs, value, t in (exemplars or {}).get(index, ()):
-            exemplar = ts.exemplars.add(value=value, timestamp=t)
-            for name, label_value in ex_pairs:
-                exemplar.labels.add(name=name, value=label_value)
-    return request.SerializeToString()
+    return write_request_bytes(series, exemplars=exemplars)
 
 
 class Stack:
