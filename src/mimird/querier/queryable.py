@@ -112,14 +112,14 @@ class TenantQueryable:
         self.tenants = list(tenants)
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         # Mimir's querier clamps every read to -querier.max-query-lookback (smallest non-zero over tenants).
-        lookbacks = [app.overrides.for_tenant(t)["max_query_lookback"] for t in self.tenants]
+        lookbacks = [app.overrides.get(t, "max_query_lookback") for t in self.tenants]
         lookback_ms = int(min((s for s in lookbacks if s > 0), default=0) * 1000)
         self.mint = max(mint, self.now_ms - lookback_ms) if lookback_ms else mint
         self.maxt = maxt
         self.store_after_ms = int(app.config.querier.query_store_after * 1000)
         # One queryable serves one query: the series limit counts distinct series over all its selects,
         # and with several tenants the smallest non-zero tenant limit applies (as Mimir's limiter).
-        limits = [app.overrides.for_tenant(t)["max_fetched_series_per_query"] for t in self.tenants]
+        limits = [app.overrides.get(t, "max_fetched_series_per_query") for t in self.tenants]
         self.max_series = min((n for n in limits if n > 0), default=0)
         self._seen: set[Labels] = set()
         # Chunks and their encoded bytes fetched by this query from the head, local and bucket blocks,
@@ -131,7 +131,7 @@ class TenantQueryable:
         self._stats = None  # the request's QueryStats, when it collects them (set by select)
 
     def _smallest_limit(self, name: str) -> int:
-        return int(min((n for n in (self.app.overrides.for_tenant(t)[name] for t in self.tenants) if n > 0),
+        return int(min((n for n in (self.app.overrides.get(t, name) for t in self.tenants) if n > 0),
                        default=0))
 
     def count_chunks(self, chunks: int, chunk_bytes: int) -> None:
@@ -168,7 +168,7 @@ class TenantQueryable:
 
     def _ingester_range(self, tenant: str, mint: int, maxt: int) -> tuple[int, int] | None:
         # Mimir's ShouldQueryIngesters: a yes/no on the query's end, the range itself is not cut.
-        within_ms = int(self.app.overrides.for_tenant(tenant)["query_ingesters_within"] * 1000)
+        within_ms = int(self.app.overrides.get(tenant, "query_ingesters_within") * 1000)
         if within_ms and maxt < self.now_ms - within_ms:
             return None
         return mint, maxt
