@@ -11,7 +11,8 @@ Results may be one of the inputs, unchanged; treat every returned array as read-
 This module also owns the 64-bit xxHash (XXH64) that keys series by their label set, because Prometheus
 hashes labels with it (labels.Labels.Hash) and we want the same numbers.
 """
-from cpython.unicode cimport PyUnicode_Check
+from cpython.list cimport PyList_GET_ITEM
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_Compare
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -422,6 +423,77 @@ cdef class PostingsBuilder:
         self._buffer = grown
 
 
+cdef int _compare_label_sets(const int64_t* offsets, const uint32_t* pairs, int64_t a, int64_t b,
+                             list symbols) except? -2:
+    """-1, 0 or 1 as the label set in slot a sorts before, equal to or after that in slot b."""
+    cdef Py_ssize_t pa = 2 * offsets[a], ea = 2 * offsets[a + 1]
+    cdef Py_ssize_t pb = 2 * offsets[b], eb = 2 * offsets[b + 1]
+    cdef uint32_t ia, ib
+    cdef int c
+    while pa < ea and pb < eb:
+        ia = pairs[pa]
+        ib = pairs[pb]
+        if ia != ib:
+            c = PyUnicode_Compare(<object>PyList_GET_ITEM(symbols, ia), <object>PyList_GET_ITEM(symbols, ib))
+            if c != 0:
+                return c
+        pa += 1
+        pb += 1
+    if pa < ea:
+        return 1
+    if pb < eb:
+        return -1
+    return 0
+
+cdef int _sort_slots_by_labels(const int64_t* offsets, const uint32_t* pairs, int64_t* items, int64_t* scratch,
+                               Py_ssize_t n, list symbols) except -1:
+    """Sort `items` (slots of a SeriesLabelStore) in place by label set, bottom-up, using `scratch` (n items) alongside."""
+    cdef Py_ssize_t i, j, k, width, lo, mid, hi
+    cdef int64_t item
+    cdef int64_t* src = items
+    cdef int64_t* dst = scratch
+    cdef int64_t* swap
+    # Runs of up to 8 by insertion sort, then merges of doubling width.
+    for lo in range(0, n, 8):
+        hi = min(lo + 8, n)
+        for i in range(lo + 1, hi):
+            item = items[i]
+            j = i
+            while j > lo and _compare_label_sets(offsets, pairs, items[j - 1], item, symbols) > 0:
+                items[j] = items[j - 1]
+                j -= 1
+            items[j] = item
+    width = 8
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if _compare_label_sets(offsets, pairs, src[j], src[i], symbols) < 0:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        swap = src
+        src = dst
+        dst = swap
+        width *= 2
+    if src != items:
+        memcpy(items, src, n * sizeof(int64_t))
+    return 0
+
+
 cdef class SeriesLabelStore:
     """The label sets of series, as (name id, value id) symbol pairs in flat numpy buffers, by slot.
 
@@ -575,6 +647,46 @@ cdef class SeriesLabelStore:
             span *= size
         keys.append(word_arr)
         return keys
+
+    def sorted_refs(self, refs, list symbols not None):
+        """Those of the sorted `refs` the store holds, ordered by their label sets (as sorted() orders
+        Labels tuples), as a uint64 array.
+
+        A merge sort that compares label sets pair by pair: equal symbol ids are equal strings, and only
+        differing ids compare their strings. For a few hundred series this beats building rank keys
+        (sort_keys), which costs a pass over every symbol in use and a Python sort of their texts.
+        """
+        cdef const uint64_t[::1] ref_view = np.ascontiguousarray(refs, dtype=np.uint64)
+        cdef Py_ssize_t n = ref_view.shape[0], found = 0, i, p, slot
+        cdef Py_ssize_t n_symbols = len(symbols)
+        out_arr = np.empty(n, dtype=np.uint64)
+        cdef uint64_t[::1] out = out_arr
+        if n == 0:
+            return out_arr
+        cdef int64_t* slots = <int64_t*>malloc(2 * n * sizeof(int64_t))
+        if slots == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                if self._count == 0:
+                    break
+                slot = lower_bound(self._refs_data, 0, self._count, ref_view[i])
+                if slot < self._count and self._refs_data[slot] == ref_view[i]:
+                    slots[found] = slot
+                    found += 1
+            for i in range(found):
+                slot = slots[i]
+                if 2 * self._offsets_data[slot + 1] > self._pairs_used:
+                    raise IndexError(slot)
+                for p in range(2 * self._offsets_data[slot], 2 * self._offsets_data[slot + 1]):
+                    if self._pairs_data[p] >= n_symbols:
+                        raise IndexError(f"symbol id out of range in slot {slot}")
+            _sort_slots_by_labels(self._offsets_data, self._pairs_data, slots, slots + n, found, symbols)
+            for i in range(found):
+                out[i] = self._refs_data[slots[i]]
+        finally:
+            free(slots)
+        return out_arr[:found]
 
     def refs(self):
         """Series refs by slot (increasing)."""
