@@ -10,6 +10,7 @@ union of their step grids.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -55,9 +56,16 @@ def is_stale(vals: np.ndarray) -> np.ndarray:
 def to_storage_matchers(matchers) -> list[Matcher]:
     """The AST's matchers as the storage's RE2-semantics matchers."""
     try:
-        return [Matcher(MatchType(m.type.value), m.name, m.value) for m in matchers]
+        return list(_storage_matchers(tuple(matchers)))
     except InvalidRegexError as error:
         raise ExecutionError(str(error)) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _storage_matchers(matchers: tuple[ast.Matcher, ...]) -> tuple[Matcher, ...]:
+    # Parsed queries are cached and their trees immutable, so a repeated query's selectors convert once
+    # (storage Matchers are never changed after construction). Invalid regexes raise and are not cached.
+    return tuple(Matcher(MatchType(m.type.value), m.name, m.value) for m in matchers)
 
 
 class RawMatrix:
@@ -652,9 +660,18 @@ def absent_labels(node) -> Labels:
     return tuple(sorted((k, v) for k, v in result.items() if v))
 
 
+def _drop_name_fast(labels: Labels) -> Labels:
+    """drop_name, by slicing off a leading ``__name__`` when no other name label follows it."""
+    # Names are sorted, so "__type__" and "__unit__" could only come right after "__name__".
+    if labels and labels[0][0] == "__name__" and (len(labels) == 1 or labels[1][0] > "__unit__"):
+        return labels[1:]
+    return drop_name(labels)
+
+
 def finish(frame: Frame) -> Frame:
     """Delayed name removal at the end of a query, then the duplicate-labelset check."""
-    labels = [drop_name(lbls) if frame.drop[i] else lbls for i, lbls in enumerate(frame.labels)]
+    labels = [_drop_name_fast(lbls) if drop else lbls
+              for lbls, drop in zip(frame.labels, np.asarray(frame.drop).tolist(), strict=True)]
     if len(set(labels)) != len(labels):
         raise ExecutionError("vector cannot contain metrics with the same labelset")
     return Frame(labels, frame.values, frame.present, np.zeros(len(labels), dtype=bool))
