@@ -28,7 +28,7 @@ from mimird._fast.postings import (
     subtract,
     union_many,
 )
-from mimird.tsdb.labels import Labels, Matcher, labels_hash
+from mimird.tsdb.labels import Labels, Matcher, MatchType, labels_hash
 
 _EMPTY_POSTINGS = np.empty(0, dtype=np.uint64)
 _EMPTY_POSTINGS.flags.writeable = False
@@ -167,6 +167,15 @@ class SeriesIndex:
         """
         if not matchers:
             return _EMPTY_POSTINGS
+        if all(m.type is MatchType.EQUAL and m.value for m in matchers):
+            # The common `metric{label="value"}`: only postings to intersect, so skip planning.
+            lists = []
+            for matcher in matchers:
+                builder = self._postings.get(matcher.name, {}).get(matcher.value)
+                if builder is None:
+                    return _EMPTY_POSTINGS
+                lists.append(builder.view())
+            return lists[0] if len(lists) == 1 else intersect_many(lists)
         label_must_be_set = {m.name for m in matchers if not m.matches("")}
         # Each matcher as (matcher whose accepted or rejected values give postings, accepted?, intersect?).
         plan = []
