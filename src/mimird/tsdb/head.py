@@ -432,7 +432,7 @@ class Head:
         The chunks are noted under the lock and decoded after it is released; the chunks read are
         reported to the query's chunk-fetch observer."""
         with self.lock:
-            refs = self.index.sort_by_labels(self.index.select(matchers))
+            refs = self.index.select_sorted(matchers)
             snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
