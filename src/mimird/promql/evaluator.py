@@ -201,8 +201,8 @@ class Evaluator:
         self.check()
         mint, maxt = int(times.min()) - self.lookback_ms + 1, int(times.max())
         batch = self.queryable.select_batch(matchers, mint, maxt)
-        empty = Frame.empty(n)
         if not len(batch):
+            empty = Frame.empty(n)
             return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
         labels, ts_all, vals_all, offsets = batch.labels, batch.ts, batch.vals, batch.offsets
         keep_rows, kept_vals, kept_ok, kept_ts = [], [], [], []
@@ -217,7 +217,7 @@ class Evaluator:
                                                 self.lookback_ms)
             ok = ok.view(bool)
             rows = np.flatnonzero(ok.any(axis=1))
-            total += int(ok[rows].sum())
+            total += int(np.count_nonzero(ok))
             if self.samples is not None:
                 self.samples.add_steps(ok.sum(axis=0))
             self.count_samples(total)
@@ -227,10 +227,10 @@ class Evaluator:
             kept_vals.append(values)
             kept_ok.append(ok)
             kept_ts.append(stamps)
-        rows = np.concatenate(keep_rows)
         if len(kept_vals) == 1:
-            values, ok, stamps = kept_vals[0], kept_ok[0], kept_ts[0]
+            rows, values, ok, stamps = keep_rows[0], kept_vals[0], kept_ok[0], kept_ts[0]
         else:
+            rows = np.concatenate(keep_rows)
             values, ok, stamps = np.vstack(kept_vals), np.vstack(kept_ok), np.vstack(kept_ts)
         if len(rows) < len(labels):
             labels = [labels[i] for i in rows.tolist()]
