@@ -367,7 +367,7 @@ class Evaluator:
                 counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
                 self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
             rows = np.flatnonzero(present.any(axis=1))
-            held += int(present[rows].sum())
+            held += int(np.count_nonzero(present))
             self.count_samples(held)
             chunk_labels = chunk.labels
             if len(rows) == len(chunk_labels):
@@ -603,6 +603,9 @@ def _chunks(batch: SeriesBatch, max_samples: int):
     slice holds at least that many."""
     offsets = batch.offsets
     n = len(batch)
+    if n and int(offsets[-1] - offsets[0]) <= max_samples:
+        yield batch
+        return
     first = 0
     while first < n:
         last = int(np.searchsorted(offsets, offsets[first] + max_samples, side="left"))
