@@ -379,3 +379,61 @@ def test_symbols_are_forgotten_after_most_series_go():
 
 def test_match_type_values_are_promql_operators():
     assert [t.value for t in MatchType] == ["=", "!=", "=~", "!~"]
+
+
+# --- Label order of selections ---------------------------------------------------------------------------
+
+TRICKY_VALUES = ["", "a", "ab", "a b", "b", "é", "z", "\U0001F600", "aa", "A", "0", "10", "9"]
+
+
+def _random_index(rng: random.Random, count: int) -> tuple[SeriesIndex, dict[int, tuple]]:
+    index = SeriesIndex()
+    by_ref = {}
+    while len(by_ref) < count:
+        pairs = {"__name__": rng.choice(["up", "up_total", "u"])}
+        for name in ("a", "b", "job", "zz"):
+            if rng.random() < 0.7:
+                value = rng.choice(TRICKY_VALUES)
+                if value:
+                    pairs[name] = value
+        labels = make_labels(pairs)
+        ref, _ = index.get_or_create(labels)
+        by_ref[ref] = labels
+    return index, by_ref
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_small_selections_sort_as_label_tuples(seed):
+    """Up to the small-sort bound, the merge sort over symbol ids orders as sorted() orders tuples."""
+    rng = random.Random(seed)
+    index, by_ref = _random_index(rng, rng.randint(1, series_index._SMALL_SORT))
+    refs = sorted(rng.sample(sorted(by_ref), rng.randint(1, len(by_ref))))
+    ordered = index.sort_by_labels(np.asarray(refs, dtype=np.uint64)).tolist()
+    assert [by_ref[r] for r in ordered] == sorted(by_ref[r] for r in refs)
+    # refs the index does not hold are left out, as by the rank-key path
+    unknown = np.asarray(sorted(refs + [max(by_ref) + 1000]), dtype=np.uint64)
+    assert index.sort_by_labels(unknown).tolist() == ordered
+
+
+def test_select_sorted_follows_creates_and_removes():
+    """The remembered sorted selection is forgotten whenever a series is created or removed."""
+    rng = random.Random(7)
+    index, by_ref = _random_index(rng, 60)
+    selectors = [
+        [Matcher(MatchType.EQUAL, "__name__", "up")],
+        [Matcher(MatchType.EQUAL, "__name__", "up"), Matcher(MatchType.NOT_EQUAL, "a", "a")],
+        [Matcher(MatchType.REGEX, "job", "a.*|é")],
+    ]
+    for step in range(300):
+        if rng.random() < 0.5 and by_ref:
+            victim = rng.choice(sorted(by_ref))
+            index.remove(np.asarray([victim], dtype=np.uint64))
+            del by_ref[victim]
+        else:
+            labels = make_labels({"__name__": "up", "a": rng.choice(TRICKY_VALUES[1:]), "n": str(step)})
+            ref, _ = index.get_or_create(labels)
+            by_ref[ref] = labels
+        for matchers in selectors:
+            expected = index.sort_by_labels(index.select(matchers)).tolist()
+            assert index.select_sorted(matchers).tolist() == expected
+            assert index.select_sorted(matchers).tolist() == expected  # the remembered answer
