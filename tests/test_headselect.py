@@ -15,6 +15,7 @@ from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.head import INT64_MAX, INT64_MIN, Head, merge_samples
 from mimird.tsdb.labels import Matcher, make_labels
 from mimird.tsdb.series_index import SeriesIndex
+from test_head import push
 
 HOUR = 3600_000
 
@@ -41,17 +42,6 @@ def assert_same(got, want):
     for (_, ts, vals), (_, want_ts, want_vals) in zip(got, want, strict=True):
         assert ts.tolist() == want_ts.tolist()
         assert vals.view(np.uint64).tolist() == want_vals.view(np.uint64).tolist()
-
-
-def push(head: Head, series: dict) -> None:
-    labels, offsets, ts, vs = [], [0], [], []
-    for key, samples in series.items():
-        labels.append(key)
-        for t, v in samples:
-            ts.append(t)
-            vs.append(v)
-        offsets.append(len(ts))
-    head.append(labels, offsets, ts, vs)
 
 
 def random_head(rng: random.Random, n_series: int = 60) -> Head:

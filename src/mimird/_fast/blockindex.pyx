@@ -18,7 +18,7 @@ from libc.string cimport memcpy
 cimport numpy as cnp
 
 from mimird._fast.crc32c cimport crc32c_update
-from mimird._fast.varint cimport get_uvarint, put_uvarint, zigzag_decode, zigzag_encode
+from mimird._fast.varint cimport put_uvarint, read_uvarint_at, zigzag_decode, zigzag_encode
 
 import numpy as np
 
@@ -128,18 +128,6 @@ def encode_series_batch(uint64_t position, const int64_t[::1] order not None,
         free(body)
 
 
-cdef inline Py_ssize_t _read_uvarint(const uint8_t* data, Py_ssize_t pos, Py_ssize_t end,
-                                     uint64_t* value) noexcept nogil:
-    """The position after the varint at `pos`, or -1 if it runs past `end` or overflows."""
-    cdef Py_ssize_t n
-    if pos >= end:
-        return -1
-    n = get_uvarint(data + pos, end - pos, value)
-    if n < 0:
-        return -1
-    return pos + n
-
-
 def decode_series(const uint8_t[::1] data not None, Py_ssize_t offset):
     """Decode the series entry at byte `offset` of the index bytes `data` and check its CRC.
 
@@ -153,24 +141,24 @@ def decode_series(const uint8_t[::1] data not None, Py_ssize_t offset):
     if offset < 0 or offset >= size:
         raise ValueError(f"series offset {offset} is outside the index ({size} bytes)")
     buf = &data[0]
-    pos = _read_uvarint(buf, offset, size, &length)
+    pos = read_uvarint_at(buf, offset, size, &length)
     if pos < 0 or length > <uint64_t>(size - pos) or <Py_ssize_t>length + 4 > size - pos:
         raise ValueError(f"series at offset {offset}: length runs past the end of the index")
     start = pos
     end = pos + <Py_ssize_t>length
     if crc32c_update(0, buf + start, end - start) != _get_be32(buf + end):
         raise ValueError(f"series at offset {offset}: checksum mismatch")
-    pos = _read_uvarint(buf, pos, end, &num_labels)
+    pos = read_uvarint_at(buf, pos, end, &num_labels)
     if pos < 0 or num_labels > <uint64_t>(end - pos):
         raise ValueError(f"series at offset {offset}: bad label count")
     cdef cnp.ndarray labels = np.empty(2 * num_labels, dtype=np.uint32)
     cdef uint32_t[::1] labels_view = labels
     for i in range(<Py_ssize_t>(2 * num_labels)):
-        pos = _read_uvarint(buf, pos, end, &value)
+        pos = read_uvarint_at(buf, pos, end, &value)
         if pos < 0 or value > 0xFFFFFFFF:
             raise ValueError(f"series at offset {offset}: bad label symbol reference")
         labels_view[i] = <uint32_t>value
-    pos = _read_uvarint(buf, pos, end, &num_chunks)
+    pos = read_uvarint_at(buf, pos, end, &num_chunks)
     if pos < 0 or num_chunks > <uint64_t>(end - pos):
         raise ValueError(f"series at offset {offset}: bad chunk count")
     cdef cnp.ndarray mint = np.empty(num_chunks, dtype=np.int64)
@@ -182,11 +170,11 @@ def decode_series(const uint8_t[::1] data not None, Py_ssize_t offset):
     cdef int64_t t0 = 0, ref0 = 0
     cdef uint64_t a, b, c
     for i in range(<Py_ssize_t>num_chunks):
-        pos = _read_uvarint(buf, pos, end, &a)
+        pos = read_uvarint_at(buf, pos, end, &a)
         if pos >= 0:
-            pos = _read_uvarint(buf, pos, end, &b)
+            pos = read_uvarint_at(buf, pos, end, &b)
         if pos >= 0:
-            pos = _read_uvarint(buf, pos, end, &c)
+            pos = read_uvarint_at(buf, pos, end, &c)
         if pos < 0:
             raise ValueError(f"series at offset {offset}: chunk {i} runs past the entry")
         if i == 0:
@@ -219,7 +207,7 @@ def symbol_offsets(const uint8_t[::1] data not None, Py_ssize_t start, Py_ssize_
     with nogil:
         for i in range(count):
             view[i] = pos
-            pos = _read_uvarint(buf, pos, end, &length)
+            pos = read_uvarint_at(buf, pos, end, &length)
             if pos < 0 or length > <uint64_t>(end - pos):
                 failed = i
                 break
@@ -245,10 +233,10 @@ def read_postings_offset_table(const uint8_t[::1] data not None, Py_ssize_t star
     cdef object name = None
     cdef list values = None, offsets = None
     for i in range(count):
-        pos = _read_uvarint(buf, pos, end, &keys)
+        pos = read_uvarint_at(buf, pos, end, &keys)
         if pos < 0 or keys != 2:
             raise ValueError(f"postings offset table entry {i}: expected 2 keys")
-        pos = _read_uvarint(buf, pos, end, &length)
+        pos = read_uvarint_at(buf, pos, end, &length)
         if pos < 0 or length > <uint64_t>(end - pos):
             raise ValueError(f"postings offset table entry {i}: name runs past the table")
         if name is None or <Py_ssize_t>length != name_len or \
@@ -264,12 +252,12 @@ def read_postings_offset_table(const uint8_t[::1] data not None, Py_ssize_t star
             else:
                 values, offsets = entry
         pos += <Py_ssize_t>length
-        pos = _read_uvarint(buf, pos, end, &length)
+        pos = read_uvarint_at(buf, pos, end, &length)
         if pos < 0 or length > <uint64_t>(end - pos):
             raise ValueError(f"postings offset table entry {i}: value runs past the table")
         value_pos = pos
         pos += <Py_ssize_t>length
-        pos = _read_uvarint(buf, pos, end, &offset)
+        pos = read_uvarint_at(buf, pos, end, &offset)
         if pos < 0:
             raise ValueError(f"postings offset table entry {i}: offset runs past the table")
         values.append(PyUnicode_DecodeUTF8(<const char*>(buf + value_pos), <Py_ssize_t>length, NULL))
@@ -352,7 +340,7 @@ def read_chunks(list segments not None, const uint64_t[::1] refs not None, Py_ss
             raise ValueError(f"chunk ref {ref:#x}: offset {offset} is outside segment {segment + 1:06d} "
                              f"({size} bytes)")
         buf = &view[0]
-        pos = _read_uvarint(buf, <Py_ssize_t>offset, size, &length)
+        pos = read_uvarint_at(buf, <Py_ssize_t>offset, size, &length)
         if pos < 0 or length > <uint64_t>size or <Py_ssize_t>length + 5 > size - pos:
             raise ValueError(f"chunk ref {ref:#x}: length runs past the end of segment {segment + 1:06d}")
         if crc32c_update(0, buf + pos, <Py_ssize_t>length + 1) != _get_be32(buf + pos + 1 + length):

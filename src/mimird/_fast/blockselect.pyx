@@ -30,7 +30,7 @@ cimport numpy as cnp
 
 from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
-from mimird._fast.varint cimport get_uvarint, zigzag_decode
+from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
 import numpy as np
@@ -60,18 +60,6 @@ cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
 
 cdef inline uint32_t _get_be32(const uint8_t* data) noexcept nogil:
     return (<uint32_t>data[0] << 24) | (<uint32_t>data[1] << 16) | (<uint32_t>data[2] << 8) | data[3]
-
-
-cdef inline Py_ssize_t _read_uvarint(const uint8_t* data, Py_ssize_t pos, Py_ssize_t end,
-                                     uint64_t* value) noexcept nogil:
-    # The position after the varint at `pos`, or -1 if it runs past `end` or overflows.
-    cdef Py_ssize_t n
-    if pos >= end:
-        return -1
-    n = get_uvarint(data + pos, end - pos, value)
-    if n < 0:
-        return -1
-    return pos + n
 
 
 cdef inline bint _grow(void** buffer, Py_ssize_t* capacity, Py_ssize_t needed, size_t item_size) noexcept nogil:
@@ -207,35 +195,35 @@ cdef class BlockSnapshot:
             offset = <Py_ssize_t>(refs[i] * _SERIES_ALIGN)
             if offset < series_start or offset >= series_end or offset >= self.index_size:
                 return _BAD_REF
-            pos = _read_uvarint(buf, offset, self.index_size, &length)
+            pos = read_uvarint_at(buf, offset, self.index_size, &length)
             if pos < 0 or length > <uint64_t>(self.index_size - pos) or <Py_ssize_t>length + 4 > self.index_size - pos:
                 return _BAD_SERIES
             end = pos + <Py_ssize_t>length
             if crc32c_update(0, buf + pos, end - pos) != _get_be32(buf + end):
                 return _SERIES_CHECKSUM
-            pos = _read_uvarint(buf, pos, end, &num_labels)
+            pos = read_uvarint_at(buf, pos, end, &num_labels)
             if pos < 0 or num_labels > <uint64_t>(end - pos):
                 return _BAD_SERIES
             if not _grow(<void**>&self.label_ids, &self.label_capacity, num_labels_total + 2 * <Py_ssize_t>num_labels,
                          sizeof(uint32_t)):
                 return _NO_MEMORY
             for j in range(<Py_ssize_t>(2 * num_labels)):
-                pos = _read_uvarint(buf, pos, end, &value)
+                pos = read_uvarint_at(buf, pos, end, &value)
                 if pos < 0 or value > <uint64_t>0xFFFFFFFF:
                     return _BAD_SERIES
                 self.label_ids[num_labels_total + j] = <uint32_t>value
             num_labels_total += 2 * <Py_ssize_t>num_labels
-            pos = _read_uvarint(buf, pos, end, &num_chunks)
+            pos = read_uvarint_at(buf, pos, end, &num_chunks)
             if pos < 0 or num_chunks > <uint64_t>(end - pos):
                 return _BAD_SERIES
             t0 = 0
             ref0 = 0
             for j in range(<Py_ssize_t>num_chunks):
-                pos = _read_uvarint(buf, pos, end, &a)
+                pos = read_uvarint_at(buf, pos, end, &a)
                 if pos >= 0:
-                    pos = _read_uvarint(buf, pos, end, &b)
+                    pos = read_uvarint_at(buf, pos, end, &b)
                 if pos >= 0:
-                    pos = _read_uvarint(buf, pos, end, &c)
+                    pos = read_uvarint_at(buf, pos, end, &c)
                 if pos < 0:
                     return _BAD_SERIES
                 if j == 0:
@@ -259,7 +247,7 @@ cdef class BlockSnapshot:
                 size = segment_sizes[segment]
                 if chunk_offset < <uint64_t>header_size or chunk_offset >= <uint64_t>size:
                     return _BAD_CHUNK_OFFSET
-                chunk_pos = _read_uvarint(seg, <Py_ssize_t>chunk_offset, size, &length)
+                chunk_pos = read_uvarint_at(seg, <Py_ssize_t>chunk_offset, size, &length)
                 if chunk_pos < 0 or length > <uint64_t>size or <Py_ssize_t>length + 5 > size - chunk_pos:
                     return _BAD_CHUNK_LENGTH
                 if crc32c_update(0, seg + chunk_pos, <Py_ssize_t>length + 1) != _get_be32(seg + chunk_pos + 1 + length):
@@ -360,7 +348,7 @@ cdef class BlockSnapshot:
         if text is not None:
             return text
         offsets = self.symbol_offsets
-        pos = _read_uvarint(self.index, <Py_ssize_t>offsets[symbol_id], self.index_size, &length)
+        pos = read_uvarint_at(self.index, <Py_ssize_t>offsets[symbol_id], self.index_size, &length)
         if pos < 0 or length > <uint64_t>(self.index_size - pos):
             raise ValueError(f"symbol {symbol_id} runs past the end of the index")
         text = PyUnicode_DecodeUTF8(<const char*>(self.index + pos), <Py_ssize_t>length, NULL)

@@ -33,6 +33,18 @@ cdef inline Py_ssize_t get_uvarint(const uint8_t* buf, Py_ssize_t size, uint64_t
     return -1
 
 
+cdef inline Py_ssize_t read_uvarint_at(const uint8_t* data, Py_ssize_t pos, Py_ssize_t end,
+                                       uint64_t* value) noexcept nogil:
+    """Read the varint at data[pos:end]; return the position after it, or -1 if truncated or over 64 bits."""
+    cdef Py_ssize_t n
+    if pos >= end:
+        return -1
+    n = get_uvarint(data + pos, end - pos, value)
+    if n < 0:
+        return -1
+    return pos + n
+
+
 cdef inline uint64_t zigzag_encode(int64_t value) noexcept nogil:
     return (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
 
