@@ -30,7 +30,9 @@ class String:
     v: str
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ and costs twice as much, and
+# an instant query builds one Sample per result series. Treat them as immutable all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Sample:
     """One element of an instant vector."""
 
