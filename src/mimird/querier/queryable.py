@@ -31,7 +31,7 @@ import numpy as np
 from mimird.frontend import stats as query_stats
 from mimird.tsdb.block import BlockReader
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
-from mimird.tsdb.head import merge_samples
+from mimird.tsdb.head import Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
 from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
 
@@ -334,13 +334,13 @@ class TenantQueryable:
             for ulid, meta in sorted(db.blocks.items()):
                 if not _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
                     continue
-                with BlockReader(db.dir / ulid) as reader:
-                    in_block = []
-                    for ref in reader.select(matchers).tolist():
-                        labels, chunks = reader.series(ref)
-                        if any(_overlaps(c_lo, c_hi, lo, hi) for c_lo, c_hi, _ in chunks):
-                            in_block.append(labels)
-                    parts.append(in_block)
+                reader = db.block_reader(ulid)
+                in_block = []
+                for ref in reader.select(matchers).tolist():
+                    labels, chunks = reader.series(ref)
+                    if any(_overlaps(c_lo, c_hi, lo, hi) for c_lo, c_hi, _ in chunks):
+                        in_block.append(labels)
+                parts.append(in_block)
         store_range = self._store_range(mint, maxt)
         if store_range is not None:
             store = self._store()
@@ -371,25 +371,32 @@ class TenantQueryable:
                 self.count_series(labels)
         return result
 
+    def _local_indexes(self, tenant: str, mint: int, maxt: int) -> tuple[Head | None, list[BlockReader]]:
+        """The tenant's head (None unless it holds series overlapping the ingester's part of [mint, maxt])
+        and the shared readers of its local blocks overlapping that part, oldest ULID first."""
+        ingester_range = self._ingester_range(tenant, mint, maxt)
+        db = self.app.ingester.tenants.get(tenant)
+        if db is None or ingester_range is None:
+            return None, []
+        lo, hi = ingester_range
+        head = db.head
+        with head.lock:
+            head_overlaps = head.num_series and _overlaps(head.min_time, head.max_time, lo, hi)
+        readers = [db.block_reader(ulid) for ulid, meta in sorted(db.blocks.items())
+                   if _overlaps(meta.min_time, meta.max_time - 1, lo, hi)]
+        return (head if head_overlaps else None), readers
+
     def _tenant_label_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
         """The tenant's series matching `matchers` as label names and values with `match[]` see them: every
         matching series of the head if the head's time range overlaps the range, and of each block that
         does. Prometheus's index readers (behind Mimir's ingester and store-gateway) ask no per-series
         time question there, so a series whose samples all lie outside the range still counts."""
         found: set[Labels] = set()
-        ingester_range = self._ingester_range(tenant, mint, maxt)
-        db = self.app.ingester.tenants.get(tenant)
-        if db is not None and ingester_range is not None:
-            lo, hi = ingester_range
-            head = db.head
-            with head.lock:
-                head_overlaps = head.num_series and _overlaps(head.min_time, head.max_time, lo, hi)
-            if head_overlaps:
-                found.update(head.series_labels(matchers))
-            for ulid, meta in sorted(db.blocks.items()):
-                if _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
-                    with BlockReader(db.dir / ulid) as reader:
-                        found.update(reader.series(ref)[0] for ref in reader.select(matchers).tolist())
+        head, readers = self._local_indexes(tenant, mint, maxt)
+        if head is not None:
+            found.update(head.series_labels(matchers))
+        for reader in readers:
+            found.update(reader.series(ref)[0] for ref in reader.select(matchers).tolist())
         store_range = self._store_range(mint, maxt)
         if store_range is not None:
             store = self._store()
@@ -411,18 +418,12 @@ class TenantQueryable:
         """Label names (name None) or one label's values of the tenant's data overlapping the range,
         read from the indexes without matching series."""
         out: set[str] = set()
-        ingester_range = self._ingester_range(tenant, mint, maxt)
-        db = self.app.ingester.tenants.get(tenant)
-        if db is not None and ingester_range is not None:
-            lo, hi = ingester_range
-            head = db.head
+        head, readers = self._local_indexes(tenant, mint, maxt)
+        if head is not None:
             with head.lock:
-                if head.num_series and _overlaps(head.min_time, head.max_time, lo, hi):
-                    out.update(head.index.label_names() if name is None else head.index.label_values(name))
-            for ulid, meta in sorted(db.blocks.items()):
-                if _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
-                    with BlockReader(db.dir / ulid) as reader:
-                        out.update(reader.label_names() if name is None else reader.label_values(name))
+                out.update(head.index.label_names() if name is None else head.index.label_values(name))
+        for reader in readers:
+            out.update(reader.label_names() if name is None else reader.label_values(name))
         store_range = self._store_range(mint, maxt)
         if store_range is not None:
             store = self._store()
