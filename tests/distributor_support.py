@@ -17,7 +17,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _varint(value: int) -> bytes:
+def uvarint(value: int) -> bytes:
+    """An unsigned protobuf varint."""
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -59,11 +60,11 @@ def write_request_bytes(series: list, metadata=(), *, exemplars=None, histograms
         request.metadata.add(type=mtype, metric_family_name=name, help=help_text, unit=unit)
     raw = request.SerializeToString()
     if source:
-        raw += _varint(2 << 3) + _varint(source)
+        raw += uvarint(2 << 3) + uvarint(source)
     if skip_label_validation:
-        raw += _varint(1000 << 3) + _varint(1)
+        raw += uvarint(1000 << 3) + uvarint(1)
     if skip_label_count_validation:
-        raw += _varint(1001 << 3) + _varint(1)
+        raw += uvarint(1001 << 3) + uvarint(1)
     return raw
 
 

@@ -15,7 +15,7 @@ import snappy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distributor_support import metric_value, module_daemon, now_ms, push, stored_series
+from distributor_support import metric_value, module_daemon, now_ms, push, stored_series, uvarint
 from mimird._fast.remotewrite import (
     METRIC_TYPE_COUNTER,
     METRIC_TYPE_GAUGE,
@@ -304,19 +304,11 @@ def raw_v1_body(series: list[list[tuple[bytes, bytes]]], ts: int) -> bytes:
 
     body = b""
     for labels in series:
-        sample = b"\x09" + struct.pack("<d", 1.0) + b"\x10" + _varint(ts)
+        sample = b"\x09" + struct.pack("<d", 1.0) + b"\x10" + uvarint(ts)
         payload = b"".join(field(1, field(1, n) + field(2, v)) for n, v in labels) + field(2, sample)
         body += field(1, payload)
     return snappy.compress(body)
 
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def test_invalid_utf8_label_value_drops_only_that_series(d):

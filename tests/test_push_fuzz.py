@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Daemon, encode_write_request
+from distributor_support import uvarint
 from mimird import prompb
 
 pytestmark = pytest.mark.slow
@@ -94,14 +95,6 @@ def assert_not_5xx(response: httpx.Response, what: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # Protobuf building blocks
-
-def uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def tag(field: int, wire_type: int) -> bytes:
