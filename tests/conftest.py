@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -177,3 +179,48 @@ def running_prometheus(workdir: Path, config, *flags: str):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class RecordingProxy:
+    """An HTTP proxy on a loopback port in front of `target` for peers (Prometheus) talking to mimird: it
+    forwards each POST, with X-Scope-OrgID set when `tenant` is given, and keeps (headers with lower-case
+    names, body) of every request in `received`."""
+
+    def __init__(self, target: str, tenant: str | None = None):
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sent = {name.lower(): value for name, value in self.headers.items()}
+                proxy.received.append((sent, body))
+                forwarded = {name: value for name, value in sent.items()
+                             if name not in ("host", "content-length", "connection")}
+                if tenant is not None:
+                    forwarded["X-Scope-OrgID"] = tenant
+                answer = httpx.post(target + self.path, content=body, headers=forwarded, timeout=10)
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "Content-Encoding"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """The headers of every request received, in order."""
+        return [headers for headers, _ in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -20,14 +20,12 @@ Skipped when ``/usr/bin/prometheus`` (``make peers``) is not installed.
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from conftest import PROMETHEUS, Daemon, running_prometheus
+from conftest import PROMETHEUS, Daemon, RecordingProxy, running_prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -60,46 +58,13 @@ remote_write:
 """
 
 
-class HeaderProxy:
-    """Forwards each POST to `target` with X-Scope-OrgID added; keeps the headers Prometheus sent."""
-
-    def __init__(self, target: str, tenant: str):
-        self.received: list[dict[str, str]] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sent = {name.lower(): value for name, value in self.headers.items()}
-                proxy.received.append(sent)
-                forwarded = {name: value for name, value in sent.items() if name not in ("host", "content-length")}
-                forwarded["X-Scope-OrgID"] = tenant
-                answer = httpx.post(target + self.path, content=body, headers=forwarded, timeout=10)
-                self.send_response(answer.status_code)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """mimird, then Prometheus scraping itself and remote-writing into it: yields (mimird, prometheus URL)."""
     if not PROMETHEUS.exists():
         pytest.skip("/usr/bin/prometheus is not installed (make peers)")
     mimird = Daemon(tmp_path_factory.mktemp("mimird"), []).start()
-    proxy = HeaderProxy(mimird.url, TENANT)
+    proxy = RecordingProxy(mimird.url, TENANT)
     workdir = tmp_path_factory.mktemp("prometheus")
     try:
         with running_prometheus(workdir, lambda port: prometheus_config(port, proxy.url + "/api/v1/push")) as url:
@@ -212,7 +177,7 @@ def test_prometheus_2_42_sends_no_configured_headers(stack):
     wait_for_scrapes(url, 2)
     compare_until_equal(mimird, url, "query", {"query": "up", "time": f"{time.time():.3f}"})
     assert proxy.received
-    for headers in proxy.received:
+    for headers in proxy.headers:
         assert headers["content-encoding"] == "snappy"
         assert headers["x-prometheus-remote-write-version"] == "0.1.0"
         assert "x-scope-orgid" not in headers

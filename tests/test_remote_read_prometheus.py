@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import signal
 import struct
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 import snappy
 
-from conftest import PROMETHEUS, Daemon, remote_write, running_prometheus
+from conftest import PROMETHEUS, Daemon, RecordingProxy, remote_write, running_prometheus
 from mimird import prompb
 from mimird._fast.crc32c import crc32c
 from mimird._fast.varint import decode_uvarint
@@ -59,45 +57,6 @@ def make_series() -> dict[tuple, list[tuple[int, float]]]:
 SERIES = make_series()
 
 
-class RecordingProxy:
-    """An HTTP proxy in front of mimird's remote read endpoint that keeps every ReadRequest it forwards."""
-
-    def __init__(self, target: str):
-        self.requests: list[prompb.ReadRequest] = []
-        self.headers: list[dict[str, str]] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = prompb.ReadRequest()
-                request.ParseFromString(snappy.uncompress(body))
-                proxy.requests.append(request)
-                proxy.headers.append({name.lower(): value for name, value in self.headers.items()})
-                headers = {name: value for name, value in self.headers.items()
-                           if name.lower() not in ("host", "content-length", "connection")}
-                answer = httpx.post(target + self.path, content=body, headers=headers, timeout=10)
-                self.send_response(answer.status_code)
-                for name in ("Content-Type", "Content-Encoding"):
-                    if name in answer.headers:
-                        self.send_header(name, answer.headers[name])
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """(mimird, proxy, prometheus URL): mimird holds the data, Prometheus reads it through the proxy."""
@@ -119,6 +78,16 @@ def stores(tmp_path_factory):
         mimird.stop(signal.SIGKILL)
 
 
+def read_requests(proxy: RecordingProxy) -> list[prompb.ReadRequest]:
+    """The ReadRequests Prometheus sent through the proxy, in order."""
+    requests = []
+    for _, body in proxy.received:
+        request = prompb.ReadRequest()
+        request.ParseFromString(snappy.uncompress(body))
+        requests.append(request)
+    return requests
+
+
 def prometheus_query(url: str, path: str, **params) -> list[dict]:
     response = httpx.get(url + path, params=params, timeout=20)
     body = response.json()
@@ -133,15 +102,15 @@ def labels_key(metric: dict) -> tuple:
 
 def test_instant_range_selector_returns_every_pushed_sample(stores):
     mimird, proxy, url = stores
-    before = len(proxy.requests)
+    before = len(read_requests(proxy))
     # a 31-minute window at the data's end holds all 121 samples
     result = prometheus_query(url, "/api/v1/query", query='{__name__=~"rr_.*"}[31m]', time=END_MS / 1000)
     got = {labels_key(item["metric"]): [(round(float(t) * 1000), float(v)) for t, v in item["values"]]
            for item in result}
     assert got == SERIES
     # Prometheus 2.42's client asks for no response type: the server answers SAMPLES
-    assert len(proxy.requests) > before
-    for request in proxy.requests[before:]:
+    assert len(read_requests(proxy)) > before
+    for request in read_requests(proxy)[before:]:
         assert list(request.accepted_response_types) == []
 
 
@@ -156,7 +125,7 @@ def test_instant_query_with_matchers_and_function(stores):
     assert {item["metric"]["zone"]: float(item["value"][1]) for item in result} == {
         "z1": 0 + 1000 + 2 * 120 * 1.5, "z2": 2000 + 120 * 1.5}
     # the selector's matchers travel in the read request
-    wanted = {(m.type, m.name, m.value) for request in proxy.requests for q in request.queries for m in q.matchers}
+    wanted = {(m.type, m.name, m.value) for request in read_requests(proxy) for q in request.queries for m in q.matchers}
     assert {(0, "zone", "z1"), (1, "host", "b"), (0, "__name__", "rr_temperature")} <= wanted
 
 
@@ -212,7 +181,7 @@ def read_frames(body: bytes) -> list[prompb.ChunkedReadResponse]:
 def test_direct_read_request_both_response_types(stores, response_type):
     """The same selection Prometheus made, asked directly for each response type."""
     mimird, proxy, _ = stores
-    assert proxy.requests, "Prometheus sent no read request"
+    assert read_requests(proxy), "Prometheus sent no read request"
     request = prompb.ReadRequest()
     query = request.queries.add(start_timestamp_ms=START_MS, end_timestamp_ms=END_MS)
     query.matchers.add(type=2, name="__name__", value="rr_.*")
