@@ -82,7 +82,16 @@ def start_prometheus(workdir: Path, port: int) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/api/v1/write"
 
 
-STORES = {"mimird": start_mimird, "prometheus": start_prometheus}
+def start_vm(workdir: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """Debian's VictoriaMetrics, run as the refpeers launcher runs it (range-result cache off)."""
+    args = ["/usr/bin/victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir / 'vm'}",
+            "-retentionPeriod=1y", "-search.disableCache", "-loggerLevel=WARN"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return proc, f"http://127.0.0.1:{port}/api/v1/write"
+
+
+STORES = {"mimird": start_mimird, "prometheus": start_prometheus, "vm": start_vm}
 
 
 def disk_bytes(path: Path) -> int:

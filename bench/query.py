@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Dashboard-query latency, mimird next to Prometheus on the same data.
+"""Dashboard-query latency, mimird next to Prometheus (and VictoriaMetrics) on the same data.
 
 Loads the reference dataset (10k series x 2h at 15s by default, `../shared/tools/refpeers/rw.py`) into a
-fresh mimird and a fresh Prometheus over one connection, then runs each query of
-`../shared/tools/refpeers/queries.txt` as a 1h range query at a 15s step and as an instant query (1 warm-up,
-3 timed runs, median), prints both latencies and the ratio, and compares the results (rtol 1e-6, metric
-names ignored).
+fresh mimird, a fresh Prometheus and, when Debian's victoria-metrics is installed, a fresh VictoriaMetrics,
+each over one connection; then runs each query of `bench/queries.txt` (the refpeers queries plus
+subqueries) as a 1h range query at a 15s step and as an instant query (1 warm-up, 3 timed runs, median),
+prints the latencies and ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names
+ignored).
 
-    .venv/bin/python bench/query.py [--series 10000] [--hours 2]
+    .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--stores mimird,prometheus,vm]
 """
 
 from __future__ import annotations
@@ -18,18 +19,41 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import ingest
 from ingest import REFPEERS, STORES, free_port, rw  # noqa: F401  (rw comes from the shared folder)
 
 
+def print_table(results: dict) -> None:
+    """Latencies and ratios to Prometheus per query; with VictoriaMetrics also mimird/VM."""
+    by_store = {store: {(r["query"], r["type"]): r for r in dump["results"]} for store, dump in results.items()}
+    has_vm = "vm" in by_store
+    print(f"\n{'type':8s}{'mimird ms':>11s}{'prom ms':>10s}{'ratio':>8s}"
+          + (f"{'vm ms':>9s}{'vm/prom':>9s}{'mim/vm':>8s}" if has_vm else "") + f"  {'equal points':14s} query")
+    for mine in results["mimird"]["results"]:
+        key = (mine["query"], mine["type"])
+        theirs = by_store["prometheus"][key]
+        verdict = rw.compare_result(mine, theirs, 1e-6, 1e-9, True)
+        equal = ("error" if "error" in verdict else
+                 f"{verdict['points_equal']}/{verdict['points_common']}"
+                 + ("" if verdict["series_a"] == verdict["series_b"] == verdict["series_common"] else " series!"))
+        mine_ms, prom_ms = mine["median_ms"] or 0, theirs["median_ms"] or 0
+        line = f"{mine['type']:8s}{mine_ms:>11.1f}{prom_ms:>10.1f}{mine_ms / (prom_ms or 1):>8.2f}"
+        if has_vm:
+            vm_ms = by_store["vm"][key]["median_ms"] or 0
+            line += f"{vm_ms:>9.1f}{vm_ms / (prom_ms or 1):>9.2f}{mine_ms / (vm_ms or 1):>8.2f}"
+        print(f"{line}  {equal:14s} {mine['query'][:70]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10000)
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--stores", default="mimird,prometheus")
-    parser.add_argument("--queries", default=str(REFPEERS / "queries.txt"))
+    parser.add_argument("--stores", default="mimird,prometheus" + (",vm" if Path("/usr/bin/victoria-metrics").exists() else ""),
+                        help="stores to load and query, in order (vm = Debian's victoria-metrics, if installed)")
+    parser.add_argument("--queries", default=str(Path(__file__).parent / "queries.txt"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--outdir", default=str(Path(__file__).parent / "out"))
     parser.add_argument("--mimird-flags", default="",
@@ -51,6 +75,10 @@ def main() -> int:
             loaded = rw.push_all(write_url, per_shard, rw.rw_headers(), 900)
             print(f"{store}: loaded {loaded['samples_ok']:,} samples at {loaded['samples_per_s']:,}/s, "
                   f"errors {loaded['errors']}", flush=True)
+            if store == "vm":
+                # VictoriaMetrics makes fresh samples searchable about a second later; flush to be sure.
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/internal/force_flush", method="POST"), timeout=30).read()
             time.sleep(2)
             base = f"http://127.0.0.1:{port}" + ("/prometheus" if store == "mimird" else "")
             out = outdir / f"query-{store}.json"
@@ -62,17 +90,7 @@ def main() -> int:
             proc.wait(60)
             shutil.rmtree(workdir, ignore_errors=True)
     if {"mimird", "prometheus"} <= set(results):
-        index = {(r["query"], r["type"]): r for r in results["prometheus"]["results"]}
-        print(f"\n{'type':8s}{'mimird ms':>11s}{'prom ms':>10s}{'ratio':>8s}  {'equal points':14s} query")
-        for mine in results["mimird"]["results"]:
-            theirs = index[(mine["query"], mine["type"])]
-            verdict = rw.compare_result(mine, theirs, 1e-6, 1e-9, True)
-            equal = ("error" if "error" in verdict else
-                     f"{verdict['points_equal']}/{verdict['points_common']}"
-                     + ("" if verdict["series_a"] == verdict["series_b"] == verdict["series_common"] else " series!"))
-            ratio = (mine["median_ms"] or 0) / (theirs["median_ms"] or 1)
-            print(f"{mine['type']:8s}{mine['median_ms'] or 0:>11.1f}{theirs['median_ms'] or 0:>10.1f}{ratio:>8.2f}"
-                  f"  {equal:14s} {mine['query'][:70]}")
+        print_table(results)
     return 0
 
 
