@@ -253,3 +253,32 @@ def test_single_tenant_limits_equal_the_general_path(lookback, retention, size, 
                          "max_query_expression_size_bytes": size, "max_total_query_length": length,
                          "align_queries_with_step": align})
     assert QueryLimits.for_tenants(overrides, ["a"]) == QueryLimits.for_tenants(overrides, ["a", "a"])
+
+
+def test_repeated_small_range_queries_answer_identically(daemon):
+    now = int(time.time() * 1000) // MINUTE * MINUTE
+    series = {(("__name__", "fastpath_range"), ("job", job)): [(now - i * MINUTE, float(i)) for i in range(30, -1, -1)]
+              for job in ("a", "b")}
+    assert remote_write(daemon, "fastpath-range", series).status_code == 200
+    headers = {"X-Scope-OrgID": "fastpath-range"}
+    span = {"start": str((now - 20 * MINUTE) / 1000), "end": str(now / 1000), "step": "60"}
+    cases = [{"query": "sum by (job) (rate(fastpath_range[5m]))", **span},
+             {"query": "max_over_time(fastpath_range[10m])", **span},
+             {"query": "avg_over_time(sum(fastpath_range)[10m:2m])", **span},
+             {"query": "fastpath_range / on(job) group_left fastpath_range", **span},
+             {"query": "vector(1)", **span, "stats": "all"}]
+    for params in cases:
+        # the first run is measured in a worker thread, the later ones run inline
+        answers = [daemon.get(f"{P}/query_range", params=params, headers=headers) for _ in range(4)]
+        if "stats" in params:  # the statistics carry timings, which differ from run to run
+            bodies = [a.json() for a in answers]
+            for body in bodies:
+                del body["data"]["stats"]["timings"]
+            assert all(a.status_code == 200 for a in answers) and all(b == bodies[0] for b in bodies)
+        else:
+            assert {(a.status_code, a.content) for a in answers} == {(200, answers[0].content)}, params
+        assert answers[0].json()["data"]["resultType"] == "matrix"
+    # a query whose inline run fails answers as the threaded run did
+    bad = {"query": "fastpath_range / on() fastpath_range", **span}
+    errors = [daemon.get(f"{P}/query_range", params=bad, headers=headers) for _ in range(3)]
+    assert {(e.status_code, e.content) for e in errors} == {(422, errors[0].content)}

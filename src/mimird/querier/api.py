@@ -60,7 +60,7 @@ METRIC_TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: 
                      5: "summary", 6: "info", 7: "stateset"}
 
 
-# An instant query whose last evaluation (rendering included) took at most this long runs on the event loop:
+# A query whose last evaluation (rendering included) took at most this long runs on the event loop:
 # handing it to a worker thread and back costs about as much again (0.2-0.3 ms of thread wake-ups and GIL
 # hand-overs), and blocking the loop for under a millisecond is harmless.
 INLINE_MAX_SECONDS = 0.001
@@ -68,7 +68,7 @@ INLINE_MAX_SECONDS = 0.001
 # keeps (longer ones always run in a worker thread), which bound its memory.
 INLINE_HISTORY_ENTRIES = 4096
 INLINE_MAX_QUERY_CHARS = 2048
-# An instant query at most this far behind now counts as "at now" for the inline decision: dashboards send
+# A query ending at most this far behind now counts as "at now" for the inline decision: dashboards send
 # the current time, which differs on every refresh. Older evaluation times are remembered exactly.
 RECENT_QUERY_MS = 10 * 60 * 1000
 
@@ -222,11 +222,18 @@ class QuerierAPI:
         tenants = request.tenants
         settings = self._cache_settings(tenants)
         no_store = "no-store" in request.headers.get("cache-control", "")
+        stats = request.arg("stats")
+        # Without a results cache (whose backend may do network I/O) a tiny range query may run inline like
+        # an instant one; a dashboard's range moves with now, so recent ones are known by length and step.
+        inline_key = None
+        if self.splitter.cache is None and len(text) <= INLINE_MAX_QUERY_CHARS:
+            inline_key = ("range", tuple(tenants), text, end - start, step,
+                          None if _now_ms() - end <= RECENT_QUERY_MS else start, stats)
         return await self._run(
-            lambda cancelled, stats: self.splitter.run(
+            lambda cancelled, statistics: self.splitter.run(
                 lambda: self.queryable(tenants), "|".join(sorted(tenants)), text, start, end, step, cancelled,
-                stats, settings, no_store),
-            request.arg("stats"))
+                statistics, settings, no_store),
+            stats, inline_key)
 
     def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
         """The results cache's limits over the request's tenants, combined as Mimir combines them: the longest
