@@ -242,6 +242,9 @@ class _Limits:
     def get(self, tenant, name):
         return self.values[name]
 
+    def derived(self, key, compute):
+        return compute()
+
 
 @pytest.mark.parametrize("lookback,retention,size,length,align", [
     (0, 0, 0, 0, False), (3600.0, 0, 10, 0, True), (0, 7200.0, -1, 60.0, False), (60.0, 30.0, 5, 2.5, True),
@@ -253,6 +256,29 @@ def test_single_tenant_limits_equal_the_general_path(lookback, retention, size, 
                          "max_query_expression_size_bytes": size, "max_total_query_length": length,
                          "align_queries_with_step": align})
     assert QueryLimits.for_tenants(overrides, ["a"]) == QueryLimits.for_tenants(overrides, ["a", "a"])
+
+
+def test_derived_limits_are_remembered_until_the_runtime_overrides_reload(tmp_path):
+    from mimird.config.runtime import Overrides, RuntimeConfig
+    from mimird.config.schema import load_config
+    from mimird.frontend.limits import QueryLimits
+
+    runtime_file = tmp_path / "runtime.yaml"
+    runtime_file.write_text("overrides:\n  a:\n    max_query_expression_size_bytes: 10\n")
+    config, _ = load_config([f"-runtime-config.file={runtime_file}"])
+    runtime = RuntimeConfig([str(runtime_file)], 10.0)
+    assert runtime.load()
+    overrides = Overrides(config, runtime)
+    first = QueryLimits.for_tenants(overrides, ["a"])
+    assert first.max_expression_bytes == 10 and QueryLimits.for_tenants(overrides, ["a"]) is first
+    assert QueryLimits.for_tenants(overrides, ["b"]).max_expression_bytes == 0
+    runtime_file.write_text("overrides:\n  a:\n    max_query_expression_size_bytes: 20\n")
+    assert runtime.load()
+    assert QueryLimits.for_tenants(overrides, ["a"]).max_expression_bytes == 20
+    calls = []
+    for _ in range(3):
+        overrides.derived("k", lambda: calls.append(1) or len(calls))
+    assert calls == [1]
 
 
 def test_repeated_small_range_queries_answer_identically(daemon):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from mimird.config.schema import LIMIT_OPTIONS, Config, ConfigError
@@ -21,6 +22,9 @@ log = logging.getLogger("mimird.runtime_config")
 # Top-level sections of Mimir's runtime config other than `overrides`; they are accepted so that a
 # Mimir runtime file loads, and shown back on /runtime_config.
 _OTHER_SECTIONS = ("multi_kv_config", "ingester_limits", "distributor_limits", "ingest_limits")
+
+# Bound on the values `Overrides.derived` remembers (one per tenant combination and kind).
+_MAX_DERIVED = 4096
 
 
 def parse_runtime_yaml(text: str, source: str) -> dict[str, Any]:
@@ -82,6 +86,25 @@ class Overrides:
     def __init__(self, config: Config, runtime: RuntimeConfig | None):
         self.defaults = config.limit_defaults()
         self.runtime = runtime
+        self._derived: dict[Hashable, Any] = {}
+        self._derived_from: dict[str, Any] | None = None
+
+    def derived(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """`compute()`, remembered under `key` until the runtime overrides are reloaded: for values the
+        request path derives from several limits of the same tenants on every request."""
+        source = self.runtime.current if self.runtime is not None else None
+        if source is not self._derived_from:
+            # a reload installs a new mapping; the old one stays referenced here until then, so identity is safe
+            self._derived = {}
+            self._derived_from = source
+        derived = self._derived
+        try:
+            return derived[key]
+        except KeyError:
+            if len(derived) >= _MAX_DERIVED:
+                derived.clear()
+            value = derived[key] = compute()
+            return value
 
     def for_tenant(self, tenant: str) -> dict[str, Any]:
         """The tenant's effective limits by YAML name."""

@@ -34,7 +34,7 @@ def _smallest_non_zero(values) -> float:
     return min((v for v in values if v > 0), default=0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QueryLimits:
     """The limits in force for one request (over all its tenants)."""
 
@@ -45,8 +45,11 @@ class QueryLimits:
 
     @classmethod
     def for_tenants(cls, overrides, tenants: Sequence[str]) -> QueryLimits:
-        """The limits over `tenants` (`overrides.get(tenant, name)` reads one limit without copying the
-        tenant's whole set, which matters on the per-request path)."""
+        """The limits over `tenants` (computed once per tenant combination until the overrides reload)."""
+        return overrides.derived(("query_limits", tuple(tenants)), lambda: cls._compute(overrides, tenants))
+
+    @classmethod
+    def _compute(cls, overrides, tenants: Sequence[str]) -> QueryLimits:
         get = overrides.get
         if len(tenants) == 1:  # the common case, without the reductions over tenants
             tenant = tenants[0]

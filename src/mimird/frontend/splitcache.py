@@ -229,7 +229,7 @@ class ResultsCache:
         return len(self._entries)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CacheSettings:
     """The results cache's and the splitter's per-request settings (from the tenants' limits)."""
 

@@ -77,6 +77,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Flag:
+    """A one-way flag the loop raises and a worker thread reads (a threading.Event costs a lock and a
+    condition per request, and nothing waits on this one)."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self):
+        self.raised = False
+
+    def is_raised(self) -> bool:
+        return self.raised
+
+
 class InlineHistory:
     """How long each recent query's evaluation took, to run those known to be tiny on the event loop.
 
@@ -239,6 +252,10 @@ class QuerierAPI:
         """The results cache's limits over the request's tenants, combined as Mimir combines them: the longest
         freshness and out-of-order windows, the smallest positive TTLs and max_query_parallelism; unaligned
         requests are cached only if every tenant allows it."""
+        overrides = self.app.overrides
+        return overrides.derived(("cache_settings", tuple(tenants)), lambda: self._combine_cache_settings(tenants))
+
+    def _combine_cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
         per_tenant = [self.app.overrides.for_tenant(tenant) for tenant in tenants]
 
         def smallest_positive(name: str):
@@ -275,7 +292,7 @@ class QuerierAPI:
         `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`.
         With an `inline_key` whose last evaluation was tiny (`InlineHistory`), the evaluation runs on the
         event loop instead, with the same result and errors."""
-        abandoned = threading.Event()
+        abandoned = _Flag()
         timings = {}
         statistics = QueryStatistics(per_step=stats == "all") if stats else None
 
@@ -283,7 +300,7 @@ class QuerierAPI:
             # rendering a large result takes a while too: keep it off the event loop as well
             started = time.perf_counter()
             try:
-                result = evaluate(abandoned.is_set, statistics)
+                result = evaluate(abandoned.is_raised, statistics)
                 timings["evaluated"] = time.perf_counter() - started
                 data = jsonfmt.value_json(result.value)
                 if statistics is not None:
@@ -302,10 +319,10 @@ class QuerierAPI:
             else:
                 result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
         except TimeoutError:
-            abandoned.set()
+            abandoned.raised = True
             return jsonfmt.error("timeout", "query timed out in expression evaluation")
         except asyncio.CancelledError:
-            abandoned.set()
+            abandoned.raised = True
             raise
         except Exception as exc:  # the engine's QueryError subclasses carry Prometheus's errorType
             error_type = getattr(exc, "error_type", None)

@@ -111,28 +111,28 @@ class TenantQueryable:
         self.app = app
         self.tenants = list(tenants)
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        # Mimir's querier clamps every read to -querier.max-query-lookback (smallest non-zero over tenants).
-        lookbacks = [app.overrides.get(t, "max_query_lookback") for t in self.tenants]
-        lookback_ms = int(min((s for s in lookbacks if s > 0), default=0) * 1000)
+        lookback_ms, self.max_series, self.max_chunks, self.max_chunk_bytes = app.overrides.derived(
+            ("queryable_limits", tuple(tenants)), self._limits)
+        # Mimir's querier clamps every read to -querier.max-query-lookback.
         self.mint = max(mint, self.now_ms - lookback_ms) if lookback_ms else mint
         self.maxt = maxt
         self.store_after_ms = int(app.config.querier.query_store_after * 1000)
-        # One queryable serves one query: the series limit counts distinct series over all its selects,
-        # and with several tenants the smallest non-zero tenant limit applies (as Mimir's limiter).
-        limits = [app.overrides.get(t, "max_fetched_series_per_query") for t in self.tenants]
-        self.max_series = min((n for n in limits if n > 0), default=0)
+        # One queryable serves one query: the series limit counts distinct series over all its selects.
         self._seen: set[Labels] = set()
         # Chunks and their encoded bytes fetched by this query from the head, local and bucket blocks,
         # counted as the readers decode them (Mimir's QueryLimiter.AddChunks / AddChunkBytes).
-        self.max_chunks = self._smallest_limit("max_fetched_chunks_per_query")
-        self.max_chunk_bytes = self._smallest_limit("max_fetched_chunk_bytes_per_query")
         self.fetched_chunks = 0
         self.fetched_chunk_bytes = 0
         self._stats = None  # the request's QueryStats, when it collects them (set by select)
 
-    def _smallest_limit(self, name: str) -> int:
-        return int(min((n for n in (self.app.overrides.get(t, name) for t in self.tenants) if n > 0),
-                       default=0))
+    def _limits(self) -> tuple[int, int, int, int]:
+        """(lookback ms, max series, max chunks, max chunk bytes) over the tenants: with several tenants the
+        smallest non-zero limit of each applies, as Mimir's limiter does."""
+        def smallest(name: str) -> float:
+            return min((n for n in (self.app.overrides.get(t, name) for t in self.tenants) if n > 0), default=0)
+
+        return (int(smallest("max_query_lookback") * 1000), int(smallest("max_fetched_series_per_query")),
+                int(smallest("max_fetched_chunks_per_query")), int(smallest("max_fetched_chunk_bytes_per_query")))
 
     def count_chunks(self, chunks: int, chunk_bytes: int) -> None:
         """Count chunks a reader fetched for this query against the chunk and chunk-bytes limits (raises
