@@ -152,6 +152,22 @@ def test_instant_select_kernel_against_reference():
             assert bool(present[k, j]) == want
             if want:
                 assert values[k, j] == vals[idx] and stamps[k, j] == ts[idx]
+            else:
+                assert np.isnan(values[k, j]) and stamps[k, j] == 0
+    # select_rows: the same arrays plus the series with a value somewhere, also from non-contiguous,
+    # other-dtype inputs (which it converts)
+    all_ts = np.concatenate([ts for ts, _ in series])
+    all_vals = np.concatenate([v for _, v in series])
+    spread_ts = np.repeat(all_ts, 2)[::2]
+    values2, present2, stamps2, rows = instant.select_rows(spread_ts, np.repeat(all_vals, 2)[::2],
+                                                           offsets.astype(np.int32), times.tolist(), lookback)
+    assert np.array_equal(present2, present) and np.array_equal(stamps2, stamps)
+    assert np.array_equal(values2, values, equal_nan=True)
+    assert rows.tolist() == np.flatnonzero(present.any(axis=1)).tolist()
+    with pytest.raises(ValueError, match="non-decreasing"):
+        instant.select_rows(all_ts, all_vals, offsets, times[::-1].copy(), lookback)
+    with pytest.raises(ValueError, match="differ in length"):
+        instant.select_rows(all_ts, all_vals[1:], offsets, times, lookback)
 
 
 def test_range_functions_in_chunks_match_whole(head, monkeypatch):

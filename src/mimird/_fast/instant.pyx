@@ -10,6 +10,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.math cimport NAN
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -27,25 +28,88 @@ cdef inline bint is_stale(double value) noexcept nogil:
     return bits == STALE_BITS
 
 
-cdef void _select_all(const int64_t[::1] ts_view, const double[::1] vals_view, const int64_t[::1] offsets_view,
-                      const int64_t[::1] times_view, long long lookback_ms, double[:, ::1] values,
-                      uint8_t[:, ::1] present, int64_t[:, ::1] stamps) noexcept nogil:
+cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_view,
+                            const int64_t[::1] offsets_view, const int64_t[::1] times_view, long long lookback_ms,
+                            double[:, ::1] values, uint8_t[:, ::1] present, int64_t[:, ::1] stamps,
+                            int64_t[::1] rows) noexcept nogil:
+    # Every output cell is written (the arrays come uninitialised); returns how many series have a value
+    # at some step, their indices in rows[:count].
     cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j, p, end
+    cdef Py_ssize_t n_rows = 0
     cdef int64_t t
+    cdef bint any_present
+    cdef double nan = NAN
     for k in range(n_series):
         p = offsets_view[k]
         end = offsets_view[k + 1]
+        any_present = False
         for j in range(n_steps):
             t = times_view[j]
             while p < end and ts_view[p] <= t:
                 p += 1
-            if p == offsets_view[k]:
-                continue
-            if ts_view[p - 1] <= t - lookback_ms or is_stale(vals_view[p - 1]):
+            if p == offsets_view[k] or ts_view[p - 1] <= t - lookback_ms or is_stale(vals_view[p - 1]):
+                values[k, j] = nan
+                stamps[k, j] = 0
+                present[k, j] = 0
                 continue
             values[k, j] = vals_view[p - 1]
             stamps[k, j] = ts_view[p - 1]
             present[k, j] = 1
+            any_present = True
+        if any_present:
+            rows[n_rows] = k
+            n_rows += 1
+    return n_rows
+
+
+cdef inline object _int64_array(object array):
+    # the engine's arrays are already contiguous int64/float64: skip the conversion call for them
+    if type(array) is np.ndarray and (<cnp.ndarray>array).dtype.num == cnp.NPY_INT64 \
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array):
+        return array
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+cdef inline object _float64_array(object array):
+    if type(array) is np.ndarray and (<cnp.ndarray>array).dtype.num == cnp.NPY_FLOAT64 \
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array):
+        return array
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def select_rows(ts, vals, offsets, times, long long lookback_ms):
+    """`select`, plus which series have a value at some step: `(values, present, sample_ts, rows)` where
+    `rows` (int64) lists those series' indices in order."""
+    cdef const int64_t[::1] ts_view = _int64_array(ts)
+    cdef const double[::1] vals_view = _float64_array(vals)
+    cdef const int64_t[::1] offsets_view = _int64_array(offsets)
+    cdef const int64_t[::1] times_view = _int64_array(times)
+    cdef Py_ssize_t j, n_rows
+    if ts_view.shape[0] != vals_view.shape[0]:
+        raise ValueError("ts and vals differ in length")
+    for j in range(1, times_view.shape[0]):
+        if times_view[j] < times_view[j - 1]:
+            raise ValueError("times must be non-decreasing")
+    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0]
+    if n_series < 0 or (n_series > 0 and offsets_view[n_series] > ts_view.shape[0]):
+        raise ValueError("offsets out of range")
+    n_series = max(n_series, 0)
+    values_arr = np.empty((n_series, n_steps), dtype=np.float64)
+    present_arr = np.empty((n_series, n_steps), dtype=np.uint8)
+    stamps_arr = np.empty((n_series, n_steps), dtype=np.int64)
+    rows_arr = np.empty(n_series, dtype=np.int64)
+    cdef double[:, ::1] values = values_arr
+    cdef uint8_t[:, ::1] present = present_arr
+    cdef int64_t[:, ::1] stamps = stamps_arr
+    cdef int64_t[::1] rows = rows_arr
+    if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
+        with nogil:
+            n_rows = _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present,
+                                 stamps, rows)
+    else:
+        n_rows = _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present, stamps,
+                             rows)
+    return values_arr, present_arr, stamps_arr, rows_arr[:n_rows]
 
 
 def select(ts, vals, offsets, times, long long lookback_ms):
@@ -54,28 +118,7 @@ def select(ts, vals, offsets, times, long long lookback_ms):
 
     Returns `(values, present, sample_ts)`, arrays of shape (n_series, n_steps): the chosen sample's
     value and timestamp, and whether there is one (0 where nothing is in the lookback window or the
-    newest sample is a stale marker).
+    newest sample is a stale marker; the value is then NaN and the timestamp 0).
     """
-    cdef const int64_t[::1] ts_view = np.ascontiguousarray(ts, dtype=np.int64)
-    cdef const double[::1] vals_view = np.ascontiguousarray(vals, dtype=np.float64)
-    cdef const int64_t[::1] offsets_view = np.ascontiguousarray(offsets, dtype=np.int64)
-    cdef const int64_t[::1] times_view = np.ascontiguousarray(times, dtype=np.int64)
-    if ts_view.shape[0] != vals_view.shape[0]:
-        raise ValueError("ts and vals differ in length")
-    if np.any(np.diff(np.asarray(times_view)) < 0):
-        raise ValueError("times must be non-decreasing")
-    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0]
-    if n_series < 0 or (n_series > 0 and offsets_view[n_series] > ts_view.shape[0]):
-        raise ValueError("offsets out of range")
-    values_arr = np.full((max(n_series, 0), n_steps), np.nan, dtype=np.float64)
-    present_arr = np.zeros((max(n_series, 0), n_steps), dtype=np.uint8)
-    stamps_arr = np.zeros((max(n_series, 0), n_steps), dtype=np.int64)
-    cdef double[:, ::1] values = values_arr
-    cdef uint8_t[:, ::1] present = present_arr
-    cdef int64_t[:, ::1] stamps = stamps_arr
-    if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
-        with nogil:
-            _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present, stamps)
-    else:
-        _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present, stamps)
-    return values_arr, present_arr, stamps_arr
+    values, present, stamps, _ = select_rows(ts, vals, offsets, times, lookback_ms)
+    return values, present, stamps

@@ -213,10 +213,9 @@ class Evaluator:
         for first in range(0, len(labels), chunk):
             self.check()
             last = min(first + chunk, len(labels))
-            values, ok, stamps = instant.select(ts_all, vals_all, offsets[first:last + 1], times,
-                                                self.lookback_ms)
+            values, ok, stamps, rows = instant.select_rows(ts_all, vals_all, offsets[first:last + 1], times,
+                                                           self.lookback_ms)
             ok = ok.view(bool)
-            rows = np.flatnonzero(ok.any(axis=1))
             total += int(np.count_nonzero(ok))
             if self.samples is not None:
                 self.samples.add_steps(ok.sum(axis=0))
