@@ -79,6 +79,9 @@ def main() -> int:
                         help="stores to load and query, in order (vm = Debian's victoria-metrics, if installed)")
     parser.add_argument("--queries", default=str(Path(__file__).parent / "queries.txt"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="extra seconds to wait after each store's load before querying (VictoriaMetrics "
+                             "answers small instant queries several times faster once its data has settled)")
     parser.add_argument("--outdir", default=str(Path(__file__).parent / "out"))
     parser.add_argument("--mimird-flags", default="",
                         help="extra mimird flags, space-separated (e.g. -query-frontend.cache-results=true)")
@@ -104,7 +107,8 @@ def main() -> int:
                 urllib.request.urlopen(urllib.request.Request(
                     f"http://127.0.0.1:{port}/internal/force_flush", method="POST"), timeout=30).read()
             settled = wait_idle(proc.pid)
-            print(f"{store}: idle after {settled:.1f}s", flush=True)
+            time.sleep(args.settle)
+            print(f"{store}: idle after {settled:.1f}s (+{args.settle:g}s settle)", flush=True)
             base = f"http://127.0.0.1:{port}" + ("/prometheus" if store == "mimird" else "")
             out = outdir / f"query-{store}.json"
             rw.main(["query", base, "--file", args.queries, "--meta", str(meta_path), "--range", "1h",
