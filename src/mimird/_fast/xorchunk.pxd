@@ -30,6 +30,8 @@ cdef int xor_cursor_init(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t siz
 cdef int xor_cursor_next(XORCursor* cursor) noexcept nogil
 cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
                                  int64_t* out_t, double* out_v, Py_ssize_t capacity) noexcept nogil
+cdef Py_ssize_t xor_decode_until(XORCursor* cursor, int64_t mint, int64_t maxt, int64_t* out_t, double* out_v,
+                                 Py_ssize_t capacity, bint* past_maxt) noexcept nogil
 
 
 @cython.final

@@ -10,14 +10,15 @@ survive unchanged.
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.buffer cimport PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, UINT64_MAX, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 cimport cython
 cimport numpy as cnp
 
-from mimird._fast.bstream cimport clz64, ctz64, peek64, store_be64
+from mimird._fast.bstream cimport (clz64, ctz64, likely, load_be64, peek57_unchecked, peek64,
+                                   peek64_unchecked, rotr64, store_be64, unlikely)
 from mimird._fast.varint cimport get_uvarint, put_uvarint, zigzag_decode, zigzag_encode
 
 import numpy as np
@@ -179,27 +180,191 @@ cdef int xor_cursor_next(XORCursor* cursor) noexcept nogil:
     return _next_sample(cursor)
 
 
+# A sample is at most 145 bits, and the fast loop's reads for a sample starting in byte b stay within
+# bytes b .. b + 19 (the value's 9-byte window starts at most 81 bits in). With that many bytes left it
+# needs no bounds checks, and the sample cannot be truncated.
+cdef Py_ssize_t _FAST_TAIL_BYTES = 20
+
+
+cdef inline int _emit(int64_t t, uint64_t value_bits, int64_t mint, int64_t maxt, int64_t* out_t,
+                      double* out_v, Py_ssize_t capacity, Py_ssize_t* count,
+                      bint stop_past_maxt) noexcept nogil:
+    # XOR_SAMPLE to go on, XOR_END to stop (a sample past maxt, when asked to stop there), or
+    # XOR_OUT_OF_SPACE.
+    if stop_past_maxt and t > maxt:
+        return XOR_END
+    if mint <= t and t <= maxt:
+        if unlikely(count[0] >= capacity):
+            return XOR_OUT_OF_SPACE
+        out_t[count[0]] = t
+        memcpy(&out_v[count[0]], &value_bits, 8)
+        count[0] += 1
+    return XOR_SAMPLE
+
+
+cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt, int64_t* out_t,
+                                       double* out_v, Py_ssize_t capacity, bint stop_past_maxt,
+                                       bint* past_maxt) noexcept nogil:
+    # The bulk decoder behind xor_decode_range and xor_decode_until. The first two samples (byte-aligned
+    # varints) and the samples in the last _FAST_TAIL_BYTES bytes go through _next_sample, which checks
+    # every read; the samples in between through an unchecked loop that keeps the cursor in locals (out_t
+    # and out_v could alias the cursor's fields, so the compiler would otherwise store and reload them
+    # around every output write). Both leave the cursor in the same state, on errors too.
+    cdef Py_ssize_t count = 0
+    cdef int status
+    cdef const uint8_t* stream = c.stream
+    cdef uint64_t pos, fast_end, window, raw, t_delta, value_bits, value_mask
+    cdef int64_t t, dod
+    cdef unsigned int leading, significant, remaining, batch
+    cdef int64_t* out_t_next
+    cdef double* out_v_next
+
+    while c.num_read < 2:
+        status = _next_sample(c)
+        if status != XOR_SAMPLE:
+            return XOR_CORRUPT if status == XOR_CORRUPT else count
+        status = _emit(c.t, c.value_bits, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt)
+        if status == XOR_OUT_OF_SPACE:
+            return XOR_OUT_OF_SPACE
+        if status == XOR_END:
+            past_maxt[0] = True
+            return count
+
+    status = XOR_SAMPLE
+    remaining = c.num_total - c.num_read
+    # Each sample writes at most one output, so with room for all of them the fast loop needs no
+    # capacity check; callers that pass less room take the careful path.
+    if c.stream_size >= _FAST_TAIL_BYTES and capacity - count >= <Py_ssize_t>remaining:
+        pos = c.pos
+        fast_end = <uint64_t>(c.stream_size - _FAST_TAIL_BYTES + 1) * 8
+        t = c.t
+        t_delta = c.t_delta
+        value_bits = c.value_bits
+        leading = c.leading
+        significant = 64 - leading - c.trailing
+        # The bits of the value's XOR: `significant` bits after `leading` zeros.
+        value_mask = (UINT64_MAX >> leading) & (UINT64_MAX << c.trailing)
+        out_t_next = out_t + count
+        out_v_next = out_v + count
+        while remaining and pos < fast_end:
+            # A sample takes at most 145 bits, so the next `batch` samples all start before fast_end and
+            # the inner loop need not check the position.
+            batch = min(remaining, <unsigned int>((fast_end - pos - 1) // 145) + 1)
+            remaining -= batch
+            while batch:
+                # Delta of delta: '0' -> 0; '10' + 14 bits; '110' + 17; '1110' + 20; '1111' + 64. The n-bit
+                # buckets hold -(2**(n-1) - 1) .. 2**(n-1), stored as n-bit two's complement. The window
+                # holds the dod and the value's 13 control bits, except after a 64-bit dod.
+                window = peek57_unchecked(stream, pos)
+                if (window >> 63) == 0:
+                    dod = 0
+                    pos += 1
+                    window <<= 1
+                elif likely((window >> 62) == 0b10):
+                    raw = (window >> 48) & 0x3FFF
+                    dod = <int64_t>raw - 0x4000 if raw > 0x2000 else <int64_t>raw
+                    pos += 16
+                    window <<= 16
+                elif (window >> 61) == 0b110:
+                    raw = (window >> 44) & 0x1FFFF
+                    dod = <int64_t>raw - 0x20000 if raw > 0x10000 else <int64_t>raw
+                    pos += 20
+                    window <<= 20
+                elif (window >> 60) == 0b1110:
+                    raw = (window >> 40) & 0xFFFFF
+                    dod = <int64_t>raw - 0x100000 if raw > 0x80000 else <int64_t>raw
+                    pos += 24
+                    window <<= 24
+                else:
+                    dod = <int64_t>peek64_unchecked(stream, pos + 4)
+                    pos += 68
+                    window = peek57_unchecked(stream, pos)
+                # Go's int64/uint64 arithmetic wraps; unsigned C arithmetic does the same without undefined
+                # behaviour.
+                t_delta += <uint64_t>dod
+                t = <int64_t>(<uint64_t>t + t_delta)
+                # Value: '0' same value; '10' XOR within the previous leading/trailing zeros; '11' + 5 bits
+                # leading + 6 bits significant (64 stored as 0), then the XOR's significant bits.
+                if (window >> 63) == 0:
+                    pos += 1
+                else:
+                    if (window >> 62) == 0b11:
+                        if unlikely(((window >> 57) & 0x1F) + ((((window >> 51) - 1) & 0x3F) + 1) > 64):
+                            status = XOR_CORRUPT
+                            break
+                        leading = (window >> 57) & 0x1F
+                        significant = (((window >> 51) - 1) & 0x3F) + 1
+                        value_mask = (UINT64_MAX >> leading) & (UINT64_MAX << (64 - leading - significant))
+                        pos += 13
+                    else:
+                        pos += 2
+                    if likely(significant <= 56):
+                        # The 8 bytes from the value's first byte hold all its bits; rotating them by the
+                        # distance between where they start (pos % 8) and where they go (leading) lines them
+                        # up under the mask, with one variable-count instruction instead of three shifts.
+                        value_bits ^= rotr64(load_be64(stream + (pos >> 3)),
+                                             leading - <unsigned int>(pos & 7)) & value_mask
+                    else:
+                        value_bits ^= (peek64_unchecked(stream, pos) >> leading) & value_mask
+                    pos += significant
+                batch -= 1
+                if likely(mint <= t and t <= maxt):
+                    out_t_next[0] = t
+                    out_t_next += 1
+                    memcpy(out_v_next, &value_bits, 8)
+                    out_v_next += 1
+                elif stop_past_maxt and t > maxt:
+                    status = XOR_END
+                    break
+            if status != XOR_SAMPLE:
+                # The samples of the batch not read; a corrupt one does not count as read.
+                remaining += batch
+                break
+        count = out_t_next - out_t
+        c.pos = pos
+        c.t = t
+        c.t_delta = t_delta
+        c.value_bits = value_bits
+        c.leading = leading
+        c.trailing = 64 - leading - significant
+        # A corrupt sample is not counted as read, as in _read_value.
+        c.num_read = c.num_total - remaining
+        if status == XOR_CORRUPT:
+            return XOR_CORRUPT
+        if status == XOR_END:
+            past_maxt[0] = True
+            return count
+
+    while True:
+        status = _next_sample(c)
+        if status != XOR_SAMPLE:
+            return XOR_CORRUPT if status == XOR_CORRUPT else count
+        status = _emit(c.t, c.value_bits, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt)
+        if status == XOR_OUT_OF_SPACE:
+            return XOR_OUT_OF_SPACE
+        if status == XOR_END:
+            past_maxt[0] = True
+            return count
+
+
 cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
                                  int64_t* out_t, double* out_v, Py_ssize_t capacity) noexcept nogil:
     """Decode the remaining samples, keeping those with mint <= t <= maxt.
 
-    Returns how many were written to out_t/out_v, or XOR_CORRUPT / XOR_OUT_OF_SPACE.
+    Returns how many were written to out_t/out_v, or XOR_CORRUPT / XOR_OUT_OF_SPACE. With mint > maxt
+    it writes nothing and only checks the chunk and moves the cursor past its last sample.
     """
-    cdef Py_ssize_t count = 0
-    cdef int status
-    while True:
-        status = _next_sample(cursor)
-        if status != XOR_SAMPLE:
-            break
-        if mint <= cursor.t <= maxt:
-            if count >= capacity:
-                return XOR_OUT_OF_SPACE
-            out_t[count] = cursor.t
-            memcpy(&out_v[count], &cursor.value_bits, 8)
-            count += 1
-    if status == XOR_CORRUPT:
-        return XOR_CORRUPT
-    return count
+    cdef bint past_maxt = False
+    return _decode_samples(cursor, mint, maxt, out_t, out_v, capacity, False, &past_maxt)
+
+
+cdef Py_ssize_t xor_decode_until(XORCursor* cursor, int64_t mint, int64_t maxt, int64_t* out_t, double* out_v,
+                                 Py_ssize_t capacity, bint* past_maxt) noexcept nogil:
+    """As xor_decode_range, but stops after reading the first sample with t > maxt and sets *past_maxt.
+
+    For chunks whose timestamps increase: nothing after that sample is read, or checked.
+    """
+    return _decode_samples(cursor, mint, maxt, out_t, out_v, capacity, True, past_maxt)
 
 
 cdef int _init_cursor_or_raise(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t size) except -1:
