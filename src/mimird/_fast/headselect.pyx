@@ -23,7 +23,7 @@ cimport numpy as cnp
 
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport MemSeries
-from mimird._fast.xorchunk cimport XOR_CORRUPT, XOR_SAMPLE, XORChunk, XORCursor, xor_cursor_init, xor_cursor_next
+from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
 import numpy as np
 
@@ -80,24 +80,10 @@ cdef Py_ssize_t _decode_chunk(const uint8_t* data, Py_ssize_t size, int64_t mint
                               int64_t* out_t, double* out_v, bint* past_maxt) noexcept nogil:
     """Decode the samples mint <= t <= maxt of one chunk; stops at the first t > maxt (and says so)."""
     cdef XORCursor cursor
-    cdef Py_ssize_t count = 0
-    cdef int status
     if xor_cursor_init(&cursor, data, size) == XOR_CORRUPT:
         return XOR_CORRUPT
-    while True:
-        status = xor_cursor_next(&cursor)
-        if status != XOR_SAMPLE:
-            break
-        if cursor.t > maxt:
-            past_maxt[0] = True
-            break
-        if cursor.t >= mint:
-            out_t[count] = cursor.t
-            memcpy(&out_v[count], &cursor.value_bits, 8)
-            count += 1
-    if status == XOR_CORRUPT:
-        return XOR_CORRUPT
-    return count
+    # The outputs have room for the chunk's sample count, so XOR_OUT_OF_SPACE cannot happen.
+    return xor_decode_until(&cursor, mint, maxt, out_t, out_v, cursor.num_total, past_maxt)
 
 
 cdef Py_ssize_t _merge_ooo(int64_t* ts, double* vals, Py_ssize_t n_in_order, const int64_t* ooo_t,

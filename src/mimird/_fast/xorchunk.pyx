@@ -232,9 +232,9 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
 
     status = XOR_SAMPLE
     remaining = c.num_total - c.num_read
-    # Each sample writes at most one output, so with room for all of them the fast loop needs no
-    # capacity check; callers that pass less room take the careful path.
-    if c.stream_size >= _FAST_TAIL_BYTES and capacity - count >= <Py_ssize_t>remaining:
+    # Each sample writes at most one output (none when mint > maxt), so with room for all of them the
+    # fast loop needs no capacity check; callers that pass less room take the careful path.
+    if c.stream_size >= _FAST_TAIL_BYTES and (capacity - count >= <Py_ssize_t>remaining or mint > maxt):
         pos = c.pos
         fast_end = <uint64_t>(c.stream_size - _FAST_TAIL_BYTES + 1) * 8
         t = c.t
@@ -628,8 +628,10 @@ cdef class XORChunk:
             return chunk
         status = xor_cursor_next(&cursor)
         chunk.first_t = cursor.t
-        while status == XOR_SAMPLE:
-            status = xor_cursor_next(&cursor)
+        # An empty time range: read the rest only for the final decoder state, keeping no sample.
+        if status == XOR_SAMPLE:
+            if xor_decode_range(&cursor, INT64_MAX, INT64_MIN, NULL, NULL, 0) == XOR_CORRUPT:
+                status = XOR_CORRUPT
         if status == XOR_CORRUPT:
             raise ValueError(f"corrupt or truncated XOR chunk at sample {cursor.num_read}")
         free_bits = cursor.end - cursor.pos
