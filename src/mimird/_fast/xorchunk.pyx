@@ -367,6 +367,22 @@ cdef Py_ssize_t xor_decode_until(XORCursor* cursor, int64_t mint, int64_t maxt, 
     return _decode_samples(cursor, mint, maxt, out_t, out_v, capacity, True, past_maxt)
 
 
+# Releasing and retaking the GIL costs about as much as decoding a hundred samples; below this many
+# samples the decoders keep it.
+cdef Py_ssize_t _GIL_RELEASE_MIN_SAMPLES = 2048
+
+
+cdef Py_ssize_t _decode_range_with_gil(XORCursor* cursor, int64_t mint, int64_t maxt, int64_t* out_t,
+                                       double* out_v, Py_ssize_t capacity) noexcept:
+    # xor_decode_range for a caller holding the GIL: let it go only for chunks worth the switch.
+    cdef Py_ssize_t count
+    if cursor.num_total < _GIL_RELEASE_MIN_SAMPLES:
+        return xor_decode_range(cursor, mint, maxt, out_t, out_v, capacity)
+    with nogil:
+        count = xor_decode_range(cursor, mint, maxt, out_t, out_v, capacity)
+    return count
+
+
 cdef int _init_cursor_or_raise(XORCursor* cursor, const uint8_t* chunk, Py_ssize_t size) except -1:
     if xor_cursor_init(cursor, chunk, size) == XOR_CORRUPT:
         raise ValueError(f"XOR chunk of {size} bytes is shorter than its 2-byte header")
@@ -409,21 +425,27 @@ def decode(data, int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
     `data` is any contiguous bytes-like object. Raises ValueError if the chunk is truncated or corrupt.
     """
     cdef Py_buffer view
+    if type(data) is bytes:
+        # Chunks from the head and the block readers are bytes: no buffer request for them.
+        return _decode_arrays(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), mint, maxt)
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return _decode_arrays(<const uint8_t*>view.buf, view.len, mint, maxt)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef tuple _decode_arrays(const uint8_t* chunk, Py_ssize_t size, int64_t mint, int64_t maxt):
     cdef XORCursor cursor
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray timestamps, values
     cdef Py_ssize_t count
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
-        dims[0] = cursor.num_total
-        timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
-        values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
-        with nogil:
-            count = xor_decode_range(&cursor, mint, maxt, <int64_t*>cnp.PyArray_DATA(timestamps),
-                                     <double*>cnp.PyArray_DATA(values), dims[0])
-    finally:
-        PyBuffer_Release(&view)
+    _init_cursor_or_raise(&cursor, chunk, size)
+    dims[0] = cursor.num_total
+    timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+    count = _decode_range_with_gil(&cursor, mint, maxt, <int64_t*>cnp.PyArray_DATA(timestamps),
+                                   <double*>cnp.PyArray_DATA(values), dims[0])
     if count < 0:
         raise ValueError("corrupt or truncated XOR chunk")
     if count < dims[0]:
@@ -442,9 +464,17 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
     cdef Py_buffer view, t_view, v_view
     cdef Py_ssize_t count
     if _is_output_array(out_t, cnp.NPY_INT64) and _is_output_array(out_v, cnp.NPY_FLOAT64):
+        if type(data) is bytes:
+            return _decode_into_pointers(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                                         <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out_t),
+                                         <double*>cnp.PyArray_DATA(<cnp.ndarray>out_v),
+                                         min(cnp.PyArray_DIM(<cnp.ndarray>out_t, 0),
+                                             cnp.PyArray_DIM(<cnp.ndarray>out_v, 0)),
+                                         offset, mint, maxt)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            count = _decode_into_pointers(&view, <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out_t),
+            count = _decode_into_pointers(<const uint8_t*>view.buf, view.len,
+                                          <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>out_t),
                                           <double*>cnp.PyArray_DATA(<cnp.ndarray>out_v),
                                           min(cnp.PyArray_DIM(<cnp.ndarray>out_t, 0),
                                               cnp.PyArray_DIM(<cnp.ndarray>out_v, 0)),
@@ -460,8 +490,9 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
             try:
                 _check_output(&t_view, (b"q", b"l"), "out_t")
                 _check_output(&v_view, (b"d",), "out_v")
-                count = _decode_into_pointers(&view, <int64_t*>t_view.buf, <double*>v_view.buf,
-                                              min(t_view.shape[0], v_view.shape[0]), offset, mint, maxt)
+                count = _decode_into_pointers(<const uint8_t*>view.buf, view.len, <int64_t*>t_view.buf,
+                                              <double*>v_view.buf, min(t_view.shape[0], v_view.shape[0]),
+                                              offset, mint, maxt)
             finally:
                 PyBuffer_Release(&v_view)
         finally:
@@ -471,15 +502,15 @@ def decode_into(data, out_t, out_v, Py_ssize_t offset=0,
     return count
 
 
-cdef Py_ssize_t _decode_into_pointers(Py_buffer* view, int64_t* out_t, double* out_v, Py_ssize_t length,
-                                      Py_ssize_t offset, int64_t mint, int64_t maxt) except -1:
+cdef Py_ssize_t _decode_into_pointers(const uint8_t* chunk, Py_ssize_t size, int64_t* out_t, double* out_v,
+                                      Py_ssize_t length, Py_ssize_t offset, int64_t mint,
+                                      int64_t maxt) except -1:
     cdef XORCursor cursor
     cdef Py_ssize_t count
     if offset < 0 or offset > length:
         raise ValueError(f"offset {offset} is outside the output arrays")
-    _init_cursor_or_raise(&cursor, <const uint8_t*>view.buf, view.len)
-    with nogil:
-        count = xor_decode_range(&cursor, mint, maxt, out_t + offset, out_v + offset, length - offset)
+    _init_cursor_or_raise(&cursor, chunk, size)
+    count = _decode_range_with_gil(&cursor, mint, maxt, out_t + offset, out_v + offset, length - offset)
     if count == XOR_OUT_OF_SPACE:
         raise ValueError("output arrays are too short for the chunk's samples")
     if count < 0:
@@ -487,22 +518,38 @@ cdef Py_ssize_t _decode_into_pointers(Py_buffer* view, int64_t* out_t, double* o
     return count
 
 
+cdef Py_ssize_t _decode_chunk_list(const uint8_t** starts, const Py_ssize_t* sizes, Py_ssize_t n,
+                                   int64_t mint, int64_t maxt, int64_t* out_t, double* out_v,
+                                   Py_ssize_t capacity, Py_ssize_t* filled) noexcept nogil:
+    # The samples of n chunks one after the other; returns the index of a corrupt chunk, or -1.
+    cdef XORCursor cursor
+    cdef Py_ssize_t i, count
+    for i in range(n):
+        xor_cursor_init(&cursor, starts[i], sizes[i])
+        count = xor_decode_range(&cursor, mint, maxt, out_t + filled[0], out_v + filled[0],
+                                 capacity - filled[0])
+        if count < 0:
+            return i
+        filled[0] += count
+    return -1
+
+
 def decode_chunks(chunks, int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
     """Decode a series' chunks (a sequence of chunk bytes, in time order) into one pair of arrays.
 
     Returns (timestamps int64, values float64) with the samples mint <= t <= maxt of all chunks, one
-    after the other. One call, one GIL release for all chunks: the way to read many small chunks.
+    after the other. One call (and one GIL release, when there is enough to decode) for all chunks: the
+    way to read many small chunks.
     Raises ValueError naming the first corrupt chunk.
     """
     cdef list owned = list(chunks)
-    cdef Py_ssize_t n = len(owned), i, total = 0, filled = 0, count = 0, failed = -1
+    cdef Py_ssize_t n = len(owned), i, total = 0, filled = 0, failed = -1
     cdef const uint8_t** starts = NULL
     cdef Py_ssize_t* sizes = NULL
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray timestamps, values
     cdef int64_t* out_t
     cdef double* out_v
-    cdef XORCursor cursor
     starts = <const uint8_t**>malloc(max(n, 1) * sizeof(uint8_t*))
     sizes = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
     try:
@@ -521,14 +568,11 @@ def decode_chunks(chunks, int64_t mint=INT64_MIN, int64_t maxt=INT64_MAX):
         values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
         out_t = <int64_t*>cnp.PyArray_DATA(timestamps)
         out_v = <double*>cnp.PyArray_DATA(values)
-        with nogil:
-            for i in range(n):
-                xor_cursor_init(&cursor, starts[i], sizes[i])
-                count = xor_decode_range(&cursor, mint, maxt, out_t + filled, out_v + filled, total - filled)
-                if count < 0:
-                    failed = i
-                    break
-                filled += count
+        if total < _GIL_RELEASE_MIN_SAMPLES:
+            failed = _decode_chunk_list(starts, sizes, n, mint, maxt, out_t, out_v, total, &filled)
+        else:
+            with nogil:
+                failed = _decode_chunk_list(starts, sizes, n, mint, maxt, out_t, out_v, total, &filled)
     finally:
         free(starts)
         free(sizes)
