@@ -184,6 +184,10 @@ cdef int xor_cursor_next(XORCursor* cursor) noexcept nogil:
 # bytes b .. b + 19 (the value's 9-byte window starts at most 81 bits in). With that many bytes left it
 # needs no bounds checks, and the sample cannot be truncated.
 cdef Py_ssize_t _FAST_TAIL_BYTES = 20
+# The last bytes of the stream are decoded from a zero-padded copy of this size, so that the same loop
+# reads zeros past the end as peek64 does; it holds up to _TAIL_COPY_SIZE - _FAST_TAIL_BYTES bytes.
+cdef enum:
+    _TAIL_COPY_SIZE = 64
 
 
 cdef inline int _emit(int64_t t, uint64_t value_bits, int64_t mint, int64_t maxt, int64_t* out_t,
@@ -206,16 +210,21 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
                                        double* out_v, Py_ssize_t capacity, bint stop_past_maxt,
                                        bint* past_maxt) noexcept nogil:
     # The bulk decoder behind xor_decode_range and xor_decode_until. The first two samples (byte-aligned
-    # varints) and the samples in the last _FAST_TAIL_BYTES bytes go through _next_sample, which checks
-    # every read; the samples in between through an unchecked loop that keeps the cursor in locals (out_t
-    # and out_v could alias the cursor's fields, so the compiler would otherwise store and reload them
-    # around every output write). Both leave the cursor in the same state, on errors too.
+    # varints) go through _next_sample, which checks every read; the rest through a loop that keeps the
+    # cursor in locals (out_t and out_v could alias the cursor's fields, so the compiler would otherwise
+    # store and reload them around every output write) and reads without bounds checks: first in the
+    # chunk itself while at least _FAST_TAIL_BYTES bytes are left, then in a zero-padded copy of the last
+    # bytes, where a sample ending past the stream is caught by the position check after it, as in
+    # _read_value. The cursor ends in the same state as after _next_sample calls, on errors too.
     cdef Py_ssize_t count = 0
     cdef int status
     cdef const uint8_t* stream = c.stream
-    cdef uint64_t pos, fast_end, window, raw, t_delta, value_bits, value_mask
+    cdef uint8_t tail_copy[_TAIL_COPY_SIZE]
+    cdef uint64_t pos, end, fast_end, base = 0, window, raw, t_delta, value_bits, value_mask
     cdef int64_t t, dod
     cdef unsigned int leading, significant, remaining, batch
+    cdef Py_ssize_t tail_start
+    cdef bint in_tail_copy = False
     cdef int64_t* out_t_next
     cdef double* out_v_next
 
@@ -233,10 +242,13 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
     status = XOR_SAMPLE
     remaining = c.num_total - c.num_read
     # Each sample writes at most one output (none when mint > maxt), so with room for all of them the
-    # fast loop needs no capacity check; callers that pass less room take the careful path.
-    if c.stream_size >= _FAST_TAIL_BYTES and (capacity - count >= <Py_ssize_t>remaining or mint > maxt):
+    # loop needs no capacity check; callers that pass less room take the careful path below.
+    if remaining and (capacity - count >= <Py_ssize_t>remaining or mint > maxt):
         pos = c.pos
-        fast_end = <uint64_t>(c.stream_size - _FAST_TAIL_BYTES + 1) * 8
+        end = c.end
+        fast_end = 0
+        if c.stream_size >= _FAST_TAIL_BYTES:
+            fast_end = <uint64_t>(c.stream_size - _FAST_TAIL_BYTES + 1) * 8
         t = c.t
         t_delta = c.t_delta
         value_bits = c.value_bits
@@ -246,82 +258,103 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
         value_mask = (UINT64_MAX >> leading) & (UINT64_MAX << c.trailing)
         out_t_next = out_t + count
         out_v_next = out_v + count
-        while remaining and pos < fast_end:
-            # A sample takes at most 145 bits, so the next `batch` samples all start before fast_end and
-            # the inner loop need not check the position.
-            batch = min(remaining, <unsigned int>((fast_end - pos - 1) // 145) + 1)
-            remaining -= batch
-            while batch:
-                # Delta of delta: '0' -> 0; '10' + 14 bits; '110' + 17; '1110' + 20; '1111' + 64. The n-bit
-                # buckets hold -(2**(n-1) - 1) .. 2**(n-1), stored as n-bit two's complement. The window
-                # holds the dod and the value's 13 control bits, except after a 64-bit dod.
-                window = peek57_unchecked(stream, pos)
-                if (window >> 63) == 0:
-                    dod = 0
-                    pos += 1
-                    window <<= 1
-                elif likely((window >> 62) == 0b10):
-                    raw = (window >> 48) & 0x3FFF
-                    dod = <int64_t>raw - 0x4000 if raw > 0x2000 else <int64_t>raw
-                    pos += 16
-                    window <<= 16
-                elif (window >> 61) == 0b110:
-                    raw = (window >> 44) & 0x1FFFF
-                    dod = <int64_t>raw - 0x20000 if raw > 0x10000 else <int64_t>raw
-                    pos += 20
-                    window <<= 20
-                elif (window >> 60) == 0b1110:
-                    raw = (window >> 40) & 0xFFFFF
-                    dod = <int64_t>raw - 0x100000 if raw > 0x80000 else <int64_t>raw
-                    pos += 24
-                    window <<= 24
-                else:
-                    dod = <int64_t>peek64_unchecked(stream, pos + 4)
-                    pos += 68
+        while True:
+            while remaining and pos < fast_end:
+                # A sample takes at most 145 bits, so the next `batch` samples all start before fast_end
+                # and the inner loop need not check the position.
+                batch = min(remaining, <unsigned int>((fast_end - pos - 1) // 145) + 1)
+                remaining -= batch
+                while batch:
+                    # Delta of delta: '0' -> 0; '10' + 14 bits; '110' + 17; '1110' + 20; '1111' + 64. The
+                    # n-bit buckets hold -(2**(n-1) - 1) .. 2**(n-1), stored as n-bit two's complement. The
+                    # window holds the dod and the value's 13 control bits, except after a 64-bit dod.
                     window = peek57_unchecked(stream, pos)
-                # Go's int64/uint64 arithmetic wraps; unsigned C arithmetic does the same without undefined
-                # behaviour.
-                t_delta += <uint64_t>dod
-                t = <int64_t>(<uint64_t>t + t_delta)
-                # Value: '0' same value; '10' XOR within the previous leading/trailing zeros; '11' + 5 bits
-                # leading + 6 bits significant (64 stored as 0), then the XOR's significant bits.
-                if (window >> 63) == 0:
-                    pos += 1
-                else:
-                    if (window >> 62) == 0b11:
-                        if unlikely(((window >> 57) & 0x1F) + ((((window >> 51) - 1) & 0x3F) + 1) > 64):
-                            status = XOR_CORRUPT
-                            break
-                        leading = (window >> 57) & 0x1F
-                        significant = (((window >> 51) - 1) & 0x3F) + 1
-                        value_mask = (UINT64_MAX >> leading) & (UINT64_MAX << (64 - leading - significant))
-                        pos += 13
+                    if (window >> 63) == 0:
+                        dod = 0
+                        pos += 1
+                        window <<= 1
+                    elif likely((window >> 62) == 0b10):
+                        raw = (window >> 48) & 0x3FFF
+                        dod = <int64_t>raw - 0x4000 if raw > 0x2000 else <int64_t>raw
+                        pos += 16
+                        window <<= 16
+                    elif (window >> 61) == 0b110:
+                        raw = (window >> 44) & 0x1FFFF
+                        dod = <int64_t>raw - 0x20000 if raw > 0x10000 else <int64_t>raw
+                        pos += 20
+                        window <<= 20
+                    elif (window >> 60) == 0b1110:
+                        raw = (window >> 40) & 0xFFFFF
+                        dod = <int64_t>raw - 0x100000 if raw > 0x80000 else <int64_t>raw
+                        pos += 24
+                        window <<= 24
                     else:
-                        pos += 2
-                    if likely(significant <= 56):
-                        # The 8 bytes from the value's first byte hold all its bits; rotating them by the
-                        # distance between where they start (pos % 8) and where they go (leading) lines them
-                        # up under the mask, with one variable-count instruction instead of three shifts.
-                        value_bits ^= rotr64(load_be64(stream + (pos >> 3)),
-                                             leading - <unsigned int>(pos & 7)) & value_mask
+                        dod = <int64_t>peek64_unchecked(stream, pos + 4)
+                        pos += 68
+                        window = peek57_unchecked(stream, pos)
+                    # Go's int64/uint64 arithmetic wraps; unsigned C arithmetic does the same without
+                    # undefined behaviour.
+                    t_delta += <uint64_t>dod
+                    t = <int64_t>(<uint64_t>t + t_delta)
+                    # Value: '0' same value; '10' XOR within the previous leading/trailing zeros; '11' + 5
+                    # bits leading + 6 bits significant (64 stored as 0), then the XOR's significant bits.
+                    if (window >> 63) == 0:
+                        pos += 1
                     else:
-                        value_bits ^= (peek64_unchecked(stream, pos) >> leading) & value_mask
-                    pos += significant
-                batch -= 1
-                if likely(mint <= t and t <= maxt):
-                    out_t_next[0] = t
-                    out_t_next += 1
-                    memcpy(out_v_next, &value_bits, 8)
-                    out_v_next += 1
-                elif stop_past_maxt and t > maxt:
-                    status = XOR_END
+                        if (window >> 62) == 0b11:
+                            if unlikely(((window >> 57) & 0x1F) + ((((window >> 51) - 1) & 0x3F) + 1) > 64):
+                                status = XOR_CORRUPT
+                                break
+                            leading = (window >> 57) & 0x1F
+                            significant = (((window >> 51) - 1) & 0x3F) + 1
+                            value_mask = (UINT64_MAX >> leading) & (
+                                UINT64_MAX << (64 - leading - significant))
+                            pos += 13
+                        else:
+                            pos += 2
+                        if likely(significant <= 56):
+                            # The 8 bytes from the value's first byte hold all its bits; rotating them by
+                            # the distance between where they start (pos % 8) and where they go (leading)
+                            # lines them up under the mask, with one variable-count instruction instead of
+                            # three shifts.
+                            value_bits ^= rotr64(load_be64(stream + (pos >> 3)),
+                                                 leading - <unsigned int>(pos & 7)) & value_mask
+                        else:
+                            value_bits ^= (peek64_unchecked(stream, pos) >> leading) & value_mask
+                        pos += significant
+                    # Only possible in the tail copy: the sample ran past the stream (truncated chunk).
+                    if unlikely(pos > end):
+                        status = XOR_CORRUPT
+                        break
+                    batch -= 1
+                    if likely(mint <= t and t <= maxt):
+                        out_t_next[0] = t
+                        out_t_next += 1
+                        memcpy(out_v_next, &value_bits, 8)
+                        out_v_next += 1
+                    elif stop_past_maxt and t > maxt:
+                        status = XOR_END
+                        break
+                if status != XOR_SAMPLE:
+                    # The samples of the batch not read; a corrupt one does not count as read.
+                    remaining += batch
                     break
-            if status != XOR_SAMPLE:
-                # The samples of the batch not read; a corrupt one does not count as read.
-                remaining += batch
+            if status != XOR_SAMPLE or remaining == 0 or in_tail_copy:
                 break
+            # Go on in a zero-padded copy of the bytes from the one holding `pos` to the end.
+            tail_start = <Py_ssize_t>(pos >> 3)
+            if c.stream_size - tail_start > _TAIL_COPY_SIZE - _FAST_TAIL_BYTES:
+                break
+            memset(tail_copy, 0, _TAIL_COPY_SIZE)
+            memcpy(tail_copy, c.stream + tail_start, c.stream_size - tail_start)
+            base = <uint64_t>tail_start * 8
+            stream = tail_copy
+            pos -= base
+            end -= base
+            fast_end = (_TAIL_COPY_SIZE - _FAST_TAIL_BYTES + 1) * 8
+            in_tail_copy = True
         count = out_t_next - out_t
-        c.pos = pos
+        c.pos = base + pos
         c.t = t
         c.t_delta = t_delta
         c.value_bits = value_bits
