@@ -692,6 +692,8 @@ cdef class XORChunk:
         cdef XORCursor cursor
         cdef int status
         cdef uint64_t free_bits
+        cdef int64_t unused_t
+        cdef double unused_v
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             chunk._reserve(view.len + _APPEND_HEADROOM)
@@ -707,7 +709,7 @@ cdef class XORChunk:
         chunk.first_t = cursor.t
         # An empty time range: read the rest only for the final decoder state, keeping no sample.
         if status == XOR_SAMPLE:
-            if xor_decode_range(&cursor, INT64_MAX, INT64_MIN, NULL, NULL, 0) == XOR_CORRUPT:
+            if xor_decode_range(&cursor, INT64_MAX, INT64_MIN, &unused_t, &unused_v, 0) == XOR_CORRUPT:
                 status = XOR_CORRUPT
         if status == XOR_CORRUPT:
             raise ValueError(f"corrupt or truncated XOR chunk at sample {cursor.num_read}")
