@@ -48,6 +48,9 @@ for _exponent in range(23):
 cdef uint64_t POWERS_OF_TEN_U64[20]
 for _exponent in range(20):
     POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
+# The most decimals put_short_decimal tries (its interval ends times 10**21 stay below 2**126).
+cdef enum:
+    MAX_DECIMALS = 21
 
 
 cdef struct Buffer:
@@ -172,6 +175,25 @@ cdef int put_fixed_from_exponent(Buffer *buf, const char *shortest) except -1:
     return 0
 
 
+cdef inline bint _interval_holds_integer(u128 low, u128 high, int shift, int decimals, bint ends_included,
+                                         u128 *first, u128 *last) noexcept:
+    # [low, high] / 2**shift scaled by 10**decimals: the first and last integers inside (ends as allowed)
+    cdef u128 scale = <u128>POWERS_OF_TEN_U64[decimals if decimals < 20 else 19]
+    cdef int extra
+    for extra in range(decimals - 19):
+        scale *= 10
+    low *= scale
+    high *= scale
+    first[0] = (low + ((<u128>1 << shift) - 1)) >> shift
+    last[0] = high >> shift
+    if not ends_included:
+        if (first[0] << shift) == low:
+            first[0] += 1
+        if (last[0] << shift) == high:
+            last[0] -= 1
+    return first[0] <= last[0]
+
+
 cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -1:
     """Write `value` (1e-4 <= |value| < 1e15, not integral) as `n / 10**k` with the fewest decimals k
     that read back as it, and return 1; return 0, writing nothing, when two such n are equally near, for dtoa to
@@ -200,52 +222,59 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
     cdef uint64_t unit
     cdef bint ends_included = mantissa % 2 == 0
     cdef int decimals
+    cdef int lo_decimals = 1
+    cdef int hi_decimals = MAX_DECIMALS + 1
     cdef int i
-    for decimals in range(1, 22):
-        low *= 10
-        high *= 10
-        first = (low + ((<u128>1 << shift) - 1)) >> shift
-        last = high >> shift
-        if not ends_included:
-            if (first << shift) == low:
-                first += 1
-            if (last << shift) == high:
-                last -= 1
-        if first > last:
-            continue
-        if first != last:
-            # Several shortest forms: dtoa prints the one nearest to v; on an exact tie, leave it to dtoa.
-            scaled = (<u128>(4 * mantissa)) * <u128>POWERS_OF_TEN_U64[decimals] if decimals < 20 else 0
-            if decimals >= 20:
-                return 0
-            remainder = scaled & ((<u128>1 << shift) - 1)
-            if remainder == (<u128>1 << (shift - 1)):
-                return 0
-            nearest = (scaled >> shift) + (1 if remainder > (<u128>1 << (shift - 1)) else 0)
-            first = min(max(nearest, first), last)
-        if first >= TEN_TO_18:
-            return 0
-        digits = <uint64_t>first
-        if decimals > 18:
-            integer_part = 0
-            fraction_part = digits
+    # Most gauges have a few decimals: try those one by one. If the interval scaled by 10**k holds an
+    # integer n, scaled by 10**(k+1) it holds 10n: the property is monotone in k, so for full-precision
+    # values (15-17 digits) the fewest decimals are found by bisection (4-5 probes instead of up to 21).
+    while lo_decimals <= 3:
+        if _interval_holds_integer(low, high, shift, lo_decimals, ends_included, &first, &last):
+            hi_decimals = lo_decimals
+            break
+        lo_decimals += 1
+    while lo_decimals < hi_decimals:
+        decimals = (lo_decimals + hi_decimals) // 2
+        if _interval_holds_integer(low, high, shift, decimals, ends_included, &first, &last):
+            hi_decimals = decimals
         else:
-            unit = <uint64_t>POWERS_OF_TEN[decimals]
-            integer_part = digits // unit
-            fraction_part = digits % unit
-        buffer_reserve(buf, 48)
-        if value < 0:
-            buf.data[buf.length] = b'-'
-            buf.length += 1
-        put_unsigned(buf, integer_part)
-        buf.data[buf.length] = b'.'
+            lo_decimals = decimals + 1
+    decimals = lo_decimals
+    if decimals > MAX_DECIMALS:
+        return 0
+    _interval_holds_integer(low, high, shift, decimals, ends_included, &first, &last)
+    if first != last:
+        # Several shortest forms: dtoa prints the one nearest to v; on an exact tie, leave it to dtoa.
+        if decimals >= 20:
+            return 0
+        scaled = (<u128>(4 * mantissa)) * <u128>POWERS_OF_TEN_U64[decimals]
+        remainder = scaled & ((<u128>1 << shift) - 1)
+        if remainder == (<u128>1 << (shift - 1)):
+            return 0
+        nearest = (scaled >> shift) + (1 if remainder > (<u128>1 << (shift - 1)) else 0)
+        first = min(max(nearest, first), last)
+    if first >= TEN_TO_18:
+        return 0
+    digits = <uint64_t>first
+    if decimals > 18:
+        integer_part = 0
+        fraction_part = digits
+    else:
+        unit = <uint64_t>POWERS_OF_TEN[decimals]
+        integer_part = digits // unit
+        fraction_part = digits % unit
+    buffer_reserve(buf, 48)
+    if value < 0:
+        buf.data[buf.length] = b'-'
         buf.length += 1
-        for i in range(decimals - 1, -1, -1):
-            buf.data[buf.length + i] = <char>(48 + fraction_part % 10)
-            fraction_part //= 10
-        buf.length += decimals
-        return 1
-    return 0
+    put_unsigned(buf, integer_part)
+    buf.data[buf.length] = b'.'
+    buf.length += 1
+    for i in range(decimals - 1, -1, -1):
+        buf.data[buf.length + i] = <char>(48 + fraction_part % 10)
+        fraction_part //= 10
+    buf.length += decimals
+    return 1
 
 
 cdef int put_float(Buffer *buf, double value) except -1:
