@@ -206,6 +206,20 @@ cdef inline int _emit(int64_t t, uint64_t value_bits, int64_t mint, int64_t maxt
     return XOR_SAMPLE
 
 
+cdef inline int _checked_step(XORCursor* c, int64_t mint, int64_t maxt, int64_t* out_t, double* out_v,
+                              Py_ssize_t capacity, Py_ssize_t* count, bint stop_past_maxt,
+                              bint* past_maxt) noexcept nogil:
+    # One sample through the checked reader, emitted: XOR_SAMPLE to go on; XOR_END when the chunk or the
+    # wanted range is over (past_maxt set for the latter); else XOR_CORRUPT or XOR_OUT_OF_SPACE.
+    cdef int status = _next_sample(c)
+    if status != XOR_SAMPLE:
+        return status
+    status = _emit(c.t, c.value_bits, mint, maxt, out_t, out_v, capacity, count, stop_past_maxt)
+    if status == XOR_END:
+        past_maxt[0] = True
+    return status
+
+
 cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt, int64_t* out_t,
                                        double* out_v, Py_ssize_t capacity, bint stop_past_maxt,
                                        bint* past_maxt) noexcept nogil:
@@ -229,15 +243,9 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
     cdef double* out_v_next
 
     while c.num_read < 2:
-        status = _next_sample(c)
+        status = _checked_step(c, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt, past_maxt)
         if status != XOR_SAMPLE:
-            return XOR_CORRUPT if status == XOR_CORRUPT else count
-        status = _emit(c.t, c.value_bits, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt)
-        if status == XOR_OUT_OF_SPACE:
-            return XOR_OUT_OF_SPACE
-        if status == XOR_END:
-            past_maxt[0] = True
-            return count
+            return count if status == XOR_END else status
 
     status = XOR_SAMPLE
     remaining = c.num_total - c.num_read
@@ -369,15 +377,9 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
             return count
 
     while True:
-        status = _next_sample(c)
+        status = _checked_step(c, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt, past_maxt)
         if status != XOR_SAMPLE:
-            return XOR_CORRUPT if status == XOR_CORRUPT else count
-        status = _emit(c.t, c.value_bits, mint, maxt, out_t, out_v, capacity, &count, stop_past_maxt)
-        if status == XOR_OUT_OF_SPACE:
-            return XOR_OUT_OF_SPACE
-        if status == XOR_END:
-            past_maxt[0] = True
-            return count
+            return count if status == XOR_END else status
 
 
 cdef Py_ssize_t xor_decode_range(XORCursor* cursor, int64_t mint, int64_t maxt,
