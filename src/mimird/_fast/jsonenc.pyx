@@ -38,6 +38,10 @@ cdef extern from "Python.h":
 # Integral doubles below this are exactly their integer's digits (no two integers share a double).
 cdef double EXACT_INTEGER_LIMIT = 9007199254740992.0
 cdef const char *HEX_DIGITS = b"0123456789abcdef"
+# "00" "01" ... "99": decimal output two digits at a time
+cdef const char *DIGIT_PAIRS = (b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                b"8081828384858687888990919293949596979899")
 cdef uint64_t TWO_TO_52 = 4503599627370496
 cdef uint64_t TEN_TO_18 = 1000000000000000000
 # 10**0 .. 10**22, every one exact in a double.
@@ -91,14 +95,34 @@ cdef inline void put_unsigned(Buffer *buf, uint64_t number) noexcept:
     """Decimal digits of `number`; the caller has reserved 20 bytes."""
     cdef char digits[20]
     cdef int count = 0
-    while True:
-        digits[19 - count] = <char>(48 + number % 10)
+    cdef uint64_t pair
+    # two digits per division: about half the work for the long numbers of timestamps and values
+    while number >= 100:
+        pair = number % 100
+        number //= 100
+        memcpy(&digits[18 - count], &DIGIT_PAIRS[2 * pair], 2)
+        count += 2
+    if number >= 10:
+        memcpy(&digits[18 - count], &DIGIT_PAIRS[2 * number], 2)
+        count += 2
+    else:
+        digits[19 - count] = <char>(48 + number)
         count += 1
-        number //= 10
-        if number == 0:
-            break
     memcpy(buf.data + buf.length, &digits[20 - count], count)
     buf.length += count
+
+
+cdef inline void put_fraction_digits(char *out, uint64_t fraction, int decimals) noexcept:
+    # exactly `decimals` digits of `fraction` (< 10**decimals), zero-padded on the left
+    cdef int i = decimals
+    cdef uint64_t pair
+    while i >= 2:
+        pair = fraction % 100
+        fraction //= 100
+        i -= 2
+        memcpy(out + i, &DIGIT_PAIRS[2 * pair], 2)
+    if i == 1:
+        out[0] = <char>(48 + fraction % 10)
 
 
 cdef int put_timestamp(Buffer *buf, int64_t ms) except -1:
@@ -224,7 +248,6 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
     cdef int decimals
     cdef int lo_decimals = 1
     cdef int hi_decimals = MAX_DECIMALS + 1
-    cdef int i
     # Most gauges have a few decimals: try those one by one. If the interval scaled by 10**k holds an
     # integer n, scaled by 10**(k+1) it holds 10n: the property is monotone in k, so for full-precision
     # values (15-17 digits) the fewest decimals are found by bisection (4-5 probes instead of up to 21).
@@ -270,9 +293,7 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
     put_unsigned(buf, integer_part)
     buf.data[buf.length] = b'.'
     buf.length += 1
-    for i in range(decimals - 1, -1, -1):
-        buf.data[buf.length + i] = <char>(48 + fraction_part % 10)
-        fraction_part //= 10
+    put_fraction_digits(buf.data + buf.length, fraction_part, decimals)
     buf.length += decimals
     return 1
 
