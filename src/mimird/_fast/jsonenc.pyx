@@ -19,7 +19,7 @@ in 'r' mode), whose exponent form is rewritten where Go writes fixed notation.
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeUTF8
-from libc.math cimport fabs, floor, frexp, isinf, isnan, ldexp, signbit
+from libc.math cimport fabs, floor, isinf, isnan, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
 
@@ -229,9 +229,12 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
     is even (round half to even). Scaled by 10**k both ends stay below 2**125. The first k whose
     interval holds an integer gives the fewest significant digits; of those integers repr (dtoa's
     shortest mode) prints the one nearest to v * 10**k."""
-    cdef int binary_exponent
-    cdef double fraction = frexp(magnitude, &binary_exponent)
-    cdef uint64_t mantissa = <uint64_t>ldexp(fraction, 53)
+    # |v| = mantissa / 2**(53 - binary_exponent), read from the bits (frexp's convention: every value here
+    # is a normal double, so the mantissa carries its implicit leading bit)
+    cdef uint64_t bits
+    memcpy(&bits, &magnitude, 8)
+    cdef int binary_exponent = <int>((bits >> 52) & 0x7FF) - 1022
+    cdef uint64_t mantissa = (bits & (TWO_TO_52 - 1)) | TWO_TO_52
     cdef int shift = 53 - binary_exponent + 2
     cdef u128 low = <u128>(4 * mantissa - (1 if mantissa == TWO_TO_52 else 2))
     cdef u128 high = <u128>(4 * mantissa + 2)
