@@ -198,7 +198,10 @@ def test_damaged_block_fails_validation(start_daemon, tmp_path):
 
 def test_validation_concurrency_limit(start_daemon, tmp_path):
     d = start_daemon(ENABLED)
-    big = make_block(tmp_path / "big", n_series=6000, samples=480)
+    # Validating the big block must outlast the four requests below, which wait for the GIL behind the
+    # validating thread (6,000 series validated in 0.5 s after the faster XOR decoder, and CI once saw the
+    # block complete in between; 20,000 take about 1.9 s).
+    big = make_block(tmp_path / "big", n_series=20000, samples=480)
     small = make_block(tmp_path / "small")
     ids = {}
     for name, block_dir in (("big", big), ("small", small)):
