@@ -3,8 +3,8 @@ queries, series, label names and values, metadata, exemplars and format_query.
 
 Handlers parse parameters as Prometheus's web API does behind Mimir's query-frontend (which checks the
 time range and limit first, and forwards only `query`, `time`/`start`/`end`/`step` and `stats` of query
-requests), read through a `TenantQueryable` in a worker thread (or, for an instant query whose last run
-took under a millisecond, on the event loop: `InlineHistory`), and answer with Prometheus's JSON
+requests), read through a `TenantQueryable` in a worker thread (or, for a query whose last run took
+under a millisecond, on the event loop: `InlineHistory`), and answer with Prometheus's JSON
 envelope (`jsonfmt`). Query, series and label responses are written as the frontend's codec re-encodes
 them (no HTML escaping); the other endpoints' as Prometheus's and Mimir's handlers write them.
 """
@@ -75,6 +75,15 @@ RECENT_QUERY_MS = 10 * 60 * 1000
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _inline_key(tenants: Sequence[str], text: str, now_ms: int, at_ms: int, stats: str | None,
+                *range_shape: int) -> Hashable | None:
+    """The InlineHistory key of a query evaluated at (or, for a range query, ending at) `at_ms`: a time
+    within RECENT_QUERY_MS of now counts as now; None for texts too long to remember."""
+    if len(text) > INLINE_MAX_QUERY_CHARS:
+        return None
+    return (tuple(tenants), text, None if now_ms - at_ms <= RECENT_QUERY_MS else at_ms, stats, *range_shape)
 
 
 class _Flag:
@@ -202,8 +211,7 @@ class QuerierAPI:
         engine = self.engine
         queryable = self.queryable(request.tenants)
         stats = request.arg("stats")
-        inline_key = ((tuple(request.tenants), text, None if now - at <= RECENT_QUERY_MS else at, stats)
-                      if len(text) <= INLINE_MAX_QUERY_CHARS else None)
+        inline_key = _inline_key(request.tenants, text, now, at, stats)
         return await self._run(lambda cancelled, statistics: engine.instant(queryable, text, at, cancelled=cancelled,
                                                                             stats=statistics),
                                stats, inline_key)
@@ -237,11 +245,9 @@ class QuerierAPI:
         no_store = "no-store" in request.headers.get("cache-control", "")
         stats = request.arg("stats")
         # Without a results cache (whose backend may do network I/O) a tiny range query may run inline like
-        # an instant one; a dashboard's range moves with now, so recent ones are known by length and step.
-        inline_key = None
-        if self.splitter.cache is None and len(text) <= INLINE_MAX_QUERY_CHARS:
-            inline_key = ("range", tuple(tenants), text, end - start, step,
-                          None if _now_ms() - end <= RECENT_QUERY_MS else start, stats)
+        # an instant one; a dashboard's range moves with now, so it is known by its length and step.
+        inline_key = (None if self.splitter.cache is not None
+                      else _inline_key(tenants, text, _now_ms(), end, stats, end - start, step))
         return await self._run(
             lambda cancelled, statistics: self.splitter.run(
                 lambda: self.queryable(tenants), "|".join(sorted(tenants)), text, start, end, step, cancelled,
