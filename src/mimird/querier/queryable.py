@@ -103,6 +103,12 @@ def _overlaps(lo: int, hi: int, mint: int, maxt: int) -> bool:
     return hi >= mint and lo <= maxt
 
 
+def _block_readers(db, lo: int, hi: int) -> list[BlockReader]:
+    """The shared readers of the tenant's local blocks overlapping [lo, hi], oldest ULID first."""
+    return [db.block_reader(ulid) for ulid, meta in sorted(db.blocks.items())
+            if _overlaps(meta.min_time, meta.max_time - 1, lo, hi)]
+
+
 class TenantQueryable:
     """Read access to `tenants`' data between `mint` and `maxt` (ms, inclusive)."""
 
@@ -331,10 +337,7 @@ class TenantQueryable:
         if db is not None and ingester_range is not None:
             lo, hi = ingester_range
             parts.append(db.head.series_labels(matchers, lo, hi))
-            for ulid, meta in sorted(db.blocks.items()):
-                if not _overlaps(meta.min_time, meta.max_time - 1, lo, hi):
-                    continue
-                reader = db.block_reader(ulid)
+            for reader in _block_readers(db, lo, hi):
                 in_block = []
                 for ref in reader.select(matchers).tolist():
                     labels, chunks = reader.series(ref)
@@ -382,9 +385,7 @@ class TenantQueryable:
         head = db.head
         with head.lock:
             head_overlaps = head.num_series and _overlaps(head.min_time, head.max_time, lo, hi)
-        readers = [db.block_reader(ulid) for ulid, meta in sorted(db.blocks.items())
-                   if _overlaps(meta.min_time, meta.max_time - 1, lo, hi)]
-        return (head if head_overlaps else None), readers
+        return (head if head_overlaps else None), _block_readers(db, lo, hi)
 
     def _tenant_label_series(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> set[Labels]:
         """The tenant's series matching `matchers` as label names and values with `match[]` see them: every
