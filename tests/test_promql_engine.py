@@ -143,8 +143,9 @@ def test_instant_select_kernel_against_reference():
         series.append((ts.astype(np.int64), vals))
     offsets = np.cumsum([0] + [len(ts) for ts, _ in series])
     times = np.sort(rng.integers(-300, 500, 40)).astype(np.int64)
-    values, present, stamps = instant.select(np.concatenate([ts for ts, _ in series]),
-                                             np.concatenate([v for _, v in series]), offsets, times, lookback)
+    values, present, stamps, _ = instant.select_rows(np.concatenate([ts for ts, _ in series]),
+                                                     np.concatenate([v for _, v in series]), offsets, times,
+                                                     lookback)
     for k, (ts, vals) in enumerate(series):
         for j, t in enumerate(times):
             idx = np.searchsorted(ts, t, side="right") - 1
@@ -154,8 +155,8 @@ def test_instant_select_kernel_against_reference():
                 assert values[k, j] == vals[idx] and stamps[k, j] == ts[idx]
             else:
                 assert np.isnan(values[k, j]) and stamps[k, j] == 0
-    # select_rows: the same arrays plus the series with a value somewhere, also from non-contiguous,
-    # other-dtype inputs (which it converts)
+    # the same arrays and the series with a value somewhere, also from non-contiguous, other-dtype
+    # inputs (which it converts)
     all_ts = np.concatenate([ts for ts, _ in series])
     all_vals = np.concatenate([v for _, v in series])
     spread_ts = np.repeat(all_ts, 2)[::2]

@@ -78,8 +78,14 @@ cdef inline object _float64_array(object array):
 
 
 def select_rows(ts, vals, offsets, times, long long lookback_ms):
-    """`select`, plus which series have a value at some step: `(values, present, sample_ts, rows)` where
-    `rows` (int64) lists those series' indices in order."""
+    """Select series k (samples `ts/vals[offsets[k]:offsets[k+1]]`, ts increasing) at every time of
+    `times` (non-decreasing).
+
+    Returns `(values, present, sample_ts, rows)`: arrays of shape (n_series, n_steps) with the chosen
+    sample's value and timestamp and whether there is one (0 where nothing is in the lookback window or the
+    newest sample is a stale marker; the value is then NaN and the timestamp 0), and `rows` (int64), the
+    indices of the series with a value at some step, in order.
+    """
     cdef const int64_t[::1] ts_view = _int64_array(ts)
     cdef const double[::1] vals_view = _float64_array(vals)
     cdef const int64_t[::1] offsets_view = _int64_array(offsets)
@@ -110,15 +116,3 @@ def select_rows(ts, vals, offsets, times, long long lookback_ms):
         n_rows = _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present, stamps,
                              rows)
     return values_arr, present_arr, stamps_arr, rows_arr[:n_rows]
-
-
-def select(ts, vals, offsets, times, long long lookback_ms):
-    """Select series k (samples `ts/vals[offsets[k]:offsets[k+1]]`, ts increasing) at every time of
-    `times` (non-decreasing).
-
-    Returns `(values, present, sample_ts)`, arrays of shape (n_series, n_steps): the chosen sample's
-    value and timestamp, and whether there is one (0 where nothing is in the lookback window or the
-    newest sample is a stale marker; the value is then NaN and the timestamp 0).
-    """
-    values, present, stamps, _ = select_rows(ts, vals, offsets, times, lookback_ms)
-    return values, present, stamps
