@@ -254,6 +254,8 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
     # Most gauges have a few decimals: try those one by one. If the interval scaled by 10**k holds an
     # integer n, scaled by 10**(k+1) it holds 10n: the property is monotone in k, so for full-precision
     # values (15-17 digits) the fewest decimals are found by bisection (4-5 probes instead of up to 21).
+    cdef u128 probe_first
+    cdef u128 probe_last
     while lo_decimals <= 3:
         if _interval_holds_integer(low, high, shift, lo_decimals, ends_included, &first, &last):
             hi_decimals = lo_decimals
@@ -261,14 +263,15 @@ cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -
         lo_decimals += 1
     while lo_decimals < hi_decimals:
         decimals = (lo_decimals + hi_decimals) // 2
-        if _interval_holds_integer(low, high, shift, decimals, ends_included, &first, &last):
+        if _interval_holds_integer(low, high, shift, decimals, ends_included, &probe_first, &probe_last):
+            # the bounds of the fewest decimals found so far: the last success is the answer
             hi_decimals = decimals
+            first, last = probe_first, probe_last
         else:
             lo_decimals = decimals + 1
     decimals = lo_decimals
     if decimals > MAX_DECIMALS:
         return 0
-    _interval_holds_integer(low, high, shift, decimals, ends_included, &first, &last)
     if first != last:
         # Several shortest forms: dtoa prints the one nearest to v; on an exact tie, leave it to dtoa.
         if decimals >= 20:
