@@ -11,26 +11,27 @@ ones jsonfmt's rules define (and `tests/jsonenc_reference.py` renders in plain P
 * label sets as objects in label order, strings escaped as Mimir's query-frontend codec does
   (no HTML escaping: only `"`, `\\`, control characters; lone surrogates become `\\ufffd`).
 
-Shortest digits are those of `repr(float)`. Integral values below 2**53 are their integer's digits;
-other values from 1e-4 to 1e15 (nearly every gauge) are found with exact 128-bit integer arithmetic
-(`put_short_decimal`); the rest, and exact ties, go through CPython's own dtoa (`PyOS_double_to_string`
-in 'r' mode), whose exponent form is rewritten where Go writes fixed notation.
+Shortest digits are those of `repr(float)` and of Go's shortest formatting: the fewest significant digits
+that read back as the double, the nearest to it of those, half to even. Integral values below 2**53 are
+their integer's digits; every other finite double goes through Ryu (Ulf Adams, "Ryū: fast float-to-string
+conversion", PLDI 2018) in C arithmetic, `shortest_decimal`, whose digits are then laid out in Go's fixed
+or exponent notation directly. Ryu's power-of-five tables are computed at import from Python integers.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeUTF8
 from libc.math cimport fabs, floor, isinf, isnan, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memmove, memset, strlen
 
 import numpy as np
 
 cdef extern from *:
     """typedef unsigned __int128 jsonenc_u128;"""
     ctypedef unsigned long long u128 "jsonenc_u128"
+    int __builtin_clzll(unsigned long long value) nogil
 
 cdef extern from "Python.h":
-    char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
     int PyUnicode_KIND(object text)
     void *PyUnicode_DATA(object text)
     Py_UCS4 PyUnicode_READ(int kind, void *data, Py_ssize_t index) nogil
@@ -43,18 +44,10 @@ cdef const char *DIGIT_PAIRS = (b"0001020304050607080910111213141516171819202122
                                 b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                 b"8081828384858687888990919293949596979899")
 cdef uint64_t TWO_TO_52 = 4503599627370496
-cdef uint64_t TEN_TO_18 = 1000000000000000000
-# 10**0 .. 10**22, every one exact in a double.
-cdef double POWERS_OF_TEN[23]
-for _exponent in range(23):
-    POWERS_OF_TEN[_exponent] = float(10 ** _exponent)
 # 10**0 .. 10**19, the ones a uint64 holds.
 cdef uint64_t POWERS_OF_TEN_U64[20]
 for _exponent in range(20):
     POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
-# The most decimals put_short_decimal tries (its interval ends times 10**21 stay below 2**126).
-cdef enum:
-    MAX_DECIMALS = 21
 
 
 cdef struct Buffer:
@@ -112,19 +105,6 @@ cdef inline void put_unsigned(Buffer *buf, uint64_t number) noexcept:
     buf.length += count
 
 
-cdef inline void put_fraction_digits(char *out, uint64_t fraction, int decimals) noexcept:
-    # exactly `decimals` digits of `fraction` (< 10**decimals), zero-padded on the left
-    cdef int i = decimals
-    cdef uint64_t pair
-    while i >= 2:
-        pair = fraction % 100
-        fraction //= 100
-        i -= 2
-        memcpy(out + i, &DIGIT_PAIRS[2 * pair], 2)
-    if i == 1:
-        out[0] = <char>(48 + fraction % 10)
-
-
 cdef int put_timestamp(Buffer *buf, int64_t ms) except -1:
     """Milliseconds as `seconds` or `seconds.mmm` (jsonutil.MarshalTimestamp)."""
     cdef uint64_t magnitude
@@ -147,167 +127,285 @@ cdef int put_timestamp(Buffer *buf, int64_t ms) except -1:
     return 0
 
 
-cdef int put_fixed_from_exponent(Buffer *buf, const char *shortest) except -1:
-    """Rewrite repr's `d.ddde±XX` as Go's fixed notation (for 1e-6 <= |v| < 1e-4 and 1e16 <= |v| < 1e21,
-    where Python switches to the exponent form and Go does not)."""
-    cdef char digits[32]
-    cdef int digit_count = 0
-    cdef int exponent = 0
-    cdef int exponent_sign = 1
-    cdef int integer_digits
+# Ryu's power-of-five multipliers, 125 significant bits each, split into 64-bit halves (filled at import
+# by fill_power_of_five_tables). For a value m * 2**e2 with e2 >= 0, the scale 2**e2 / 10**q is
+# approximated from above by POW5_INV[q] = floor(2**(bits(5**q) - 1 + 125) / 5**q) + 1; for e2 < 0, the
+# scale 5**i is 5**i cut (rounded down) to its top 125 bits, POW5[i]. Ryu's proof shows 125 bits give
+# exactly floor(x * 10**-q) of every interval end x a double can have, for shifts of at least 115 bits.
+cdef enum:
+    POW5_BITCOUNT = 125
+    POW5_INV_BITCOUNT = 125
+    # i = -e2 - q reaches 325 (the smallest subnormal); q for e2 >= 0 reaches 290 (the largest double)
+    POW5_TABLE_SIZE = 326
+    POW5_INV_TABLE_SIZE = 291
+    # the biased exponent and mantissa width of a double, and its exponent bias plus mantissa width
+    DOUBLE_MANTISSA_BITS = 52
+    DOUBLE_EXPONENT_BIAS_AND_WIDTH = 1075
+cdef uint64_t POW5_LOW[POW5_TABLE_SIZE]
+cdef uint64_t POW5_HIGH[POW5_TABLE_SIZE]
+cdef uint64_t POW5_INV_LOW[POW5_INV_TABLE_SIZE]
+cdef uint64_t POW5_INV_HIGH[POW5_INV_TABLE_SIZE]
+cdef uint64_t SIGN_BIT = <uint64_t>1 << 63
+
+
+cdef inline int pow5_bits(int e) noexcept:
+    # the bit length of 5**e (1 for e == 0), exact for 0 <= e <= 3528
+    return <int>((<uint32_t>e * 1217359) >> 19) + 1
+
+
+cdef inline int log10_pow2(int e) noexcept:
+    # floor(log10(2**e)), exact for 0 <= e <= 1650
+    return <int>((<uint32_t>e * 78913) >> 18)
+
+
+cdef inline int log10_pow5(int e) noexcept:
+    # floor(log10(5**e)), exact for 0 <= e <= 2620
+    return <int>((<uint32_t>e * 732923) >> 20)
+
+
+cdef int fill_power_of_five_tables() except -1:
+    """Compute Ryu's multiplier tables with Python integers (well under a millisecond)."""
     cdef int i
-    cdef const char *p = shortest
-    buffer_reserve(buf, 64)
-    if p[0] == b'-':
-        buf.data[buf.length] = b'-'
-        buf.length += 1
-        p += 1
-    while p[0] != b'e':
-        if p[0] != b'.' and digit_count < 32:
-            digits[digit_count] = p[0]
-            digit_count += 1
-        p += 1
-    p += 1
-    if p[0] == b'-':
-        exponent_sign = -1
-    if p[0] == b'-' or p[0] == b'+':
-        p += 1
-    while p[0] != 0:
-        exponent = exponent * 10 + (p[0] - 48)
-        p += 1
-    exponent *= exponent_sign
-    if exponent >= 0:
-        integer_digits = exponent + 1
-        for i in range(integer_digits):
-            buf.data[buf.length] = digits[i] if i < digit_count else b'0'
-            buf.length += 1
-        if digit_count > integer_digits:
-            buf.data[buf.length] = b'.'
-            buf.length += 1
-            for i in range(integer_digits, digit_count):
-                buf.data[buf.length] = digits[i]
-                buf.length += 1
-    else:
-        buf.data[buf.length] = b'0'
-        buf.data[buf.length + 1] = b'.'
-        buf.length += 2
-        for i in range(-exponent - 1):
-            buf.data[buf.length] = b'0'
-            buf.length += 1
-        memcpy(buf.data + buf.length, digits, digit_count)
-        buf.length += digit_count
+    cdef int bits
+    # Python integers throughout: the values are up to 126 bits wide
+    cdef object low_mask = 0xFFFFFFFFFFFFFFFF
+    cdef object one = 1
+    cdef object power = 1
+    cdef object cut
+    cdef object inverse
+    for i in range(max(<int>POW5_TABLE_SIZE, <int>POW5_INV_TABLE_SIZE)):
+        bits = power.bit_length()
+        # the digit search takes bit lengths from pow5_bits: it must agree with the tables' own
+        if bits != pow5_bits(i):
+            raise AssertionError(f"pow5_bits({i}) is {pow5_bits(i)}, 5**{i} has {bits} bits")
+        if i < POW5_TABLE_SIZE:
+            cut = power >> (bits - POW5_BITCOUNT) if bits > POW5_BITCOUNT else power << (POW5_BITCOUNT - bits)
+            POW5_LOW[i] = cut & low_mask
+            POW5_HIGH[i] = cut >> 64
+        if i < POW5_INV_TABLE_SIZE:
+            inverse = (one << (bits - 1 + POW5_INV_BITCOUNT)) // power + 1
+            POW5_INV_LOW[i] = inverse & low_mask
+            POW5_INV_HIGH[i] = inverse >> 64
+        power *= 5
     return 0
 
 
-cdef inline bint _interval_holds_integer(u128 low, u128 high, int shift, int decimals, bint ends_included,
-                                         u128 *first, u128 *last) noexcept:
-    # [low, high] / 2**shift scaled by 10**decimals: the first and last integers inside (ends as allowed)
-    cdef u128 scale = <u128>POWERS_OF_TEN_U64[decimals if decimals < 20 else 19]
-    cdef int extra
-    for extra in range(decimals - 19):
-        scale *= 10
-    low *= scale
-    high *= scale
-    first[0] = (low + ((<u128>1 << shift) - 1)) >> shift
-    last[0] = high >> shift
-    if not ends_included:
-        if (first[0] << shift) == low:
-            first[0] += 1
-        if (last[0] << shift) == high:
-            last[0] -= 1
-    return first[0] <= last[0]
+fill_power_of_five_tables()
 
 
-cdef int put_short_decimal(Buffer *buf, double value, double magnitude) except -1:
-    """Write `value` (1e-4 <= |value| < 1e15, not integral) as `n / 10**k` with the fewest decimals k
-    that read back as it, and return 1; return 0, writing nothing, when two such n are equally near, for dtoa to
-    pick.
+cdef inline uint64_t mul_shift(uint64_t factor, uint64_t multiplier_low, uint64_t multiplier_high,
+                               int shift) noexcept:
+    # floor(factor * multiplier / 2**shift) for a 55-bit factor, a 126-bit multiplier and shift >= 64:
+    # the 181-bit product is never formed, its low 64 bits only matter through the carry kept here
+    cdef u128 low_product = <u128>factor * multiplier_low
+    cdef u128 high_product = <u128>factor * multiplier_high
+    return <uint64_t>(((low_product >> 64) + high_product) >> (shift - 64))
 
-    Exact integer arithmetic: |v| = m / 2**q with m the 53-bit mantissa, and the decimals that read
-    back as v are those inside its rounding interval, [(4m - 2) / 2**(q + 2), (4m + 2) / 2**(q + 2)]
-    (4m - 1 below a power of two, where the next smaller double is closer), its ends included when m
-    is even (round half to even). Scaled by 10**k both ends stay below 2**125. The first k whose
-    interval holds an integer gives the fewest significant digits; of those integers repr (dtoa's
-    shortest mode) prints the one nearest to v * 10**k."""
-    # |v| = mantissa / 2**(53 - binary_exponent), read from the bits (frexp's convention: every value here
-    # is a normal double, so the mantissa carries its implicit leading bit)
-    cdef uint64_t bits
-    memcpy(&bits, &magnitude, 8)
-    cdef int binary_exponent = <int>((bits >> 52) & 0x7FF) - 1022
-    cdef uint64_t mantissa = (bits & (TWO_TO_52 - 1)) | TWO_TO_52
-    cdef int shift = 53 - binary_exponent + 2
-    cdef u128 low = <u128>(4 * mantissa - (1 if mantissa == TWO_TO_52 else 2))
-    cdef u128 high = <u128>(4 * mantissa + 2)
-    cdef u128 first
-    cdef u128 last
-    cdef u128 scaled
-    cdef u128 remainder
-    cdef u128 nearest
-    cdef uint64_t digits
-    cdef uint64_t integer_part
-    cdef uint64_t fraction_part
-    cdef uint64_t unit
-    cdef bint ends_included = mantissa % 2 == 0
-    cdef int decimals
-    cdef int lo_decimals = 1
-    cdef int hi_decimals = MAX_DECIMALS + 1
-    # Most gauges have a few decimals: try those one by one. If the interval scaled by 10**k holds an
-    # integer n, scaled by 10**(k+1) it holds 10n: the property is monotone in k, so for full-precision
-    # values (15-17 digits) the fewest decimals are found by bisection (4-5 probes instead of up to 21).
-    cdef u128 probe_first
-    cdef u128 probe_last
-    while lo_decimals <= 3:
-        if _interval_holds_integer(low, high, shift, lo_decimals, ends_included, &first, &last):
-            hi_decimals = lo_decimals
-            break
-        lo_decimals += 1
-    while lo_decimals < hi_decimals:
-        decimals = (lo_decimals + hi_decimals) // 2
-        if _interval_holds_integer(low, high, shift, decimals, ends_included, &probe_first, &probe_last):
-            # the bounds of the fewest decimals found so far: the last success is the answer
-            hi_decimals = decimals
-            first, last = probe_first, probe_last
-        else:
-            lo_decimals = decimals + 1
-    decimals = lo_decimals
-    if decimals > MAX_DECIMALS:
-        return 0
-    if first != last:
-        # Several shortest forms: dtoa prints the one nearest to v; on an exact tie, leave it to dtoa.
-        if decimals >= 20:
-            return 0
-        scaled = (<u128>(4 * mantissa)) * <u128>POWERS_OF_TEN_U64[decimals]
-        remainder = scaled & ((<u128>1 << shift) - 1)
-        if remainder == (<u128>1 << (shift - 1)):
-            return 0
-        nearest = (scaled >> shift) + (1 if remainder > (<u128>1 << (shift - 1)) else 0)
-        first = min(max(nearest, first), last)
-    if first >= TEN_TO_18:
-        return 0
-    digits = <uint64_t>first
-    if decimals > 18:
-        integer_part = 0
-        fraction_part = digits
+
+cdef inline bint multiple_of_power_of_5(uint64_t value, int power) noexcept:
+    # whether 5**power divides value (value > 0)
+    while power > 0:
+        if value % 5 != 0:
+            return False
+        value //= 5
+        power -= 1
+    return True
+
+
+cdef inline int decimal_length(uint64_t value) noexcept:
+    # digits of 0 < value < 10**19: log10 estimated from the bit length, one low at most
+    cdef int estimate = ((64 - __builtin_clzll(value)) * 1233) >> 12
+    return estimate + (1 if value >= POWERS_OF_TEN_U64[estimate] else 0)
+
+
+cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out) noexcept:
+    """The shortest decimal `digits * 10**exponent` that reads back as the positive finite double with
+    these bits (nearest the double among the shortest, half to even), as Ryu (Ulf Adams, PLDI 2018)
+    finds it; returns the number of digits.
+
+    The double is m2 * 2**e2 (e2 lowered by 2 so the interval ends are integers too): it reads back from
+    every decimal strictly inside (4*m2 - 1 - mm_shift, 4*m2 + 2) * 2**e2, and from the ends as well
+    when m2 is even (round half to even). One 64x128-bit multiplication per end, by a power-of-five
+    table entry, gives vm, vr, vp: the ends and the value itself scaled by 10**-e10 and rounded down,
+    with e10 chosen so they keep 17-18 digits. Digits are then removed while the interval still holds a
+    shorter number (vp // 10 > vm // 10); the digit removed last decides rounding vr to nearest. Where
+    the scaled ends or the value are exact integers (the *_trailing_zeros flags) the interval ends and
+    exact ties need care: that rare case removes digits one at a time and tracks them."""
+    cdef uint64_t ieee_mantissa = bits & (TWO_TO_52 - 1)
+    cdef int ieee_exponent = <int>(bits >> DOUBLE_MANTISSA_BITS)
+    cdef int e2
+    cdef uint64_t m2
+    if ieee_exponent == 0:
+        e2 = 1 - DOUBLE_EXPONENT_BIAS_AND_WIDTH - 2
+        m2 = ieee_mantissa
     else:
-        unit = <uint64_t>POWERS_OF_TEN[decimals]
-        integer_part = digits // unit
-        fraction_part = digits % unit
-    buffer_reserve(buf, 48)
-    if value < 0:
-        buf.data[buf.length] = b'-'
-        buf.length += 1
-    put_unsigned(buf, integer_part)
-    buf.data[buf.length] = b'.'
-    buf.length += 1
-    put_fraction_digits(buf.data + buf.length, fraction_part, decimals)
-    buf.length += decimals
-    return 1
+        e2 = ieee_exponent - DOUBLE_EXPONENT_BIAS_AND_WIDTH - 2
+        m2 = ieee_mantissa | TWO_TO_52
+    cdef bint ends_included = (m2 & 1) == 0
+    # Below a power of two the next smaller double is half as far: the lower end is closer.
+    cdef uint64_t mm_shift = 1 if (ieee_mantissa != 0 or ieee_exponent <= 1) else 0
+    cdef uint64_t mv = 4 * m2
+    cdef uint64_t mp = mv + 2
+    cdef uint64_t mm = mv - 1 - mm_shift
+    cdef uint64_t vr
+    cdef uint64_t vp
+    cdef uint64_t vm
+    cdef int e10
+    cdef int q
+    cdef int power
+    cdef int shift
+    cdef bint vm_trailing_zeros = False
+    cdef bint vr_trailing_zeros = False
+    if e2 >= 0:
+        q = log10_pow2(e2) - 1
+        if q < 0:
+            q = 0
+        e10 = q
+        shift = -e2 + q + POW5_INV_BITCOUNT + pow5_bits(q) - 1
+        vr = mul_shift(mv, POW5_INV_LOW[q], POW5_INV_HIGH[q], shift)
+        vp = mul_shift(mp, POW5_INV_LOW[q], POW5_INV_HIGH[q], shift)
+        vm = mul_shift(mm, POW5_INV_LOW[q], POW5_INV_HIGH[q], shift)
+        if q <= 21:
+            # an end or the value is a multiple of 10**q only if it is one of 5**q (2**e2 covers the
+            # twos), and at most one of mm, mv, mp is a multiple of 5
+            if mv % 5 == 0:
+                vr_trailing_zeros = multiple_of_power_of_5(mv, q)
+            elif ends_included:
+                vm_trailing_zeros = multiple_of_power_of_5(mm, q)
+            elif multiple_of_power_of_5(mp, q):
+                # the excluded upper end is exactly vp: the largest decimal allowed is one below
+                vp -= 1
+    else:
+        q = log10_pow5(-e2) - 1
+        if q < 0:
+            q = 0
+        e10 = q + e2
+        power = -e2 - q
+        shift = q - (pow5_bits(power) - POW5_BITCOUNT)
+        vr = mul_shift(mv, POW5_LOW[power], POW5_HIGH[power], shift)
+        vp = mul_shift(mp, POW5_LOW[power], POW5_HIGH[power], shift)
+        vm = mul_shift(mm, POW5_LOW[power], POW5_HIGH[power], shift)
+        if q <= 1:
+            # mv, mp, mm times 5**-e2 / 10**q are integers when the q twos divide them: mv = 4 * m2 always,
+            # mp = 4 * m2 + 2 (so the excluded upper end is vp itself), mm when even or q == 0
+            vr_trailing_zeros = True
+            if ends_included:
+                vm_trailing_zeros = (mm & 1) == 0 or q == 0
+            else:
+                vp -= 1
+        elif q < 63:
+            # only vr can be exact (mm and mp have at most one factor of two); its value is an integer
+            # multiple of 10**(q-1) when 2**(q-1) divides mv
+            vr_trailing_zeros = (mv & ((<uint64_t>1 << (q - 1)) - 1)) == 0
+
+    cdef int removed = 0
+    cdef int count = decimal_length(vp)
+    cdef uint64_t last_removed_digit = 0
+    cdef uint64_t quotient
+    cdef uint64_t output
+    cdef bint round_up = False
+    if vm_trailing_zeros or vr_trailing_zeros:
+        while vp // 10 > vm // 10:
+            vm_trailing_zeros &= vm % 10 == 0
+            vr_trailing_zeros &= last_removed_digit == 0
+            quotient = vr // 10
+            last_removed_digit = vr - 10 * quotient
+            vr = quotient
+            vp //= 10
+            vm //= 10
+            removed += 1
+        if vm_trailing_zeros:
+            # the lower end is allowed and exact: its own trailing zeros may go too
+            while vm != 0 and vm % 10 == 0:
+                vr_trailing_zeros &= last_removed_digit == 0
+                quotient = vr // 10
+                last_removed_digit = vr - 10 * quotient
+                vr = quotient
+                vp //= 10
+                vm //= 10
+                removed += 1
+        if vr_trailing_zeros and last_removed_digit == 5 and vr % 2 == 0:
+            # an exact tie between vr and vr + 1: half to even
+            last_removed_digit = 4
+        output = vr + (1 if ((vr == vm and (not ends_included or not vm_trailing_zeros))
+                             or last_removed_digit >= 5) else 0)
+    else:
+        # Nothing is exact: any removed digits below the last one are not all zero, so it alone decides
+        # rounding. The number of removable digits is found 8, 4, 2, 1 at a time (removing n is possible
+        # whenever removing more is), which is quick for the few-decimal values most gauges hold.
+        while vp // 100000000 > vm // 100000000:
+            quotient = vr // 100000000
+            round_up = vr - 100000000 * quotient >= 50000000
+            vr = quotient
+            vp //= 100000000
+            vm //= 100000000
+            removed += 8
+        if vp // 10000 > vm // 10000:
+            quotient = vr // 10000
+            round_up = vr - 10000 * quotient >= 5000
+            vr = quotient
+            vp //= 10000
+            vm //= 10000
+            removed += 4
+        if vp // 100 > vm // 100:
+            quotient = vr // 100
+            round_up = vr - 100 * quotient >= 50
+            vr = quotient
+            vp //= 100
+            vm //= 100
+            removed += 2
+        if vp // 10 > vm // 10:
+            quotient = vr // 10
+            round_up = vr - 10 * quotient >= 5
+            vr = quotient
+            vm //= 10
+            removed += 1
+        # vr itself lies outside when it equals the (excluded or inexact) lower bound's floor
+        output = vr + (1 if (vr == vm or round_up) else 0)
+    digits_out[0] = output
+    exponent_out[0] = e10 + removed
+    return count - removed
+
+
+cdef inline void write_digits(char *out, uint64_t digits, int count) noexcept:
+    # the `count` decimal digits of `digits` (which has exactly that many) at out[0:count], right to left
+    cdef char *end = out + count
+    cdef uint32_t block
+    cdef uint32_t rest
+    while digits >= 100000000:
+        # eight digits at a time in 32-bit arithmetic
+        block = <uint32_t>(digits % 100000000)
+        digits //= 100000000
+        end -= 8
+        memcpy(end + 6, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        block //= 100
+        memcpy(end + 4, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        block //= 100
+        memcpy(end + 2, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        memcpy(end, &DIGIT_PAIRS[2 * (block // 100)], 2)
+    rest = <uint32_t>digits
+    while rest >= 100:
+        end -= 2
+        memcpy(end, &DIGIT_PAIRS[2 * (rest % 100)], 2)
+        rest //= 100
+    if rest >= 10:
+        memcpy(end - 2, &DIGIT_PAIRS[2 * rest], 2)
+    else:
+        end -= 1
+        end[0] = <char>(48 + rest)
 
 
 cdef int put_float(Buffer *buf, double value) except -1:
-    """A sample value as jsonutil.MarshalFloat writes it, without the quotes."""
-    cdef char *shortest
+    """A sample value as jsonutil.MarshalFloat writes it, without the quotes: strconv.FormatFloat with
+    shortest digits, 'f' from 1e-6 up to (not including) 1e21 and 'e' outside."""
     cdef double magnitude
+    cdef uint64_t bits
+    cdef uint64_t digits
+    cdef int exponent
+    cdef int count
+    cdef int point
+    cdef int scientific
+    cdef char *out
     if isnan(value):
         return put_bytes(buf, b"NaN", 3)
     if isinf(value):
@@ -316,31 +414,64 @@ cdef int put_float(Buffer *buf, double value) except -1:
         return put_bytes(buf, b"-Inf", 4)
     magnitude = fabs(value)
     if magnitude < EXACT_INTEGER_LIMIT and floor(value) == value:
+        # integers (counters, and zeros of either sign) need no digit search: no two share a double
         buffer_reserve(buf, 21)
         if signbit(value):
             buf.data[buf.length] = b'-'
             buf.length += 1
         put_unsigned(buf, <uint64_t>magnitude)
         return 0
-    if 1e-4 <= magnitude < 1e15 and put_short_decimal(buf, value, magnitude):
-        return 0
-    shortest = PyOS_double_to_string(value, b'r', 0, 0, NULL)
-    try:
-        if strchr_e(shortest) and 1e-6 <= magnitude < 1e21:
-            put_fixed_from_exponent(buf, shortest)
+    # at most a sign, "0.", five zeros and 17 digits, or a sign, 17 digits, ".", "e-324"
+    buffer_reserve(buf, 32)
+    out = buf.data + buf.length
+    memcpy(&bits, &value, 8)
+    if bits & SIGN_BIT:
+        out[0] = b'-'
+        out += 1
+    count = shortest_decimal(bits & ~SIGN_BIT, &digits, &exponent)
+    # the value is 0.DIGITS * 10**point
+    point = exponent + count
+    if 1e-6 <= magnitude < 1e21:
+        if point <= 0:
+            out[0] = b'0'
+            out[1] = b'.'
+            memset(out + 2, b'0', -point)
+            write_digits(out + 2 - point, digits, count)
+            out += 2 - point + count
+        elif point >= count:
+            write_digits(out, digits, count)
+            memset(out + count, b'0', point - count)
+            out += point
         else:
-            put_cstr(buf, shortest)
-    finally:
-        PyMem_Free(shortest)
+            write_digits(out + 1, digits, count)
+            memmove(out, out + 1, point)
+            out[point] = b'.'
+            out += count + 1
+    else:
+        # Go's 'e' form: d[.ddd]e±XX with at least two exponent digits
+        write_digits(out + 1, digits, count)
+        out[0] = out[1]
+        if count > 1:
+            out[1] = b'.'
+            out += count + 1
+        else:
+            out += 1
+        scientific = point - 1
+        out[0] = b'e'
+        if scientific < 0:
+            out[1] = b'-'
+            scientific = -scientific
+        else:
+            out[1] = b'+'
+        if scientific >= 100:
+            out[2] = <char>(48 + scientific // 100)
+            memcpy(out + 3, &DIGIT_PAIRS[2 * (scientific % 100)], 2)
+            out += 5
+        else:
+            memcpy(out + 2, &DIGIT_PAIRS[2 * scientific], 2)
+            out += 4
+    buf.length = out - buf.data
     return 0
-
-
-cdef inline bint strchr_e(const char *text) noexcept:
-    while text[0] != 0:
-        if text[0] == b'e':
-            return True
-        text += 1
-    return False
 
 
 cdef int put_string(Buffer *buf, object text) except -1:
