@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -136,3 +138,116 @@ def test_bulk_reference_formatters_agree_with_single():
     assert reference.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
     stamps.append(1500)
     assert reference.format_timestamps(stamps) == [jsonfmt.format_timestamp(t) for t in stamps]
+
+
+# Shortest digits over the whole double range: the kernel's own digit search (Ryu, and a shortcut for
+# values with few decimals) against repr's digits in Go's layout (jsonenc_reference.format_floats).
+
+def double_from_bits(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+
+def with_neighbours(values, steps: int = 1):
+    """Each finite value, the `steps` doubles either side of it, and the negations of all of them."""
+    out = []
+    for value in values:
+        below = above = value
+        out.append(value)
+        for _ in range(steps):
+            below = math.nextafter(below, -math.inf)
+            above = math.nextafter(above, math.inf)
+            out.extend((below, above))
+    return [v for v in out if math.isfinite(v)] + [-v for v in out if math.isfinite(v)]
+
+
+def mismatches(values):
+    """(value, kernel's text, reference text) wherever the two disagree."""
+    values = list(values)
+    expected = reference.format_floats(values)
+    return [(value, got, want) for value, got, want in
+            zip(values, (jsonenc.format_float(v) for v in values), expected, strict=True) if got != want]
+
+
+@pytest.mark.parametrize(("value", "go_text"), [
+    (1e21, "1e+21"), (1e-7, "1e-07"), (1.5e-7, "1.5e-07"), (-2.5e-10, "-2.5e-10"), (5e-324, "5e-324"),
+    (1.7976931348623157e308, "1.7976931348623157e+308"), (1e100, "1e+100"), (1e20, "100000000000000000000"),
+    (1.2345678901234568e20, "123456789012345680000"), (1e-6, "0.000001"), (0.000001234, "0.000001234"),
+    (-0.0, "-0"), (0.0, "0"), (2.0 ** 53 + 2, "9007199254740994"), (2.0 ** 63, "9223372036854776000"),
+    (2.0 ** 64, "18446744073709552000"), (0.1, "0.1"), (1 / 3, "0.3333333333333333"), (100.5, "100.5"),
+    (1e16, "10000000000000000"), (123456.789e3, "123456789"), (2.0 ** 50 + 0.25, "1125899906842624.2"),
+    (2.0 ** 50 + 0.75, "1125899906842624.8"), (9.999999999999999e20, "999999999999999900000"),
+])
+def test_known_go_renderings(value, go_text):
+    # strings as Go's strconv.FormatFloat(v, 'f' or 'e', -1, 64) prints them, independent of repr
+    assert jsonenc.format_float(value) == go_text
+
+
+def test_powers_of_two_and_their_neighbours():
+    assert mismatches(with_neighbours([2.0 ** e for e in range(-1074, 1024)], steps=2)) == []
+
+
+def test_powers_of_ten_and_their_neighbours():
+    assert mismatches(with_neighbours([float(f"1e{e}") for e in range(-323, 309)], steps=2)) == []
+
+
+def test_subnormals_and_range_ends():
+    largest_subnormal = double_from_bits(0x000FFFFFFFFFFFFF)
+    rng = np.random.default_rng(7)
+    random_subnormals = [double_from_bits(int(b)) for b in rng.integers(1, 1 << 52, 20_000, dtype=np.uint64)]
+    values = ([double_from_bits(m) for m in range(1, 2000)] + random_subnormals
+              + with_neighbours([largest_subnormal, 2.2250738585072014e-308, sys.float_info.max], steps=3))
+    assert mismatches(values) == []
+
+
+def test_every_digit_count_at_every_magnitude():
+    # 1 to 17 significant digits times every decimal exponent, as text parsed to the nearest double
+    rng = random.Random(17)
+    values = []
+    for digit_count in range(1, 18):
+        for exponent in range(-343, 309):
+            for _ in range(2):
+                digits = rng.randrange(10 ** (digit_count - 1), 10 ** digit_count)
+                value = float(f"{digits}e{exponent}")
+                if value != 0 and math.isfinite(value):
+                    values.append(value)
+    assert mismatches(with_neighbours(values)) == []
+
+
+def test_few_decimals_around_every_scale():
+    # the kernel's shortcut for up to four decimals below 2**30, its edges and the values next to them
+    rng = random.Random(23)
+    values = [round(rng.random() * 10.0 ** rng.randint(-7, 11), rng.randint(0, 8)) for _ in range(60_000)]
+    values += [k / 10 ** d for d in range(1, 6) for k in range(1, 2000)]
+    values += [2.0 ** 30 - k / 16 for k in range(1, 200)] + [2.0 ** 30 + k / 16 for k in range(200)]
+    assert mismatches(with_neighbours(values)) == []
+
+
+def test_integer_boundary_and_exact_ties():
+    # around 2**53, where the integer shortcut stops, and where two shortest decimals are equally near
+    # (k/4 above 2**50 with one decimal: .25 prints .2, .75 prints .8)
+    rng = random.Random(53)
+    values = with_neighbours([2.0 ** 53, 2.0 ** 53 - 1, 2.0 ** 53 + 2, 2.0 ** 54, 2.0 ** 52 + 0.5], steps=8)
+    for exponent in range(40, 64):
+        base = 2.0 ** exponent
+        spacing = math.ulp(base)
+        values += [base + k * spacing for k in range(1, 64)]
+        values += [base + rng.randrange(1 << 52) * spacing for _ in range(2000)]
+    assert mismatches(values) == []
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+@settings(max_examples=1000, deadline=None)
+def test_any_float_equals_repr_in_go_layout(value):
+    assert jsonenc.format_float(value) == reference.format_floats([value])[0]
+
+
+@given(st.integers(0, (1 << 64) - 1).map(double_from_bits))
+@settings(max_examples=1000, deadline=None)
+def test_any_bit_pattern_equals_repr_in_go_layout(value):
+    assert jsonenc.format_float(value) == reference.format_floats([value])[0]
+
+
+def test_random_bit_patterns_sweep():
+    # a fixed sample of the 2**64 patterns (NaNs and infinities included): about 4 s
+    patterns = np.random.default_rng(20261129).integers(0, 1 << 64, 1_000_000, dtype=np.uint64, endpoint=False)
+    assert mismatches(patterns.view(np.float64).tolist())[:5] == []

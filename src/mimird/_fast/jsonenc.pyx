@@ -48,6 +48,14 @@ cdef uint64_t TWO_TO_52 = 4503599627370496
 cdef uint64_t POWERS_OF_TEN_U64[20]
 for _exponent in range(20):
     POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
+# 10**0 .. 10**FEW_DECIMALS_MAX as doubles (exact).
+cdef enum:
+    FEW_DECIMALS_MAX = 4
+cdef double POWERS_OF_TEN_DOUBLE[FEW_DECIMALS_MAX + 1]
+for _exponent in range(FEW_DECIMALS_MAX + 1):
+    POWERS_OF_TEN_DOUBLE[_exponent] = float(10 ** _exponent)
+# Below this (2**30) few_decimals' arithmetic is exact enough; see there.
+cdef double FEW_DECIMALS_LIMIT = 1073741824.0
 
 
 cdef struct Buffer:
@@ -367,6 +375,35 @@ cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out
     return count - removed
 
 
+cdef inline int few_decimals(double magnitude, uint64_t *digits_out, int *exponent_out) noexcept:
+    """The shortest digits of a positive non-integral double below 2**30 when they have at most
+    FEW_DECIMALS_MAX decimals, as `shortest_decimal` returns them, or 0 when they have more.
+
+    Load averages, ratios and percentages usually have a couple of decimals; this finds them with a few
+    double operations instead of Ryu's digit removal. Below 2**30 the gap between neighbouring doubles is
+    under 2**-22, much less than 10**-FEW_DECIMALS_MAX, so the rounding interval holds at most one number
+    with k <= FEW_DECIMALS_MAX decimals, and if it holds one, that number times 10**k lies within 10**-3
+    of magnitude * 10**k, computed in doubles: rounding the product finds it without fail. So the first
+    k whose rounded product n reads back (n / 10**k, correctly rounded since n and 10**k are exact
+    doubles, equals magnitude) gives the fewest digits and the only candidate with them, and a k that
+    fails has no candidate. Non-integral values have no candidate with 0 decimals (integers below 2**53
+    are doubles of their own)."""
+    cdef int decimals
+    cdef double scaled
+    cdef int64_t nearest
+    for decimals in range(1, FEW_DECIMALS_MAX + 1):
+        scaled = magnitude * POWERS_OF_TEN_DOUBLE[decimals]
+        nearest = <int64_t>(scaled + 0.5)
+        # the division only for a product within its own rounding error of an integer (full-precision
+        # values almost never are)
+        if (nearest > 0 and fabs(scaled - <double>nearest) <= scaled * 8.881784197001252e-16
+                and <double>nearest / POWERS_OF_TEN_DOUBLE[decimals] == magnitude):
+            digits_out[0] = <uint64_t>nearest
+            exponent_out[0] = -decimals
+            return decimal_length(<uint64_t>nearest)
+    return 0
+
+
 cdef inline void write_digits(char *out, uint64_t digits, int count) noexcept:
     # the `count` decimal digits of `digits` (which has exactly that many) at out[0:count], right to left
     cdef char *end = out + count
@@ -428,7 +465,9 @@ cdef int put_float(Buffer *buf, double value) except -1:
     if bits & SIGN_BIT:
         out[0] = b'-'
         out += 1
-    count = shortest_decimal(bits & ~SIGN_BIT, &digits, &exponent)
+    count = few_decimals(magnitude, &digits, &exponent) if magnitude < FEW_DECIMALS_LIMIT else 0
+    if count == 0:
+        count = shortest_decimal(bits & ~SIGN_BIT, &digits, &exponent)
     # the value is 0.DIGITS * 10**point
     point = exponent + count
     if 1e-6 <= magnitude < 1e21:
