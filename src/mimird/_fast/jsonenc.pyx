@@ -22,7 +22,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeUTF8
 from libc.math cimport fabs, floor, isinf, isnan, signbit
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memmove, memset, strlen
+from libc.string cimport memcpy, memset, strlen
 
 import numpy as np
 
@@ -443,6 +443,7 @@ cdef int put_float(Buffer *buf, double value) except -1:
     cdef int point
     cdef int scientific
     cdef char *out
+    cdef char text[40]
     if isnan(value):
         return put_bytes(buf, b"NaN", 3)
     if isinf(value):
@@ -458,8 +459,9 @@ cdef int put_float(Buffer *buf, double value) except -1:
             buf.length += 1
         put_unsigned(buf, <uint64_t>magnitude)
         return 0
-    # at most a sign, "0.", five zeros and 17 digits, or a sign, 17 digits, ".", "e-324"
-    buffer_reserve(buf, 32)
+    # Room for the widest layout below, counting the fixed-size copies that run past the text's end:
+    # a sign, "0." and five zeros, then 24 bytes copied.
+    buffer_reserve(buf, 40)
     out = buf.data + buf.length
     memcpy(&bits, &value, 8)
     if bits & SIGN_BIT:
@@ -472,19 +474,21 @@ cdef int put_float(Buffer *buf, double value) except -1:
     point = exponent + count
     if 1e-6 <= magnitude < 1e21:
         if point <= 0:
-            out[0] = b'0'
-            out[1] = b'.'
-            memset(out + 2, b'0', -point)
-            write_digits(out + 2 - point, digits, count)
+            # -5 <= point here; copies of a fixed size compile to a few moves, not a memcpy call
+            write_digits(text, digits, count)
+            memcpy(out, b"0.00000", 8)
+            memcpy(out + 2 - point, text, 24)
             out += 2 - point + count
         elif point >= count:
             write_digits(out, digits, count)
             memset(out + count, b'0', point - count)
             out += point
         else:
-            write_digits(out + 1, digits, count)
-            memmove(out, out + 1, point)
+            # 1 <= point < count <= 17: both halves are at most 16 digits
+            write_digits(text, digits, count)
+            memcpy(out, text, 16)
             out[point] = b'.'
+            memcpy(out + point + 1, text + point, 16)
             out += count + 1
     else:
         # Go's 'e' form: d[.ddd]e±XX with at least two exponent digits
