@@ -214,10 +214,11 @@ def test_every_digit_count_at_every_magnitude():
 
 
 def test_few_decimals_around_every_scale():
-    # the kernel's shortcut for up to four decimals below 2**30, its edges and the values next to them
+    # the kernel's shortcut for up to six decimals below 2**30, its edges and the values next to them
     rng = random.Random(23)
     values = [round(rng.random() * 10.0 ** rng.randint(-7, 11), rng.randint(0, 8)) for _ in range(60_000)]
-    values += [k / 10 ** d for d in range(1, 6) for k in range(1, 2000)]
+    values += [k / 10 ** d for d in range(1, 9) for k in range(1, 2000)]
+    values += [rng.randrange(1 << 30) + rng.randrange(10 ** 6) / 10 ** 6 for _ in range(20_000)]
     values += [2.0 ** 30 - k / 16 for k in range(1, 200)] + [2.0 ** 30 + k / 16 for k in range(200)]
     assert mismatches(with_neighbours(values)) == []
 

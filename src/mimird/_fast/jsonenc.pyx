@@ -48,13 +48,11 @@ cdef uint64_t TWO_TO_52 = 4503599627370496
 cdef uint64_t POWERS_OF_TEN_U64[20]
 for _exponent in range(20):
     POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
-# 10**0 .. 10**FEW_DECIMALS_MAX as doubles (exact).
+# few_decimals finds shortest digits with up to FEW_DECIMALS_MAX decimals below FEW_DECIMALS_LIMIT (2**30),
+# where its double arithmetic is exact enough (see there); FEW_DECIMALS_SCALE is 10**FEW_DECIMALS_MAX.
 cdef enum:
-    FEW_DECIMALS_MAX = 4
-cdef double POWERS_OF_TEN_DOUBLE[FEW_DECIMALS_MAX + 1]
-for _exponent in range(FEW_DECIMALS_MAX + 1):
-    POWERS_OF_TEN_DOUBLE[_exponent] = float(10 ** _exponent)
-# Below this (2**30) few_decimals' arithmetic is exact enough; see there.
+    FEW_DECIMALS_MAX = 6
+cdef double FEW_DECIMALS_SCALE = 1e6
 cdef double FEW_DECIMALS_LIMIT = 1073741824.0
 
 
@@ -377,31 +375,39 @@ cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out
 
 cdef inline int few_decimals(double magnitude, uint64_t *digits_out, int *exponent_out) noexcept:
     """The shortest digits of a positive non-integral double below 2**30 when they have at most
-    FEW_DECIMALS_MAX decimals, as `shortest_decimal` returns them, or 0 when they have more.
+    FEW_DECIMALS_MAX (6) decimals, as `shortest_decimal` returns them, or 0 when they have more.
 
-    Load averages, ratios and percentages usually have a couple of decimals; this finds them with a few
-    double operations instead of Ryu's digit removal. Below 2**30 the gap between neighbouring doubles is
-    under 2**-22, much less than 10**-FEW_DECIMALS_MAX, so the rounding interval holds at most one number
-    with k <= FEW_DECIMALS_MAX decimals, and if it holds one, that number times 10**k lies within 10**-3
-    of magnitude * 10**k, computed in doubles: rounding the product finds it without fail. So the first
-    k whose rounded product n reads back (n / 10**k, correctly rounded since n and 10**k are exact
-    doubles, equals magnitude) gives the fewest digits and the only candidate with them, and a k that
-    fails has no candidate. Non-integral values have no candidate with 0 decimals (integers below 2**53
-    are doubles of their own)."""
-    cdef int decimals
-    cdef double scaled
-    cdef int64_t nearest
-    for decimals in range(1, FEW_DECIMALS_MAX + 1):
-        scaled = magnitude * POWERS_OF_TEN_DOUBLE[decimals]
-        nearest = <int64_t>(scaled + 0.5)
-        # the division only for a product within its own rounding error of an integer (full-precision
-        # values almost never are)
-        if (nearest > 0 and fabs(scaled - <double>nearest) <= scaled * 8.881784197001252e-16
-                and <double>nearest / POWERS_OF_TEN_DOUBLE[decimals] == magnitude):
-            digits_out[0] = <uint64_t>nearest
-            exponent_out[0] = -decimals
-            return decimal_length(<uint64_t>nearest)
-    return 0
+    Load averages, ratios and percentages usually have a few decimals: one multiplication and one
+    division find them, instead of Ryu's digit removal. Below 2**30 the gap between neighbouring
+    doubles is at most 2**-23, less than 10**-7, so the rounding interval holds at most one number with
+    up to 7 decimals (and none with more decimals but as few digits). If it holds a number c with up to
+    6 decimals, c * 10**6 is an integer within 10**6 * 2**-24 (under 0.06) of magnitude * 10**6, which
+    the double product gets within 2**-4 (it is below 2**50): rounding the product gives c * 10**6 without
+    fail. So c exists exactly when the rounded product n reads back (n / 10**6, correctly rounded since
+    n and 10**6 are exact doubles, equals magnitude), and c is n with its trailing zeros removed: the
+    only candidate with that few digits. Non-integral values below 2**53 have no candidate without
+    decimals (the integers there are doubles of their own), so at least one decimal remains."""
+    cdef double scaled = magnitude * FEW_DECIMALS_SCALE
+    cdef uint64_t nearest = <uint64_t>(scaled + 0.5)
+    cdef int decimals = FEW_DECIMALS_MAX
+    # The division only for products within their rounding error (at most scaled * 2**-52, see above)
+    # of an integer: full-precision values almost never are.
+    if (nearest == 0 or fabs(scaled - <double>nearest) > scaled * 8.881784197001252e-16
+            or <double>nearest / FEW_DECIMALS_SCALE != magnitude):
+        return 0
+    # at most five trailing zeros: remove 4, 2, 1 of them as they are there
+    if nearest % 10000 == 0:
+        nearest //= 10000
+        decimals -= 4
+    if nearest % 100 == 0:
+        nearest //= 100
+        decimals -= 2
+    if nearest % 10 == 0:
+        nearest //= 10
+        decimals -= 1
+    digits_out[0] = nearest
+    exponent_out[0] = -decimals
+    return decimal_length(nearest)
 
 
 cdef inline void write_digits(char *out, uint64_t digits, int count) noexcept:
