@@ -48,6 +48,17 @@ cdef uint64_t TWO_TO_52 = 4503599627370496
 cdef uint64_t POWERS_OF_TEN_U64[20]
 for _exponent in range(20):
     POWERS_OF_TEN_U64[_exponent] = 10 ** _exponent
+# Reciprocals of 10**1 .. 10**16 for splitting up to 17 digits (below 2**57) at the decimal point:
+# x // 10**f == (x * DIVIDE_MAGIC[f]) >> DIVIDE_SHIFT[f] for every x < 2**57, with the magic number
+# ceil(2**shift / 10**f) and shift = 57 + bits(10**f) (Granlund and Montgomery's rounded-up reciprocal).
+cdef uint64_t DIVIDE_MAGIC[17]
+cdef int DIVIDE_SHIFT[17]
+for _exponent in range(1, 17):
+    _shift = 57 + (10 ** _exponent).bit_length()
+    DIVIDE_SHIFT[_exponent] = _shift
+    DIVIDE_MAGIC[_exponent] = -(-(1 << _shift) // 10 ** _exponent)
+# stored after digits that are followed by zeros (more than Go's fixed notation ever needs: 20)
+cdef const char *ZEROS = b"000000000000000000000000"
 # few_decimals finds shortest digits with up to FEW_DECIMALS_MAX decimals below FEW_DECIMALS_LIMIT (2**30),
 # where its double arithmetic is exact enough (see there); FEW_DECIMALS_SCALE is 10**FEW_DECIMALS_MAX.
 cdef enum:
@@ -86,28 +97,24 @@ cdef inline int put_bytes(Buffer *buf, const char *text, Py_ssize_t size) except
     return 0
 
 
+cdef inline int put_two(Buffer *buf, const char *text) except -1:
+    # two bytes as one fixed-size move: the per-point punctuation, without a memcpy call
+    if buf.length + 2 > buf.capacity:
+        buffer_reserve(buf, 2)
+    memcpy(buf.data + buf.length, text, 2)
+    buf.length += 2
+    return 0
+
+
 cdef inline int put_cstr(Buffer *buf, const char *text) except -1:
     return put_bytes(buf, text, strlen(text))
 
 
 cdef inline void put_unsigned(Buffer *buf, uint64_t number) noexcept:
     """Decimal digits of `number`; the caller has reserved 20 bytes."""
-    cdef char digits[20]
-    cdef int count = 0
-    cdef uint64_t pair
-    # two digits per division: about half the work for the long numbers of timestamps and values
-    while number >= 100:
-        pair = number % 100
-        number //= 100
-        memcpy(&digits[18 - count], &DIGIT_PAIRS[2 * pair], 2)
-        count += 2
-    if number >= 10:
-        memcpy(&digits[18 - count], &DIGIT_PAIRS[2 * number], 2)
-        count += 2
-    else:
-        digits[19 - count] = <char>(48 + number)
-        count += 1
-    memcpy(buf.data + buf.length, &digits[20 - count], count)
+    # digits written in place once their count is known: no copy of a variable length (a memcpy call)
+    cdef int count = decimal_length(number) if number else 1
+    write_digits(buf.data + buf.length, number, count)
     buf.length += count
 
 
@@ -219,7 +226,7 @@ cdef inline bint multiple_of_power_of_5(uint64_t value, int power) noexcept:
 
 
 cdef inline int decimal_length(uint64_t value) noexcept:
-    # digits of 0 < value < 10**19: log10 estimated from the bit length, one low at most
+    # digits of 0 < value: log10 estimated from the bit length, one low at most
     cdef int estimate = ((64 - __builtin_clzll(value)) * 1233) >> 12
     return estimate + (1 if value >= POWERS_OF_TEN_U64[estimate] else 0)
 
@@ -438,6 +445,32 @@ cdef inline void write_digits(char *out, uint64_t digits, int count) noexcept:
         end[0] = <char>(48 + rest)
 
 
+cdef inline void write_padded_digits(char *out, uint64_t value, int count) noexcept:
+    # exactly `count` (<= 16) digits of value < 10**count at out[0:count], zeros in front
+    cdef char *end = out + count
+    cdef uint32_t block
+    if count > 8:
+        block = <uint32_t>(value % 100000000)
+        value //= 100000000
+        end -= 8
+        memcpy(end + 6, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        block //= 100
+        memcpy(end + 4, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        block //= 100
+        memcpy(end + 2, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        memcpy(end, &DIGIT_PAIRS[2 * (block // 100)], 2)
+        count -= 8
+    block = <uint32_t>value
+    while count >= 2:
+        end -= 2
+        memcpy(end, &DIGIT_PAIRS[2 * (block % 100)], 2)
+        block //= 100
+        count -= 2
+    if count:
+        end -= 1
+        end[0] = <char>(48 + block)
+
+
 cdef int put_float(Buffer *buf, double value) except -1:
     """A sample value as jsonutil.MarshalFloat writes it, without the quotes: strconv.FormatFloat with
     shortest digits, 'f' from 1e-6 up to (not including) 1e21 and 'e' outside."""
@@ -449,7 +482,8 @@ cdef int put_float(Buffer *buf, double value) except -1:
     cdef int point
     cdef int scientific
     cdef char *out
-    cdef char text[40]
+    cdef int fraction_count
+    cdef uint64_t integer_part
     if isnan(value):
         return put_bytes(buf, b"NaN", 3)
     if isinf(value):
@@ -465,9 +499,9 @@ cdef int put_float(Buffer *buf, double value) except -1:
             buf.length += 1
         put_unsigned(buf, <uint64_t>magnitude)
         return 0
-    # Room for the widest layout below, counting the fixed-size copies that run past the text's end:
-    # a sign, "0." and five zeros, then 24 bytes copied.
-    buffer_reserve(buf, 40)
+    # Room for the widest layout below, counting the fixed-size stores that run past the text's end:
+    # a sign, 17 digits and 24 zeros stored after them.
+    buffer_reserve(buf, 48)
     out = buf.data + buf.length
     memcpy(&bits, &value, 8)
     if bits & SIGN_BIT:
@@ -478,23 +512,28 @@ cdef int put_float(Buffer *buf, double value) except -1:
         count = shortest_decimal(bits & ~SIGN_BIT, &digits, &exponent)
     # the value is 0.DIGITS * 10**point
     point = exponent + count
+    # Digits go straight to their place: fixed-size copies are single moves, and reading freshly
+    # written digits back in wider loads would stall on store forwarding.
     if 1e-6 <= magnitude < 1e21:
         if point <= 0:
-            # -5 <= point here; copies of a fixed size compile to a few moves, not a memcpy call
-            write_digits(text, digits, count)
+            # -5 <= point: "0." and up to five zeros
             memcpy(out, b"0.00000", 8)
-            memcpy(out + 2 - point, text, 24)
+            write_digits(out + 2 - point, digits, count)
             out += 2 - point + count
         elif point >= count:
+            memcpy(out + count, ZEROS, 24)
             write_digits(out, digits, count)
-            memset(out + count, b'0', point - count)
             out += point
         else:
-            # 1 <= point < count <= 17: both halves are at most 16 digits
-            write_digits(text, digits, count)
-            memcpy(out, text, 16)
+            # 1 <= point < count <= 17: split the digits where the point goes, by multiplying with a
+            # reciprocal of 10**(count - point)
+            fraction_count = count - point
+            integer_part = <uint64_t>((<u128>digits * DIVIDE_MAGIC[fraction_count])
+                                      >> DIVIDE_SHIFT[fraction_count])
+            write_digits(out, integer_part, point)
             out[point] = b'.'
-            memcpy(out + point + 1, text + point, 16)
+            write_padded_digits(out + point + 1, digits - integer_part * POWERS_OF_TEN_U64[fraction_count],
+                                fraction_count)
             out += count + 1
     else:
         # Go's 'e' form: d[.ddd]e±XX with at least two exponent digits
@@ -624,13 +663,13 @@ cdef int put_points(Buffer *buf, const int64_t[::1] ts, const double[::1] vals) 
     cdef Py_ssize_t i
     for i in range(ts.shape[0]):
         if i:
-            put_bytes(buf, b",[", 2)
+            put_two(buf, b",[")
         else:
             put_bytes(buf, b"[", 1)
         put_timestamp(buf, ts[i])
-        put_bytes(buf, b",\"", 2)
+        put_two(buf, b",\"")
         put_float(buf, vals[i])
-        put_bytes(buf, b"\"]", 2)
+        put_two(buf, b"\"]")
     return 0
 
 
