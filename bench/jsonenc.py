@@ -6,7 +6,8 @@ Run: .venv/bin/python bench/jsonenc.py [--series N] [--points N]
 Renders matrices shaped like range-query answers (a 15 s step grid of whole-second timestamps, one
 series per label set) with three kinds of values: integral counters, full-precision gauges, and the
 shape of `max_over_time(node_load1{job="api"}[10m])` from bench/query.py (load averages with two
-decimals), plus a vector of the same label sets. Prints nanoseconds per point (per sample for the vector)
+decimals), plus full-precision values of any magnitude (1e-300 to 1e300, Go's exponent form and long fixed
+notation) and a vector of the same label sets. Prints nanoseconds per point (per sample for the vector)
 for each renderer and checks that both wrote the same bytes.
 """
 
@@ -43,6 +44,8 @@ def matrix(rng: np.random.Generator, series: int, points: int, kind: str) -> Mat
             vals = np.cumsum(rng.poisson(40, points)).astype(np.float64)
         elif kind == "gauge":
             vals = 100.0 + np.cumsum(rng.normal(0, 1.5, points))
+        elif kind == "wide-range":
+            vals = rng.normal(0, 1, points) * 10.0 ** rng.integers(-300, 300, points)
         else:
             vals = np.round(rng.gamma(2.0, 0.8, points), 2)
         out.append(Series(labels, ts, vals))
@@ -69,7 +72,7 @@ def main() -> int:
     total = args.series * args.points
     print(f"{args.series} series x {args.points} points = {total} points per matrix")
     print(f"{'case':<22}{'python ns/pt':>14}{'cython ns/pt':>14}{'speed-up':>10}")
-    for kind in ("counter", "gauge", "load-average"):
+    for kind in ("counter", "gauge", "load-average", "wide-range"):
         value = matrix(rng, args.series, args.points, kind)
         if jsonenc.render_matrix(value) != reference.render_matrix(value):
             print(f"{kind}: outputs differ", file=sys.stderr)

@@ -12,10 +12,17 @@ ones jsonfmt's rules define (and `tests/jsonenc_reference.py` renders in plain P
   (no HTML escaping: only `"`, `\\`, control characters; lone surrogates become `\\ufffd`).
 
 Shortest digits are those of `repr(float)` and of Go's shortest formatting: the fewest significant digits
-that read back as the double, the nearest to it of those, half to even. Integral values below 2**53 are
-their integer's digits; every other finite double goes through Ryu (Ulf Adams, "Ryū: fast float-to-string
-conversion", PLDI 2018) in C arithmetic, `shortest_decimal`, whose digits are then laid out in Go's fixed
-or exponent notation directly. Ryu's power-of-five tables are computed at import from Python integers.
+that read back as the double, the nearest to it of those, half to even. They are found in C arithmetic
+for every finite double, with no call into CPython's dtoa:
+
+* integral values below 2**53 are their integer's digits (counters);
+* values below 2**30 with at most six decimals (load averages, ratios) by one rounded product and one
+  exact division (`few_decimals`);
+* everything else by Ryu (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018): one 64x128-bit
+  multiplication per interval end by a power-of-five table entry, then digit removal
+  (`shortest_decimal`). Its tables are computed at import from Python integers (about 0.2 ms).
+
+The digits are then written straight into Go's fixed notation or exponent form (`put_float`).
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -143,15 +150,15 @@ cdef int put_timestamp(Buffer *buf, int64_t ms) except -1:
 # Ryu's power-of-five multipliers, 125 significant bits each, split into 64-bit halves (filled at import
 # by fill_power_of_five_tables). For a value m * 2**e2 with e2 >= 0, the scale 2**e2 / 10**q is
 # approximated from above by POW5_INV[q] = floor(2**(bits(5**q) - 1 + 125) / 5**q) + 1; for e2 < 0, the
-# scale 5**i is 5**i cut (rounded down) to its top 125 bits, POW5[i]. Ryu's proof shows 125 bits give
-# exactly floor(x * 10**-q) of every interval end x a double can have, for shifts of at least 115 bits.
+# scale 5**i is 5**i cut (rounded down) to its top 125 bits, POW5[i]. Ryu's analysis shows 125 bits keep
+# the floors taken in shortest_decimal exact for every interval end a double can have.
 cdef enum:
     POW5_BITCOUNT = 125
     POW5_INV_BITCOUNT = 125
     # i = -e2 - q reaches 325 (the smallest subnormal); q for e2 >= 0 reaches 290 (the largest double)
     POW5_TABLE_SIZE = 326
     POW5_INV_TABLE_SIZE = 291
-    # the biased exponent and mantissa width of a double, and its exponent bias plus mantissa width
+    # a double's mantissa width, and its exponent bias (1023) plus that width
     DOUBLE_MANTISSA_BITS = 52
     DOUBLE_EXPONENT_BIAS_AND_WIDTH = 1075
 cdef uint64_t POW5_LOW[POW5_TABLE_SIZE]
