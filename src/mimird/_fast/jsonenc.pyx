@@ -40,6 +40,8 @@ cdef extern from *:
 
 cdef extern from "Python.h":
     int PyUnicode_KIND(object text)
+    bint PyUnicode_IS_ASCII(object text)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object text)
     Py_UCS4 PyUnicode_READ(int kind, void *data, Py_ssize_t index) nogil
 
@@ -78,6 +80,8 @@ cdef struct Buffer:
     char *data
     Py_ssize_t length
     Py_ssize_t capacity
+    # whether any label text was non-ASCII (so the bytes are UTF-8 to decode, not ASCII to copy)
+    bint non_ascii
 
 
 cdef int buffer_reserve(Buffer *buf, Py_ssize_t extra) except -1:
@@ -580,6 +584,8 @@ cdef int put_string(Buffer *buf, object text) except -1:
     if not isinstance(text, str):
         raise TypeError(f"label names and values must be str, not {type(text).__name__}")
     length = len(<str>text)
+    if not PyUnicode_IS_ASCII(text):
+        buf.non_ascii = True
     kind = PyUnicode_KIND(text)
     data = PyUnicode_DATA(text)
     # Worst case per code point is six bytes (\u00XX, \ufffd); four for the rest of UTF-8.
@@ -681,7 +687,13 @@ cdef int put_points(Buffer *buf, const int64_t[::1] ts, const double[::1] vals) 
 
 
 cdef str buffer_text(Buffer *buf):
-    return PyUnicode_DecodeUTF8(buf.data, buf.length, NULL)
+    cdef object text
+    if buf.non_ascii:
+        return PyUnicode_DecodeUTF8(buf.data, buf.length, NULL)
+    # Only ASCII was written: a plain copy into an ASCII str, without UTF-8 validation.
+    text = PyUnicode_New(buf.length, 127)
+    memcpy(PyUnicode_DATA(text), buf.data, buf.length)
+    return text
 
 
 def render_matrix(series) -> str:
@@ -689,7 +701,7 @@ def render_matrix(series) -> str:
 
     `series` is an iterable of objects with `.labels` (pairs of str), `.ts` (int64 ms) and `.vals`
     (float64), as mimird.promql.value.Series; a series without points has no `values` key."""
-    cdef Buffer buf = Buffer(NULL, 0, 0)
+    cdef Buffer buf = Buffer(NULL, 0, 0, False)
     cdef bint first = True
     try:
         put_bytes(&buf, b"[", 1)
@@ -719,7 +731,7 @@ def render_vector(samples) -> str:
 
     `samples` is an iterable of objects with `.labels` (pairs of str), `.t` (ms) and `.v`, as
     mimird.promql.value.Sample."""
-    cdef Buffer buf = Buffer(NULL, 0, 0)
+    cdef Buffer buf = Buffer(NULL, 0, 0, False)
     cdef bint first = True
     try:
         put_bytes(&buf, b"[", 1)
@@ -742,7 +754,7 @@ def render_vector(samples) -> str:
 
 def format_float(double value) -> str:
     """One sample value as `render_matrix` writes it (jsonutil.MarshalFloat without the quotes)."""
-    cdef Buffer buf = Buffer(NULL, 0, 0)
+    cdef Buffer buf = Buffer(NULL, 0, 0, False)
     try:
         put_float(&buf, value)
         return buffer_text(&buf)
@@ -752,7 +764,7 @@ def format_float(double value) -> str:
 
 def format_timestamp(int64_t ms) -> str:
     """One timestamp as `render_matrix` writes it (jsonutil.MarshalTimestamp)."""
-    cdef Buffer buf = Buffer(NULL, 0, 0)
+    cdef Buffer buf = Buffer(NULL, 0, 0, False)
     try:
         put_timestamp(&buf, ms)
         return buffer_text(&buf)
