@@ -397,9 +397,10 @@ cdef inline int few_decimals(double magnitude, uint64_t *digits_out, int *expone
 
     Load averages, ratios and percentages usually have a few decimals: one multiplication and one
     division find them, instead of Ryu's digit removal. Below 2**30 the gap between neighbouring
-    doubles is at most 2**-23, less than 10**-7, so the rounding interval holds at most one number with
-    up to 7 decimals (and none with more decimals but as few digits). If it holds a number c with up to
-    6 decimals, c * 10**6 is an integer within 10**6 * 2**-24 (under 0.06) of magnitude * 10**6, which
+    doubles is at most 2**-23, less than 10**-6, so the rounding interval holds at most one number c
+    with up to 6 decimals; a number with more decimals and no more digits than c lies below the power
+    of ten at or under c, over 10**-6 from c, so it is not in the interval either. If c exists,
+    c * 10**6 is an integer within 10**6 * 2**-24 (under 0.06) of magnitude * 10**6, which
     the double product gets within 2**-4 (it is below 2**50): rounding the product gives c * 10**6 without
     fail. So c exists exactly when the rounded product n reads back (n / 10**6, correctly rounded since
     n and 10**6 are exact doubles, equals magnitude), and c is n with its trailing zeros removed: the
