@@ -88,7 +88,9 @@ class Evaluator:
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
         self.deadline = deadline
-        self.cancelled = cancelled
+        # an Event is polled through its is_set; deciding that once spares check() a failing hasattr (an
+        # AttributeError raised and caught) on every call
+        self.cancelled = cancelled.is_set if isinstance(cancelled, threading.Event) else cancelled
         self.warnings: dict[str, None] = {}
         self.infos: dict[str, None] = {}
         # QueryStatistics when the request asked for `stats`; every counting site checks for None first
@@ -98,8 +100,7 @@ class Evaluator:
 
     def check(self) -> None:
         """Raise if the query ran out of time or was cancelled."""
-        if self.cancelled is not None and (self.cancelled.is_set() if hasattr(self.cancelled, "is_set")
-                                           else self.cancelled()):
+        if self.cancelled is not None and self.cancelled():
             raise QueryCanceledError()
         if time.monotonic() > self.deadline:
             raise QueryTimeoutError()

@@ -122,7 +122,8 @@ class TenantQueryable:
         # Mimir's querier clamps every read to -querier.max-query-lookback.
         self.mint = max(mint, self.now_ms - lookback_ms) if lookback_ms else mint
         self.maxt = maxt
-        self.store_after_ms = int(app.config.querier.query_store_after * 1000)
+        # (Config.get: attribute access on the config raises and catches an AttributeError per section)
+        self.store_after_ms = int(app.config.get("querier.query_store_after") * 1000)
         # One queryable serves one query: the series limit counts distinct series over all its selects.
         self._seen: set[Labels] = set()
         # Chunks and their encoded bytes fetched by this query from the head, local and bucket blocks,
