@@ -17,6 +17,8 @@ def evaluate_batch(
     range_ms: int,
     params: tuple[_Param, ...] = (),
     intercept_shift_ms: int = 0,
+    out: npt.NDArray[np.float64] | None = None,
+    present: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]: ...
 def evaluate(
     name: str,

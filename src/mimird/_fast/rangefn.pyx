@@ -673,7 +673,7 @@ cdef Py_ssize_t _longest_run(const int64_t[::1] bounds) noexcept nogil:
 
 
 def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_ms, tuple params=(),
-                   long long intercept_shift_ms=0):
+                   long long intercept_shift_ms=0, out=None, present=None):
     """Evaluate the range function `name` for many series over one step grid.
 
     Series k's samples are `ts[series_offsets[k]:series_offsets[k+1]]` (ms, strictly increasing,
@@ -686,8 +686,9 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     Prometheus anchors its regression at the unshifted evaluation time, `eval_ts + shift`, so pass
     the amount by which the times were moved back.
 
-    Returns `(out, present)`, float64 and uint8 arrays of shape (n_series, n_steps). The GIL is
-    released for the whole batch.
+    Returns `(out, present)`, float64 and uint8 arrays of shape (n_series, n_steps), written into the
+    given `out` and `present` when both are passed (C-contiguous, that shape; threads evaluating parts
+    of one batch fill row blocks of one pair of arrays). The GIL is released for the whole batch.
     """
     spec = _FUNCTIONS.get(name)
     if spec is None:
@@ -715,8 +716,13 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     cdef Py_ssize_t n_series = offsets_view.shape[0] - 1
     cdef Py_ssize_t n_steps = steps_view.shape[0]
     cdef const double[:, ::1] param_view = _per_step_params(name, spec[1], params, n_steps)
-    out_arr = np.empty((n_series, n_steps), dtype=np.float64)
-    present_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
+    if out is None or present is None:
+        out_arr = np.empty((n_series, n_steps), dtype=np.float64)
+        present_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
+    else:
+        out_arr, present_arr = out, present
+        if out_arr.shape != (n_series, n_steps) or present_arr.shape != (n_series, n_steps):
+            raise ValueError("out and present must have shape (n_series, n_steps)")
     value_scratch_arr = np.empty(max(2 * longest, 1), dtype=np.float64)
     index_scratch_arr = np.empty(max(longest, 1), dtype=np.intp)
     cdef double[:, ::1] out_view = out_arr

@@ -20,7 +20,7 @@ import numpy as np
 
 from mimird._fast import instant, rangefn
 from mimird._fast.aggregate import distinct_label_values
-from mimird.promql import ast
+from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
 from mimird.promql.frame import Frame, Steps, drop_name
@@ -410,8 +410,8 @@ class Evaluator:
                     name, ts_all, vals_all, offsets, times[j:j + 1], range_ms,
                     tuple(p[j:j + 1] for p in params), int(shifts[j]))
         else:
-            values, present = rangefn.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
-                                                     params, int(shifts[0]) if n else 0)
+            values, present = parallel.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
+                                                      params, int(shifts[0]) if n else 0)
         return values, present.view(bool)
 
     def check_smoothing(self, params) -> None:

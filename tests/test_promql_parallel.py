@@ -1,0 +1,44 @@
+"""Range kernels split over threads give exactly what one call gives."""
+
+import numpy as np
+import pytest
+
+from mimird._fast import rangefn
+from mimird.promql import parallel
+
+
+def random_batch(rng, n_series, max_samples):
+    lengths = rng.integers(0, max_samples, n_series)
+    offsets = np.zeros(n_series + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ts = np.concatenate([np.sort(rng.choice(7_200_000, n, replace=False)) for n in lengths]).astype(np.int64)
+    vals = rng.normal(100, 30, len(ts))
+    vals[rng.random(len(ts)) < 0.02] = 0  # counter resets
+    return ts, vals, offsets
+
+
+@pytest.mark.parametrize("name, params", [("rate", ()), ("max_over_time", ()), ("quantile_over_time", (0.9,)),
+                                          ("deriv", ()), ("count_over_time", ())])
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_split_batches_equal_one_call(monkeypatch, name, params, parts):
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_SAMPLES", 0)
+    rng = np.random.default_rng(parts)
+    ts, vals, offsets = random_batch(rng, 57, 400)
+    eval_ts = np.arange(600_000, 7_200_001, 15_000, dtype=np.int64)
+    expected = rangefn.evaluate_batch(name, ts, vals, offsets, eval_ts, 300_000, params)
+    got = parallel.evaluate_batch(name, ts, vals, offsets, eval_ts, 300_000, params, parts=parts)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_offsets_not_starting_at_zero_and_tiny_batches(monkeypatch):
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_SAMPLES", 0)
+    rng = np.random.default_rng(5)
+    ts, vals, offsets = random_batch(rng, 20, 100)
+    eval_ts = np.arange(0, 7_200_001, 60_000, dtype=np.int64)
+    for lo, hi in ((3, 17), (0, 1), (5, 7), (19, 20)):
+        part = offsets[lo:hi + 1]
+        expected = rangefn.evaluate_batch("increase", ts, vals, part, eval_ts, 600_000)
+        got = parallel.evaluate_batch("increase", ts, vals, part, eval_ts, 600_000, parts=4)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
