@@ -182,3 +182,44 @@ def test_sort_by_labels_with_many_distinct_values_uses_several_keys():
     assert len(index._store.sort_keys(slots, index._symbols)) > 1
     ordered = index.sort_by_labels(np.asarray(sorted(refs), dtype=np.uint64))
     assert [index.labels_of(ref) for ref in ordered.tolist()] == sorted(label_sets)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decode_in_parts_equals_one_pass(monkeypatch, seed):
+    """Series cut into parts decoded by helper threads: the same labels, offsets and samples as one pass,
+    whatever the cut (parts with no samples in range, or only out-of-order ones, included)."""
+    from mimird._fast import headselect
+
+    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
+    rng = random.Random(seed)
+    head = random_head(rng)
+    ranges = [(INT64_MIN, INT64_MAX), (300 * 15_000, 390 * 15_000), (399 * 15_000, 399 * 15_000), (5000, 4000)]
+    for matchers in MATCHER_SETS:
+        for mint, maxt in ranges:
+            with head.lock:
+                refs = head.index.select_sorted(matchers)
+                snapshot = HeadSnapshot.take(head.series, refs, mint, maxt)
+            labels, offsets, ts, vals = snapshot.decode()
+            for parts in (2, 3, 5, 8, 50):
+                got_labels, got_offsets, got_ts, got_vals = snapshot.decode(parts)
+                assert got_labels == labels
+                assert got_offsets.tolist() == offsets.tolist()
+                assert got_ts.tolist() == ts.tolist()
+                assert got_vals.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
+
+
+def test_decode_in_parts_reports_a_corrupt_chunk(monkeypatch):
+    from mimird._fast import headselect
+
+    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
+    head = Head()
+    names = [make_labels({"__name__": "m", "i": str(i)}) for i in range(6)]
+    push(head, {lbls: [(t * 1000, float(t)) for t in range(300)] for lbls in names})
+    victim = head.by_labels[names[4]]
+    victim.chunks[0] = victim.chunks[0][:3]  # a header that promises samples the bytes do not hold
+    with head.lock:
+        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
+                                     INT64_MIN, INT64_MAX)
+    for parts in (1, 3):
+        with pytest.raises(ValueError, match="corrupt or truncated"):
+            snapshot.decode(parts)

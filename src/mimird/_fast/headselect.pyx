@@ -27,11 +27,17 @@ from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_
 
 import numpy as np
 
+from mimird.util import cores
+
 cnp.import_array()
 
 # Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards
 # can wait for another thread's switch interval, which costs more than the loop itself.
 cdef Py_ssize_t GIL_RELEASE_MIN_WORK = 1 << 16
+# From this many samples decode() may split its series over several threads (about a millisecond of work).
+PARALLEL_MIN_SAMPLES = 100_000
+cdef enum:
+    MAX_PARTS = 8  # the most parts decode() cuts its series into
 
 
 cdef struct ChunkRef:
@@ -133,6 +139,15 @@ cdef class HeadSnapshot:
     cdef Py_ssize_t ooo_capacity
     cdef Py_ssize_t* ooo_offsets       # series i's OOO samples are ooo_t[ooo_offsets[i]:ooo_offsets[i+1]]
     cdef Py_ssize_t capacity_samples   # in-order samples of the noted chunks plus the OOO samples
+    cdef Py_ssize_t* capacity_offsets  # series i decodes into [capacity_offsets[i], capacity_offsets[i+1])
+    # While decode() runs in parts: where the outputs are and each part's series, rows and result.
+    cdef int64_t* out_t
+    cdef double* out_v
+    cdef int64_t* out_rows
+    cdef int64_t* part_offsets         # part p's offsets start at part_offsets + part_first[p] + p
+    cdef Py_ssize_t part_first[MAX_PARTS + 1]
+    cdef Py_ssize_t part_rows[MAX_PARTS]
+    cdef Py_ssize_t part_failed[MAX_PARTS]
 
     def __cinit__(self):
         self.closed = []
@@ -143,6 +158,7 @@ cdef class HeadSnapshot:
         self.ooo_t = NULL
         self.ooo_v = NULL
         self.ooo_offsets = NULL
+        self.capacity_offsets = NULL
 
     def __dealloc__(self):
         free(self.chunks)
@@ -151,6 +167,7 @@ cdef class HeadSnapshot:
         free(self.ooo_t)
         free(self.ooo_v)
         free(self.ooo_offsets)
+        free(self.capacity_offsets)
 
     @staticmethod
     def take(dict series_by_ref, refs, int64_t mint, int64_t maxt):
@@ -171,10 +188,12 @@ cdef class HeadSnapshot:
         snap.maxt = maxt
         snap.chunk_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
         snap.ooo_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
-        if snap.chunk_offsets == NULL or snap.ooo_offsets == NULL:
+        snap.capacity_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
+        if snap.chunk_offsets == NULL or snap.ooo_offsets == NULL or snap.capacity_offsets == NULL:
             raise MemoryError()
         snap.chunk_offsets[0] = 0
         snap.ooo_offsets[0] = 0
+        snap.capacity_offsets[0] = 0
         for r in range(n_refs):
             found = series_by_ref.get(ref_view[r])
             if found is None:
@@ -238,19 +257,23 @@ cdef class HeadSnapshot:
                         n_ooo += 1
             snap.chunk_offsets[i + 1] = n_chunks
             snap.ooo_offsets[i + 1] = n_ooo
+            snap.capacity_offsets[i + 1] = samples + n_ooo
         snap.num_series = n
         snap.num_chunks = n_chunks
         snap.chunk_bytes = chunk_bytes
         snap.capacity_samples = samples + n_ooo
         return snap
 
-    cdef Py_ssize_t _decode_into(self, int64_t* out_t, double* out_v, int64_t* out_rows, int64_t* out_offsets,
-                                 Py_ssize_t* rows_found) noexcept nogil:
-        """The decoding loop of decode(); returns the index of a corrupt chunk, or -1."""
+    cdef Py_ssize_t _decode_into(self, Py_ssize_t first, Py_ssize_t last, int64_t* out_t, double* out_v,
+                                 int64_t* out_rows, int64_t* out_offsets, Py_ssize_t* rows_found) noexcept nogil:
+        """The decoding loop of decode() over series [first, last), written from out_t/out_v on (rows are
+        series indexes, offsets relative to out_t, out_offsets[0] = 0); returns the index of a corrupt
+        chunk, or -1."""
         cdef Py_ssize_t i, k, filled = 0, start, count, n_rows = 0, failed = -1
         cdef const uint8_t* data
         cdef bint past_maxt
-        for i in range(self.num_series):
+        out_offsets[0] = 0
+        for i in range(first, last):
             start = filled
             past_maxt = False
             for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
@@ -279,19 +302,86 @@ cdef class HeadSnapshot:
         rows_found[0] = n_rows
         return failed
 
-    def decode(self):
+    cdef void _decode_part(self, Py_ssize_t p) noexcept nogil:
+        cdef Py_ssize_t first = self.part_first[p]
+        cdef Py_ssize_t base = self.capacity_offsets[first]
+        self.part_failed[p] = self._decode_into(first, self.part_first[p + 1], self.out_t + base, self.out_v + base,
+                                                self.out_rows + first, self.part_offsets + first + p,
+                                                &self.part_rows[p])
+
+    def _run_part(self, Py_ssize_t p):
+        """Decode part `p` of a decode() in parts, without the GIL (what the helper threads run)."""
+        with nogil:
+            self._decode_part(p)
+
+    cdef Py_ssize_t _plan_parts(self, int parts) noexcept:
+        """Cut the series into at most `parts` non-empty contiguous parts of about equal sample counts."""
+        cdef Py_ssize_t n_parts = 0, i = 0, n = self.num_series, target, p
+        self.part_first[0] = 0
+        for p in range(1, parts):
+            target = self.capacity_samples * p // parts
+            while i < n and self.capacity_offsets[i] < target:
+                i += 1
+            if self.part_first[n_parts] < i < n:
+                n_parts += 1
+                self.part_first[n_parts] = i
+        n_parts += 1
+        self.part_first[n_parts] = n
+        return n_parts
+
+    cdef Py_ssize_t _decode_in_parts(self, Py_ssize_t n_parts, int64_t* out_offsets, Py_ssize_t* rows_found) except -2:
+        """Decode the planned parts at once (part 0 here, the others in helper threads), then close the gaps
+        each part left at the end of its room; returns the index of a corrupt chunk, or -1."""
+        cdef Py_ssize_t p, r, first, base, count, write = 0, row = 0, failed = -1
+        cdef int64_t* part_offsets
+        pending = []
+        pool = cores.helper_pool()
+        for p in range(1, n_parts):
+            try:
+                pending.append(pool.submit(self._run_part, p))
+            except RuntimeError:  # the pool is shut down (the daemon is stopping): decode here
+                self._run_part(p)
+        with nogil:
+            self._decode_part(0)
+        for future in pending:
+            future.result()
+        for p in range(n_parts):
+            if self.part_failed[p] >= 0:
+                return self.part_failed[p]
+            first = self.part_first[p]
+            base = self.capacity_offsets[first]
+            part_offsets = self.part_offsets + first + p
+            count = part_offsets[self.part_rows[p]]
+            # Parts are moved down in order, so a part is moved before anything is written over it.
+            if base != write:
+                memmove(self.out_t + write, self.out_t + base, count * sizeof(int64_t))
+                memmove(self.out_v + write, self.out_v + base, count * sizeof(double))
+            if row != first:
+                memmove(self.out_rows + row, self.out_rows + first, self.part_rows[p] * sizeof(int64_t))
+            for r in range(self.part_rows[p]):
+                out_offsets[row + r + 1] = write + part_offsets[r + 1]
+            write += count
+            row += self.part_rows[p]
+        rows_found[0] = row
+        return failed
+
+    def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).
 
         `labels` are those of the series that have samples in the range, in order; output series r has
         timestamps/values[offsets[r]:offsets[r+1]]. Raises ValueError on a corrupt chunk.
+
+        With `parts` > 1 and at least PARALLEL_MIN_SAMPLES samples, the series are cut into up to `parts`
+        contiguous parts of about equal sample counts, decoded at the same time: all but the first in
+        `mimird.util.cores`' helper threads. The result is the same.
         """
         cdef cnp.npy_intp dims[1]
-        cdef cnp.ndarray timestamps, values, rows, offsets
+        cdef cnp.ndarray timestamps, values, rows, offsets, part_offsets
         cdef int64_t* out_t
         cdef double* out_v
         cdef int64_t* out_rows
         cdef int64_t* out_offsets
-        cdef Py_ssize_t i, filled, n_rows = 0, failed
+        cdef Py_ssize_t i, filled, n_rows = 0, failed, n_parts = 1
         dims[0] = self.capacity_samples
         timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
@@ -304,11 +394,22 @@ cdef class HeadSnapshot:
         out_rows = <int64_t*>cnp.PyArray_DATA(rows)
         out_offsets = <int64_t*>cnp.PyArray_DATA(offsets)
         out_offsets[0] = 0
-        if self.capacity_samples >= GIL_RELEASE_MIN_WORK:
+        if parts > 1 and self.capacity_samples >= PARALLEL_MIN_SAMPLES:
+            n_parts = self._plan_parts(min(parts, MAX_PARTS))
+        if n_parts > 1:
+            dims[0] = self.num_series + n_parts
+            part_offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+            self.out_t, self.out_v, self.out_rows = out_t, out_v, out_rows
+            self.part_offsets = <int64_t*>cnp.PyArray_DATA(part_offsets)
+            try:
+                failed = self._decode_in_parts(n_parts, out_offsets, &n_rows)
+            finally:
+                self.out_t, self.out_v, self.out_rows, self.part_offsets = NULL, NULL, NULL, NULL
+        elif self.capacity_samples >= GIL_RELEASE_MIN_WORK:
             with nogil:
-                failed = self._decode_into(out_t, out_v, out_rows, out_offsets, &n_rows)
+                failed = self._decode_into(0, self.num_series, out_t, out_v, out_rows, out_offsets, &n_rows)
         else:
-            failed = self._decode_into(out_t, out_v, out_rows, out_offsets, &n_rows)
+            failed = self._decode_into(0, self.num_series, out_t, out_v, out_rows, out_offsets, &n_rows)
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
         filled = out_offsets[n_rows]

@@ -26,6 +26,7 @@ from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
 from mimird.tsdb.seriesbatch import SeriesBatch
+from mimird.util import cores
 from mimird.util.durations import go_duration_ms
 
 INT64_MIN = -(2**63)
@@ -437,7 +438,7 @@ class Head:
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        labels, offsets, ts, vals = snapshot.decode()
+        labels, offsets, ts, vals = snapshot.decode(cores.PARTS)
         return SeriesBatch(labels, ts, vals, offsets)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
