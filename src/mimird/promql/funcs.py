@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mimird._fast import buckets
 from mimird.promql import ast
 from mimird.promql.frame import Frame, Steps
 from mimird.promql.gofmt import go_g
@@ -443,82 +444,17 @@ def bucket_fraction(lower: float, upper: float, bounds: list[float], counts: lis
     return (upper_rank - lower_rank) / count
 
 
-def _almost_equal_steps(a: np.ndarray, b: np.ndarray, epsilon: float) -> np.ndarray:
-    """_almost_equal elementwise."""
-    min_normal = 2.2250738585072014e-308
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        absolute_sum = np.abs(a) + np.abs(b)
-        diff = np.abs(a - b)
-        tiny = (a == 0) | (b == 0) | (absolute_sum < min_normal)
-        relative = diff / np.minimum(absolute_sum, 1.7976931348623157e308) < epsilon
-        return (a == b) | np.where(tiny, diff < epsilon * min_normal, relative)
-
-
 def bucket_quantile_steps(q: np.ndarray, bounds: list[float], counts: np.ndarray, present: np.ndarray):
-    """`bucket_quantile` at every step at once: the buckets of one histogram (distinct, non-NaN bounds)
-    with their (buckets x steps) counts, of which only the `present` ones take part at each step.
+    """`bucket_quantile` at every step at once (`mimird._fast.buckets`): the buckets of one histogram
+    (distinct, non-NaN bounds) with their (buckets x steps) counts, of which only the `present` ones take
+    part at each step.
 
     Returns (values, forced) per step; steps without any bucket are NaN."""
-    n_buckets, n = counts.shape
-    order = np.argsort(np.asarray(bounds), kind="stable")
-    bound = np.asarray(bounds, dtype=np.float64)[order]
-    counts = counts[order].astype(np.float64, copy=True)
-    present = present[order]
-    steps = np.arange(n)
-    # The monotonicity fix, bucket by bucket over every step (absent buckets are skipped).
-    forced = np.zeros(n, dtype=bool)
-    prev = np.full(n, np.nan)
-    started = np.zeros(n, dtype=bool)
-    # Per bucket, the previous present bucket at each step (-1: none), for the interpolation below.
-    previous_index = np.full((n_buckets, n), -1, dtype=np.int64)
-    last_seen = np.full(n, -1, dtype=np.int64)
-    for i in range(n_buckets):
-        here = present[i]
-        previous_index[i] = last_seen
-        last_seen = np.where(here, i, last_seen)
-        cur = counts[i]
-        first = here & ~started
-        rest = here & started
-        started |= here
-        same = rest & (cur == prev)
-        almost = rest & ~same & _almost_equal_steps(prev, cur, 1e-12)
-        lower = rest & ~same & ~almost & (cur < prev)
-        counts[i] = np.where(almost | lower, prev, cur)
-        forced |= lower
-        prev = np.where(first | (rest & ~same & ~almost & ~lower), cur, prev)
-    any_present = started
-    last = np.where(any_present, last_seen, 0)
-    top = bound[last]
-    valid = any_present & np.isinf(top) & (top > 0)
-    n_present = present.sum(axis=0)
-    observations = counts[last, steps]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rank = q * observations
-        # b: the first present bucket before the last with a count >= rank, else the last one.
-        b = last.copy()
-        found = np.zeros(n, dtype=bool)
-        for i in range(n_buckets):
-            hit = present[i] & ~found & (i != last) & (counts[i] >= rank)
-            b = np.where(hit, i, b)
-            found |= hit
-        before_b = previous_index[b, steps]
-        has_before = before_b >= 0
-        before = np.where(has_before, before_b, 0)
-        start = np.where(has_before, bound[before], 0.0)
-        end = bound[b]
-        count = np.where(has_before, counts[b, steps] - counts[before, steps], counts[b, steps])
-        rank = np.where(has_before, rank - counts[before, steps], rank)
-        value = start + (end - start) * (rank / count)
-        value = np.where(~found, bound[previous_index[last, steps]], value)
-        value = np.where(found & ~has_before & (end <= 0), end, value)
-        value = np.where((n_present < 2) | (observations == 0), np.nan, value)
-        forced &= valid
-        value = np.where(valid, value, np.nan)
-        value = np.where(q > 1, np.inf, value)
-        value = np.where(q < 0, -np.inf, value)
-        out_of_range = np.isnan(q) | (q < 0) | (q > 1)
-        value = np.where(np.isnan(q), np.nan, value)
-    return value, forced & ~out_of_range
+    order = np.argsort(np.asarray(bounds, dtype=np.float64), kind="stable")
+    return buckets.quantile_steps(np.ascontiguousarray(q, dtype=np.float64),
+                                  np.asarray(bounds, dtype=np.float64)[order],
+                                  np.ascontiguousarray(counts[order], dtype=np.float64),
+                                  np.ascontiguousarray(present[order]).view(np.uint8))
 
 
 def _histogram_over_buckets(values, ctx, compute, compute_steps=None):
