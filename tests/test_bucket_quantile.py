@@ -12,7 +12,6 @@ import pytest
 
 from mimird.promql.funcs import bucket_quantile, bucket_quantile_steps
 
-
 COUNT_CHOICES = [0.0, 1.0, 2.0, 3.0, 5.0, 5.0 + 1e-13, 5.0 - 1e-11, 8.0, math.nan, math.inf, -1.0, 1e-310, 0.0]
 
 
