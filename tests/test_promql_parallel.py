@@ -42,3 +42,16 @@ def test_offsets_not_starting_at_zero_and_tiny_batches(monkeypatch):
         got = parallel.evaluate_batch("increase", ts, vals, part, eval_ts, 600_000, parts=4)
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_given_outputs_are_checked():
+    ts = np.arange(10, dtype=np.int64) * 1000
+    offsets = np.array([0, 5, 10], dtype=np.int64)
+    steps = np.array([5000, 9000], dtype=np.int64)
+    out, present = np.empty((2, 2)), np.zeros((2, 2), dtype=np.uint8)
+    got = rangefn.evaluate_batch("sum_over_time", ts, np.ones(10), offsets, steps, 3000, (), 0, out, present)
+    assert got[0] is out and got[1] is present and present.tolist() == [[1, 0], [1, 1]]
+    for bad_out, bad_present in ((np.empty((2, 3)), present), (out, np.zeros((2, 2), dtype=bool)),
+                                 (np.empty((2, 2), dtype=np.float32), present), (np.empty((2, 4))[:, ::2], present)):
+        with pytest.raises(ValueError, match="out and present"):
+            rangefn.evaluate_batch("sum_over_time", ts, np.ones(10), offsets, steps, 3000, (), 0, bad_out, bad_present)

@@ -30,7 +30,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, sqrt
 from libc.stdint cimport int64_t, uint8_t
-from libc.stdlib cimport qsort
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
 
 cnp.import_array()
@@ -647,7 +647,7 @@ def check_double_exponential_smoothing_params(double smoothing_factor, double tr
         raise ValueError(f"invalid trend factor. Expected: 0 < tf < 1, got: {trend_factor:f}")
 
 
-def _per_step_params(str name, int expected, tuple params, Py_ssize_t n_steps):
+cdef cnp.ndarray _per_step_params(str name, int expected, tuple params, Py_ssize_t n_steps):
     if len(params) != expected:
         raise ValueError(f"{name} takes {expected} scalar parameter(s), got {len(params)}")
     grid = np.zeros((2, n_steps), dtype=np.float64)
@@ -659,17 +659,44 @@ def _per_step_params(str name, int expected, tuple params, Py_ssize_t n_steps):
     return grid
 
 
-cdef Py_ssize_t _longest_run(const int64_t[::1] bounds) noexcept nogil:
+cdef Py_ssize_t _longest_run(const int64_t* bounds, Py_ssize_t n) noexcept nogil:
     # The largest difference between neighbours of `bounds`, or -1 if it ever decreases.
     cdef Py_ssize_t i, longest = 0
     cdef int64_t step
-    for i in range(1, bounds.shape[0]):
+    for i in range(1, n):
         step = bounds[i] - bounds[i - 1]
         if step < 0:
             return -1
         if step > longest:
             longest = step
     return longest
+
+
+cdef cnp.ndarray _vector(object values, int type_num, str what):
+    # A C-contiguous 1-d array of the type (no copy when it already is one); raw pointers into it stand in
+    # for typed memoryviews, whose set-up costs more than a small batch's whole evaluation.
+    cdef cnp.ndarray array = np.ascontiguousarray(values, dtype=cnp.PyArray_DescrFromType(type_num))
+    if cnp.PyArray_NDIM(array) != 1:
+        raise ValueError(f"{what} must be one-dimensional")
+    return array
+
+
+cdef cnp.ndarray _output(object given, Py_ssize_t n_series, Py_ssize_t n_steps, int type_num, bint zeroed):
+    cdef cnp.npy_intp dims[2]
+    cdef cnp.ndarray array
+    if given is None:
+        dims[0] = n_series
+        dims[1] = n_steps
+        if zeroed:
+            return cnp.PyArray_ZEROS(2, dims, type_num, 0)
+        return cnp.PyArray_EMPTY(2, dims, type_num, 0)
+    array = given
+    if (cnp.PyArray_NDIM(array) != 2 or cnp.PyArray_DIM(array, 0) != n_series or cnp.PyArray_DIM(array, 1) != n_steps
+            or cnp.PyArray_TYPE(array) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(array)
+            or not cnp.PyArray_ISWRITEABLE(array)):
+        raise ValueError("out and present must be writable C-contiguous float64 and uint8 arrays of shape "
+                         "(n_series, n_steps)")
+    return array
 
 
 def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_ms, tuple params=(),
@@ -694,41 +721,35 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     if spec is None:
         raise ValueError(f"unknown range function: {name!r}")
     cdef int fn = spec[0]
-    cdef const int64_t[::1] ts_view = np.ascontiguousarray(ts, dtype=np.int64)
-    cdef const double[::1] vals_view = np.ascontiguousarray(vals, dtype=np.float64)
-    cdef const int64_t[::1] offsets_view = np.ascontiguousarray(series_offsets, dtype=np.int64)
-    cdef const int64_t[::1] steps_view = np.ascontiguousarray(eval_ts, dtype=np.int64)
-    if ts_view.shape[0] != vals_view.shape[0]:
+    cdef cnp.ndarray ts_arr = _vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_arr = _vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_arr = _vector(series_offsets, cnp.NPY_INT64, "series_offsets")
+    cdef cnp.ndarray steps_arr = _vector(eval_ts, cnp.NPY_INT64, "eval_ts")
+    cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
+    cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
+    cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
+    cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
+    cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
+    cdef const int64_t* steps = <const int64_t*>cnp.PyArray_DATA(steps_arr)
+    if n_samples != cnp.PyArray_DIM(vals_arr, 0):
         raise ValueError("ts and vals differ in length")
-    if offsets_view.shape[0] < 1:
+    if n_offsets < 1:
         raise ValueError("series_offsets needs at least one entry")
     if range_ms < 0:
         raise ValueError("range_ms must not be negative")
-    # Checked in plain loops: three np.diff calls cost more than the whole evaluation of a small batch.
-    cdef Py_ssize_t longest = _longest_run(offsets_view)
-    if (offsets_view[0] < 0 or offsets_view[offsets_view.shape[0] - 1] > ts_view.shape[0]
-            or longest < 0):
+    cdef Py_ssize_t longest = _longest_run(offsets, n_offsets)
+    if offsets[0] < 0 or offsets[n_offsets - 1] > n_samples or longest < 0:
         raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
-
-    if _longest_run(steps_view) < 0:
+    cdef Py_ssize_t n_steps = cnp.PyArray_DIM(steps_arr, 0)
+    if _longest_run(steps, n_steps) < 0:
         raise ValueError("eval_ts must be non-decreasing")
 
-    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1
-    cdef Py_ssize_t n_steps = steps_view.shape[0]
-    cdef const double[:, ::1] param_view = _per_step_params(name, spec[1], params, n_steps)
-    if out is None or present is None:
-        out_arr = np.empty((n_series, n_steps), dtype=np.float64)
-        present_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
-    else:
-        out_arr, present_arr = out, present
-        if out_arr.shape != (n_series, n_steps) or present_arr.shape != (n_series, n_steps):
-            raise ValueError("out and present must have shape (n_series, n_steps)")
-    value_scratch_arr = np.empty(max(2 * longest, 1), dtype=np.float64)
-    index_scratch_arr = np.empty(max(longest, 1), dtype=np.intp)
-    cdef double[:, ::1] out_view = out_arr
-    cdef uint8_t[:, ::1] present_view = present_arr
-    cdef double[::1] value_scratch = value_scratch_arr
-    cdef Py_ssize_t[::1] index_scratch = index_scratch_arr
+    cdef Py_ssize_t n_series = n_offsets - 1
+    cdef cnp.ndarray param_arr = _per_step_params(name, spec[1], params, n_steps)
+    cdef cnp.ndarray out_arr = _output(out if present is not None else None, n_series, n_steps, cnp.NPY_FLOAT64,
+                                       False)
+    cdef cnp.ndarray present_arr = _output(present if out is not None else None, n_series, n_steps,
+                                           cnp.NPY_UINT8, True)
     if n_series == 0 or n_steps == 0:
         return out_arr, present_arr
 
@@ -736,24 +757,30 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     cdef StepGrid grid
     cdef Scratch scratch
     cdef Py_ssize_t k, start
-    grid.eval_ts = &steps_view[0]
+    cdef double* out_rows = <double*>cnp.PyArray_DATA(out_arr)
+    cdef uint8_t* present_rows = <uint8_t*>cnp.PyArray_DATA(present_arr)
+    grid.eval_ts = steps
     grid.n_steps = n_steps
     grid.range_ms = range_ms
-    grid.param0 = &param_view[0, 0]
-    grid.param1 = &param_view[1, 0]
+    grid.param0 = <const double*>cnp.PyArray_DATA(param_arr)
+    grid.param1 = grid.param0 + n_steps
     grid.intercept_shift_ms = intercept_shift_ms
-    scratch.values = &value_scratch[0]
-    scratch.indexes = &index_scratch[0]
-    # An empty ts array has no element to take the address of; no series can then have samples.
-    cdef const int64_t* ts_base = &ts_view[0] if ts_view.shape[0] > 0 else NULL
-    cdef const double* vals_base = &vals_view[0] if vals_view.shape[0] > 0 else NULL
-    with nogil:
-        for k in range(n_series):
-            start = offsets_view[k]
-            series.ts = ts_base + start if ts_base != NULL else NULL
-            series.vals = vals_base + start if vals_base != NULL else NULL
-            series.n = offsets_view[k + 1] - start
-            evaluate_series(fn, &series, &grid, &scratch, &out_view[k, 0], &present_view[k, 0])
+    scratch.values = <double*>malloc(max(2 * longest, 1) * sizeof(double))
+    scratch.indexes = <Py_ssize_t*>malloc(max(longest, 1) * sizeof(Py_ssize_t))
+    try:
+        if scratch.values == NULL or scratch.indexes == NULL:
+            raise MemoryError()
+        with nogil:
+            for k in range(n_series):
+                start = offsets[k]
+                # an empty ts array may have no buffer; no series has samples then
+                series.ts = ts_base + start if n_samples > 0 else NULL
+                series.vals = vals_base + start if n_samples > 0 else NULL
+                series.n = offsets[k + 1] - start
+                evaluate_series(fn, &series, &grid, &scratch, out_rows + k * n_steps, present_rows + k * n_steps)
+    finally:
+        free(scratch.values)
+        free(scratch.indexes)
     return out_arr, present_arr
 
 
