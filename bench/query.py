@@ -3,10 +3,13 @@
 
 Loads the reference dataset (10k series x 2h at 15s by default, `../shared/tools/refpeers/rw.py`) into a
 fresh mimird, a fresh Prometheus and, when Debian's victoria-metrics is installed, a fresh VictoriaMetrics,
-each over one connection; then runs each query of `bench/queries.txt` (the refpeers queries plus
-subqueries) as a 1h range query at a 15s step and as an instant query (1 warm-up, 3 timed runs, median),
-prints the latencies and ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names
-ignored).
+each over one connection, and keeps all of them running; then runs each query of `bench/queries.txt` (the
+refpeers queries plus subqueries) as a 1h range query at a 15s step and as an instant query, one warm-up
+per store and then `--reps` rounds that query every store in turn (median), prints the latencies and
+ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names ignored). Alternating
+the stores query by query keeps the machine's drift out of the ratios; the stores load in `--stores`
+order, so the last (mimird by default) is queried right after its load and the others have settled
+longer.
 
     .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--stores mimird,prometheus,vm]
 """
@@ -15,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -75,10 +81,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10000)
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--stores", default="mimird,prometheus" + (",vm" if Path("/usr/bin/victoria-metrics").exists() else ""),
-                        help="stores to load and query, in order (vm = Debian's victoria-metrics, if installed)")
+    parser.add_argument("--stores", default=("vm," if Path("/usr/bin/victoria-metrics").exists() else "") + "prometheus,mimird",
+                        help="stores to load, in this order, and query (vm = Debian's victoria-metrics, if installed)")
     parser.add_argument("--queries", default=str(Path(__file__).parent / "queries.txt"))
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--settle", type=float, default=0.0,
                         help="extra seconds to wait after each store's load before querying (VictoriaMetrics "
                              "answers small instant queries several times faster once its data has settled)")
@@ -93,34 +99,103 @@ def main() -> int:
     meta_path = outdir / "query-dataset.json"
     meta_path.write_text(json.dumps(dataset.meta()))
     per_shard, _ = rw.pre_encode(dataset, argparse.Namespace(batch_series=2000, batch_samples=1), 1)
-    results = {}
-    for store in args.stores.split(","):
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{store}-"))
-        port = free_port()
-        proc, write_url = STORES[store](workdir, port)
-        try:
-            loaded = rw.push_all(write_url, per_shard, rw.rw_headers(), 900)
-            print(f"{store}: loaded {loaded['samples_ok']:,} samples at {loaded['samples_per_s']:,}/s, "
-                  f"errors {loaded['errors']}", flush=True)
-            if store == "vm":
-                # VictoriaMetrics makes fresh samples searchable about a second later; flush to be sure.
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}/internal/force_flush", method="POST"), timeout=30).read()
-            settled = wait_idle(proc.pid)
-            time.sleep(args.settle)
-            print(f"{store}: idle after {settled:.1f}s (+{args.settle:g}s settle)", flush=True)
-            base = f"http://127.0.0.1:{port}" + ("/prometheus" if store == "mimird" else "")
-            out = outdir / f"query-{store}.json"
-            rw.main(["query", base, "--file", args.queries, "--meta", str(meta_path), "--range", "1h",
-                     "--step", "15s", "--repeat", str(args.reps), "--warmup", "1", "--out", str(out)])
-            results[store] = json.loads(out.read_text())
-        finally:
+    stores = args.stores.split(",")
+    running = {}
+    try:
+        # Every store is loaded first and kept running; then each query's runs alternate between the
+        # stores, so that the machine's speed, which drifts by tens of percent over minutes here, weighs
+        # on all of them alike. The stores are loaded in the order given, so the last one is queried
+        # right after its load and the first has settled longest.
+        for store in stores:
+            running[store] = load_store(store, per_shard, args.settle)
+        results = query_interleaved(running, rw.read_queries(args.queries), dataset.meta()["end_ms"] / 1000,
+                                    args.reps)
+    finally:
+        for proc, _, workdir in running.values():
             proc.terminate()
             proc.wait(60)
             shutil.rmtree(workdir, ignore_errors=True)
+    for store, dump in results.items():
+        (outdir / f"query-{store}.json").write_text(json.dumps(dump))
     if {"mimird", "prometheus"} <= set(results):
         print_table(results)
     return 0
+
+
+def load_store(store: str, per_shard, settle_s: float):
+    """Start `store` on a free port, push the dataset, wait until it is idle; (process, query base, workdir)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{store}-"))
+    port = free_port()
+    proc, write_url = STORES[store](workdir, port)
+    loaded = rw.push_all(write_url, per_shard, rw.rw_headers(), 900)
+    print(f"{store}: loaded {loaded['samples_ok']:,} samples at {loaded['samples_per_s']:,}/s, "
+          f"errors {loaded['errors']}", flush=True)
+    if store == "vm":
+        # VictoriaMetrics makes fresh samples searchable about a second later; flush to be sure.
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/internal/force_flush", method="POST"), timeout=30).read()
+    settled = wait_idle(proc.pid)
+    time.sleep(settle_s)
+    print(f"{store}: idle after {settled:.1f}s (+{settle_s:g}s settle)", flush=True)
+    return proc, f"http://127.0.0.1:{port}" + ("/prometheus" if store == "mimird" else ""), workdir
+
+
+def query_interleaved(running: dict, queries: list[str], end_s: float, reps: int, step_s: float = 15.0,
+                      range_s: float = 3600.0) -> dict:
+    """Each query as a range query (range_s at step_s, ending at the dataset's end) and as an instant one,
+    against every store: one warm-up each, then `reps` rounds of one timed run per store. Returns per store
+    what refpeers' `rw.py query` writes (timings, median, the answer's data)."""
+    end = math.floor(end_s / step_s) * step_s  # on the step grid, as rw.py aligns it
+    start = math.ceil((end - range_s) / step_s) * step_s
+    conns = {store: (rw.Conn(base), urllib.parse.urlsplit(base).path) for store, (_, base, _) in running.items()}
+    headers = {"Accept": "application/json", "User-Agent": "mimird-bench/1"}
+    results = {store: {"start": start, "end": end, "step": step_s, "repeat": reps, "warmup": 1, "results": []}
+               for store in running}
+    for query in queries:
+        for kind in ("range", "instant"):
+            if kind == "range":
+                endpoint = "/api/v1/query_range"
+                params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
+            else:
+                endpoint, params = "/api/v1/query", {"query": query, "time": f"{end:.3f}"}
+            timings = {store: [] for store in running}
+            bodies = {}
+            for rep in range(1 + reps):
+                for store, (conn, prefix) in conns.items():
+                    started = time.perf_counter()
+                    status, body = conn.request("GET", prefix + endpoint + "?" + urllib.parse.urlencode(params),
+                                                headers)
+                    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+                    if rep:
+                        timings[store].append(elapsed_ms)
+                    bodies[store] = (status, body)
+            line = []
+            for store in running:
+                status, body = bodies[store]
+                entry = answer_entry(query, kind, status, body, timings[store])
+                results[store]["results"].append(entry)
+                line.append(f"{store} {entry['median_ms']:8.2f}")
+            print(f"{kind:8s}", "  ".join(line), " ms ", query[:80], flush=True)
+    return results
+
+
+def answer_entry(query: str, kind: str, status: int, body: bytes, timings: list[float]) -> dict:
+    """One result record in refpeers' `rw.py query` shape."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = {"status": "error", "error": body[:500].decode("utf-8", "replace")}
+    result = data.get("data", {}).get("result") if isinstance(data.get("data"), dict) else None
+    if not (isinstance(result, list) and all(isinstance(series, dict) for series in result)):
+        result = None  # a scalar or string answer
+    entry = {"query": query, "type": kind, "http_status": status, "status": data.get("status"),
+             "timings_ms": timings, "median_ms": statistics.median(timings) if timings else None,
+             "n_series": len(result) if result is not None else None,
+             "n_points": sum(len(series.get("values", [])) or 1 for series in result) if result is not None
+             else None, "data": data.get("data")}
+    if data.get("status") != "success":
+        entry["error"] = data.get("error") or data.get("errorType")
+    return entry
 
 
 if __name__ == "__main__":
