@@ -1,6 +1,7 @@
 import numpy as np
 import numpy.typing as npt
 
+def almost_equal(a: float, b: float, epsilon: float) -> bool: ...
 def quantile_steps(
     q: npt.NDArray[np.float64],
     bounds: npt.NDArray[np.float64],

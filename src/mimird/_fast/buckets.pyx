@@ -19,8 +19,9 @@ cdef double MAX_FLOAT = 1.7976931348623157e308
 cdef double MONOTONICITY_EPSILON = 1e-12
 
 
-cdef inline bint almost_equal(double a, double b, double epsilon) noexcept nogil:
-    """Prometheus's almost.Equal: equal, or within `epsilon` relative (absolute near zero)."""
+cpdef bint almost_equal(double a, double b, double epsilon) noexcept nogil:
+    """Prometheus's almost.Equal: equal, or within `epsilon` relative (absolute near zero); the per-step
+    `bucket_quantile` in `funcs` uses it too."""
     cdef double absolute_sum, diff, scale
     if a == b:
         return True

@@ -242,6 +242,21 @@ cdef inline int decimal_length(uint64_t value) noexcept:
     return estimate + (1 if value >= POWERS_OF_TEN_U64[estimate] else 0)
 
 
+cdef inline bint remove_digits(uint64_t *vr, uint64_t *vp, uint64_t *vm, uint64_t divisor,
+                               bint *round_up) noexcept:
+    """Drop the digits `divisor` spans from vr, vp and vm if the interval (vm, vp] still holds a number
+    after it; `round_up` says whether the dropped part of vr was at least half of `divisor`."""
+    cdef uint64_t quotient
+    if vp[0] // divisor <= vm[0] // divisor:
+        return False
+    quotient = vr[0] // divisor
+    round_up[0] = vr[0] - divisor * quotient >= divisor // 2
+    vr[0] = quotient
+    vp[0] //= divisor
+    vm[0] //= divisor
+    return True
+
+
 cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out) noexcept:
     """The shortest decimal `digits * 10**exponent` that reads back as the positive finite double with
     these bits (nearest the double among the shortest, half to even), as Ryu (Ulf Adams, PLDI 2018)
@@ -357,32 +372,13 @@ cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out
         # Nothing is exact: any removed digits below the last one are not all zero, so it alone decides
         # rounding. The number of removable digits is found 8, 4, 2, 1 at a time (removing n is possible
         # whenever removing more is), which is quick for the few-decimal values most gauges hold.
-        while vp // 100000000 > vm // 100000000:
-            quotient = vr // 100000000
-            round_up = vr - 100000000 * quotient >= 50000000
-            vr = quotient
-            vp //= 100000000
-            vm //= 100000000
+        while remove_digits(&vr, &vp, &vm, 100000000, &round_up):
             removed += 8
-        if vp // 10000 > vm // 10000:
-            quotient = vr // 10000
-            round_up = vr - 10000 * quotient >= 5000
-            vr = quotient
-            vp //= 10000
-            vm //= 10000
+        if remove_digits(&vr, &vp, &vm, 10000, &round_up):
             removed += 4
-        if vp // 100 > vm // 100:
-            quotient = vr // 100
-            round_up = vr - 100 * quotient >= 50
-            vr = quotient
-            vp //= 100
-            vm //= 100
+        if remove_digits(&vr, &vp, &vm, 100, &round_up):
             removed += 2
-        if vp // 10 > vm // 10:
-            quotient = vr // 10
-            round_up = vr - 10 * quotient >= 5
-            vr = quotient
-            vm //= 10
+        if remove_digits(&vr, &vp, &vm, 10, &round_up):
             removed += 1
         # vr itself lies outside when it equals the (excluded or inexact) lower bound's floor
         output = vr + (1 if (vr == vm or round_up) else 0)

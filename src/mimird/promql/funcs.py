@@ -362,7 +362,7 @@ def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> tuple
         cur = counts[i]
         if cur == prev:
             continue
-        if _almost_equal(prev, cur, 1e-12):
+        if buckets.almost_equal(prev, cur, 1e-12):
             counts[i] = prev
             continue
         if cur < prev:
@@ -389,17 +389,6 @@ def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> tuple
         count -= counts[b - 1]
         rank -= counts[b - 1]
     return start + (end - start) * (rank / count), forced
-
-
-def _almost_equal(a: float, b: float, epsilon: float) -> bool:
-    min_normal = 2.2250738585072014e-308
-    if a == b:
-        return True
-    absolute_sum = abs(a) + abs(b)
-    diff = abs(a - b)
-    if a == 0 or b == 0 or absolute_sum < min_normal:
-        return diff < epsilon * min_normal
-    return diff / min(absolute_sum, 1.7976931348623157e308) < epsilon
 
 
 def bucket_fraction(lower: float, upper: float, bounds: list[float], counts: list[float]) -> float:
