@@ -7,11 +7,12 @@ each over one connection, and keeps all of them running; then runs each query of
 refpeers queries plus subqueries) as a 1h range query at a 15s step and as an instant query, one warm-up
 per store and then `--reps` rounds that query every store in turn (median), prints the latencies and
 ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names ignored). Alternating
-the stores query by query keeps the machine's drift out of the ratios; the stores load in `--stores`
-order, so the last (mimird by default) is queried right after its load and the others have settled
-longer.
+the stores query by query keeps the machine's drift out of the ratios; each round starts with the next
+store, and each run waits until no store is still busy with the previous one. The stores load in
+`--stores` order, so the last (mimird by default) is queried right after its load and the others have
+settled longer.
 
-    .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--stores mimird,prometheus,vm]
+    .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--reps 7] [--stores vm,prometheus,mimird]
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def query_interleaved(running: dict, queries: list[str], end_s: float, reps: int
     end = math.floor(end_s / step_s) * step_s  # on the step grid, as rw.py aligns it
     start = math.ceil((end - range_s) / step_s) * step_s
     conns = {store: (rw.Conn(base), urllib.parse.urlsplit(base).path) for store, (_, base, _) in running.items()}
+    pids = [proc.pid for proc, _, _ in running.values()]
     headers = {"Accept": "application/json", "User-Agent": "mimird-bench/1"}
     results = {store: {"start": start, "end": end, "step": step_s, "repeat": reps, "warmup": 1, "results": []}
                for store in running}
@@ -160,8 +162,14 @@ def query_interleaved(running: dict, queries: list[str], end_s: float, reps: int
                 endpoint, params = "/api/v1/query", {"query": query, "time": f"{end:.3f}"}
             timings = {store: [] for store in running}
             bodies = {}
+            order = list(conns)
             for rep in range(1 + reps):
-                for store, (conn, prefix) in conns.items():
+                # Each round starts with another store, and every run waits until no store is still busy
+                # (a Go store collects the garbage of a heavy query after answering it, on the cores the
+                # next store's run needs).
+                for store in order[rep % len(order):] + order[:rep % len(order)]:
+                    conn, prefix = conns[store]
+                    wait_all_idle(pids)
                     started = time.perf_counter()
                     status, body = conn.request("GET", prefix + endpoint + "?" + urllib.parse.urlencode(params),
                                                 headers)
@@ -177,6 +185,19 @@ def query_interleaved(running: dict, queries: list[str], end_s: float, reps: int
                 line.append(f"{store} {entry['median_ms']:8.2f}")
             print(f"{kind:8s}", "  ".join(line), " ms ", query[:80], flush=True)
     return results
+
+
+def wait_all_idle(pids: list[int], window_s: float = 0.03, max_s: float = 2.0) -> None:
+    """Wait until none of the processes used CPU during one window (the kernel counts CPU time in 10 ms
+    ticks, so a window of 30 ms without a tick means at most a few ms of work), or max_s passed."""
+    deadline = time.monotonic() + max_s
+    last = sum(rw.proc_cpu(pid) for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = sum(rw.proc_cpu(pid) for pid in pids)
+        if now == last:
+            return
+        last = now
 
 
 def answer_entry(query: str, kind: str, status: int, body: bytes, timings: list[float]) -> dict:
