@@ -356,34 +356,31 @@ class Evaluator:
             # Storage is read only once the arguments are known to be valid, as Prometheus does.
             series, times, range_ms = self.fetch_range(matrix_arg, steps)
         kernel = "count_over_time" if name == "absent_over_time" else name
-        out_labels, out_values, out_present = [], [], []
+        n = len(steps)
+        # Every chunk writes its rows of one output (stacking per-chunk outputs copied all of it again).
+        values = np.empty((len(series), n))
+        present = np.zeros((len(series), n), dtype=np.uint8)
         held = 0
+        row = 0
         for chunk in _chunks(series, _CHUNK_SAMPLES):
             self.check()
             self.count_samples(held + chunk.num_samples)
-            values, present = self._range_kernel(kernel, chunk, steps, times, range_ms, tuple(params))
+            rows = slice(row, row + len(chunk))
+            row += len(chunk)
+            self._range_kernel(kernel, chunk, steps, times, range_ms, tuple(params), values[rows], present[rows])
             if self.samples is not None:
                 # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
                 counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
                 self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
-            rows = np.flatnonzero(present.any(axis=1))
-            held += int(np.count_nonzero(present))
+            held += int(np.count_nonzero(present[rows]))
             self.count_samples(held)
-            chunk_labels = chunk.labels
-            if len(rows) == len(chunk_labels):
-                out_labels.extend(chunk_labels)
-            else:
-                out_labels.extend([chunk_labels[row] for row in rows.tolist()])
-                values, present = values[rows], present[rows]
-            out_values.append(values)
-            out_present.append(present)
-        n = len(steps)
-        if len(out_values) == 1:
-            values, present = out_values[0], out_present[0]
-        elif out_labels:
-            values, present = np.vstack(out_values), np.vstack(out_present)
-        else:
-            values, present = np.empty((0, n)), np.zeros((0, n), dtype=bool)
+        present = present.view(bool)
+        out_labels = list(series.labels)
+        has_points = present.any(axis=1)
+        if not has_points.all():
+            kept = np.flatnonzero(has_points)
+            out_labels = [out_labels[i] for i in kept.tolist()]
+            values, present = values[kept], present[kept]
         if name == "absent_over_time":
             absent = ~present.any(axis=0)
             if not absent.any():
@@ -397,21 +394,25 @@ class Evaluator:
         drop = np.full(len(out_labels), name != "last_over_time")
         return Frame(out_labels, values, present, drop)
 
-    def _range_kernel(self, name, chunk: SeriesBatch, steps, times, range_ms, params):
+    def _range_kernel(self, name, chunk: SeriesBatch, steps, times, range_ms, params, values=None, present=None):
+        """The kernel's (values, present as bool) for the chunk's series, written into `values` and `present`
+        (float64 and uint8, one row per series) when given."""
         ts_all, vals_all, offsets = chunk.ts, chunk.vals, chunk.offsets
         shifts = steps - times
         n = len(steps)
         if name == "predict_linear" and n > 1 and (shifts != shifts[0]).any():
             # Under @ the window stays put while the regression is anchored at each step's time.
-            values = np.empty((len(chunk), n))
-            present = np.zeros((len(chunk), n), dtype=np.uint8)
+            if values is None:
+                values = np.empty((len(chunk), n))
+                present = np.zeros((len(chunk), n), dtype=np.uint8)
             for j in range(n):
                 values[:, j:j + 1], present[:, j:j + 1] = rangefn.evaluate_batch(
                     name, ts_all, vals_all, offsets, times[j:j + 1], range_ms,
                     tuple(p[j:j + 1] for p in params), int(shifts[j]))
         else:
             values, present = parallel.evaluate_batch(name, ts_all, vals_all, offsets, times, range_ms,
-                                                      params, int(shifts[0]) if n else 0)
+                                                      params, int(shifts[0]) if n else 0, out=values,
+                                                      present=present)
         return values, present.view(bool)
 
     def check_smoothing(self, params) -> None:

@@ -22,21 +22,25 @@ PARALLEL_MIN_SAMPLES = 100_000
 
 def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, eval_ts: np.ndarray,
                    range_ms: int, params: tuple = (), intercept_shift_ms: int = 0,
-                   parts: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   parts: int | None = None, out: np.ndarray | None = None,
+                   present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`rangefn.evaluate_batch` with the series split over up to `parts` threads (default
-    `cores.PARTS`, one per usable core) when the batch holds at least PARALLEL_MIN_SAMPLES samples."""
+    `cores.PARTS`, one per usable core) when the batch holds at least PARALLEL_MIN_SAMPLES samples;
+    written into `out` and `present` (float64 and zeroed uint8, one row per series) when given."""
     parts = cores.PARTS if parts is None else parts
     n_series = len(offsets) - 1
     total = int(offsets[-1] - offsets[0]) if n_series > 0 else 0
     if parts <= 1 or n_series < 2 or total < PARALLEL_MIN_SAMPLES:
-        return rangefn.evaluate_batch(name, ts, vals, offsets, eval_ts, range_ms, params, intercept_shift_ms)
+        return rangefn.evaluate_batch(name, ts, vals, offsets, eval_ts, range_ms, params, intercept_shift_ms,
+                                      out, present)
     # Cut where the cumulative sample count crosses each equal share, so the parts take equal time.
     shares = offsets[0] + total * np.arange(1, parts) // parts
     inner_cuts = np.clip(np.searchsorted(offsets, shares), 1, n_series - 1)
     cuts = np.unique(np.concatenate(([0], inner_cuts, [n_series]))).tolist()
     bounds = list(zip(cuts[:-1], cuts[1:], strict=True))
-    out = np.empty((n_series, len(eval_ts)), dtype=np.float64)
-    present = np.zeros((n_series, len(eval_ts)), dtype=np.uint8)
+    if out is None or present is None:
+        out = np.empty((n_series, len(eval_ts)), dtype=np.float64)
+        present = np.zeros((n_series, len(eval_ts)), dtype=np.uint8)
 
     def run(lo: int, hi: int) -> None:
         rangefn.evaluate_batch(name, ts, vals, offsets[lo:hi + 1], eval_ts, range_ms, params, intercept_shift_ms,
