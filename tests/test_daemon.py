@@ -168,15 +168,15 @@ def test_runtime_config_reload_and_bad_file_keeps_last_good(start_daemon):
     assert full["overrides"]["t1"]["max_global_series_per_user"] == 150000
     assert yaml_load(d.get("/runtime_config?mode=diff").text) == {"overrides": {"t1": {"ingestion_rate": 1}}}
 
-    rt.write_text("overrides:\n  t1:\n    ingestion_rate: 2\n    compactor_blocks_retention_period: 1w\n")
+    _replace_file(rt, "overrides:\n  t1:\n    ingestion_rate: 2\n    compactor_blocks_retention_period: 1w\n")
     _wait_for(lambda: d.get("/api/v1/user_limits", headers=headers).json()["ingestion_rate"] == 2)
     assert d.get("/api/v1/user_limits", headers=headers).json()["compactor_blocks_retention_period_seconds"] == 604800
 
-    rt.write_text("overrides:\n  t1:\n    no_such_limit: 3\n")
+    _replace_file(rt, "overrides:\n  t1:\n    no_such_limit: 3\n")
     _wait_for(lambda: "failed to load runtime config" in d.log())
     assert "no_such_limit" in d.log()
     assert d.get("/api/v1/user_limits", headers=headers).json()["ingestion_rate"] == 2
-    rt.write_text("overrides: [broken\n")
+    _replace_file(rt, "overrides: [broken\n")
     time.sleep(0.4)
     assert d.get("/api/v1/user_limits", headers=headers).json()["ingestion_rate"] == 2
     assert d.get("/ready").status_code == 200
@@ -186,6 +186,14 @@ def test_runtime_config_missing_at_start_fails(start_daemon):
     d = start_daemon("-runtime-config.file=missing.yaml", wait_ready=False)
     assert d.proc.wait(20) == 1
     assert "failed to read runtime config" in d.log()
+
+
+def _replace_file(path, text: str) -> None:
+    """Swap the file's content in one rename: a reload between write_text's truncate and its write would
+    read an empty file, which is a valid runtime config without overrides."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    staged.replace(path)
 
 
 def _wait_for(predicate, timeout: float = 10.0):
