@@ -46,7 +46,12 @@ def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndar
         rangefn.evaluate_batch(name, ts, vals, offsets[lo:hi + 1], eval_ts, range_ms, params, intercept_shift_ms,
                                out[lo:hi], present[lo:hi])
 
-    pending = [cores.helper_pool().submit(run, lo, hi) for lo, hi in bounds[1:]]
+    pending = []
+    for lo, hi in bounds[1:]:
+        try:
+            pending.append(cores.helper_pool().submit(run, lo, hi))
+        except RuntimeError:  # the pool is shut down (the daemon is stopping): evaluate here
+            run(lo, hi)
     run(*bounds[0])
     for future in pending:
         future.result()
