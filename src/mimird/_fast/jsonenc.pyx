@@ -425,22 +425,25 @@ cdef inline int few_decimals(double magnitude, uint64_t *digits_out, int *expone
     return decimal_length(nearest)
 
 
+cdef inline void write_eight_digits(char *out, uint32_t block) noexcept:
+    # block < 10**8 as exactly eight digits at out[0:8], in 32-bit arithmetic
+    memcpy(out + 6, &DIGIT_PAIRS[2 * (block % 100)], 2)
+    block //= 100
+    memcpy(out + 4, &DIGIT_PAIRS[2 * (block % 100)], 2)
+    block //= 100
+    memcpy(out + 2, &DIGIT_PAIRS[2 * (block % 100)], 2)
+    memcpy(out, &DIGIT_PAIRS[2 * (block // 100)], 2)
+
+
 cdef inline void write_digits(char *out, uint64_t digits, int count) noexcept:
     # the `count` decimal digits of `digits` (which has exactly that many) at out[0:count], right to left
     cdef char *end = out + count
-    cdef uint32_t block
     cdef uint32_t rest
     while digits >= 100000000:
         # eight digits at a time in 32-bit arithmetic
-        block = <uint32_t>(digits % 100000000)
-        digits //= 100000000
         end -= 8
-        memcpy(end + 6, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        block //= 100
-        memcpy(end + 4, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        block //= 100
-        memcpy(end + 2, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        memcpy(end, &DIGIT_PAIRS[2 * (block // 100)], 2)
+        write_eight_digits(end, <uint32_t>(digits % 100000000))
+        digits //= 100000000
     rest = <uint32_t>digits
     while rest >= 100:
         end -= 2
@@ -458,15 +461,9 @@ cdef inline void write_padded_digits(char *out, uint64_t value, int count) noexc
     cdef char *end = out + count
     cdef uint32_t block
     if count > 8:
-        block = <uint32_t>(value % 100000000)
-        value //= 100000000
         end -= 8
-        memcpy(end + 6, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        block //= 100
-        memcpy(end + 4, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        block //= 100
-        memcpy(end + 2, &DIGIT_PAIRS[2 * (block % 100)], 2)
-        memcpy(end, &DIGIT_PAIRS[2 * (block // 100)], 2)
+        write_eight_digits(end, <uint32_t>(value % 100000000))
+        value //= 100000000
         count -= 8
     block = <uint32_t>value
     while count >= 2:
