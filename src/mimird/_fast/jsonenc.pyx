@@ -242,6 +242,18 @@ cdef inline int decimal_length(uint64_t value) noexcept:
     return estimate + (1 if value >= POWERS_OF_TEN_U64[estimate] else 0)
 
 
+cdef inline void remove_last_digit(uint64_t *vr, uint64_t *vp, uint64_t *vm, uint64_t *last_removed_digit,
+                                   bint *vr_trailing_zeros) noexcept:
+    """Drop one digit from vr, vp and vm, remembering the digit dropped from vr and whether every digit
+    dropped before it was zero (the exact-value path, where ties round half to even)."""
+    cdef uint64_t quotient = vr[0] // 10
+    vr_trailing_zeros[0] &= last_removed_digit[0] == 0
+    last_removed_digit[0] = vr[0] - 10 * quotient
+    vr[0] = quotient
+    vp[0] //= 10
+    vm[0] //= 10
+
+
 cdef inline bint remove_digits(uint64_t *vr, uint64_t *vp, uint64_t *vm, uint64_t divisor,
                                bint *round_up) noexcept:
     """Drop the digits `divisor` spans from vr, vp and vm if the interval (vm, vp] still holds a number
@@ -340,28 +352,17 @@ cdef int shortest_decimal(uint64_t bits, uint64_t *digits_out, int *exponent_out
     cdef int removed = 0
     cdef int count = decimal_length(vp)
     cdef uint64_t last_removed_digit = 0
-    cdef uint64_t quotient
     cdef uint64_t output
     cdef bint round_up = False
     if vm_trailing_zeros or vr_trailing_zeros:
         while vp // 10 > vm // 10:
             vm_trailing_zeros &= vm % 10 == 0
-            vr_trailing_zeros &= last_removed_digit == 0
-            quotient = vr // 10
-            last_removed_digit = vr - 10 * quotient
-            vr = quotient
-            vp //= 10
-            vm //= 10
+            remove_last_digit(&vr, &vp, &vm, &last_removed_digit, &vr_trailing_zeros)
             removed += 1
         if vm_trailing_zeros:
             # the lower end is allowed and exact: its own trailing zeros may go too
             while vm != 0 and vm % 10 == 0:
-                vr_trailing_zeros &= last_removed_digit == 0
-                quotient = vr // 10
-                last_removed_digit = vr - 10 * quotient
-                vr = quotient
-                vp //= 10
-                vm //= 10
+                remove_last_digit(&vr, &vp, &vm, &last_removed_digit, &vr_trailing_zeros)
                 removed += 1
         if vr_trailing_zeros and last_removed_digit == 5 and vr % 2 == 0:
             # an exact tie between vr and vr + 1: half to even
