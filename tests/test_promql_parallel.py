@@ -55,3 +55,14 @@ def test_given_outputs_are_checked():
                                  (np.empty((2, 2), dtype=np.float32), present), (np.empty((2, 4))[:, ::2], present)):
         with pytest.raises(ValueError, match="out and present"):
             rangefn.evaluate_batch("sum_over_time", ts, np.ones(10), offsets, steps, 3000, (), 0, bad_out, bad_present)
+
+
+def test_helper_pool_is_created_once_under_concurrent_first_use(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mimird.util import cores
+
+    monkeypatch.setattr(cores, "_pool", None)
+    with ThreadPoolExecutor(8) as askers:
+        pools = list(askers.map(lambda _: cores.helper_pool(), range(32)))
+    assert all(pool is pools[0] for pool in pools)

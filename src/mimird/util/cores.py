@@ -9,6 +9,7 @@ itself). The pool is shared and small: one thread per extra usable core, at most
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 # The most parts one batch is split into.
@@ -26,11 +27,14 @@ def _usable_cores() -> int:
 PARTS = max(1, min(MAX_PARTS, _usable_cores()))
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # queries in several worker threads may ask for the pool first at once
 
 
 def helper_pool() -> ThreadPoolExecutor:
     """The shared pool the extra parts run in."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(1, PARTS - 1), thread_name_prefix="kernel-part")
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=max(1, PARTS - 1), thread_name_prefix="kernel-part")
     return _pool
