@@ -66,3 +66,27 @@ def test_helper_pool_is_created_once_under_concurrent_first_use(monkeypatch):
     with ThreadPoolExecutor(8) as askers:
         pools = list(askers.map(lambda _: cores.helper_pool(), range(32)))
     assert all(pool is pools[0] for pool in pools)
+
+
+def test_split_cuts_equal_shares_and_run_parts_raises_after_all_parts():
+    import threading
+
+    from mimird.util import cores
+
+    prefix = np.array([0, 10, 20, 30, 40, 100, 110], dtype=np.int64)
+    assert cores.split(prefix, 2) == [(0, 5), (5, 6)]
+    assert cores.split(prefix, 1) == [(0, 6)] and cores.split(prefix[:1], 3) == []
+    assert cores.split(prefix[:2], 4) == [(0, 1)]
+    done = []
+    gate = threading.Event()
+
+    def run(part):
+        if part == 0:
+            raise ValueError("part 0")
+        gate.wait(5)
+        done.append(part)
+
+    threading.Timer(0.05, gate.set).start()
+    with pytest.raises(ValueError, match="part 0"):
+        cores.run_parts(run, [0, 1])
+    assert done == [1]

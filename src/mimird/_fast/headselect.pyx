@@ -310,41 +310,25 @@ cdef class HeadSnapshot:
                                                 &self.part_rows[p])
 
     def _run_part(self, Py_ssize_t p):
-        """Decode part `p` of a decode() in parts, without the GIL (what the helper threads run)."""
+        """Decode part `p` of a decode() in parts, without the GIL."""
         with nogil:
             self._decode_part(p)
 
-    cdef Py_ssize_t _plan_parts(self, int parts) noexcept:
+    cdef Py_ssize_t _plan_parts(self, int parts) except -1:
         """Cut the series into at most `parts` non-empty contiguous parts of about equal sample counts."""
-        cdef Py_ssize_t n_parts = 0, i = 0, n = self.num_series, target, p
-        self.part_first[0] = 0
-        for p in range(1, parts):
-            target = self.capacity_samples * p // parts
-            while i < n and self.capacity_offsets[i] < target:
-                i += 1
-            if self.part_first[n_parts] < i < n:
-                n_parts += 1
-                self.part_first[n_parts] = i
-        n_parts += 1
-        self.part_first[n_parts] = n
-        return n_parts
+        cdef Py_ssize_t p
+        bounds = cores.split(np.asarray(<Py_ssize_t[:self.num_series + 1]>self.capacity_offsets), parts)
+        for p in range(len(bounds)):
+            self.part_first[p] = bounds[p][0]
+        self.part_first[len(bounds)] = self.num_series
+        return len(bounds)
 
     cdef Py_ssize_t _decode_in_parts(self, Py_ssize_t n_parts, int64_t* out_offsets, Py_ssize_t* rows_found) except -2:
-        """Decode the planned parts at once (part 0 here, the others in helper threads), then close the gaps
-        each part left at the end of its room; returns the index of a corrupt chunk, or -1."""
-        cdef Py_ssize_t p, r, first, base, count, write = 0, row = 0, failed = -1
+        """Decode the planned parts at once (`cores.run_parts`), then close the gaps each part left at the end
+        of its room; returns the index of a corrupt chunk, or -1."""
+        cdef Py_ssize_t p, r, first, base, count, write = 0, row = 0
         cdef int64_t* part_offsets
-        pending = []
-        pool = cores.helper_pool()
-        for p in range(1, n_parts):
-            try:
-                pending.append(pool.submit(self._run_part, p))
-            except RuntimeError:  # the pool is shut down (the daemon is stopping): decode here
-                self._run_part(p)
-        with nogil:
-            self._decode_part(0)
-        for future in pending:
-            future.result()
+        cores.run_parts(self._run_part, range(n_parts))
         for p in range(n_parts):
             if self.part_failed[p] >= 0:
                 return self.part_failed[p]
@@ -363,7 +347,7 @@ cdef class HeadSnapshot:
             write += count
             row += self.part_rows[p]
         rows_found[0] = row
-        return failed
+        return -1
 
     def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).

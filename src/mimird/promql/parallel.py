@@ -33,26 +33,14 @@ def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndar
     if parts <= 1 or n_series < 2 or total < PARALLEL_MIN_SAMPLES:
         return rangefn.evaluate_batch(name, ts, vals, offsets, eval_ts, range_ms, params, intercept_shift_ms,
                                       out, present)
-    # Cut where the cumulative sample count crosses each equal share, so the parts take equal time.
-    shares = offsets[0] + total * np.arange(1, parts) // parts
-    inner_cuts = np.clip(np.searchsorted(offsets, shares), 1, n_series - 1)
-    cuts = np.unique(np.concatenate(([0], inner_cuts, [n_series]))).tolist()
-    bounds = list(zip(cuts[:-1], cuts[1:], strict=True))
     if out is None or present is None:
         out = np.empty((n_series, len(eval_ts)), dtype=np.float64)
         present = np.zeros((n_series, len(eval_ts)), dtype=np.uint8)
 
-    def run(lo: int, hi: int) -> None:
+    def run(bounds: tuple[int, int]) -> None:
+        lo, hi = bounds
         rangefn.evaluate_batch(name, ts, vals, offsets[lo:hi + 1], eval_ts, range_ms, params, intercept_shift_ms,
                                out[lo:hi], present[lo:hi])
 
-    pending = []
-    for lo, hi in bounds[1:]:
-        try:
-            pending.append(cores.helper_pool().submit(run, lo, hi))
-        except RuntimeError:  # the pool is shut down (the daemon is stopping): evaluate here
-            run(lo, hi)
-    run(*bounds[0])
-    for future in pending:
-        future.result()
+    cores.run_parts(run, cores.split(offsets, parts))
     return out, present
