@@ -4,7 +4,7 @@ queries, series, label names and values, metadata, exemplars and format_query.
 Handlers parse parameters as Prometheus's web API does behind Mimir's query-frontend (which checks the
 time range and limit first, and forwards only `query`, `time`/`start`/`end`/`step` and `stats` of query
 requests), read through a `TenantQueryable` in a worker thread (or, for a query whose last run took
-under a millisecond, on the event loop: `InlineHistory`), and answer with Prometheus's JSON
+at most 3 ms, on the event loop: `InlineHistory`), and answer with Prometheus's JSON
 envelope (`jsonfmt`). Query, series and label responses are written as the frontend's codec re-encodes
 them (no HTML escaping); the other endpoints' as Prometheus's and Mimir's handlers write them.
 """
