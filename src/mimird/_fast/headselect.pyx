@@ -138,8 +138,9 @@ cdef class HeadSnapshot:
     cdef double* ooo_v
     cdef Py_ssize_t ooo_capacity
     cdef Py_ssize_t* ooo_offsets       # series i's OOO samples are ooo_t[ooo_offsets[i]:ooo_offsets[i+1]]
-    cdef Py_ssize_t capacity_samples   # in-order samples of the noted chunks plus the OOO samples
-    cdef Py_ssize_t* capacity_offsets  # series i decodes into [capacity_offsets[i], capacity_offsets[i+1])
+    # series i decodes into [capacity_offsets[i], capacity_offsets[i+1]) (its noted chunks' samples plus its
+    # OOO samples); capacity_offsets[num_series] is room for all
+    cdef Py_ssize_t* capacity_offsets
     # While decode() runs in parts: where the outputs are and each part's series, rows and result.
     cdef int64_t* out_t
     cdef double* out_v
@@ -261,7 +262,6 @@ cdef class HeadSnapshot:
         snap.num_series = n
         snap.num_chunks = n_chunks
         snap.chunk_bytes = chunk_bytes
-        snap.capacity_samples = samples + n_ooo
         return snap
 
     cdef Py_ssize_t _decode_into(self, Py_ssize_t first, Py_ssize_t last, int64_t* out_t, double* out_v,
@@ -366,7 +366,8 @@ cdef class HeadSnapshot:
         cdef int64_t* out_rows
         cdef int64_t* out_offsets
         cdef Py_ssize_t i, filled, n_rows = 0, failed, n_parts = 1
-        dims[0] = self.capacity_samples
+        cdef Py_ssize_t capacity = self.capacity_offsets[self.num_series]
+        dims[0] = capacity
         timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         values = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
         dims[0] = self.num_series
@@ -378,7 +379,7 @@ cdef class HeadSnapshot:
         out_rows = <int64_t*>cnp.PyArray_DATA(rows)
         out_offsets = <int64_t*>cnp.PyArray_DATA(offsets)
         out_offsets[0] = 0
-        if parts > 1 and self.capacity_samples >= PARALLEL_MIN_SAMPLES:
+        if parts > 1 and capacity >= PARALLEL_MIN_SAMPLES:
             n_parts = self._plan_parts(min(parts, MAX_PARTS))
         if n_parts > 1:
             dims[0] = self.num_series + n_parts
@@ -389,7 +390,7 @@ cdef class HeadSnapshot:
                 failed = self._decode_in_parts(n_parts, out_offsets, &n_rows)
             finally:
                 self.out_t, self.out_v, self.out_rows, self.part_offsets = NULL, NULL, NULL, NULL
-        elif self.capacity_samples >= GIL_RELEASE_MIN_WORK:
+        elif capacity >= GIL_RELEASE_MIN_WORK:
             with nogil:
                 failed = self._decode_into(0, self.num_series, out_t, out_v, out_rows, out_offsets, &n_rows)
         else:
