@@ -11,6 +11,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport NAN, fabs, isinf, isnan, isfinite, sqrt
+from libc.stdlib cimport calloc, free
 
 cnp.import_array()
 
@@ -39,6 +40,80 @@ cdef inline double kahan_inc(double inc, double total, double* comp) noexcept no
     return t
 
 
+cdef void _fold(int code, Py_ssize_t n_series, Py_ssize_t n_steps, const double* vals, const cnp.uint8_t* mask,
+                const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* comp, double* mean,
+                double* count, cnp.uint8_t* incremental) noexcept nogil:
+    # Series s's value at step j is vals[s * n_steps + j]; group g's accumulators at step j sit at
+    # g * n_steps + j, all zeroed by the caller.
+    cdef Py_ssize_t s, j, g, n_groups = 0, at
+    cdef double f, new_v, c, q, delta
+    for s in range(n_series):
+        g = groups[s]
+        if g + 1 > n_groups:
+            n_groups = g + 1
+        for j in range(n_steps):
+            if not mask[s * n_steps + j]:
+                continue
+            f = vals[s * n_steps + j]
+            at = g * n_steps + j
+            if not seen[at]:
+                seen[at] = 1
+                value[at] = f
+                mean[at] = f
+                count[at] = 1
+                if code == OP_STDDEV or code == OP_STDVAR:
+                    value[at] = 0 if isfinite(f) else NAN
+                continue
+            count[at] += 1
+            if code == OP_SUM:
+                c = comp[at]
+                value[at] = kahan_inc(f, value[at], &c)
+                comp[at] = c
+            elif code == OP_AVG:
+                if not incremental[at]:
+                    c = comp[at]
+                    new_v = kahan_inc(f, value[at], &c)
+                    if not isinf(new_v):
+                        value[at] = new_v
+                        comp[at] = c
+                        continue
+                    incremental[at] = 1
+                    mean[at] = value[at] / (count[at] - 1)
+                    comp[at] = comp[at] / (count[at] - 1)
+                q = (count[at] - 1) / count[at]
+                c = q * comp[at]
+                mean[at] = kahan_inc(f / count[at], q * mean[at], &c)
+                comp[at] = c
+            elif code == OP_MAX:
+                if value[at] < f or isnan(value[at]):
+                    value[at] = f
+            elif code == OP_MIN:
+                if value[at] > f or isnan(value[at]):
+                    value[at] = f
+            elif code == OP_STDDEV or code == OP_STDVAR:
+                delta = f - mean[at]
+                mean[at] += delta / count[at]
+                value[at] += delta * (f - mean[at])
+    for at in range(n_groups * n_steps):
+        if not seen[at]:
+            continue
+        if code == OP_SUM:
+            value[at] += comp[at]
+        elif code == OP_AVG:
+            if incremental[at]:
+                value[at] = mean[at] + comp[at]
+            else:
+                value[at] = value[at] / count[at] + comp[at] / count[at]
+        elif code == OP_COUNT:
+            value[at] = count[at]
+        elif code == OP_GROUP:
+            value[at] = 1
+        elif code == OP_STDVAR:
+            value[at] = value[at] / count[at]
+        elif code == OP_STDDEV:
+            value[at] = sqrt(value[at] / count[at])
+
+
 def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     """Aggregate `values[s, j]` (where `present[s, j]`) into `n_groups` groups per step.
 
@@ -49,7 +124,12 @@ def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     cdef const double[:, ::1] vals = np.ascontiguousarray(values, dtype=np.float64)
     cdef const cnp.uint8_t[:, ::1] mask = np.ascontiguousarray(present, dtype=np.uint8)
     cdef const cnp.intp_t[::1] groups = np.ascontiguousarray(group_ids, dtype=np.intp)
-    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s, j, g
+    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s
+    if mask.shape[0] != n_series or mask.shape[1] != n_steps or groups.shape[0] != n_series:
+        raise ValueError("values, present and group_ids differ in shape")
+    for s in range(n_series):
+        if groups[s] < 0 or groups[s] >= n_groups:
+            raise ValueError("group id out of range")
     result_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
     seen_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
     comp_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
@@ -62,74 +142,54 @@ def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     cdef double[:, ::1] mean = mean_arr
     cdef double[:, ::1] count = count_arr
     cdef cnp.uint8_t[:, ::1] incremental = incremental_arr
-    cdef double f, new_v, c, q, delta
-    if n_steps == 0:
+    if n_steps == 0 or n_series == 0:
         return result_arr, seen_arr
     with nogil:
-        for s in range(n_series):
-            g = groups[s]
-            for j in range(n_steps):
-                if not mask[s, j]:
-                    continue
-                f = vals[s, j]
-                if not seen[g, j]:
-                    seen[g, j] = 1
-                    value[g, j] = f
-                    mean[g, j] = f
-                    count[g, j] = 1
-                    if code == OP_STDDEV or code == OP_STDVAR:
-                        value[g, j] = 0 if isfinite(f) else NAN
-                    continue
-                count[g, j] += 1
-                if code == OP_SUM:
-                    c = comp[g, j]
-                    value[g, j] = kahan_inc(f, value[g, j], &c)
-                    comp[g, j] = c
-                elif code == OP_AVG:
-                    if not incremental[g, j]:
-                        c = comp[g, j]
-                        new_v = kahan_inc(f, value[g, j], &c)
-                        if not isinf(new_v):
-                            value[g, j] = new_v
-                            comp[g, j] = c
-                            continue
-                        incremental[g, j] = 1
-                        mean[g, j] = value[g, j] / (count[g, j] - 1)
-                        comp[g, j] = comp[g, j] / (count[g, j] - 1)
-                    q = (count[g, j] - 1) / count[g, j]
-                    c = q * comp[g, j]
-                    mean[g, j] = kahan_inc(f / count[g, j], q * mean[g, j], &c)
-                    comp[g, j] = c
-                elif code == OP_MAX:
-                    if value[g, j] < f or isnan(value[g, j]):
-                        value[g, j] = f
-                elif code == OP_MIN:
-                    if value[g, j] > f or isnan(value[g, j]):
-                        value[g, j] = f
-                elif code == OP_STDDEV or code == OP_STDVAR:
-                    delta = f - mean[g, j]
-                    mean[g, j] += delta / count[g, j]
-                    value[g, j] += delta * (f - mean[g, j])
-        for g in range(n_groups):
-            for j in range(n_steps):
-                if not seen[g, j]:
-                    continue
-                if code == OP_SUM:
-                    value[g, j] += comp[g, j]
-                elif code == OP_AVG:
-                    if incremental[g, j]:
-                        value[g, j] = mean[g, j] + comp[g, j]
-                    else:
-                        value[g, j] = value[g, j] / count[g, j] + comp[g, j] / count[g, j]
-                elif code == OP_COUNT:
-                    value[g, j] = count[g, j]
-                elif code == OP_GROUP:
-                    value[g, j] = 1
-                elif code == OP_STDVAR:
-                    value[g, j] = value[g, j] / count[g, j]
-                elif code == OP_STDDEV:
-                    value[g, j] = sqrt(value[g, j] / count[g, j])
+        _fold(code, n_series, n_steps, &vals[0, 0], &mask[0, 0], &groups[0], &value[0, 0], &seen[0, 0],
+              &comp[0, 0], &mean[0, 0], &count[0, 0], &incremental[0, 0])
     return result_arr, seen_arr
+
+
+def fold_instant(str op, list values, group_ids, Py_ssize_t n_groups):
+    """`fold` for a single step: `values[s]` (every one present) into `n_groups` groups.
+
+    Returns `(groups, results)`, lists of the groups that had a sample (all of them, as every series has
+    one) in order and their values: an instant query's aggregation is built from them without numpy.
+    """
+    cdef int code = _OPS[op]
+    cdef const cnp.intp_t[::1] groups = group_ids  # group_series's array, taken as it is
+    cdef Py_ssize_t n_series = len(values), s, g
+    if groups.shape[0] != n_series:
+        raise ValueError("values and group_ids differ in length")
+    for s in range(n_series):
+        if groups[s] < 0 or groups[s] >= n_groups:
+            raise ValueError("group id out of range")
+    cdef list out_groups = [], out_values = []
+    if n_series == 0:
+        return out_groups, out_values
+    # one block: the series' values and mask, then the groups' six accumulators
+    cdef Py_ssize_t doubles = n_series + 4 * n_groups
+    cdef double* block = <double*>calloc(doubles, sizeof(double))
+    cdef cnp.uint8_t* flags = <cnp.uint8_t*>calloc(n_series + 2 * n_groups, 1)
+    if block == NULL or flags == NULL:
+        free(block)
+        free(flags)
+        raise MemoryError()
+    try:
+        for s in range(n_series):
+            block[s] = values[s]
+            flags[s] = 1
+        _fold(code, n_series, 1, block, flags, &groups[0], block + n_series, flags + n_series,
+              block + n_series + n_groups, block + n_series + 2 * n_groups, block + n_series + 3 * n_groups,
+              flags + n_series + n_groups)
+        for g in range(n_groups):
+            if flags[n_series + g]:
+                out_groups.append(g)
+                out_values.append(block[n_series + g])
+    finally:
+        free(block)
+        free(flags)
+    return out_groups, out_values
 
 
 def group_series(labels, tuple grouping, bint without):
