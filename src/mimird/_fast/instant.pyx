@@ -116,3 +116,44 @@ def select_rows(ts, vals, offsets, times, long long lookback_ms):
         n_rows = _select_all(ts_view, vals_view, offsets_view, times_view, lookback_ms, values, present, stamps,
                              rows)
     return values_arr, present_arr, stamps_arr, rows_arr[:n_rows]
+
+
+def select_at(ts, vals, offsets, long long t, long long lookback_ms):
+    """Select series k (samples `ts/vals[offsets[k]:offsets[k+1]]`, ts increasing) at the single time `t`:
+    its newest sample in (t - lookback, t] unless that is a stale marker.
+
+    Returns `(rows, values)`: the indices of the series with a value, in order, and the values, as Python
+    lists (an instant query's result is built from them without a numpy call).
+    """
+    cdef cnp.ndarray ts_arr = _int64_array(ts)
+    cdef cnp.ndarray vals_arr = _float64_array(vals)
+    cdef cnp.ndarray offsets_arr = _int64_array(offsets)
+    if cnp.PyArray_NDIM(ts_arr) != 1 or cnp.PyArray_NDIM(vals_arr) != 1 or cnp.PyArray_NDIM(offsets_arr) != 1:
+        raise ValueError("ts, vals and offsets must be one-dimensional")
+    cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0), n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
+    if n_samples != cnp.PyArray_DIM(vals_arr, 0):
+        raise ValueError("ts and vals differ in length")
+    cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
+    cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
+    cdef const int64_t* bounds = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
+    cdef Py_ssize_t k, lo, hi, mid, first
+    cdef list rows = [], values = []
+    for k in range(1, n_offsets):
+        if bounds[k] < bounds[k - 1] or bounds[k - 1] < 0 or bounds[k] > n_samples:
+            raise ValueError("offsets must be non-decreasing within [0, len(ts)]")
+    for k in range(n_offsets - 1):
+        # the first sample after t, by bisection; the one before it is the newest at or before t
+        first = bounds[k]
+        lo = first
+        hi = bounds[k + 1]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if ts_base[mid] <= t:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == first or ts_base[lo - 1] <= t - lookback_ms or is_stale(vals_base[lo - 1]):
+            continue
+        rows.append(k)
+        values.append(vals_base[lo - 1])
+    return rows, values

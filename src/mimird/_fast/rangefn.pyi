@@ -29,3 +29,11 @@ def evaluate(
     params: tuple[_Param, ...] = (),
     intercept_shift_ms: int = 0,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]: ...
+def evaluate_instant(
+    name: str,
+    ts: npt.ArrayLike,
+    vals: npt.ArrayLike,
+    series_offsets: npt.ArrayLike,
+    t: int,
+    range_ms: int,
+) -> tuple[list[int], list[float], int]: ...

@@ -29,9 +29,9 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, sqrt
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
-from libc.string cimport memmove
+from libc.string cimport memcpy, memmove
 
 cnp.import_array()
 
@@ -674,8 +674,15 @@ cdef Py_ssize_t _longest_run(const int64_t* bounds, Py_ssize_t n) noexcept nogil
 
 cdef cnp.ndarray _vector(object values, int type_num, str what):
     # A C-contiguous 1-d array of the type (no copy when it already is one); raw pointers into it stand in
-    # for typed memoryviews, whose set-up costs more than a small batch's whole evaluation.
-    cdef cnp.ndarray array = np.ascontiguousarray(values, dtype=cnp.PyArray_DescrFromType(type_num))
+    # for typed memoryviews, whose set-up costs more than a small batch's whole evaluation. Arrays that
+    # already fit, as the engine's do, skip numpy's conversion call.
+    cdef cnp.ndarray array
+    if isinstance(values, cnp.ndarray):
+        array = values
+        if (cnp.PyArray_TYPE(array) == type_num and cnp.PyArray_NDIM(array) == 1
+                and cnp.PyArray_IS_C_CONTIGUOUS(array)):
+            return array
+    array = np.ascontiguousarray(values, dtype=cnp.PyArray_DescrFromType(type_num))
     if cnp.PyArray_NDIM(array) != 1:
         raise ValueError(f"{what} must be one-dimensional")
     return array
@@ -795,3 +802,130 @@ def evaluate(str name, ts, vals, eval_ts, long long range_ms, tuple params=(),
     out, present = evaluate_batch(name, ts_arr, vals, offsets, eval_ts, range_ms, params,
                                   intercept_shift_ms)
     return out[0], present[0]
+
+
+cdef uint64_t STALE_BITS = 0x7FF0000000000002
+# Below this many samples the instant evaluation keeps the GIL (taking it back may wait out another
+# thread's switch interval, far longer than the loop).
+cdef Py_ssize_t INSTANT_GIL_RELEASE_MIN_SAMPLES = 1 << 16
+
+
+cdef inline bint is_stale_marker(double value) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &value, 8)
+    return bits == STALE_BITS
+
+
+cdef inline Py_ssize_t first_after(const int64_t* ts, Py_ssize_t lo, Py_ssize_t hi, int64_t t) noexcept nogil:
+    # The first index in [lo, hi) whose timestamp is after t (hi if none): ts is increasing.
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ts[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef Py_ssize_t _evaluate_at(int fn, const int64_t* ts, const double* vals, const int64_t* offsets,
+                             Py_ssize_t n_series, int64_t t, int64_t range_ms, int64_t* window_ts,
+                             double* window_vals, Scratch* scratch, double* out, uint8_t* present) noexcept nogil:
+    # Each series' window (t - range, t] is copied without its stale markers, then evaluated for one step;
+    # returns how many samples the windows held after stale markers were dropped.
+    cdef StepGrid grid
+    cdef Series window
+    cdef double no_params[2]
+    cdef Py_ssize_t k, i, lo, hi, n, held = 0
+    no_params[0] = 0.0
+    no_params[1] = 0.0
+    grid.eval_ts = &t
+    grid.n_steps = 1
+    grid.range_ms = range_ms
+    grid.param0 = no_params
+    grid.param1 = no_params + 1
+    grid.intercept_shift_ms = 0
+    window.ts = window_ts
+    window.vals = window_vals
+    for k in range(n_series):
+        lo = first_after(ts, offsets[k], offsets[k + 1], t - range_ms)
+        hi = first_after(ts, lo, offsets[k + 1], t)
+        n = 0
+        for i in range(lo, hi):
+            if not is_stale_marker(vals[i]):
+                window_ts[n] = ts[i]
+                window_vals[n] = vals[i]
+                n += 1
+        held += n
+        window.n = n
+        present[k] = 0
+        out[k] = NAN
+        if n:
+            evaluate_series(fn, &window, &grid, scratch, out + k, present + k)
+    return held
+
+
+def evaluate_instant(str name, ts, vals, series_offsets, long long t, long long range_ms):
+    """Evaluate the range function `name`, one without scalar parameters, for many series at the single
+    time `t` (already shifted for offset), window `(t - range_ms, t]`.
+
+    The arguments are as for `evaluate_batch`, except that stale markers may still be in `vals`: they are
+    skipped here. Returns `(rows, values, samples)`: the indices of the series with a result at `t`, in
+    order, their values (Python lists, for building a query result without numpy), and how many samples
+    the windows held without stale markers (what the engine counts against the sample limit).
+    """
+    spec = _FUNCTIONS.get(name)
+    if spec is None or spec[1] != 0:
+        raise ValueError(f"not a range function without parameters: {name!r}")
+    cdef int fn = spec[0]
+    cdef cnp.ndarray ts_arr = _vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_arr = _vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_arr = _vector(series_offsets, cnp.NPY_INT64, "series_offsets")
+    cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
+    cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
+    cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
+    if n_samples != cnp.PyArray_DIM(vals_arr, 0):
+        raise ValueError("ts and vals differ in length")
+    if n_offsets < 1:
+        raise ValueError("series_offsets needs at least one entry")
+    if range_ms < 0:
+        raise ValueError("range_ms must not be negative")
+    cdef Py_ssize_t longest = _longest_run(offsets, n_offsets)
+    if offsets[0] < 0 or offsets[n_offsets - 1] > n_samples or longest < 0:
+        raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
+    cdef Py_ssize_t n_series = n_offsets - 1, k, held
+    cdef list rows = [], values = []
+    if n_series == 0 or n_samples == 0:
+        return rows, values, 0
+    cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
+    cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
+    cdef Scratch scratch
+    cdef int64_t* window_ts = <int64_t*>malloc(max(longest, 1) * sizeof(int64_t))
+    cdef double* window_vals = <double*>malloc(max(longest, 1) * sizeof(double))
+    cdef double* out = <double*>malloc(n_series * sizeof(double))
+    cdef uint8_t* present = <uint8_t*>malloc(n_series)
+    scratch.values = <double*>malloc(max(2 * longest, 1) * sizeof(double))
+    scratch.indexes = <Py_ssize_t*>malloc(max(longest, 1) * sizeof(Py_ssize_t))
+    try:
+        if (window_ts == NULL or window_vals == NULL or out == NULL or present == NULL or scratch.values == NULL
+                or scratch.indexes == NULL):
+            raise MemoryError()
+        if offsets[n_offsets - 1] - offsets[0] >= INSTANT_GIL_RELEASE_MIN_SAMPLES:
+            with nogil:
+                held = _evaluate_at(fn, ts_base, vals_base, offsets, n_series, t, range_ms, window_ts,
+                                    window_vals, &scratch, out, present)
+        else:
+            held = _evaluate_at(fn, ts_base, vals_base, offsets, n_series, t, range_ms, window_ts, window_vals,
+                                &scratch, out, present)
+        for k in range(n_series):
+            if present[k]:
+                rows.append(k)
+                values.append(out[k])
+    finally:
+        free(window_ts)
+        free(window_vals)
+        free(out)
+        free(present)
+        free(scratch.values)
+        free(scratch.indexes)
+    return rows, values, held
