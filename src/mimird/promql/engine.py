@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mimird.promql import ast
+from mimird.promql import ast, fastpath
 from mimird.promql.durations import DurationError, resolve_duration_exprs
 from mimird.promql.evaluator import Evaluator, RawMatrix, finish
 from mimird.promql.frame import Frame, Steps
@@ -47,6 +47,13 @@ def _prepared(query: str) -> ast.Node:
     """The query parsed and its duration expressions resolved; trees are immutable, so repeated
     queries share one."""
     return resolve_duration_exprs(parse(query))
+
+
+@functools.lru_cache(maxsize=1024)
+def _instant_plan(query: str) -> fastpath.InstantPlan | None:
+    """The fast path's plan for a query already known to parse (keyed by its text: hashing a tree
+    walks all of it)."""
+    return fastpath.plan(_prepared(query))
 
 
 class Engine:
@@ -80,6 +87,11 @@ class Engine:
         started = time.perf_counter()
         expr = self._prepare(query)
         ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
+        if stats is None:
+            plan = _instant_plan(query) if isinstance(query, str) else fastpath.plan(expr)
+            if plan is not None:
+                return fastpath.evaluate(plan, queryable, time_ms, self.lookback_delta_ms, self.max_samples,
+                                         ev.check)
         prepared = time.perf_counter()
         if stats is not None:
             stats.init_steps(time_ms, time_ms, 1)

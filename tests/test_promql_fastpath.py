@@ -1,0 +1,129 @@
+"""The instant-query fast path (`mimird.promql.fastpath`) answers exactly as the general evaluator: same
+series in the same order, the same value bits, annotations, limits and errors, on data with stale
+markers, NaNs, gaps and series that collide once their names are dropped."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+import mimird.promql.engine as engine_module
+from mimird._fast import rangefn
+from mimird.promql import fastpath
+from mimird.promql.engine import Engine, _prepared
+from mimird.promql.value import QueryError
+from mimird.tsdb.head import Head
+from mimird.tsdb.labels import make_labels
+
+STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+END = 3_600_000
+
+RANGE_FUNCTIONS = sorted(name for name, params in rangefn.FUNCTION_PARAMETER_COUNTS.items() if params == 0)
+AGGREGATIONS = ["sum", "avg", "count", "group", "min", "max", "stddev", "stdvar"]
+
+
+@pytest.fixture(scope="module")
+def head():
+    rng = np.random.default_rng(7)
+    head = Head(ooo_window_ms=1 << 60)
+    series, offsets, timestamps, values = [], [0], [], []
+    for metric in ("req_total", "load", "other_total"):
+        for k in range(12):
+            series.append(make_labels({"__name__": metric, "job": f"j{k % 3}", "instance": f"i{k % 4}"}))
+            t = int(rng.integers(0, 15_000))
+            value = float(rng.integers(0, 100))
+            while t <= END:
+                roll = rng.random()
+                if roll < 0.05:
+                    sample = STALE
+                elif roll < 0.08:
+                    sample = math.nan
+                elif metric.endswith("_total"):
+                    value = 0.0 if roll < 0.12 else value + float(rng.integers(0, 50))  # counter with resets
+                    sample = value
+                else:
+                    sample = float(rng.normal(10, 5)) if roll < 0.99 else 1e308
+                timestamps.append(t)
+                values.append(sample)
+                # gaps longer than the lookback now and then
+                t += int(rng.integers(10_000, 20_000)) if rng.random() > 0.01 else 400_000
+            offsets.append(len(timestamps))
+    head.append(series, offsets, timestamps, values)
+    return head
+
+
+def queries() -> list[str]:
+    selectors = ['req_total', 'load{job="j1"}', '{__name__=~"req_total|other_total", instance="i2"}',
+                 'load offset 2m', 'missing']
+    out = list(selectors)
+    for name in RANGE_FUNCTIONS:
+        for selector in ('req_total', 'load{job=~"j[12]"}', '{__name__=~".+_total", job="j0"}'):
+            out.append(f"{name}({selector}[5m])")
+        out.append(f"{name}(load[1m] offset -1m)")
+    for op in AGGREGATIONS:
+        out += [f"{op}(load)", f"{op} by (job) (req_total)", f"{op} without (instance) (rate(req_total[5m]))",
+                f"{op} by (job, instance) (max_over_time(load[10m]))", f"({op}(changes(load[2m])))"]
+    return out
+
+
+def general(engine: Engine, head, query: str, t: int, monkeypatch):
+    """The evaluator's answer, the fast path turned off."""
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_module, "_instant_plan", lambda text: None)
+        return outcome(engine, head, query, t)
+
+
+def outcome(engine: Engine, head, query: str, t: int):
+    """The samples (value bits included), warnings and infos of an instant query, or its error."""
+    try:
+        result = engine.instant(head, query, t)
+    except QueryError as error:
+        return type(error).__name__, str(error)
+    samples = [(s.labels, s.t, struct.pack("<d", s.v)) for s in result.value]
+    return samples, result.warnings, result.infos
+
+
+@pytest.mark.parametrize("query", queries())
+def test_fast_path_answers_as_the_evaluator(head, query, monkeypatch):
+    assert fastpath.plan(_prepared(query)) is not None
+    engine = Engine()
+    for t in (0, 7_000, 301_000, 1_800_000, 2_400_017, END, END + 200_000, END + 400_000):
+        assert outcome(engine, head, query, t) == general(engine, head, query, t, monkeypatch)
+
+
+@pytest.mark.parametrize("query", ['{__name__=~"req_total|other_total"}', "rate(req_total[10m])",
+                                   "sum(rate(req_total[10m]))", "max_over_time(load[30m])"])
+@pytest.mark.parametrize("max_samples", [1, 11, 40, 200, 10_000])
+def test_sample_limit_as_the_evaluator(head, query, max_samples, monkeypatch):
+    engine = Engine(max_samples=max_samples)
+    assert outcome(engine, head, query, END) == general(engine, head, query, END, monkeypatch)
+
+
+def test_collisions_after_name_removal_fail_as_the_evaluator(head, monkeypatch):
+    engine = Engine()
+    for query in ('rate({__name__=~".+_total"}[5m])', 'last_over_time({__name__=~".+_total"}[5m])',
+                  'sum by (job) (rate({__name__=~".+_total"}[5m]))'):
+        fast = outcome(engine, head, query, END)
+        assert fast == general(engine, head, query, END, monkeypatch)
+    assert fast[0], "the aggregation of colliding series is fine"
+    assert outcome(engine, head, 'rate({__name__=~".+_total"}[5m])', END)[0] == \
+        "ExecutionError"
+
+
+def test_rate_of_a_gauge_has_the_evaluator_info(head, monkeypatch):
+    engine = Engine()
+    fast = outcome(engine, head, "rate(load[5m])", END)
+    assert fast == general(engine, head, "rate(load[5m])", END, monkeypatch)
+    assert fast[2] == ['PromQL info: metric might not be a counter, name does not end in '
+                       '_total/_sum/_count/_bucket: "load"']
+
+
+@pytest.mark.parametrize("query", ["load @ 100", "rate(load[5m] @ end())", "absent_over_time(load[5m])",
+                                   "quantile_over_time(0.5, load[5m])", "topk(2, load)",
+                                   "sum by (__name__) (load)", "load + 1", "rate(load[5m:1m])",
+                                   "sum(sum(load))", "timestamp(load)"])
+def test_other_shapes_go_to_the_evaluator(query):
+    assert fastpath.plan(_prepared(query)) is None
