@@ -175,7 +175,31 @@ def test_queue_slot_waits_and_refuses_as_before():
             assert queue.waiting == {"t": 1}
         waited_blocked = await blocked
         assert waited_blocked >= 0.005
-        assert queue.waiting == {} and not queue.slots.locked()
+        assert queue.waiting == {} and queue.free == 1 and not queue.waiters
+
+    asyncio.run(scenario())
+
+
+def test_queue_slot_cancelled_waiters_lose_nothing():
+    async def scenario():
+        queue = QueryQueue(1, 10)
+        async with queue.slot("t"):
+            first = asyncio.ensure_future(_hold(queue, "t"))
+            second = asyncio.ensure_future(_hold(queue, "t"))
+            await asyncio.sleep(0.01)
+            first.cancel()  # cancelled while waiting: leaves the line
+            await asyncio.sleep(0)
+            assert len(queue.waiters) == 1
+        # the slot went to the second waiter, which has finished with it by now
+        assert await second >= 0
+        assert queue.free == 1 and not queue.waiters
+        async with queue.slot("t"):
+            third = asyncio.ensure_future(_hold(queue, "t"))
+            await asyncio.sleep(0.01)
+        third.cancel()  # handed the slot in the same turn as its cancellation: it passes the slot on
+        with pytest.raises(asyncio.CancelledError):
+            await third
+        assert queue.free == 1 and not queue.waiters and queue.waiting == {}
 
     asyncio.run(scenario())
 

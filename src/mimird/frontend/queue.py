@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import deque
 
 from mimird.http.errors import HTTPError
 
@@ -18,16 +19,42 @@ TOO_MANY_OUTSTANDING = "too many outstanding requests"
 
 
 class QueryQueue:
-    """Concurrency slots and per-tenant waiting counts."""
+    """Concurrency slots and per-tenant waiting counts.
+
+    The slots are counted here rather than by an asyncio.Semaphore: a request that finds a slot free
+    (nearly every one) then takes it without a call into the semaphore's Python code. Waiters are
+    served first come, first served."""
 
     def __init__(self, max_concurrent: int, max_outstanding_per_tenant: int):
-        self.slots = asyncio.Semaphore(max_concurrent)
+        self.free = max_concurrent
+        self.waiters: deque[asyncio.Future] = deque()
         self.max_outstanding = max_outstanding_per_tenant
         self.waiting: dict[str, int] = {}
 
     def slot(self, tenant: str) -> _Slot:
         """Hold a serving slot for the body of the `async with`; yields the seconds spent waiting for it."""
         return _Slot(self, tenant)
+
+    async def _wait_for_slot(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as the wait was cancelled: pass it on
+            else:
+                self.waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the longest waiter, or to the free count."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 class _Slot:
@@ -41,18 +68,17 @@ class _Slot:
         self.tenant = tenant
 
     async def __aenter__(self) -> float:
-        started = time.perf_counter()
         queue = self.queue
-        slots = queue.slots
-        if not slots.locked():
-            await slots.acquire()  # returns at once
-            return time.perf_counter() - started
+        if queue.free > 0 and not queue.waiters:
+            queue.free -= 1
+            return 0.0
+        started = time.perf_counter()
         tenant = self.tenant
         if queue.waiting.get(tenant, 0) >= queue.max_outstanding:
             raise HTTPError(429, TOO_MANY_OUTSTANDING)
         queue.waiting[tenant] = queue.waiting.get(tenant, 0) + 1
         try:
-            await slots.acquire()
+            await queue._wait_for_slot()
         finally:
             queue.waiting[tenant] -= 1
             if not queue.waiting[tenant]:
@@ -60,7 +86,7 @@ class _Slot:
         return time.perf_counter() - started
 
     async def __aexit__(self, *exc_info) -> None:
-        self.queue.slots.release()
+        self.queue.release()
 
 
 _queues: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
