@@ -31,6 +31,14 @@ from mimird.util import cores
 
 cnp.import_array()
 
+
+cdef inline object _uint64_vector(object refs):
+    # the index's sorted selections are contiguous uint64 already: skip numpy's conversion call for them
+    if isinstance(refs, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>refs) == cnp.NPY_UINT64 \
+            and cnp.PyArray_NDIM(<cnp.ndarray>refs) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>refs):
+        return refs
+    return np.ascontiguousarray(refs, dtype=np.uint64)
+
 # Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards
 # can wait for another thread's switch interval, which costs more than the loop itself.
 cdef Py_ssize_t GIL_RELEASE_MIN_WORK = 1 << 16
@@ -175,7 +183,7 @@ cdef class HeadSnapshot:
         """Note what the series `refs` (MemSeries in `series_by_ref`; refs missing there are skipped)
         hold in [mint, maxt]. Call it under the head's lock."""
         cdef HeadSnapshot snap = HeadSnapshot()
-        cdef const uint64_t[::1] ref_view = np.ascontiguousarray(refs, dtype=np.uint64)
+        cdef const uint64_t[::1] ref_view = _uint64_vector(refs)
         cdef Py_ssize_t n = 0, n_refs = ref_view.shape[0], r, i, k, first, n_closed, lo, hi, used
         cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0
         cdef MemSeries s

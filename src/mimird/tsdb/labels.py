@@ -117,12 +117,14 @@ class Matcher:
     `matches(value)` is Prometheus's Matcher.Matches; a label a series lacks has the value "".
     """
 
-    __slots__ = ("type", "name", "value", "_regex")
+    __slots__ = ("type", "name", "value", "_regex", "key")
 
     def __init__(self, match_type: MatchType | str, name: str, value: str) -> None:
         self.type = MatchType(match_type)
         self.name = name
         self.value = value
+        # what the matcher is, hashable without calling into Python (an Enum's __hash__ is Python code)
+        self.key = (self.type.value, name, value)
         self._regex = compile_regex(value) if self.type in (MatchType.REGEX, MatchType.NOT_REGEX) else None
 
     def matches(self, value: str) -> bool:

@@ -15,6 +15,7 @@ later appends do not change; a `select` that races with appends may miss the ser
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -40,6 +41,7 @@ _SMALL_SORT = 128
 # bounds the memo to 8 MiB.
 _SORTED_SELECTIONS_KEPT = 256
 _SORTED_SELECTION_MAX_REFS = 4096
+_MATCHER_KEY = operator.attrgetter("key")
 
 
 class SeriesIndex:
@@ -251,7 +253,7 @@ class SeriesIndex:
         Dashboards repeat the same selectors while the series set rarely changes, so the postings
         algebra and the sort are skipped for a selector already answered in this generation.
         """
-        key = tuple((m.type, m.name, m.value) for m in matchers)
+        key = tuple(map(_MATCHER_KEY, matchers))
         generation = self._generation
         cached = self._sorted_selections.get(key)
         if cached is not None and cached[0] == generation:
