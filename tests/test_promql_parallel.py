@@ -31,6 +31,21 @@ def test_split_batches_equal_one_call(monkeypatch, name, params, parts):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
+@pytest.mark.parametrize("name", ["rate", "max_over_time", "stddev_over_time", "ts_of_last_over_time"])
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_split_instant_evaluations_equal_one_call(monkeypatch, name, parts):
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_SAMPLES", 0)
+    rng = np.random.default_rng(parts)
+    ts, vals, offsets = random_batch(rng, 57, 400)
+    vals[rng.random(len(vals)) < 0.05] = np.frombuffer(np.uint64(0x7FF0000000000002).tobytes())[0]  # stale
+    for t, lo, hi in ((3_600_000, 0, 57), (7_200_000, 4, 50), (100_000, 10, 12)):
+        part = offsets[lo:hi + 1]
+        expected = rangefn.evaluate_instant(name, ts, vals, part, t, 300_000)
+        got = parallel.evaluate_instant(name, ts, vals, part, t, 300_000, parts=parts)
+        assert got[0] == expected[0] and got[2] == expected[2]
+        np.testing.assert_array_equal(np.array(got[1]), np.array(expected[1]))
+
+
 def test_offsets_not_starting_at_zero_and_tiny_batches(monkeypatch):
     monkeypatch.setattr(parallel, "PARALLEL_MIN_SAMPLES", 0)
     rng = np.random.default_rng(5)

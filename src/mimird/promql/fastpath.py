@@ -12,7 +12,8 @@ caches have gone cold between two dashboard refreshes. This module evaluates, at
 - `sum`, `avg`, `count`, `group`, `min`, `max`, `stddev`, `stdvar` by or without labels over one of
   the above.
 
-Each is one storage read and a Cython kernel that gives Python lists. Selectors with `@` or an
+Each is one storage read and a Cython kernel that gives Python lists (a range function over a big
+batch is split over the cores, as the evaluator splits it). Selectors with `@` or an
 absent_over_time are left to the evaluator, as are queries that ask for statistics. The answers,
 annotations, limits and errors are the evaluator's, to the bit: the same kernels compute the
 values (`rangefn` evaluates every range function, `aggregate` every fold). The PromQL corpus runs
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from mimird._fast import instant, rangefn
 from mimird._fast.aggregate import distinct_label_values, fold_instant, group_series
-from mimird.promql import ast
+from mimird.promql import ast, parallel
 from mimird.promql.evaluator import _COUNTER_SUFFIXES, NS_PER_MS, _drop_name_fast, to_storage_matchers
 from mimird.promql.value import ExecutionError, QueryResult, Sample, TooManySamplesError, Vector
 from mimird.tsdb.labels import go_quote
@@ -111,8 +112,8 @@ def evaluate(plan: InstantPlan, queryable, time_ms: int, lookback_ms: int, max_s
         out_labels = [labels[row] for row in rows]
     else:
         batch = queryable.select_batch(matchers, t - plan.range_ms + 1, t)
-        rows, values, held = rangefn.evaluate_instant(plan.function, batch.ts, batch.vals, batch.offsets, t,
-                                                      plan.range_ms)
+        rows, values, held = parallel.evaluate_instant(plan.function, batch.ts, batch.vals, batch.offsets, t,
+                                                       plan.range_ms)
         if held > max_samples:
             raise TooManySamplesError()
         labels = batch.labels

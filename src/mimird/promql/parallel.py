@@ -44,3 +44,30 @@ def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndar
 
     cores.run_parts(run, cores.split(offsets, parts))
     return out, present
+
+
+def evaluate_instant(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, t: int, range_ms: int,
+                     parts: int | None = None) -> tuple[list[int], list[float], int]:
+    """`rangefn.evaluate_instant` with the series split over up to `parts` threads, as `evaluate_batch`
+    splits them; the parts' rows and values are joined in series order."""
+    parts = cores.PARTS if parts is None else parts
+    n_series = len(offsets) - 1
+    total = int(offsets[-1] - offsets[0]) if n_series > 0 else 0
+    if parts <= 1 or n_series < 2 or total < PARALLEL_MIN_SAMPLES:
+        return rangefn.evaluate_instant(name, ts, vals, offsets, t, range_ms)
+    bounds = cores.split(offsets, parts)
+    results: list = [None] * len(bounds)
+
+    def run(part: int) -> None:
+        lo, hi = bounds[part]
+        results[part] = rangefn.evaluate_instant(name, ts, vals, offsets[lo:hi + 1], t, range_ms)
+
+    cores.run_parts(run, range(len(bounds)))
+    rows: list[int] = []
+    values: list[float] = []
+    held = 0
+    for (lo, _), (part_rows, part_values, part_held) in zip(bounds, results, strict=True):
+        rows += [lo + row for row in part_rows]
+        values += part_values
+        held += part_held
+    return rows, values, held
