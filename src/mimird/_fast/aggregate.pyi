@@ -18,3 +18,14 @@ def distinct_label_values(labels: list[tuple[tuple[str, str], ...]], name: str) 
 def fold_instant(
     op: str, values: list[float], group_ids: npt.NDArray[np.intp], n_groups: int
 ) -> tuple[list[int], list[float]]: ...
+
+def select_fold(
+    op: str,
+    ts: npt.NDArray[np.int64],
+    vals: npt.NDArray[np.float64],
+    offsets: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    lookback_ms: int,
+    group_ids: npt.NDArray[np.intp],
+    n_groups: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8], npt.NDArray[np.uint8], int]: ...

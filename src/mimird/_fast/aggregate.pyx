@@ -11,7 +11,9 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport NAN, fabs, isinf, isnan, isfinite, sqrt
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -40,61 +42,55 @@ cdef inline double kahan_inc(double inc, double total, double* comp) noexcept no
     return t
 
 
-cdef void _fold(int code, Py_ssize_t n_series, Py_ssize_t n_steps, const double* vals, const cnp.uint8_t* mask,
-                const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* comp, double* mean,
-                double* count, cnp.uint8_t* incremental) noexcept nogil:
-    # Series s's value at step j is vals[s * n_steps + j]; group g's accumulators at step j sit at
-    # g * n_steps + j, all zeroed by the caller.
-    cdef Py_ssize_t s, j, g, n_groups = 0, at
-    cdef double f, new_v, c, q, delta
-    for s in range(n_series):
-        g = groups[s]
-        if g + 1 > n_groups:
-            n_groups = g + 1
-        for j in range(n_steps):
-            if not mask[s * n_steps + j]:
-                continue
-            f = vals[s * n_steps + j]
-            at = g * n_steps + j
-            if not seen[at]:
-                seen[at] = 1
-                value[at] = f
-                mean[at] = f
-                count[at] = 1
-                if code == OP_STDDEV or code == OP_STDVAR:
-                    value[at] = 0 if isfinite(f) else NAN
-                continue
-            count[at] += 1
-            if code == OP_SUM:
-                c = comp[at]
-                value[at] = kahan_inc(f, value[at], &c)
+cdef inline void _fold_one(int code, Py_ssize_t at, double f, double* value, cnp.uint8_t* seen, double* comp,
+                           double* mean, double* count, cnp.uint8_t* incremental) noexcept nogil:
+    # Fold sample f into the accumulators of one (group, step) cell, in Prometheus's order of operations.
+    cdef double new_v, c, q, delta
+    if not seen[at]:
+        seen[at] = 1
+        value[at] = f
+        mean[at] = f
+        count[at] = 1
+        if code == OP_STDDEV or code == OP_STDVAR:
+            value[at] = 0 if isfinite(f) else NAN
+        return
+    count[at] += 1
+    if code == OP_SUM:
+        c = comp[at]
+        value[at] = kahan_inc(f, value[at], &c)
+        comp[at] = c
+    elif code == OP_AVG:
+        if not incremental[at]:
+            c = comp[at]
+            new_v = kahan_inc(f, value[at], &c)
+            if not isinf(new_v):
+                value[at] = new_v
                 comp[at] = c
-            elif code == OP_AVG:
-                if not incremental[at]:
-                    c = comp[at]
-                    new_v = kahan_inc(f, value[at], &c)
-                    if not isinf(new_v):
-                        value[at] = new_v
-                        comp[at] = c
-                        continue
-                    incremental[at] = 1
-                    mean[at] = value[at] / (count[at] - 1)
-                    comp[at] = comp[at] / (count[at] - 1)
-                q = (count[at] - 1) / count[at]
-                c = q * comp[at]
-                mean[at] = kahan_inc(f / count[at], q * mean[at], &c)
-                comp[at] = c
-            elif code == OP_MAX:
-                if value[at] < f or isnan(value[at]):
-                    value[at] = f
-            elif code == OP_MIN:
-                if value[at] > f or isnan(value[at]):
-                    value[at] = f
-            elif code == OP_STDDEV or code == OP_STDVAR:
-                delta = f - mean[at]
-                mean[at] += delta / count[at]
-                value[at] += delta * (f - mean[at])
-    for at in range(n_groups * n_steps):
+                return
+            incremental[at] = 1
+            mean[at] = value[at] / (count[at] - 1)
+            comp[at] = comp[at] / (count[at] - 1)
+        q = (count[at] - 1) / count[at]
+        c = q * comp[at]
+        mean[at] = kahan_inc(f / count[at], q * mean[at], &c)
+        comp[at] = c
+    elif code == OP_MAX:
+        if value[at] < f or isnan(value[at]):
+            value[at] = f
+    elif code == OP_MIN:
+        if value[at] > f or isnan(value[at]):
+            value[at] = f
+    elif code == OP_STDDEV or code == OP_STDVAR:
+        delta = f - mean[at]
+        mean[at] += delta / count[at]
+        value[at] += delta * (f - mean[at])
+
+
+cdef void _fold_finish(int code, Py_ssize_t n_cells, double* value, const cnp.uint8_t* seen, const double* comp,
+                       const double* mean, const double* count, const cnp.uint8_t* incremental) noexcept nogil:
+    # Turn the accumulators of every cell that saw a sample into the aggregation's value.
+    cdef Py_ssize_t at
+    for at in range(n_cells):
         if not seen[at]:
             continue
         if code == OP_SUM:
@@ -112,6 +108,23 @@ cdef void _fold(int code, Py_ssize_t n_series, Py_ssize_t n_steps, const double*
             value[at] = value[at] / count[at]
         elif code == OP_STDDEV:
             value[at] = sqrt(value[at] / count[at])
+
+
+cdef void _fold(int code, Py_ssize_t n_series, Py_ssize_t n_steps, const double* vals, const cnp.uint8_t* mask,
+                const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* comp, double* mean,
+                double* count, cnp.uint8_t* incremental) noexcept nogil:
+    # Series s's value at step j is vals[s * n_steps + j]; group g's accumulators at step j sit at
+    # g * n_steps + j, all zeroed by the caller.
+    cdef Py_ssize_t s, j, g, n_groups = 0
+    for s in range(n_series):
+        g = groups[s]
+        if g + 1 > n_groups:
+            n_groups = g + 1
+        for j in range(n_steps):
+            if mask[s * n_steps + j]:
+                _fold_one(code, g * n_steps + j, vals[s * n_steps + j], value, seen, comp, mean, count,
+                          incremental)
+    _fold_finish(code, n_groups * n_steps, value, seen, comp, mean, count, incremental)
 
 
 def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
@@ -190,6 +203,103 @@ def fold_instant(str op, list values, group_ids, Py_ssize_t n_groups):
         free(block)
         free(flags)
     return out_groups, out_values
+
+
+cdef uint64_t STALE_BITS = 0x7FF0000000000002
+# Below this much work (samples plus cells) select_fold keeps the GIL: taking it back may wait out another
+# thread's switch interval.
+cdef Py_ssize_t SELECT_FOLD_GIL_RELEASE_MIN_WORK = 1 << 16
+
+
+cdef inline bint _is_stale(double value) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &value, 8)
+    return bits == STALE_BITS
+
+
+cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, const int64_t* offsets,
+                             Py_ssize_t n_series, const int64_t* times, Py_ssize_t n_steps, int64_t lookback_ms,
+                             const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* scratch,
+                             Py_ssize_t cells, cnp.uint8_t* incremental, cnp.uint8_t* series_present) noexcept nogil:
+    # One forward walk per series serves every step (as instant.select_rows walks); returns the samples
+    # selected. `scratch` holds the comp, mean and count accumulators, `cells` doubles each.
+    cdef Py_ssize_t k, j, p, first, end, selected = 0
+    cdef int64_t t
+    for k in range(n_series):
+        first = offsets[k]
+        end = offsets[k + 1]
+        p = first
+        for j in range(n_steps):
+            t = times[j]
+            while p < end and ts[p] <= t:
+                p += 1
+            if p == first or ts[p - 1] <= t - lookback_ms or _is_stale(vals[p - 1]):
+                continue
+            _fold_one(code, groups[k] * n_steps + j, vals[p - 1], value, seen, scratch, scratch + cells,
+                      scratch + 2 * cells, incremental)
+            series_present[k] = 1
+            selected += 1
+    if cells:
+        _fold_finish(code, cells, value, seen, scratch, scratch + cells, scratch + 2 * cells, incremental)
+    return selected
+
+
+def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_ids, Py_ssize_t n_groups):
+    """Select every series at every time as `instant.select_rows` does (its newest sample in
+    (t - lookback, t], unless that is a stale marker) and fold the selected samples straight into their
+    groups as `fold` does: the aggregation of a vector selector without its (series x steps) matrix.
+
+    Series k's samples are `ts/vals[offsets[k]:offsets[k+1]]`, `group_ids[k]` its group; `times` is
+    non-decreasing. Returns `(result, seen, series_present, selected)`: float64 and uint8 arrays of shape
+    (n_groups, n_steps) as `fold` gives them, a uint8 per series (1 if it had a sample at some step) and the
+    number of samples selected over all series and steps.
+    """
+    cdef int code = _OPS[op]
+    cdef const int64_t[::1] ts_view = ts
+    cdef const double[::1] vals_view = vals
+    cdef const int64_t[::1] offsets_view = offsets
+    cdef const int64_t[::1] times_view = times
+    cdef const cnp.intp_t[::1] groups = group_ids
+    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j
+    cdef Py_ssize_t selected = 0, cells = n_groups * n_steps
+    if ts_view.shape[0] != vals_view.shape[0]:
+        raise ValueError("ts and vals differ in length")
+    if n_series < 0 or groups.shape[0] != n_series:
+        raise ValueError("offsets and group_ids do not describe the same series")
+    for k in range(n_series):
+        if (offsets_view[k] < 0 or offsets_view[k + 1] < offsets_view[k] or offsets_view[k + 1] > ts_view.shape[0]
+                or groups[k] < 0 or groups[k] >= n_groups):
+            raise ValueError("offsets or group ids out of range")
+    for j in range(1, n_steps):
+        if times_view[j] < times_view[j - 1]:
+            raise ValueError("times must be non-decreasing")
+    result_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
+    seen_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
+    series_present_arr = np.zeros(n_series, dtype=np.uint8)
+    if n_series == 0 or n_steps == 0:
+        return result_arr, seen_arr, series_present_arr, 0
+    cdef double* value = <double*>cnp.PyArray_DATA(result_arr)
+    cdef cnp.uint8_t* seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
+    cdef cnp.uint8_t* series_present = <cnp.uint8_t*>cnp.PyArray_DATA(series_present_arr)
+    cdef const int64_t* ts_ptr = &ts_view[0] if ts_view.shape[0] else NULL
+    cdef const double* vals_ptr = &vals_view[0] if vals_view.shape[0] else NULL
+    cdef double* scratch = <double*>calloc(3 * cells, sizeof(double))
+    cdef cnp.uint8_t* incremental = <cnp.uint8_t*>calloc(cells, 1)
+    try:
+        if scratch == NULL or incremental == NULL:
+            raise MemoryError()
+        if n_series * n_steps + ts_view.shape[0] >= SELECT_FOLD_GIL_RELEASE_MIN_WORK:
+            with nogil:
+                selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
+                                        lookback_ms, &groups[0], value, seen, scratch, cells, incremental,
+                                        series_present)
+        else:
+            selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
+                                    lookback_ms, &groups[0], value, seen, scratch, cells, incremental, series_present)
+    finally:
+        free(scratch)
+        free(incremental)
+    return result_arr, seen_arr, series_present_arr, selected
 
 
 def group_series(labels, tuple grouping, bint without):
