@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import mimird.promql.engine as engine_module
+import mimird.promql.evaluator as evaluator_module
 from mimird._fast import rangefn
 from mimird.promql import fastpath
 from mimird.promql.engine import Engine, _prepared
@@ -127,3 +128,47 @@ def test_rate_of_a_gauge_has_the_evaluator_info(head, monkeypatch):
                                    "sum(sum(load))", "timestamp(load)"])
 def test_other_shapes_go_to_the_evaluator(query):
     assert fastpath.plan(_prepared(query)) is None
+
+
+def unfused(engine: Engine, head, query: str, monkeypatch, *times):
+    """The answer with aggregations of selectors evaluated as selection, then aggregation."""
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluator_module, "_FOLDED_AGGREGATIONS", frozenset())
+        patch.setattr(engine_module, "_instant_plan", lambda text: None)
+        return range_outcome(engine, head, query, *times) if len(times) == 3 else outcome(engine, head, query, *times)
+
+
+def range_outcome(engine: Engine, head, query: str, start: int, end: int, step: int):
+    try:
+        result = engine.range(head, query, start, end, step)
+    except QueryError as error:
+        return type(error).__name__, str(error)
+    return ([(s.labels, s.ts.tolist(), s.vals.tobytes()) for s in result.value], result.warnings, result.infos)
+
+
+AGGREGATED_SELECTORS = [f"{op}{grouping}({selector})" for op in AGGREGATIONS
+                        for grouping in ("", " by (job) ", " without (instance) ", " by (instance, job) ")
+                        for selector in ("load", 'req_total{job=~"j[01]"}', "load offset 3m", "load @ 1800",
+                                         '{__name__=~".+"}', "missing")]
+
+
+@pytest.mark.parametrize("query", AGGREGATED_SELECTORS + ["sum(load) + count(req_total)", "max_over_time(sum(load)[20m:1m])",
+                                                          "sum by (job) (load) @ end()"])
+def test_aggregations_of_selectors_fold_as_selection_then_aggregation(head, query, monkeypatch):
+    engine = Engine()
+    for start, end, step in ((0, END + 400_000, 60_000), (1_000_000, 1_300_000, 17_000), (2_000_000, 2_000_000, 1)):
+        fused = range_outcome(engine, head, query, start, end, step)
+        assert fused == unfused(engine, head, query, monkeypatch, start, end, step)
+    for t in (0, 400_000, END):
+        with monkeypatch.context() as patch:
+            patch.setattr(engine_module, "_instant_plan", lambda text: None)
+            fused = outcome(engine, head, query, t)
+        assert fused == unfused(engine, head, query, monkeypatch, t)
+
+
+@pytest.mark.parametrize("max_samples", [1, 30, 500, 3000])
+def test_aggregations_of_selectors_limit_as_before(head, max_samples, monkeypatch):
+    engine = Engine(max_samples=max_samples)
+    for query in ("sum(load)", "count by (job) (req_total)"):
+        assert range_outcome(engine, head, query, 0, END, 60_000) == \
+            unfused(engine, head, query, monkeypatch, 0, END, 60_000)

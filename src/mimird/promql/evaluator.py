@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mimird._fast import instant, rangefn
-from mimird._fast.aggregate import distinct_label_values
+from mimird._fast.aggregate import distinct_label_values, group_series, select_fold
 from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -46,6 +46,8 @@ _CHUNK_CELLS = 4_000_000
 # Raw samples a range function evaluates at once.
 _CHUNK_SAMPLES = 4_000_000
 IDENTIFYING_LABELS = ("instance", "job")
+# Aggregations folded sample by sample (mimird._fast.aggregate): of a plain selector, selected and folded at once.
+_FOLDED_AGGREGATIONS = frozenset(("sum", "avg", "count", "group", "min", "max", "stddev", "stdvar"))
 
 
 def is_stale(vals: np.ndarray) -> np.ndarray:
@@ -553,6 +555,10 @@ class Evaluator:
         return result
 
     def eval_aggregate(self, node: ast.AggregateExpr, steps: np.ndarray) -> Frame:
+        inner = _unwrap(node.expr)
+        if (node.op in _FOLDED_AGGREGATIONS and isinstance(inner, ast.VectorSelector) and self.samples is None
+                and len(steps)):
+            return self.aggregate_selector(node, inner, steps)
         param = None
         if node.param is not None:
             param = self.eval(node.param, steps)
@@ -561,6 +567,30 @@ class Evaluator:
         frame = self.eval(node.expr, steps)
         result = aggregate(node, frame, param, self)
         self.count_samples(int(frame.present.sum()) + int(result.present.sum()))
+        return result
+
+    def aggregate_selector(self, node: ast.AggregateExpr, selector: ast.VectorSelector, steps: np.ndarray) -> Frame:
+        """`sum by (...) (selector)` and its kin, selected and folded in one kernel (`select_fold`), without the
+        selector's (series x steps) frame; the same result, sample counts and errors as selecting, then
+        aggregating."""
+        times = self.shifted_times(selector, steps)
+        self.check()
+        batch = self.queryable.select_batch(to_storage_matchers(selector.matchers),
+                                            int(times[0]) - self.lookback_ms + 1, int(times[-1]))
+        if not len(batch):
+            return Frame.empty(len(steps))
+        group_ids, keys = group_series(batch.labels, tuple(node.grouping), node.without)
+        self.check()
+        value, seen, series_present, selected = select_fold(node.op, batch.ts, batch.vals, batch.offsets, times,
+                                                            self.lookback_ms, group_ids, len(keys))
+        self.count_samples(selected)
+        # Groups in order of their first series with a sample, as grouping the selected series numbers them.
+        present_groups = group_ids[series_present.view(bool)]
+        _, first = np.unique(present_groups, return_index=True)
+        order = present_groups[np.sort(first)]
+        seen = seen[order].view(bool)
+        result = Frame([keys[g] for g in order.tolist()], value[order], seen, np.zeros(len(order), dtype=bool))
+        self.count_samples(selected + int(np.count_nonzero(seen)))
         return result
 
 
