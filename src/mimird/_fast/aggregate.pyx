@@ -11,9 +11,10 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport NAN, fabs, isinf, isnan, isfinite, sqrt
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 
 cnp.import_array()
 
@@ -205,18 +206,6 @@ def fold_instant(str op, list values, group_ids, Py_ssize_t n_groups):
     return out_groups, out_values
 
 
-cdef uint64_t STALE_BITS = 0x7FF0000000000002
-# Below this much work (samples plus cells) select_fold keeps the GIL: taking it back may wait out another
-# thread's switch interval.
-cdef Py_ssize_t SELECT_FOLD_GIL_RELEASE_MIN_WORK = 1 << 16
-
-
-cdef inline bint _is_stale(double value) noexcept nogil:
-    cdef uint64_t bits
-    memcpy(&bits, &value, 8)
-    return bits == STALE_BITS
-
-
 cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, const int64_t* offsets,
                              Py_ssize_t n_series, const int64_t* times, Py_ssize_t n_steps, int64_t lookback_ms,
                              const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* scratch,
@@ -233,7 +222,7 @@ cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, co
             t = times[j]
             while p < end and ts[p] <= t:
                 p += 1
-            if p == first or ts[p - 1] <= t - lookback_ms or _is_stale(vals[p - 1]):
+            if p == first or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
                 continue
             _fold_one(code, groups[k] * n_steps + j, vals[p - 1], value, seen, scratch, scratch + cells,
                       scratch + 2 * cells, incremental)
@@ -288,7 +277,7 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     try:
         if scratch == NULL or incremental == NULL:
             raise MemoryError()
-        if n_series * n_steps + ts_view.shape[0] >= SELECT_FOLD_GIL_RELEASE_MIN_WORK:
+        if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
             with nogil:
                 selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
                                         lookback_ms, &groups[0], value, seen, scratch, cells, incremental,

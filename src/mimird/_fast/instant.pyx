@@ -9,23 +9,13 @@ loop runs without the GIL.
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.math cimport NAN
-from libc.string cimport memcpy
+
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
 
 cnp.import_array()
 
-# Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards
-# can wait for another thread's switch interval, which costs more than the loop itself.
-cdef Py_ssize_t GIL_RELEASE_MIN_WORK = 1 << 16
-
-cdef uint64_t STALE_BITS = 0x7FF0000000000002
-
-
-cdef inline bint is_stale(double value) noexcept nogil:
-    cdef uint64_t bits
-    memcpy(&bits, &value, 8)
-    return bits == STALE_BITS
 
 
 cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_view,
@@ -47,7 +37,7 @@ cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_v
             t = times_view[j]
             while p < end and ts_view[p] <= t:
                 p += 1
-            if p == offsets_view[k] or ts_view[p - 1] <= t - lookback_ms or is_stale(vals_view[p - 1]):
+            if p == offsets_view[k] or ts_view[p - 1] <= t - lookback_ms or is_stale_marker(vals_view[p - 1]):
                 values[k, j] = nan
                 stamps[k, j] = 0
                 present[k, j] = 0
@@ -136,23 +126,16 @@ def select_at(ts, vals, offsets, long long t, long long lookback_ms):
     cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
     cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
     cdef const int64_t* bounds = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
-    cdef Py_ssize_t k, lo, hi, mid, first
+    cdef Py_ssize_t k, lo, first
     cdef list rows = [], values = []
     for k in range(1, n_offsets):
         if bounds[k] < bounds[k - 1] or bounds[k - 1] < 0 or bounds[k] > n_samples:
             raise ValueError("offsets must be non-decreasing within [0, len(ts)]")
     for k in range(n_offsets - 1):
-        # the first sample after t, by bisection; the one before it is the newest at or before t
+        # the sample before the first one after t is the newest at or before t
         first = bounds[k]
-        lo = first
-        hi = bounds[k + 1]
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if ts_base[mid] <= t:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == first or ts_base[lo - 1] <= t - lookback_ms or is_stale(vals_base[lo - 1]):
+        lo = first_after(ts_base, first, bounds[k + 1], t)
+        if lo == first or ts_base[lo - 1] <= t - lookback_ms or is_stale_marker(vals_base[lo - 1]):
             continue
         rows.append(k)
         values.append(vals_base[lo - 1])

@@ -29,9 +29,11 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, sqrt
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc, qsort
-from libc.string cimport memcpy, memmove
+from libc.string cimport memmove
+
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
 
 cnp.import_array()
 
@@ -672,6 +674,21 @@ cdef Py_ssize_t _longest_run(const int64_t* bounds, Py_ssize_t n) noexcept nogil
     return longest
 
 
+cdef Py_ssize_t _checked_longest_run(Py_ssize_t n_samples, Py_ssize_t n_values, const int64_t* offsets,
+                                     Py_ssize_t n_offsets, long long range_ms) except -1:
+    # Check a batch as evaluate_batch's docstring requires; returns its longest series' sample count.
+    if n_samples != n_values:
+        raise ValueError("ts and vals differ in length")
+    if n_offsets < 1:
+        raise ValueError("series_offsets needs at least one entry")
+    if range_ms < 0:
+        raise ValueError("range_ms must not be negative")
+    cdef Py_ssize_t longest = _longest_run(offsets, n_offsets)
+    if offsets[0] < 0 or offsets[n_offsets - 1] > n_samples or longest < 0:
+        raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
+    return longest
+
+
 cdef cnp.ndarray _vector(object values, int type_num, str what):
     # A C-contiguous 1-d array of the type (no copy when it already is one); raw pointers into it stand in
     # for typed memoryviews, whose set-up costs more than a small batch's whole evaluation. Arrays that
@@ -738,15 +755,8 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
     cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
     cdef const int64_t* steps = <const int64_t*>cnp.PyArray_DATA(steps_arr)
-    if n_samples != cnp.PyArray_DIM(vals_arr, 0):
-        raise ValueError("ts and vals differ in length")
-    if n_offsets < 1:
-        raise ValueError("series_offsets needs at least one entry")
-    if range_ms < 0:
-        raise ValueError("range_ms must not be negative")
-    cdef Py_ssize_t longest = _longest_run(offsets, n_offsets)
-    if offsets[0] < 0 or offsets[n_offsets - 1] > n_samples or longest < 0:
-        raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
+    cdef Py_ssize_t longest = _checked_longest_run(n_samples, cnp.PyArray_DIM(vals_arr, 0), offsets, n_offsets,
+                                                   range_ms)
     cdef Py_ssize_t n_steps = cnp.PyArray_DIM(steps_arr, 0)
     if _longest_run(steps, n_steps) < 0:
         raise ValueError("eval_ts must be non-decreasing")
@@ -802,30 +812,6 @@ def evaluate(str name, ts, vals, eval_ts, long long range_ms, tuple params=(),
     out, present = evaluate_batch(name, ts_arr, vals, offsets, eval_ts, range_ms, params,
                                   intercept_shift_ms)
     return out[0], present[0]
-
-
-cdef uint64_t STALE_BITS = 0x7FF0000000000002
-# Below this many samples the instant evaluation keeps the GIL (taking it back may wait out another
-# thread's switch interval, far longer than the loop).
-cdef Py_ssize_t INSTANT_GIL_RELEASE_MIN_SAMPLES = 1 << 16
-
-
-cdef inline bint is_stale_marker(double value) noexcept nogil:
-    cdef uint64_t bits
-    memcpy(&bits, &value, 8)
-    return bits == STALE_BITS
-
-
-cdef inline Py_ssize_t first_after(const int64_t* ts, Py_ssize_t lo, Py_ssize_t hi, int64_t t) noexcept nogil:
-    # The first index in [lo, hi) whose timestamp is after t (hi if none): ts is increasing.
-    cdef Py_ssize_t mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ts[mid] <= t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 cdef Py_ssize_t _evaluate_at(int fn, const int64_t* ts, const double* vals, const int64_t* offsets,
@@ -884,15 +870,8 @@ def evaluate_instant(str name, ts, vals, series_offsets, long long t, long long 
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
     cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
     cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
-    if n_samples != cnp.PyArray_DIM(vals_arr, 0):
-        raise ValueError("ts and vals differ in length")
-    if n_offsets < 1:
-        raise ValueError("series_offsets needs at least one entry")
-    if range_ms < 0:
-        raise ValueError("range_ms must not be negative")
-    cdef Py_ssize_t longest = _longest_run(offsets, n_offsets)
-    if offsets[0] < 0 or offsets[n_offsets - 1] > n_samples or longest < 0:
-        raise ValueError("series_offsets must be non-decreasing within [0, len(ts)]")
+    cdef Py_ssize_t longest = _checked_longest_run(n_samples, cnp.PyArray_DIM(vals_arr, 0), offsets, n_offsets,
+                                                   range_ms)
     cdef Py_ssize_t n_series = n_offsets - 1, k, held
     cdef list rows = [], values = []
     if n_series == 0 or n_samples == 0:
@@ -910,7 +889,7 @@ def evaluate_instant(str name, ts, vals, series_offsets, long long t, long long 
         if (window_ts == NULL or window_vals == NULL or out == NULL or present == NULL or scratch.values == NULL
                 or scratch.indexes == NULL):
             raise MemoryError()
-        if offsets[n_offsets - 1] - offsets[0] >= INSTANT_GIL_RELEASE_MIN_SAMPLES:
+        if offsets[n_offsets - 1] - offsets[0] >= GIL_RELEASE_MIN_WORK:
             with nogil:
                 held = _evaluate_at(fn, ts_base, vals_base, offsets, n_series, t, range_ms, window_ts,
                                     window_vals, &scratch, out, present)

@@ -1,0 +1,27 @@
+# Inline helpers over sample arrays, shared by the PromQL kernels (instant, rangefn, aggregate).
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
+
+# Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards can
+# wait out another thread's switch interval, far longer than a small loop.
+cdef enum:
+    GIL_RELEASE_MIN_WORK = 1 << 16
+
+
+cdef inline bint is_stale_marker(double value) noexcept nogil:
+    """True for Prometheus's stale marker: the NaN with bits 0x7ff0000000000002 (other NaNs are values)."""
+    cdef uint64_t bits
+    memcpy(&bits, &value, 8)
+    return bits == <uint64_t>0x7FF0000000000002
+
+
+cdef inline Py_ssize_t first_after(const int64_t* ts, Py_ssize_t lo, Py_ssize_t hi, int64_t t) noexcept nogil:
+    """The first index in [lo, hi) whose timestamp is after t (hi if none), by bisection: ts increases."""
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ts[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
