@@ -29,13 +29,19 @@ from dataclasses import dataclass
 from mimird._fast import instant, rangefn
 from mimird._fast.aggregate import distinct_label_values, fold_instant, group_series
 from mimird.promql import ast, parallel
-from mimird.promql.evaluator import _COUNTER_SUFFIXES, NS_PER_MS, _drop_name_fast, to_storage_matchers
+from mimird.promql.evaluator import (
+    _COUNTER_SUFFIXES,
+    _FOLDED_AGGREGATIONS,
+    NS_PER_MS,
+    _drop_name_fast,
+    _unwrap,
+    to_storage_matchers,
+)
 from mimird.promql.value import ExecutionError, QueryResult, Sample, TooManySamplesError, Vector
 from mimird.tsdb.labels import go_quote
 
 # Range functions whose only argument is the range vector; absent_over_time builds its own series.
 _RANGE_FUNCTIONS = frozenset(name for name, params in rangefn.FUNCTION_PARAMETER_COUNTS.items() if params == 0)
-_AGGREGATIONS = frozenset(("sum", "avg", "count", "group", "min", "max", "stddev", "stdvar"))
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,6 @@ class InstantPlan:
     aggregation: str | None  # an aggregation of that, or None
     grouping: tuple[str, ...]
     without: bool
-
-
-def _unwrap(node):
-    while isinstance(node, ast.ParenExpr):
-        node = node.expr
-    return node
 
 
 def _plain_selector(node) -> ast.VectorSelector | None:
@@ -84,7 +84,7 @@ def plan(expr: ast.Node) -> InstantPlan | None:
     aggregation, grouping, without = None, (), False
     if isinstance(expr, ast.AggregateExpr):
         # `by (__name__)` keeps names in the groups, whose delayed removal follows rules of its own
-        if expr.op not in _AGGREGATIONS or expr.param is not None or (not expr.without and "__name__" in expr.grouping):
+        if expr.op not in _FOLDED_AGGREGATIONS or expr.param is not None or (not expr.without and "__name__" in expr.grouping):
             return None
         aggregation, grouping, without = expr.op, tuple(expr.grouping), expr.without
         expr = expr.expr
@@ -108,23 +108,21 @@ def evaluate(plan: InstantPlan, queryable, time_ms: int, lookback_ms: int, max_s
         rows, values = instant.select_at(batch.ts, batch.vals, batch.offsets, t, lookback_ms)
         if len(rows) > max_samples:
             raise TooManySamplesError()
-        labels = batch.labels
-        out_labels = [labels[row] for row in rows]
     else:
         batch = queryable.select_batch(matchers, t - plan.range_ms + 1, t)
         rows, values, held = parallel.evaluate_instant(plan.function, batch.ts, batch.vals, batch.offsets, t,
                                                        plan.range_ms)
         if held > max_samples:
             raise TooManySamplesError()
-        labels = batch.labels
-        out_labels = [labels[row] for row in rows]
-        if plan.function in ("rate", "increase"):
-            for metric in distinct_label_values(out_labels, "__name__"):
-                if metric and not metric.endswith(_COUNTER_SUFFIXES):
-                    infos.append("PromQL info: metric might not be a counter, name does not end in "
-                                 f"_total/_sum/_count/_bucket: {go_quote(metric)}")
-        if plan.function != "last_over_time" and plan.aggregation is None:
-            out_labels = [_drop_name_fast(lbls) for lbls in out_labels]
+    labels = batch.labels
+    out_labels = [labels[row] for row in rows]
+    if plan.function in ("rate", "increase"):
+        for metric in distinct_label_values(out_labels, "__name__"):
+            if metric and not metric.endswith(_COUNTER_SUFFIXES):
+                infos.append("PromQL info: metric might not be a counter, name does not end in "
+                             f"_total/_sum/_count/_bucket: {go_quote(metric)}")
+    if plan.function not in (None, "last_over_time") and plan.aggregation is None:
+        out_labels = [_drop_name_fast(lbls) for lbls in out_labels]
     if plan.aggregation is not None:
         check()
         group_ids, keys = group_series(out_labels, plan.grouping, plan.without)
