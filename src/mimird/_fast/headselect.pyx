@@ -23,6 +23,7 @@ cimport numpy as cnp
 
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport MemSeries
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
 import numpy as np
@@ -39,9 +40,6 @@ cdef inline object _uint64_vector(object refs):
         return refs
     return np.ascontiguousarray(refs, dtype=np.uint64)
 
-# Below this much work (samples plus output cells) a kernel keeps the GIL: handing it back afterwards
-# can wait for another thread's switch interval, which costs more than the loop itself.
-cdef Py_ssize_t GIL_RELEASE_MIN_WORK = 1 << 16
 # From this many samples decode() may split its series over several threads (about a millisecond of work).
 PARALLEL_MIN_SAMPLES = 100_000
 cdef enum:

@@ -17,7 +17,6 @@ from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_ma
 cnp.import_array()
 
 
-
 cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_view,
                             const int64_t[::1] offsets_view, const int64_t[::1] times_view, long long lookback_ms,
                             double[:, ::1] values, uint8_t[:, ::1] present, int64_t[:, ::1] stamps,
