@@ -29,3 +29,5 @@ def select_fold(
     group_ids: npt.NDArray[np.intp],
     n_groups: int,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8], npt.NDArray[np.uint8], int]: ...
+
+FOLD_OPERATIONS: frozenset[str]

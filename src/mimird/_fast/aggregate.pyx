@@ -30,6 +30,8 @@ cdef enum:
 
 _OPS = {"sum": OP_SUM, "avg": OP_AVG, "count": OP_COUNT, "group": OP_GROUP, "min": OP_MIN, "max": OP_MAX,
         "stddev": OP_STDDEV, "stdvar": OP_STDVAR}
+#: The aggregation operators `fold`, `fold_instant` and `select_fold` compute.
+FOLD_OPERATIONS = frozenset(_OPS)
 
 
 cdef inline double kahan_inc(double inc, double total, double* comp) noexcept nogil:
@@ -43,12 +45,48 @@ cdef inline double kahan_inc(double inc, double total, double* comp) noexcept no
     return t
 
 
-cdef inline void _fold_one(int code, Py_ssize_t at, double f, double* value, cnp.uint8_t* seen, double* comp,
-                           double* mean, double* count, cnp.uint8_t* incremental) noexcept nogil:
-    # Fold sample f into the accumulators of one (group, step) cell, in Prometheus's order of operations.
+cdef struct Cells:
+    # Accumulators of n (group, step) cells; group g at step j is cell g * n_steps + j. All start zeroed.
+    double* value
+    cnp.uint8_t* seen
+    double* comp
+    double* mean
+    double* count
+    cnp.uint8_t* incremental
+    Py_ssize_t n
+
+
+cdef int _init_cells(Cells* cells, double* value, cnp.uint8_t* seen, Py_ssize_t n) except -1:
+    # The result cells are the caller's (zeroed); the working accumulators are allocated here, zeroed.
+    cells.value = value
+    cells.seen = seen
+    cells.n = n
+    cells.comp = <double*>calloc(max(3 * n, 1), sizeof(double))
+    cells.incremental = <cnp.uint8_t*>calloc(max(n, 1), 1)
+    if cells.comp == NULL or cells.incremental == NULL:
+        _free_cells(cells)
+        raise MemoryError()
+    cells.mean = cells.comp + n
+    cells.count = cells.comp + 2 * n
+    return 0
+
+
+cdef void _free_cells(Cells* cells) noexcept:
+    free(cells.comp)
+    free(cells.incremental)
+    cells.comp = NULL
+    cells.incremental = NULL
+
+
+cdef inline void _fold_one(int code, Cells* cells, Py_ssize_t at, double f) noexcept nogil:
+    # Fold sample f into cell `at`, in Prometheus's order of operations.
+    cdef double* value = cells.value
+    cdef double* comp = cells.comp
+    cdef double* mean = cells.mean
+    cdef double* count = cells.count
     cdef double new_v, c, q, delta
-    if not seen[at]:
-        seen[at] = 1
+    if not cells.seen[at]:
+        cells.seen[at] = 1
         value[at] = f
         mean[at] = f
         count[at] = 1
@@ -61,14 +99,14 @@ cdef inline void _fold_one(int code, Py_ssize_t at, double f, double* value, cnp
         value[at] = kahan_inc(f, value[at], &c)
         comp[at] = c
     elif code == OP_AVG:
-        if not incremental[at]:
+        if not cells.incremental[at]:
             c = comp[at]
             new_v = kahan_inc(f, value[at], &c)
             if not isinf(new_v):
                 value[at] = new_v
                 comp[at] = c
                 return
-            incremental[at] = 1
+            cells.incremental[at] = 1
             mean[at] = value[at] / (count[at] - 1)
             comp[at] = comp[at] / (count[at] - 1)
         q = (count[at] - 1) / count[at]
@@ -87,45 +125,38 @@ cdef inline void _fold_one(int code, Py_ssize_t at, double f, double* value, cnp
         value[at] += delta * (f - mean[at])
 
 
-cdef void _fold_finish(int code, Py_ssize_t n_cells, double* value, const cnp.uint8_t* seen, const double* comp,
-                       const double* mean, const double* count, const cnp.uint8_t* incremental) noexcept nogil:
+cdef void _fold_finish(int code, Cells* cells) noexcept nogil:
     # Turn the accumulators of every cell that saw a sample into the aggregation's value.
     cdef Py_ssize_t at
-    for at in range(n_cells):
-        if not seen[at]:
+    cdef double* value = cells.value
+    for at in range(cells.n):
+        if not cells.seen[at]:
             continue
         if code == OP_SUM:
-            value[at] += comp[at]
+            value[at] += cells.comp[at]
         elif code == OP_AVG:
-            if incremental[at]:
-                value[at] = mean[at] + comp[at]
+            if cells.incremental[at]:
+                value[at] = cells.mean[at] + cells.comp[at]
             else:
-                value[at] = value[at] / count[at] + comp[at] / count[at]
+                value[at] = value[at] / cells.count[at] + cells.comp[at] / cells.count[at]
         elif code == OP_COUNT:
-            value[at] = count[at]
+            value[at] = cells.count[at]
         elif code == OP_GROUP:
             value[at] = 1
         elif code == OP_STDVAR:
-            value[at] = value[at] / count[at]
+            value[at] = value[at] / cells.count[at]
         elif code == OP_STDDEV:
-            value[at] = sqrt(value[at] / count[at])
+            value[at] = sqrt(value[at] / cells.count[at])
 
 
-cdef void _fold(int code, Py_ssize_t n_series, Py_ssize_t n_steps, const double* vals, const cnp.uint8_t* mask,
-                const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* comp, double* mean,
-                double* count, cnp.uint8_t* incremental) noexcept nogil:
-    # Series s's value at step j is vals[s * n_steps + j]; group g's accumulators at step j sit at
-    # g * n_steps + j, all zeroed by the caller.
-    cdef Py_ssize_t s, j, g, n_groups = 0
+cdef int _check_group_ids(const cnp.intp_t[::1] groups, Py_ssize_t n_series, Py_ssize_t n_groups) except -1:
+    cdef Py_ssize_t s
+    if groups.shape[0] != n_series:
+        raise ValueError("group_ids and the series differ in length")
     for s in range(n_series):
-        g = groups[s]
-        if g + 1 > n_groups:
-            n_groups = g + 1
-        for j in range(n_steps):
-            if mask[s * n_steps + j]:
-                _fold_one(code, g * n_steps + j, vals[s * n_steps + j], value, seen, comp, mean, count,
-                          incremental)
-    _fold_finish(code, n_groups * n_steps, value, seen, comp, mean, count, incremental)
+        if groups[s] < 0 or groups[s] >= n_groups:
+            raise ValueError("group id out of range")
+    return 0
 
 
 def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
@@ -138,29 +169,26 @@ def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     cdef const double[:, ::1] vals = np.ascontiguousarray(values, dtype=np.float64)
     cdef const cnp.uint8_t[:, ::1] mask = np.ascontiguousarray(present, dtype=np.uint8)
     cdef const cnp.intp_t[::1] groups = np.ascontiguousarray(group_ids, dtype=np.intp)
-    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s
-    if mask.shape[0] != n_series or mask.shape[1] != n_steps or groups.shape[0] != n_series:
-        raise ValueError("values, present and group_ids differ in shape")
-    for s in range(n_series):
-        if groups[s] < 0 or groups[s] >= n_groups:
-            raise ValueError("group id out of range")
+    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s, j
+    if mask.shape[0] != n_series or mask.shape[1] != n_steps:
+        raise ValueError("values and present differ in shape")
+    _check_group_ids(groups, n_series, n_groups)
     result_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
     seen_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
-    comp_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
-    mean_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
-    count_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
-    incremental_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
-    cdef double[:, ::1] value = result_arr
-    cdef cnp.uint8_t[:, ::1] seen = seen_arr
-    cdef double[:, ::1] comp = comp_arr
-    cdef double[:, ::1] mean = mean_arr
-    cdef double[:, ::1] count = count_arr
-    cdef cnp.uint8_t[:, ::1] incremental = incremental_arr
     if n_steps == 0 or n_series == 0:
         return result_arr, seen_arr
-    with nogil:
-        _fold(code, n_series, n_steps, &vals[0, 0], &mask[0, 0], &groups[0], &value[0, 0], &seen[0, 0],
-              &comp[0, 0], &mean[0, 0], &count[0, 0], &incremental[0, 0])
+    cdef Cells cells
+    _init_cells(&cells, <double*>cnp.PyArray_DATA(result_arr), <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr),
+                n_groups * n_steps)
+    try:
+        with nogil:
+            for s in range(n_series):
+                for j in range(n_steps):
+                    if mask[s, j]:
+                        _fold_one(code, &cells, groups[s] * n_steps + j, vals[s, j])
+            _fold_finish(code, &cells)
+    finally:
+        _free_cells(&cells)
     return result_arr, seen_arr
 
 
@@ -173,45 +201,38 @@ def fold_instant(str op, list values, group_ids, Py_ssize_t n_groups):
     cdef int code = _OPS[op]
     cdef const cnp.intp_t[::1] groups = group_ids  # group_series's array, taken as it is
     cdef Py_ssize_t n_series = len(values), s, g
-    if groups.shape[0] != n_series:
-        raise ValueError("values and group_ids differ in length")
-    for s in range(n_series):
-        if groups[s] < 0 or groups[s] >= n_groups:
-            raise ValueError("group id out of range")
+    _check_group_ids(groups, n_series, n_groups)
     cdef list out_groups = [], out_values = []
     if n_series == 0:
         return out_groups, out_values
-    # one block: the series' values and mask, then the groups' six accumulators
-    cdef Py_ssize_t doubles = n_series + 4 * n_groups
-    cdef double* block = <double*>calloc(doubles, sizeof(double))
-    cdef cnp.uint8_t* flags = <cnp.uint8_t*>calloc(n_series + 2 * n_groups, 1)
-    if block == NULL or flags == NULL:
-        free(block)
-        free(flags)
-        raise MemoryError()
+    cdef double* value = <double*>calloc(n_groups, sizeof(double))
+    cdef cnp.uint8_t* seen = <cnp.uint8_t*>calloc(n_groups, 1)
+    cdef Cells cells
+    cells.comp = NULL
+    cells.incremental = NULL
     try:
+        if value == NULL or seen == NULL:
+            raise MemoryError()
+        _init_cells(&cells, value, seen, n_groups)
         for s in range(n_series):
-            block[s] = values[s]
-            flags[s] = 1
-        _fold(code, n_series, 1, block, flags, &groups[0], block + n_series, flags + n_series,
-              block + n_series + n_groups, block + n_series + 2 * n_groups, block + n_series + 3 * n_groups,
-              flags + n_series + n_groups)
+            _fold_one(code, &cells, groups[s], values[s])
+        _fold_finish(code, &cells)
         for g in range(n_groups):
-            if flags[n_series + g]:
+            if seen[g]:
                 out_groups.append(g)
-                out_values.append(block[n_series + g])
+                out_values.append(value[g])
     finally:
-        free(block)
-        free(flags)
+        _free_cells(&cells)
+        free(value)
+        free(seen)
     return out_groups, out_values
 
 
 cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, const int64_t* offsets,
                              Py_ssize_t n_series, const int64_t* times, Py_ssize_t n_steps, int64_t lookback_ms,
-                             const cnp.intp_t* groups, double* value, cnp.uint8_t* seen, double* scratch,
-                             Py_ssize_t cells, cnp.uint8_t* incremental, cnp.uint8_t* series_present) noexcept nogil:
+                             const cnp.intp_t* groups, Cells* cells, cnp.uint8_t* series_present) noexcept nogil:
     # One forward walk per series serves every step (as instant.select_rows walks); returns the samples
-    # selected. `scratch` holds the comp, mean and count accumulators, `cells` doubles each.
+    # selected.
     cdef Py_ssize_t k, j, p, first, end, selected = 0
     cdef int64_t t
     for k in range(n_series):
@@ -224,12 +245,10 @@ cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, co
                 p += 1
             if p == first or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
                 continue
-            _fold_one(code, groups[k] * n_steps + j, vals[p - 1], value, seen, scratch, scratch + cells,
-                      scratch + 2 * cells, incremental)
+            _fold_one(code, cells, groups[k] * n_steps + j, vals[p - 1])
             series_present[k] = 1
             selected += 1
-    if cells:
-        _fold_finish(code, cells, value, seen, scratch, scratch + cells, scratch + 2 * cells, incremental)
+    _fold_finish(code, cells)
     return selected
 
 
@@ -250,15 +269,15 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     cdef const int64_t[::1] times_view = times
     cdef const cnp.intp_t[::1] groups = group_ids
     cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j
-    cdef Py_ssize_t selected = 0, cells = n_groups * n_steps
+    cdef Py_ssize_t selected = 0
     if ts_view.shape[0] != vals_view.shape[0]:
         raise ValueError("ts and vals differ in length")
-    if n_series < 0 or groups.shape[0] != n_series:
-        raise ValueError("offsets and group_ids do not describe the same series")
+    if n_series < 0:
+        raise ValueError("offsets needs at least one entry")
+    _check_group_ids(groups, n_series, n_groups)
     for k in range(n_series):
-        if (offsets_view[k] < 0 or offsets_view[k + 1] < offsets_view[k] or offsets_view[k + 1] > ts_view.shape[0]
-                or groups[k] < 0 or groups[k] >= n_groups):
-            raise ValueError("offsets or group ids out of range")
+        if offsets_view[k] < 0 or offsets_view[k + 1] < offsets_view[k] or offsets_view[k + 1] > ts_view.shape[0]:
+            raise ValueError("offsets must be non-decreasing within [0, len(ts)]")
     for j in range(1, n_steps):
         if times_view[j] < times_view[j - 1]:
             raise ValueError("times must be non-decreasing")
@@ -267,27 +286,22 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     series_present_arr = np.zeros(n_series, dtype=np.uint8)
     if n_series == 0 or n_steps == 0:
         return result_arr, seen_arr, series_present_arr, 0
-    cdef double* value = <double*>cnp.PyArray_DATA(result_arr)
-    cdef cnp.uint8_t* seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
     cdef cnp.uint8_t* series_present = <cnp.uint8_t*>cnp.PyArray_DATA(series_present_arr)
     cdef const int64_t* ts_ptr = &ts_view[0] if ts_view.shape[0] else NULL
     cdef const double* vals_ptr = &vals_view[0] if vals_view.shape[0] else NULL
-    cdef double* scratch = <double*>calloc(3 * cells, sizeof(double))
-    cdef cnp.uint8_t* incremental = <cnp.uint8_t*>calloc(cells, 1)
+    cdef Cells cells
+    _init_cells(&cells, <double*>cnp.PyArray_DATA(result_arr), <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr),
+                n_groups * n_steps)
     try:
-        if scratch == NULL or incremental == NULL:
-            raise MemoryError()
         if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
             with nogil:
                 selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
-                                        lookback_ms, &groups[0], value, seen, scratch, cells, incremental,
-                                        series_present)
+                                        lookback_ms, &groups[0], &cells, series_present)
         else:
             selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
-                                    lookback_ms, &groups[0], value, seen, scratch, cells, incremental, series_present)
+                                    lookback_ms, &groups[0], &cells, series_present)
     finally:
-        free(scratch)
-        free(incremental)
+        _free_cells(&cells)
     return result_arr, seen_arr, series_present_arr, selected
 
 
