@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mimird._fast import instant, rangefn
-from mimird._fast.aggregate import distinct_label_values, group_series, select_fold
+from mimird._fast.aggregate import FOLD_OPERATIONS, distinct_label_values, group_series, select_fold
 from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -47,7 +47,7 @@ _CHUNK_CELLS = 4_000_000
 _CHUNK_SAMPLES = 4_000_000
 IDENTIFYING_LABELS = ("instance", "job")
 # Aggregations folded sample by sample (mimird._fast.aggregate): of a plain selector, selected and folded at once.
-_FOLDED_AGGREGATIONS = frozenset(("sum", "avg", "count", "group", "min", "max", "stddev", "stdvar"))
+_FOLDED_AGGREGATIONS = FOLD_OPERATIONS
 
 
 def is_stale(vals: np.ndarray) -> np.ndarray:
@@ -201,9 +201,7 @@ class Evaluator:
         if n == 0:
             frame = Frame.empty(0)
             return (frame, np.empty((0, 0), dtype=np.int64)) if with_timestamps else frame
-        self.check()
-        mint, maxt = int(times.min()) - self.lookback_ms + 1, int(times.max())
-        batch = self.queryable.select_batch(matchers, mint, maxt)
+        batch = self.select_lookback(matchers, times)
         if not len(batch):
             empty = Frame.empty(n)
             return (empty, np.empty((0, n), dtype=np.int64)) if with_timestamps else empty
@@ -238,6 +236,11 @@ class Evaluator:
             labels = [labels[i] for i in rows.tolist()]
         frame = Frame(labels, values, ok, np.zeros(len(rows), dtype=bool))
         return (frame, stamps) if with_timestamps else frame
+
+    def select_lookback(self, matchers: list[Matcher], times: np.ndarray) -> SeriesBatch:
+        """What instant selection at `times` (non-decreasing) reads: every sample a lookback window can see."""
+        self.check()
+        return self.queryable.select_batch(matchers, int(times[0]) - self.lookback_ms + 1, int(times[-1]))
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
         """Series of a range selector with stale markers removed, as a SeriesBatch (series left
@@ -574,9 +577,7 @@ class Evaluator:
         selector's (series x steps) frame; the same result, sample counts and errors as selecting, then
         aggregating."""
         times = self.shifted_times(selector, steps)
-        self.check()
-        batch = self.queryable.select_batch(to_storage_matchers(selector.matchers),
-                                            int(times[0]) - self.lookback_ms + 1, int(times[-1]))
+        batch = self.select_lookback(to_storage_matchers(selector.matchers), times)
         if not len(batch):
             return Frame.empty(len(steps))
         group_ids, keys = group_series(batch.labels, tuple(node.grouping), node.without)
