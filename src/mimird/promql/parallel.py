@@ -20,6 +20,16 @@ from mimird.util import cores
 PARALLEL_MIN_SAMPLES = 100_000
 
 
+def _parts(offsets: np.ndarray, parts: int | None) -> list[tuple[int, int]] | None:
+    """The series ranges a batch is cut into (up to `parts`, default `cores.PARTS`), or None when it is
+    evaluated in one call: a single part, a single series or fewer than PARALLEL_MIN_SAMPLES samples."""
+    parts = cores.PARTS if parts is None else parts
+    n_series = len(offsets) - 1
+    if parts <= 1 or n_series < 2 or int(offsets[-1] - offsets[0]) < PARALLEL_MIN_SAMPLES:
+        return None
+    return cores.split(offsets, parts)
+
+
 def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, eval_ts: np.ndarray,
                    range_ms: int, params: tuple = (), intercept_shift_ms: int = 0,
                    parts: int | None = None, out: np.ndarray | None = None,
@@ -27,22 +37,20 @@ def evaluate_batch(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.ndar
     """`rangefn.evaluate_batch` with the series split over up to `parts` threads (default
     `cores.PARTS`, one per usable core) when the batch holds at least PARALLEL_MIN_SAMPLES samples;
     written into `out` and `present` (float64 and zeroed uint8, one row per series) when given."""
-    parts = cores.PARTS if parts is None else parts
-    n_series = len(offsets) - 1
-    total = int(offsets[-1] - offsets[0]) if n_series > 0 else 0
-    if parts <= 1 or n_series < 2 or total < PARALLEL_MIN_SAMPLES:
+    bounds = _parts(offsets, parts)
+    if bounds is None:
         return rangefn.evaluate_batch(name, ts, vals, offsets, eval_ts, range_ms, params, intercept_shift_ms,
                                       out, present)
     if out is None or present is None:
-        out = np.empty((n_series, len(eval_ts)), dtype=np.float64)
-        present = np.zeros((n_series, len(eval_ts)), dtype=np.uint8)
+        out = np.empty((len(offsets) - 1, len(eval_ts)), dtype=np.float64)
+        present = np.zeros((len(offsets) - 1, len(eval_ts)), dtype=np.uint8)
 
     def run(bounds: tuple[int, int]) -> None:
         lo, hi = bounds
         rangefn.evaluate_batch(name, ts, vals, offsets[lo:hi + 1], eval_ts, range_ms, params, intercept_shift_ms,
                                out[lo:hi], present[lo:hi])
 
-    cores.run_parts(run, cores.split(offsets, parts))
+    cores.run_parts(run, bounds)
     return out, present
 
 
@@ -50,12 +58,9 @@ def evaluate_instant(name: str, ts: np.ndarray, vals: np.ndarray, offsets: np.nd
                      parts: int | None = None) -> tuple[list[int], list[float], int]:
     """`rangefn.evaluate_instant` with the series split over up to `parts` threads, as `evaluate_batch`
     splits them; the parts' rows and values are joined in series order."""
-    parts = cores.PARTS if parts is None else parts
-    n_series = len(offsets) - 1
-    total = int(offsets[-1] - offsets[0]) if n_series > 0 else 0
-    if parts <= 1 or n_series < 2 or total < PARALLEL_MIN_SAMPLES:
+    bounds = _parts(offsets, parts)
+    if bounds is None:
         return rangefn.evaluate_instant(name, ts, vals, offsets, t, range_ms)
-    bounds = cores.split(offsets, parts)
     results: list = [None] * len(bounds)
 
     def run(part: int) -> None:
