@@ -14,7 +14,7 @@ class Request:
     """One parsed HTTP request: method, raw path and query, lower-cased headers, the whole body."""
 
     __slots__ = ("method", "path", "query_string", "headers", "body", "params", "tenants", "route",
-                 "http_version", "remote", "_query", "_form", "started", "elapsed")
+                 "http_version", "remote", "_query", "_form", "elapsed")
 
     def __init__(self, method: str, path: str, query_string: str, headers: dict[str, str], body: bytes,
                  http_version: str = "1.1", remote: str = ""):
@@ -30,8 +30,7 @@ class Request:
         self.route = None
         self._query: dict[str, list[str]] | None = None
         self._form: dict[str, list[str]] | None = None
-        self.started = 0.0  # perf_counter when the server began answering, and seconds it took
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds the server took to answer
 
     @property
     def tenant(self) -> str:

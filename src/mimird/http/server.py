@@ -23,7 +23,7 @@ import httptools
 from mimird.http.auth import TenantResolver
 from mimird.http.errors import HTTPError
 from mimird.http.request import Request, Response
-from mimird.http.router import Route, Router
+from mimird.http.router import Router
 from mimird.util.logging import kv_log
 
 log = logging.getLogger("mimird.http")
@@ -155,8 +155,7 @@ class HTTPServer:
     async def answer(self, request: Request) -> Response:
         """`dispatch` without the bookkeeping: the connection calls `record` once the answer is sent, so
         that the client does not wait for the request metrics."""
-        request.started = time.perf_counter()
-        route: Route | None = None
+        started = time.perf_counter()
         try:
             route, params = self.router.resolve(request.method, request.path)
             request.route, request.params = route, params
@@ -174,7 +173,7 @@ class HTTPServer:
             kv_log(log, logging.ERROR, "request failed", method=request.method, path=request.path,
                    err=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc(limit=8))
             response = Response.error(500, "Internal Server Error")
-        request.elapsed = time.perf_counter() - request.started
+        request.elapsed = time.perf_counter() - started
         return response
 
     def record(self, request: Request, response: Response) -> None:
