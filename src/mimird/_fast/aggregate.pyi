@@ -28,6 +28,6 @@ def select_fold(
     lookback_ms: int,
     group_ids: npt.NDArray[np.intp],
     n_groups: int,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8], npt.NDArray[np.uint8], int]: ...
+) -> tuple[list[int], npt.NDArray[np.float64], npt.NDArray[np.bool_], int, int]: ...
 
 FOLD_OPERATIONS: frozenset[str]

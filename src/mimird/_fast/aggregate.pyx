@@ -13,6 +13,7 @@ cimport numpy as cnp
 from libc.math cimport NAN, fabs, isinf, isnan, isfinite, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 
@@ -258,9 +259,11 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     groups as `fold` does: the aggregation of a vector selector without its (series x steps) matrix.
 
     Series k's samples are `ts/vals[offsets[k]:offsets[k+1]]`, `group_ids[k]` its group; `times` is
-    non-decreasing. Returns `(result, seen, series_present, selected)`: float64 and uint8 arrays of shape
-    (n_groups, n_steps) as `fold` gives them, a uint8 per series (1 if it had a sample at some step) and the
-    number of samples selected over all series and steps.
+    non-decreasing. Returns `(order, result, seen, selected, n_seen)`: the groups that had a sample, in
+    order of their first series with one (as grouping the selected series would number them); their
+    values, float64 of shape (len(order), n_steps), 0 where unseen; a bool array of the same shape saying
+    which cells saw a sample; the number of samples selected over all series and steps; and the number of
+    cells seen. Everything a range query's aggregation needs comes out of this one call.
     """
     cdef int code = _OPS[op]
     cdef const int64_t[::1] ts_view = ts
@@ -268,8 +271,13 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     cdef const int64_t[::1] offsets_view = offsets
     cdef const int64_t[::1] times_view = times
     cdef const cnp.intp_t[::1] groups = group_ids
-    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j
-    cdef Py_ssize_t selected = 0
+    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j, g, row
+    cdef Py_ssize_t selected = 0, n_seen = 0
+    cdef cnp.npy_intp dims[2]
+    cdef list order = []
+    cdef cnp.ndarray result_arr, seen_arr
+    cdef double* out_value
+    cdef cnp.uint8_t* out_seen
     if ts_view.shape[0] != vals_view.shape[0]:
         raise ValueError("ts and vals differ in length")
     if n_series < 0:
@@ -281,28 +289,52 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     for j in range(1, n_steps):
         if times_view[j] < times_view[j - 1]:
             raise ValueError("times must be non-decreasing")
-    result_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
-    seen_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
-    series_present_arr = np.zeros(n_series, dtype=np.uint8)
-    if n_series == 0 or n_steps == 0:
-        return result_arr, seen_arr, series_present_arr, 0
-    cdef cnp.uint8_t* series_present = <cnp.uint8_t*>cnp.PyArray_DATA(series_present_arr)
     cdef const int64_t* ts_ptr = &ts_view[0] if ts_view.shape[0] else NULL
     cdef const double* vals_ptr = &vals_view[0] if vals_view.shape[0] else NULL
+    cdef Py_ssize_t n_cells = n_groups * n_steps
+    cdef double* value = <double*>calloc(max(n_cells, 1), sizeof(double))
+    cdef cnp.uint8_t* seen = <cnp.uint8_t*>calloc(max(n_cells, 1), 1)
+    cdef cnp.uint8_t* series_present = <cnp.uint8_t*>calloc(max(n_series, 1), 1)
+    cdef Py_ssize_t* rank = <Py_ssize_t*>calloc(max(n_groups, 1), sizeof(Py_ssize_t))
     cdef Cells cells
-    _init_cells(&cells, <double*>cnp.PyArray_DATA(result_arr), <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr),
-                n_groups * n_steps)
+    cells.comp = NULL
+    cells.incremental = NULL
     try:
-        if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
-            with nogil:
-                selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
-                                        lookback_ms, &groups[0], &cells, series_present)
-        else:
-            selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0], n_steps,
-                                    lookback_ms, &groups[0], &cells, series_present)
+        if value == NULL or seen == NULL or series_present == NULL or rank == NULL:
+            raise MemoryError()
+        _init_cells(&cells, value, seen, n_cells)
+        if n_series and n_steps:
+            if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
+                with nogil:
+                    selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0],
+                                            n_steps, lookback_ms, &groups[0], &cells, series_present)
+            else:
+                selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0],
+                                        n_steps, lookback_ms, &groups[0], &cells, series_present)
+        for k in range(n_series):
+            g = groups[k]
+            if series_present[k] and rank[g] == 0:
+                order.append(g)
+                rank[g] = len(order)  # 1-based, 0 meaning not placed yet
+        dims[0] = len(order)
+        dims[1] = n_steps
+        result_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
+        seen_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_BOOL, 0)
+        out_value = <double*>cnp.PyArray_DATA(result_arr)
+        out_seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
+        for row in range(dims[0]):
+            g = order[row]
+            memcpy(out_value + row * n_steps, value + g * n_steps, n_steps * sizeof(double))
+            memcpy(out_seen + row * n_steps, seen + g * n_steps, n_steps)
+            for j in range(n_steps):
+                n_seen += seen[g * n_steps + j]
     finally:
         _free_cells(&cells)
-    return result_arr, seen_arr, series_present_arr, selected
+        free(value)
+        free(seen)
+        free(series_present)
+        free(rank)
+    return order, result_arr, seen_arr, selected, n_seen
 
 
 def group_series(labels, tuple grouping, bint without):

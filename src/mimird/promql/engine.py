@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mimird._fast.frames import present_rows
 from mimird.promql import ast, fastpath
 from mimird.promql.durations import DurationError, resolve_duration_exprs
 from mimird.promql.evaluator import Evaluator, RawMatrix, finish
@@ -144,12 +145,10 @@ class Engine:
         if not isinstance(value, Frame):
             raise ExecutionError("range query must return a scalar or an instant vector")
         frame = finish(value.merged())
-        order = sorted(range(frame.n_series), key=lambda i: frame.labels[i])
-        matrix = Matrix()
-        for i in order:
-            mask = frame.present[i]
-            if mask.any():
-                matrix.append(Series(frame.labels[i], steps[mask], frame.values[i, mask]))
+        labels = frame.labels
+        order = sorted(range(len(labels)), key=labels.__getitem__)
+        matrix = Matrix([Series(labels[row], ts, vals)
+                         for row, ts, vals in present_rows(frame.values, frame.present, steps, order)])
         if stats is not None:
             _record_timings(stats, started, prepared, evaluated, time.perf_counter())
         return QueryResult(matrix, list(ev.warnings), list(ev.infos))

@@ -582,16 +582,11 @@ class Evaluator:
             return Frame.empty(len(steps))
         group_ids, keys = group_series(batch.labels, tuple(node.grouping), node.without)
         self.check()
-        value, seen, series_present, selected = select_fold(node.op, batch.ts, batch.vals, batch.offsets, times,
-                                                            self.lookback_ms, group_ids, len(keys))
+        order, value, seen, selected, n_seen = select_fold(node.op, batch.ts, batch.vals, batch.offsets, times,
+                                                           self.lookback_ms, group_ids, len(keys))
         self.count_samples(selected)
-        # Groups in order of their first series with a sample, as grouping the selected series numbers them.
-        present_groups = group_ids[series_present.view(bool)]
-        _, first = np.unique(present_groups, return_index=True)
-        order = present_groups[np.sort(first)]
-        seen = seen[order].view(bool)
-        result = Frame([keys[g] for g in order.tolist()], value[order], seen, np.zeros(len(order), dtype=bool))
-        self.count_samples(selected + int(np.count_nonzero(seen)))
+        result = Frame([keys[g] for g in order], value, seen, np.zeros(len(order), dtype=bool))
+        self.count_samples(selected + n_seen)
         return result
 
 
@@ -705,8 +700,12 @@ def _drop_name_fast(labels: Labels) -> Labels:
 
 def finish(frame: Frame) -> Frame:
     """Delayed name removal at the end of a query, then the duplicate-labelset check."""
-    labels = [_drop_name_fast(lbls) if drop else lbls
-              for lbls, drop in zip(frame.labels, np.asarray(frame.drop).tolist(), strict=True)]
+    drops = frame.drop.tolist()
+    if True in drops:
+        labels = [_drop_name_fast(lbls) if drop else lbls for lbls, drop in zip(frame.labels, drops, strict=True)]
+        drop = np.zeros(len(labels), dtype=bool)
+    else:  # nothing left to drop (an aggregation's result, say): the frame's flags are already all False
+        labels, drop = frame.labels, frame.drop
     if len(set(labels)) != len(labels):
         raise ExecutionError("vector cannot contain metrics with the same labelset")
-    return Frame(labels, frame.values, frame.present, np.zeros(len(labels), dtype=bool))
+    return Frame(labels, frame.values, frame.present, drop)

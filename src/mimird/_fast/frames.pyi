@@ -1,0 +1,11 @@
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+def present_rows(
+    values: npt.NDArray[np.float64],
+    present: npt.NDArray[np.bool_],
+    steps: npt.NDArray[np.int64],
+    rows: Iterable[int],
+) -> list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float64]]]: ...

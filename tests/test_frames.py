@@ -1,0 +1,53 @@
+"""`_fast.frames.present_rows` against the numpy formulation it replaces, over memory layouts."""
+
+import numpy as np
+import pytest
+
+from mimird._fast.frames import present_rows
+
+
+def by_numpy(values, present, steps, rows):
+    return [(row, steps[present[row]], values[row, present[row]]) for row in rows if present[row].any()]
+
+
+def layouts(values, present):
+    yield values, present
+    yield np.asfortranarray(values), np.asfortranarray(present)
+    wide_v = np.zeros((values.shape[0], 2 * values.shape[1]))
+    wide_v[:, ::2] = values
+    wide_p = np.zeros((present.shape[0], 2 * present.shape[1]), dtype=bool)
+    wide_p[:, ::2] = present
+    yield wide_v[:, ::2], wide_p[:, ::2]  # strided columns
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_present_rows_match_boolean_indexing(seed):
+    rng = np.random.default_rng(seed)
+    n_rows, n_steps = rng.integers(0, 7), rng.integers(0, 30)
+    values = rng.normal(size=(n_rows, n_steps))
+    values[rng.random((n_rows, n_steps)) < 0.1] = np.nan
+    present = rng.random((n_rows, n_steps)) < rng.random()
+    steps = np.arange(n_steps, dtype=np.int64) * 15_000 + 1_000
+    rows = rng.permutation(n_rows).tolist()
+    want = by_numpy(values, present, steps, rows)
+    for v, p in layouts(values, present):
+        got = present_rows(v, p, steps, rows)
+        assert [row for row, _, _ in got] == [row for row, _, _ in want]
+        for (_, ts, vals), (_, want_ts, want_vals) in zip(got, want, strict=True):
+            assert ts.dtype == np.int64 and vals.dtype == np.float64
+            assert ts.tolist() == want_ts.tolist()
+            assert vals.tobytes() == want_vals.tobytes()
+
+
+def test_present_rows_refuses_what_it_cannot_read():
+    values, present, steps = np.zeros((2, 3)), np.ones((2, 3), dtype=bool), np.arange(3, dtype=np.int64)
+    with pytest.raises(TypeError):
+        present_rows(values.astype(np.float32), present, steps, [0])
+    with pytest.raises(TypeError):
+        present_rows(values, present.astype(np.uint8), steps, [0])
+    with pytest.raises(ValueError):
+        present_rows(values, present, steps[:2], [0])
+    with pytest.raises(ValueError):
+        present_rows(values[0], present, steps, [0])
+    with pytest.raises(IndexError):
+        present_rows(values, present, steps, [2])
