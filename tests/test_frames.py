@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mimird._fast.frames import present_rows
+from mimird._fast.frames import present_batch, present_rows, rows_present
+from mimird._fast.rangefn import has_stale_markers
 
 
 def by_numpy(values, present, steps, rows):
@@ -51,3 +52,28 @@ def test_present_rows_refuses_what_it_cannot_read():
         present_rows(values[0], present, steps, [0])
     with pytest.raises(IndexError):
         present_rows(values, present, steps, [2])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rows_present_and_present_batch_match_numpy(seed):
+    rng = np.random.default_rng(100 + seed)
+    n_rows, n_steps = rng.integers(0, 7), rng.integers(0, 30)
+    values = rng.normal(size=(n_rows, n_steps))
+    present = rng.random((n_rows, n_steps)) < rng.random()
+    steps = np.arange(n_steps, dtype=np.int64) * 60_000 - 120_000
+    want_rows = np.flatnonzero(present.any(axis=1)).tolist()
+    for v, p in layouts(values, present):
+        for mask in (p, p.view(np.uint8)):
+            assert rows_present(mask) == (int(present.sum()), want_rows)
+        rows, offsets, ts, vals = present_batch(v, p, steps)
+        assert rows == want_rows
+        assert offsets.tolist() == [0, *np.cumsum([present[r].sum() for r in want_rows]).tolist()]
+        assert ts.tolist() == [t for r in want_rows for t in steps[present[r]].tolist()]
+        assert vals.tobytes() == np.concatenate([values[r, present[r]] for r in want_rows] or [np.empty(0)]).tobytes()
+
+
+def test_has_stale_markers():
+    stale = np.array([0x7FF0000000000002], dtype=np.uint64).view(np.float64)[0]
+    assert not has_stale_markers(np.array([1.0, np.nan, np.inf]))
+    assert not has_stale_markers(np.empty(0))
+    assert has_stale_markers(np.array([1.0, stale]))

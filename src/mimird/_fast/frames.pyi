@@ -9,3 +9,9 @@ def present_rows(
     steps: npt.NDArray[np.int64],
     rows: Iterable[int],
 ) -> list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float64]]]: ...
+def rows_present(present: npt.NDArray[np.bool_] | npt.NDArray[np.uint8]) -> tuple[int, list[int]]: ...
+def present_batch(
+    values: npt.NDArray[np.float64],
+    present: npt.NDArray[np.bool_] | npt.NDArray[np.uint8],
+    steps: npt.NDArray[np.int64],
+) -> tuple[list[int], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...

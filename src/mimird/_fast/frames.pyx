@@ -1,10 +1,11 @@
 # cython: language_level=3
-"""Turning the evaluator's (series x steps) frames into a range query's result series.
+"""Reading the evaluator's (series x steps) frames: which rows have samples, and the samples themselves.
 
-A frame holds a value matrix and a presence mask; a range query answers, per series with any sample,
-the steps where it has one and its values there. Done with numpy that is a mask test and two boolean
-indexings per series: three calls, each costing tens of microseconds when the CPU's caches are cold
-(a dashboard's refresh comes after an idle pause). Here it is one call for the whole frame.
+A frame holds a value matrix and a presence mask. A range query's result, a subquery's series and the
+rows a range function keeps are all read out of one: per series with any sample, the steps where it has
+one and its values there. Done with numpy that is a mask test and two boolean indexings per series, each
+call costing tens of microseconds when the CPU's caches are cold (a dashboard's refresh comes after an
+idle pause). Here each is one call for the whole frame.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -64,3 +65,79 @@ def present_rows(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, row
                 w += 1
         out.append((row, out_ts, out_vals))
     return out
+
+
+cdef int _check_mask(cnp.ndarray present) except -1:
+    if cnp.PyArray_NDIM(present) != 2:
+        raise ValueError("present must be two-dimensional")
+    if cnp.PyArray_TYPE(present) != cnp.NPY_BOOL and cnp.PyArray_TYPE(present) != cnp.NPY_UINT8:
+        raise TypeError("present must be bool or uint8")
+    return 0
+
+
+def rows_present(cnp.ndarray present):
+    """`(cells, rows)` of a (series x steps) presence mask (bool or uint8): how many cells are set, and the
+    indexes of the rows with at least one, in order."""
+    _check_mask(present)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(present, 0), n_steps = cnp.PyArray_DIM(present, 1), row, j
+    cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(present, 0), col_stride = cnp.PyArray_STRIDE(present, 1)
+    cdef char* data = <char*>cnp.PyArray_DATA(present)
+    cdef char* mask
+    cdef Py_ssize_t cells = 0, in_row
+    cdef list rows = []
+    for row in range(n_rows):
+        mask = data + row * row_stride
+        in_row = 0
+        for j in range(n_steps):
+            in_row += mask[j * col_stride] != 0
+        if in_row:
+            rows.append(row)
+            cells += in_row
+    return cells, rows
+
+
+def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
+    """The present cells of a frame as series of samples: `(rows, offsets, timestamps, values)`, where
+    `rows` are the row indexes with at least one present step, in order, and row `rows[r]`'s samples are
+    `timestamps/values[offsets[r]:offsets[r+1]]` (the steps where it is present, and its values there).
+
+    Shapes and types as for `present_rows`: what a subquery's frame becomes for the range functions.
+    """
+    _check_mask(present)
+    if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(steps) != 1:
+        raise ValueError("values must be two-dimensional, steps one-dimensional")
+    if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(steps) != cnp.NPY_INT64:
+        raise TypeError("values must be float64 and steps int64")
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(values, 0), n_steps = cnp.PyArray_DIM(steps, 0)
+    if cnp.PyArray_DIM(values, 1) != n_steps or cnp.PyArray_DIM(present, 0) != n_rows \
+            or cnp.PyArray_DIM(present, 1) != n_steps:
+        raise ValueError("values, present and steps differ in shape")
+    cells, rows = rows_present(present)
+    cdef char* value_data = <char*>cnp.PyArray_DATA(values)
+    cdef char* present_data = <char*>cnp.PyArray_DATA(present)
+    cdef char* step_data = <char*>cnp.PyArray_DATA(steps)
+    cdef Py_ssize_t value_row = cnp.PyArray_STRIDE(values, 0), value_col = cnp.PyArray_STRIDE(values, 1)
+    cdef Py_ssize_t present_row = cnp.PyArray_STRIDE(present, 0), present_col = cnp.PyArray_STRIDE(present, 1)
+    cdef Py_ssize_t step_stride = cnp.PyArray_STRIDE(steps, 0)
+    cdef cnp.npy_intp dims[1]
+    dims[0] = cells
+    cdef cnp.ndarray out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    cdef cnp.ndarray out_vals = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+    dims[0] = len(rows) + 1
+    cdef cnp.ndarray offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    cdef int64_t* ts_ptr = <int64_t*>cnp.PyArray_DATA(out_ts)
+    cdef double* vals_ptr = <double*>cnp.PyArray_DATA(out_vals)
+    cdef int64_t* offsets_ptr = <int64_t*>cnp.PyArray_DATA(offsets)
+    cdef Py_ssize_t r, row, j, w = 0
+    cdef char* mask
+    offsets_ptr[0] = 0
+    for r in range(len(rows)):
+        row = rows[r]
+        mask = present_data + row * present_row
+        for j in range(n_steps):
+            if mask[j * present_col]:
+                ts_ptr[w] = (<int64_t*>(step_data + j * step_stride))[0]
+                vals_ptr[w] = (<double*>(value_data + row * value_row + j * value_col))[0]
+                w += 1
+        offsets_ptr[r + 1] = w
+    return rows, offsets, out_ts, out_vals

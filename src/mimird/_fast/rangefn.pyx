@@ -908,3 +908,14 @@ def evaluate_instant(str name, ts, vals, series_offsets, long long t, long long 
         free(scratch.values)
         free(scratch.indexes)
     return rows, values, held
+
+
+def has_stale_markers(vals) -> bool:
+    """Whether any of the float64 values is a stale marker (the range functions' inputs must not hold
+    one): one pass, where the numpy test makes a view, a comparison, a negation and a reduction."""
+    cdef const double[::1] view = vals
+    cdef Py_ssize_t i
+    for i in range(view.shape[0]):
+        if is_stale_marker(view[i]):
+            return True
+    return False

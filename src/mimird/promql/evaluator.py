@@ -20,6 +20,7 @@ import numpy as np
 
 from mimird._fast import instant, rangefn
 from mimird._fast.aggregate import FOLD_OPERATIONS, distinct_label_values, group_series, select_fold
+from mimird._fast.frames import present_batch, rows_present
 from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -252,7 +253,7 @@ class Evaluator:
             return SeriesBatch.empty(), times, range_ms
         self.check()
         matchers = to_storage_matchers(selector.matchers)
-        batch = self.queryable.select_batch(matchers, int(times.min()) - range_ms + 1, int(times.max()))
+        batch = self.queryable.select_batch(matchers, int(times[0]) - range_ms + 1, int(times[-1]))
         return without_stale(batch), times, range_ms
 
     def eval_matrix_selector(self, node: ast.MatrixSelector, steps: np.ndarray) -> RawMatrix:
@@ -277,8 +278,8 @@ class Evaluator:
         times = self.shifted_times(node, steps)
         range_ms = node.range_ns // NS_PER_MS
         step_ms = node.step_ns // NS_PER_MS or DEFAULT_SUBQUERY_STEP_MS
-        first = (int(times.min()) - range_ms) // step_ms * step_ms + step_ms
-        inner = np.arange(first, int(times.max()) + 1, step_ms, dtype=np.int64)
+        first = (int(times[0]) - range_ms) // step_ms * step_ms + step_ms  # times are non-decreasing
+        inner = np.arange(first, int(times[-1]) + 1, step_ms, dtype=np.int64)
         return times, range_ms, inner
 
     def subquery_frame(self, node: ast.SubqueryExpr, steps: np.ndarray, count_inner: bool = False):
@@ -305,16 +306,11 @@ class Evaluator:
         return value.merged(), inner, times, range_ms
 
     def eval_subquery(self, node: ast.SubqueryExpr, steps: np.ndarray):
-        """The subquery's series as (labels, ts list, vals list), the shifted times and the range."""
+        """The subquery's series as a SeriesBatch, the shifted times and the range."""
         value, inner, times, range_ms = self.subquery_frame(node, steps)
-        labels, ts_parts, val_parts = [], [], []
-        for row, lbls in enumerate(value.labels):
-            mask = value.present[row]
-            if mask.any():
-                labels.append(lbls)
-                ts_parts.append(inner[mask])
-                val_parts.append(value.values[row, mask])
-        return labels, ts_parts, val_parts, times, range_ms
+        rows, offsets, ts, vals = present_batch(value.values, value.present, inner)
+        labels = value.labels if len(rows) == len(value.labels) else [value.labels[row] for row in rows]
+        return SeriesBatch(labels, ts, vals, offsets), times, range_ms
 
     def eval_subquery_raw(self, node: ast.SubqueryExpr, steps: np.ndarray) -> RawMatrix:
         """A subquery as the query's result: its points in the window, with delayed name removal
@@ -349,8 +345,7 @@ class Evaluator:
             if i != matrix_index:
                 params.append(self.eval(arg, steps).values)
         if isinstance(matrix_arg, ast.SubqueryExpr):
-            labels, ts_parts, val_parts, times, range_ms = self.eval_subquery(matrix_arg, steps)
-            series = SeriesBatch.from_series(zip(labels, ts_parts, val_parts, strict=True))
+            series, times, range_ms = self.eval_subquery(matrix_arg, steps)
         if name == "quantile_over_time":
             for value in np.unique(params[0]):
                 if math.isnan(value) or value < 0 or value > 1:
@@ -367,6 +362,7 @@ class Evaluator:
         present = np.zeros((len(series), n), dtype=np.uint8)
         held = 0
         row = 0
+        kept = []  # the rows with a value at some step
         for chunk in _chunks(series, _CHUNK_SAMPLES):
             self.check()
             self.count_samples(held + chunk.num_samples)
@@ -377,14 +373,14 @@ class Evaluator:
                 # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
                 counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
                 self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
-            held += int(np.count_nonzero(present[rows]))
+            cells, rows_with_points = rows_present(present[rows])
+            kept.extend(rows_with_points if rows.start == 0 else [rows.start + r for r in rows_with_points])
+            held += cells
             self.count_samples(held)
         present = present.view(bool)
         out_labels = list(series.labels)
-        has_points = present.any(axis=1)
-        if not has_points.all():
-            kept = np.flatnonzero(has_points)
-            out_labels = [out_labels[i] for i in kept.tolist()]
+        if len(kept) < len(out_labels):
+            out_labels = [out_labels[i] for i in kept]
             values, present = values[kept], present[kept]
         if name == "absent_over_time":
             absent = ~present.any(axis=0)
@@ -396,7 +392,8 @@ class Evaluator:
                 if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {go_quote(metric)}")
-        drop = np.full(len(out_labels), name != "last_over_time")
+        drop = np.empty(len(out_labels), dtype=bool)  # np.full and np.ones are Python wrappers of these two
+        drop.fill(name != "last_over_time")
         return Frame(out_labels, values, present, drop)
 
     def _range_kernel(self, name, chunk: SeriesBatch, steps, times, range_ms, params, values=None, present=None):
@@ -645,9 +642,9 @@ def without_stale(batch: SeriesBatch) -> SeriesBatch:
     """The batch with stale markers removed, and the series left without samples dropped."""
     lo, hi = int(batch.offsets[0]), int(batch.offsets[-1])
     ts, vals = batch.ts[lo:hi], batch.vals[lo:hi]
-    keep = ~is_stale(vals)
-    if keep.all():
+    if not rangefn.has_stale_markers(vals):
         return batch
+    keep = ~is_stale(vals)
     kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(keep, out=kept_before[1:])
     offsets = kept_before[batch.offsets - lo]
