@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from mimird._fast.frames import present_batch, present_rows, rows_present
+from mimird._fast.frames import (
+    SCALAR_ARITHMETIC,
+    count_present,
+    present_batch,
+    present_rows,
+    rows_present,
+    scalar_arithmetic,
+)
 from mimird._fast.rangefn import has_stale_markers
 
 
@@ -77,3 +84,34 @@ def test_has_stale_markers():
     assert not has_stale_markers(np.array([1.0, np.nan, np.inf]))
     assert not has_stale_markers(np.empty(0))
     assert has_stale_markers(np.array([1.0, stale]))
+
+
+def test_rows_present_can_say_all_rows_with_none():
+    present = np.array([[True, False], [False, True]])
+    assert rows_present(present, all_as_none=True) == (2, None)
+    assert rows_present(present) == (2, [0, 1])
+    assert rows_present(np.array([[True], [False], [True]]), all_as_none=True) == (2, [0, 2])
+    assert rows_present(np.zeros((0, 3), dtype=bool), all_as_none=True) == (0, None)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_count_present_counts_set_cells(seed):
+    rng = np.random.default_rng(200 + seed)
+    present = rng.random((rng.integers(0, 6), rng.integers(0, 20))) < 0.4
+    for _, p in layouts(np.zeros(present.shape), present):
+        assert count_present(p) == count_present(p.view(np.uint8)) == int(present.sum())
+
+
+@pytest.mark.parametrize("op", sorted(SCALAR_ARITHMETIC))
+@pytest.mark.parametrize("swap", [False, True])
+def test_scalar_arithmetic_is_numpy_arithmetic(op, swap):
+    rng = np.random.default_rng(len(op) + swap)
+    specials = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e308, 5e-324]
+    values = rng.choice(specials + rng.normal(size=20).tolist(), size=(5, 13))
+    scalars = rng.choice(specials + [2.5, -3.0], size=13)
+    with np.errstate(all="ignore"):
+        left, right = (scalars[None, :], values) if swap else (values, scalars[None, :])
+        want = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}[op](left, right)
+    for v, _ in layouts(values, np.zeros(values.shape, dtype=bool)):
+        got = scalar_arithmetic(op, v, scalars, swap)
+        assert got.flags.c_contiguous and got.tobytes() == np.ascontiguousarray(want).tobytes()

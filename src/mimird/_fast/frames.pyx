@@ -75,24 +75,43 @@ cdef int _check_mask(cnp.ndarray present) except -1:
     return 0
 
 
-def rows_present(cnp.ndarray present):
-    """`(cells, rows)` of a (series x steps) presence mask (bool or uint8): how many cells are set, and the
-    indexes of the rows with at least one, in order."""
+def count_present(cnp.ndarray present):
+    """How many cells of a (series x steps) presence mask (bool or uint8) are set."""
     _check_mask(present)
     cdef Py_ssize_t n_rows = cnp.PyArray_DIM(present, 0), n_steps = cnp.PyArray_DIM(present, 1), row, j
     cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(present, 0), col_stride = cnp.PyArray_STRIDE(present, 1)
     cdef char* data = <char*>cnp.PyArray_DATA(present)
     cdef char* mask
-    cdef Py_ssize_t cells = 0, in_row
-    cdef list rows = []
+    cdef Py_ssize_t cells = 0
+    for row in range(n_rows):
+        mask = data + row * row_stride
+        for j in range(n_steps):
+            cells += mask[j * col_stride] != 0
+    return cells
+
+
+def rows_present(cnp.ndarray present, bint all_as_none=False):
+    """`(cells, rows)` of a (series x steps) presence mask (bool or uint8): how many cells are set, and the
+    indexes of the rows with at least one, in order (None instead of every row, with `all_as_none`)."""
+    _check_mask(present)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(present, 0), n_steps = cnp.PyArray_DIM(present, 1), row, j, r
+    cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(present, 0), col_stride = cnp.PyArray_STRIDE(present, 1)
+    cdef char* data = <char*>cnp.PyArray_DATA(present)
+    cdef char* mask
+    cdef Py_ssize_t cells = 0, in_row, n_empty = 0
+    cdef list rows = None
     for row in range(n_rows):
         mask = data + row * row_stride
         in_row = 0
         for j in range(n_steps):
             in_row += mask[j * col_stride] != 0
-        if in_row:
+        cells += in_row
+        if in_row == 0 and rows is None:
+            rows = list(range(row))  # the first row without a point: from here on the rows are listed
+        elif in_row and rows is not None:
             rows.append(row)
-            cells += in_row
+    if rows is None and not all_as_none:
+        rows = list(range(n_rows))
     return cells, rows
 
 
@@ -141,3 +160,59 @@ def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
                 w += 1
         offsets_ptr[r + 1] = w
     return rows, offsets, out_ts, out_vals
+
+
+cdef enum:
+    ADD = 0
+    SUBTRACT = 1
+    MULTIPLY = 2
+    DIVIDE = 3
+
+_ARITHMETIC = {"+": ADD, "-": SUBTRACT, "*": MULTIPLY, "/": DIVIDE}
+#: The operators `scalar_arithmetic` computes.
+SCALAR_ARITHMETIC = frozenset(_ARITHMETIC)
+
+
+def scalar_arithmetic(str op, cnp.ndarray values, cnp.ndarray scalars, bint swap):
+    """`values op scalars` (or `scalars op values` with `swap`) per step: a vector and a scalar combined
+    by +, -, * or /, as a new C-ordered float64 array of the shape of `values`.
+
+    `values` is float64 of shape (series, steps), in any layout, `scalars` float64 of shape (steps,).
+    IEEE arithmetic as numpy's, without numpy's floating-point warnings (which Go does not have either)
+    and so without the error-state context that silencing them takes.
+    """
+    cdef int code = _ARITHMETIC[op]
+    if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(scalars) != 1:
+        raise ValueError("values must be two-dimensional, scalars one-dimensional")
+    if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(scalars) != cnp.NPY_FLOAT64:
+        raise TypeError("values and scalars must be float64")
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(values, 0), n_steps = cnp.PyArray_DIM(values, 1), row, j
+    if cnp.PyArray_DIM(scalars, 0) != n_steps:
+        raise ValueError("values and scalars differ in steps")
+    cdef char* value_data = <char*>cnp.PyArray_DATA(values)
+    cdef char* scalar_data = <char*>cnp.PyArray_DATA(scalars)
+    cdef Py_ssize_t value_row = cnp.PyArray_STRIDE(values, 0), value_col = cnp.PyArray_STRIDE(values, 1)
+    cdef Py_ssize_t scalar_stride = cnp.PyArray_STRIDE(scalars, 0)
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n_rows
+    dims[1] = n_steps
+    cdef cnp.ndarray result = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+    cdef double* out = <double*>cnp.PyArray_DATA(result)
+    cdef double a, b, t
+    for row in range(n_rows):
+        for j in range(n_steps):
+            a = (<double*>(value_data + row * value_row + j * value_col))[0]
+            b = (<double*>(scalar_data + j * scalar_stride))[0]
+            if swap:
+                t = a
+                a = b
+                b = t
+            if code == ADD:
+                out[row * n_steps + j] = a + b
+            elif code == SUBTRACT:
+                out[row * n_steps + j] = a - b
+            elif code == MULTIPLY:
+                out[row * n_steps + j] = a * b
+            else:
+                out[row * n_steps + j] = a / b
+    return result

@@ -20,7 +20,7 @@ import numpy as np
 
 from mimird._fast import instant, rangefn
 from mimird._fast.aggregate import FOLD_OPERATIONS, distinct_label_values, group_series, select_fold
-from mimird._fast.frames import present_batch, rows_present
+from mimird._fast.frames import count_present, present_batch, rows_present
 from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
@@ -162,7 +162,9 @@ class Evaluator:
         if isinstance(node, ast.ParenExpr):
             return self.eval(node.expr, steps)
         if isinstance(node, ast.NumberLiteral):
-            return Steps(np.full(len(steps), node.value))
+            values = np.empty(len(steps))  # np.full is a Python wrapper of these two calls
+            values.fill(node.value)
+            return Steps(values)
         if isinstance(node, ast.StringLiteral):
             return node.value
         if isinstance(node, ast.VectorSelector):
@@ -362,7 +364,7 @@ class Evaluator:
         present = np.zeros((len(series), n), dtype=np.uint8)
         held = 0
         row = 0
-        kept = []  # the rows with a value at some step
+        kept = []  # per chunk, its rows with a value at some step (a range when all of them)
         for chunk in _chunks(series, _CHUNK_SAMPLES):
             self.check()
             self.count_samples(held + chunk.num_samples)
@@ -373,13 +375,15 @@ class Evaluator:
                 # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
                 counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
                 self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
-            cells, rows_with_points = rows_present(present[rows])
-            kept.extend(rows_with_points if rows.start == 0 else [rows.start + r for r in rows_with_points])
+            cells, with_points = rows_present(present[rows], all_as_none=True)
+            kept.append(range(rows.start, rows.stop) if with_points is None else
+                        [rows.start + r for r in with_points])
             held += cells
             self.count_samples(held)
         present = present.view(bool)
         out_labels = list(series.labels)
-        if len(kept) < len(out_labels):
+        if not all(isinstance(part, range) for part in kept):
+            kept = [r for part in kept for r in part]
             out_labels = [out_labels[i] for i in kept]
             values, present = values[kept], present[kept]
         if name == "absent_over_time":
@@ -550,8 +554,8 @@ class Evaluator:
         else:
             result = vector_scalar_binop(node.op, rhs, lhs.values, True, node.return_bool)
         # Both operands and the result are in memory together, as in Prometheus's rangeEval.
-        operands = sum(int(v.present.sum()) for v in (lhs, rhs) if isinstance(v, Frame))
-        self.count_samples(operands + int(result.present.sum()))
+        operands = sum(count_present(v.present) for v in (lhs, rhs) if isinstance(v, Frame))
+        self.count_samples(operands + count_present(result.present))
         return result
 
     def eval_aggregate(self, node: ast.AggregateExpr, steps: np.ndarray) -> Frame:
