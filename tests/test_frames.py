@@ -52,7 +52,7 @@ def test_present_rows_refuses_what_it_cannot_read():
     with pytest.raises(TypeError):
         present_rows(values.astype(np.float32), present, steps, [0])
     with pytest.raises(TypeError):
-        present_rows(values, present.astype(np.uint8), steps, [0])
+        present_rows(values, present.astype(np.int32), steps, [0])
     with pytest.raises(ValueError):
         present_rows(values, present, steps[:2], [0])
     with pytest.raises(ValueError):

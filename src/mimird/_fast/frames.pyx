@@ -13,105 +13,132 @@ from libc.stdint cimport int64_t
 cnp.import_array()
 
 
+cdef struct Mask:
+    # A (series x steps) presence mask of bool or uint8, in any memory layout.
+    char* data
+    Py_ssize_t rows
+    Py_ssize_t steps
+    Py_ssize_t row_stride
+    Py_ssize_t col_stride
+
+
+cdef struct FrameData:
+    # The values (float64, series x steps) and the steps (int64) read alongside a Mask.
+    char* values
+    Py_ssize_t value_row
+    Py_ssize_t value_col
+    char* steps
+    Py_ssize_t step_stride
+
+
+cdef int _mask_of(cnp.ndarray present, Mask* mask) except -1:
+    if cnp.PyArray_NDIM(present) != 2:
+        raise ValueError("present must be two-dimensional")
+    if cnp.PyArray_TYPE(present) != cnp.NPY_BOOL and cnp.PyArray_TYPE(present) != cnp.NPY_UINT8:
+        raise TypeError("present must be bool or uint8")
+    mask.data = <char*>cnp.PyArray_DATA(present)
+    mask.rows = cnp.PyArray_DIM(present, 0)
+    mask.steps = cnp.PyArray_DIM(present, 1)
+    mask.row_stride = cnp.PyArray_STRIDE(present, 0)
+    mask.col_stride = cnp.PyArray_STRIDE(present, 1)
+    return 0
+
+
+cdef int _frame_of(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, Mask* mask,
+                   FrameData* frame) except -1:
+    _mask_of(present, mask)
+    if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(steps) != 1:
+        raise ValueError("values must be two-dimensional, steps one-dimensional")
+    if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(steps) != cnp.NPY_INT64:
+        raise TypeError("values must be float64 and steps int64")
+    if cnp.PyArray_DIM(values, 0) != mask.rows or cnp.PyArray_DIM(values, 1) != mask.steps \
+            or cnp.PyArray_DIM(steps, 0) != mask.steps:
+        raise ValueError("values, present and steps differ in shape")
+    frame.values = <char*>cnp.PyArray_DATA(values)
+    frame.value_row = cnp.PyArray_STRIDE(values, 0)
+    frame.value_col = cnp.PyArray_STRIDE(values, 1)
+    frame.steps = <char*>cnp.PyArray_DATA(steps)
+    frame.step_stride = cnp.PyArray_STRIDE(steps, 0)
+    return 0
+
+
+cdef inline Py_ssize_t _row_count(const Mask* mask, Py_ssize_t row) noexcept:
+    cdef const char* cells = mask.data + row * mask.row_stride
+    cdef Py_ssize_t j, count = 0
+    for j in range(mask.steps):
+        count += cells[j * mask.col_stride] != 0
+    return count
+
+
+cdef inline Py_ssize_t _copy_row(const Mask* mask, const FrameData* frame, Py_ssize_t row, int64_t* ts,
+                                 double* vals) noexcept:
+    # The row's present steps and values into ts/vals; returns how many.
+    cdef const char* cells = mask.data + row * mask.row_stride
+    cdef const char* row_values = frame.values + row * frame.value_row
+    cdef Py_ssize_t j, w = 0
+    for j in range(mask.steps):
+        if cells[j * mask.col_stride]:
+            ts[w] = (<const int64_t*>(frame.steps + j * frame.step_stride))[0]
+            vals[w] = (<const double*>(row_values + j * frame.value_col))[0]
+            w += 1
+    return w
+
+
 def present_rows(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, rows):
     """For each row index of `rows`, in that order, whose row of `present` has a True: `(row, timestamps,
     values)`, the steps (int64) where it is present and its values (float64) there, as new arrays.
 
-    `values` is float64 and `present` bool, both of shape (series, len(steps)), in any memory layout;
-    `steps` is a one-dimensional int64 array.
+    `values` is float64 and `present` bool (or uint8), both of shape (series, len(steps)), in any memory
+    layout; `steps` is a one-dimensional int64 array.
     """
-    if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(present) != 2 or cnp.PyArray_NDIM(steps) != 1:
-        raise ValueError("values and present must be two-dimensional, steps one-dimensional")
-    if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(present) != cnp.NPY_BOOL \
-            or cnp.PyArray_TYPE(steps) != cnp.NPY_INT64:
-        raise TypeError("values must be float64, present bool and steps int64")
-    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(values, 0), n_steps = cnp.PyArray_DIM(steps, 0)
-    if cnp.PyArray_DIM(values, 1) != n_steps or cnp.PyArray_DIM(present, 0) != n_rows \
-            or cnp.PyArray_DIM(present, 1) != n_steps:
-        raise ValueError("values, present and steps differ in shape")
-    cdef char* value_data = <char*>cnp.PyArray_DATA(values)
-    cdef char* present_data = <char*>cnp.PyArray_DATA(present)
-    cdef char* step_data = <char*>cnp.PyArray_DATA(steps)
-    cdef Py_ssize_t value_row = cnp.PyArray_STRIDE(values, 0), value_col = cnp.PyArray_STRIDE(values, 1)
-    cdef Py_ssize_t present_row = cnp.PyArray_STRIDE(present, 0), present_col = cnp.PyArray_STRIDE(present, 1)
-    cdef Py_ssize_t step_stride = cnp.PyArray_STRIDE(steps, 0)
-    cdef Py_ssize_t row, j, count, w
-    cdef char* mask
+    cdef Mask mask
+    cdef FrameData frame
+    _frame_of(values, present, steps, &mask, &frame)
+    cdef Py_ssize_t row, count
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray out_ts, out_vals
-    cdef int64_t* ts_ptr
-    cdef double* vals_ptr
     cdef list out = []
     for item in rows:
         row = item
-        if row < 0 or row >= n_rows:
+        if row < 0 or row >= mask.rows:
             raise IndexError("row out of range")
-        mask = present_data + row * present_row
-        count = 0
-        for j in range(n_steps):
-            count += mask[j * present_col] != 0
+        count = _row_count(&mask, row)
         if count == 0:
             continue
         dims[0] = count
         out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         out_vals = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
-        ts_ptr = <int64_t*>cnp.PyArray_DATA(out_ts)
-        vals_ptr = <double*>cnp.PyArray_DATA(out_vals)
-        w = 0
-        for j in range(n_steps):
-            if mask[j * present_col]:
-                ts_ptr[w] = (<int64_t*>(step_data + j * step_stride))[0]
-                vals_ptr[w] = (<double*>(value_data + row * value_row + j * value_col))[0]
-                w += 1
+        _copy_row(&mask, &frame, row, <int64_t*>cnp.PyArray_DATA(out_ts), <double*>cnp.PyArray_DATA(out_vals))
         out.append((row, out_ts, out_vals))
     return out
 
 
-cdef int _check_mask(cnp.ndarray present) except -1:
-    if cnp.PyArray_NDIM(present) != 2:
-        raise ValueError("present must be two-dimensional")
-    if cnp.PyArray_TYPE(present) != cnp.NPY_BOOL and cnp.PyArray_TYPE(present) != cnp.NPY_UINT8:
-        raise TypeError("present must be bool or uint8")
-    return 0
-
-
 def count_present(cnp.ndarray present):
     """How many cells of a (series x steps) presence mask (bool or uint8) are set."""
-    _check_mask(present)
-    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(present, 0), n_steps = cnp.PyArray_DIM(present, 1), row, j
-    cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(present, 0), col_stride = cnp.PyArray_STRIDE(present, 1)
-    cdef char* data = <char*>cnp.PyArray_DATA(present)
-    cdef char* mask
-    cdef Py_ssize_t cells = 0
-    for row in range(n_rows):
-        mask = data + row * row_stride
-        for j in range(n_steps):
-            cells += mask[j * col_stride] != 0
+    cdef Mask mask
+    _mask_of(present, &mask)
+    cdef Py_ssize_t row, cells = 0
+    for row in range(mask.rows):
+        cells += _row_count(&mask, row)
     return cells
 
 
 def rows_present(cnp.ndarray present, bint all_as_none=False):
     """`(cells, rows)` of a (series x steps) presence mask (bool or uint8): how many cells are set, and the
     indexes of the rows with at least one, in order (None instead of every row, with `all_as_none`)."""
-    _check_mask(present)
-    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(present, 0), n_steps = cnp.PyArray_DIM(present, 1), row, j, r
-    cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(present, 0), col_stride = cnp.PyArray_STRIDE(present, 1)
-    cdef char* data = <char*>cnp.PyArray_DATA(present)
-    cdef char* mask
-    cdef Py_ssize_t cells = 0, in_row, n_empty = 0
+    cdef Mask mask
+    _mask_of(present, &mask)
+    cdef Py_ssize_t row, in_row, cells = 0
     cdef list rows = None
-    for row in range(n_rows):
-        mask = data + row * row_stride
-        in_row = 0
-        for j in range(n_steps):
-            in_row += mask[j * col_stride] != 0
+    for row in range(mask.rows):
+        in_row = _row_count(&mask, row)
         cells += in_row
         if in_row == 0 and rows is None:
             rows = list(range(row))  # the first row without a point: from here on the rows are listed
         elif in_row and rows is not None:
             rows.append(row)
     if rows is None and not all_as_none:
-        rows = list(range(n_rows))
+        rows = list(range(mask.rows))
     return cells, rows
 
 
@@ -122,22 +149,10 @@ def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
 
     Shapes and types as for `present_rows`: what a subquery's frame becomes for the range functions.
     """
-    _check_mask(present)
-    if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(steps) != 1:
-        raise ValueError("values must be two-dimensional, steps one-dimensional")
-    if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(steps) != cnp.NPY_INT64:
-        raise TypeError("values must be float64 and steps int64")
-    cdef Py_ssize_t n_rows = cnp.PyArray_DIM(values, 0), n_steps = cnp.PyArray_DIM(steps, 0)
-    if cnp.PyArray_DIM(values, 1) != n_steps or cnp.PyArray_DIM(present, 0) != n_rows \
-            or cnp.PyArray_DIM(present, 1) != n_steps:
-        raise ValueError("values, present and steps differ in shape")
+    cdef Mask mask
+    cdef FrameData frame
+    _frame_of(values, present, steps, &mask, &frame)
     cells, rows = rows_present(present)
-    cdef char* value_data = <char*>cnp.PyArray_DATA(values)
-    cdef char* present_data = <char*>cnp.PyArray_DATA(present)
-    cdef char* step_data = <char*>cnp.PyArray_DATA(steps)
-    cdef Py_ssize_t value_row = cnp.PyArray_STRIDE(values, 0), value_col = cnp.PyArray_STRIDE(values, 1)
-    cdef Py_ssize_t present_row = cnp.PyArray_STRIDE(present, 0), present_col = cnp.PyArray_STRIDE(present, 1)
-    cdef Py_ssize_t step_stride = cnp.PyArray_STRIDE(steps, 0)
     cdef cnp.npy_intp dims[1]
     dims[0] = cells
     cdef cnp.ndarray out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
@@ -147,17 +162,10 @@ def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
     cdef int64_t* ts_ptr = <int64_t*>cnp.PyArray_DATA(out_ts)
     cdef double* vals_ptr = <double*>cnp.PyArray_DATA(out_vals)
     cdef int64_t* offsets_ptr = <int64_t*>cnp.PyArray_DATA(offsets)
-    cdef Py_ssize_t r, row, j, w = 0
-    cdef char* mask
+    cdef Py_ssize_t r, w = 0
     offsets_ptr[0] = 0
     for r in range(len(rows)):
-        row = rows[r]
-        mask = present_data + row * present_row
-        for j in range(n_steps):
-            if mask[j * present_col]:
-                ts_ptr[w] = (<int64_t*>(step_data + j * step_stride))[0]
-                vals_ptr[w] = (<double*>(value_data + row * value_row + j * value_col))[0]
-                w += 1
+        w += _copy_row(&mask, &frame, rows[r], ts_ptr + w, vals_ptr + w)
         offsets_ptr[r + 1] = w
     return rows, offsets, out_ts, out_vals
 
