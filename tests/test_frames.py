@@ -47,12 +47,19 @@ def test_present_rows_match_boolean_indexing(seed):
             assert vals.tobytes() == want_vals.tobytes()
 
 
+def test_other_types_are_converted():
+    values = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int32)
+    present = np.array([[0, 2, 0], [0, 0, 0]], dtype=np.int32)
+    steps = np.array([10, 20, 30], dtype=np.int32)
+    [(row, ts, vals)] = present_rows(values, present, steps, [0, 1])
+    assert row == 0 and ts.dtype == np.int64 and ts.tolist() == [20] and vals.dtype == np.float64 and vals.tolist() == [2.0]
+    rows, offsets, ts, vals = present_batch(values, present, steps)
+    assert rows == [0] and offsets.tolist() == [0, 1] and ts.tolist() == [20] and vals.tolist() == [2.0]
+    assert count_present(present) == 1 and rows_present(present) == (1, [0])
+
+
 def test_present_rows_refuses_what_it_cannot_read():
     values, present, steps = np.zeros((2, 3)), np.ones((2, 3), dtype=bool), np.arange(3, dtype=np.int64)
-    with pytest.raises(TypeError):
-        present_rows(values.astype(np.float32), present, steps, [0])
-    with pytest.raises(TypeError):
-        present_rows(values, present.astype(np.int32), steps, [0])
     with pytest.raises(ValueError):
         present_rows(values, present, steps[:2], [0])
     with pytest.raises(ValueError):

@@ -5,8 +5,11 @@ A frame holds a value matrix and a presence mask. A range query's result, a subq
 rows a range function keeps are all read out of one: per series with any sample, the steps where it has
 one and its values there. Done with numpy that is a mask test and two boolean indexings per series, each
 call costing tens of microseconds when the CPU's caches are cold (a dashboard's refresh comes after an
-idle pause). Here each is one call for the whole frame.
+idle pause). Here each is one call for the whole frame, and so is the commonest arithmetic on one, a
+vector combined with a scalar by + - * /.
 """
+import numpy as np
+
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
@@ -31,11 +34,22 @@ cdef struct FrameData:
     Py_ssize_t step_stride
 
 
+cdef cnp.ndarray _as_mask(cnp.ndarray present):
+    # The engine's masks are bool (or uint8) already; anything else is converted, not refused.
+    if cnp.PyArray_TYPE(present) == cnp.NPY_BOOL or cnp.PyArray_TYPE(present) == cnp.NPY_UINT8:
+        return present
+    return present.astype(bool)
+
+
+cdef cnp.ndarray _as_type(cnp.ndarray array, int type_num, object dtype):
+    return array if cnp.PyArray_TYPE(array) == type_num else array.astype(dtype)
+
+
 cdef int _mask_of(cnp.ndarray present, Mask* mask) except -1:
     if cnp.PyArray_NDIM(present) != 2:
         raise ValueError("present must be two-dimensional")
     if cnp.PyArray_TYPE(present) != cnp.NPY_BOOL and cnp.PyArray_TYPE(present) != cnp.NPY_UINT8:
-        raise TypeError("present must be bool or uint8")
+        raise TypeError("present must be bool or uint8")  # (callers convert with _as_mask)
     mask.data = <char*>cnp.PyArray_DATA(present)
     mask.rows = cnp.PyArray_DIM(present, 0)
     mask.steps = cnp.PyArray_DIM(present, 1)
@@ -50,7 +64,7 @@ cdef int _frame_of(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, M
     if cnp.PyArray_NDIM(values) != 2 or cnp.PyArray_NDIM(steps) != 1:
         raise ValueError("values must be two-dimensional, steps one-dimensional")
     if cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or cnp.PyArray_TYPE(steps) != cnp.NPY_INT64:
-        raise TypeError("values must be float64 and steps int64")
+        raise TypeError("values must be float64 and steps int64")  # (callers convert with _as_type)
     if cnp.PyArray_DIM(values, 0) != mask.rows or cnp.PyArray_DIM(values, 1) != mask.steps \
             or cnp.PyArray_DIM(steps, 0) != mask.steps:
         raise ValueError("values, present and steps differ in shape")
@@ -88,11 +102,13 @@ def present_rows(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, row
     """For each row index of `rows`, in that order, whose row of `present` has a True: `(row, timestamps,
     values)`, the steps (int64) where it is present and its values (float64) there, as new arrays.
 
-    `values` is float64 and `present` bool (or uint8), both of shape (series, len(steps)), in any memory
-    layout; `steps` is a one-dimensional int64 array.
+    `values` (float64) and `present` (bool or uint8) have the shape (series, len(steps)), in any memory
+    layout; `steps` is a one-dimensional int64 array. Other types are converted first.
     """
     cdef Mask mask
     cdef FrameData frame
+    values, present = _as_type(values, cnp.NPY_FLOAT64, np.float64), _as_mask(present)
+    steps = _as_type(steps, cnp.NPY_INT64, np.int64)
     _frame_of(values, present, steps, &mask, &frame)
     cdef Py_ssize_t row, count
     cdef cnp.npy_intp dims[1]
@@ -114,8 +130,9 @@ def present_rows(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps, row
 
 
 def count_present(cnp.ndarray present):
-    """How many cells of a (series x steps) presence mask (bool or uint8) are set."""
+    """How many cells of a (series x steps) presence mask (bool or uint8; others are converted) are set."""
     cdef Mask mask
+    present = _as_mask(present)
     _mask_of(present, &mask)
     cdef Py_ssize_t row, cells = 0
     for row in range(mask.rows):
@@ -125,8 +142,10 @@ def count_present(cnp.ndarray present):
 
 def rows_present(cnp.ndarray present, bint all_as_none=False):
     """`(cells, rows)` of a (series x steps) presence mask (bool or uint8): how many cells are set, and the
-    indexes of the rows with at least one, in order (None instead of every row, with `all_as_none`)."""
+    indexes of the rows with at least one, in order (None instead of every row, with `all_as_none`). Masks of
+    other types are converted first."""
     cdef Mask mask
+    present = _as_mask(present)
     _mask_of(present, &mask)
     cdef Py_ssize_t row, in_row, cells = 0
     cdef list rows = None
@@ -151,6 +170,8 @@ def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
     """
     cdef Mask mask
     cdef FrameData frame
+    values, present = _as_type(values, cnp.NPY_FLOAT64, np.float64), _as_mask(present)
+    steps = _as_type(steps, cnp.NPY_INT64, np.int64)
     _frame_of(values, present, steps, &mask, &frame)
     cells, rows = rows_present(present)
     cdef cnp.npy_intp dims[1]
