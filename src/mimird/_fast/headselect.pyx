@@ -14,6 +14,7 @@ reads them in two steps:
    (an in-order sample wins a tie, as the head's `merge_samples`). Series without samples in the range
    are left out.
 """
+from cpython cimport array
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -186,7 +187,10 @@ cdef class HeadSnapshot:
         cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0
         cdef MemSeries s
         cdef XORChunk open_chunk
-        cdef object data, closed_chunks, mints, maxts
+        cdef object data, closed_chunks
+        cdef array.array mint_array, maxt_array
+        cdef const long long* mints
+        cdef const long long* maxts
         cdef list closed = snap.closed
         cdef list labels = snap.labels
         cdef object found
@@ -215,13 +219,18 @@ cdef class HeadSnapshot:
             # Closed chunks all end before the open one starts, so they matter only when it starts
             # after mint; scanning back from the newest, the first one ending before mint ends the scan.
             if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
-                mints = s.chunk_mints
-                maxts = s.chunk_maxts
+                # (int64 arrays as soon as the series has a closed chunk; read in place)
+                mint_array = <array.array?>s.chunk_mints
+                maxt_array = <array.array?>s.chunk_maxts
+                if len(mint_array) != n_closed or len(maxt_array) != n_closed:
+                    raise ValueError("a series' chunk bounds and chunks differ in number")
+                mints = mint_array.data.as_longlongs
+                maxts = maxt_array.data.as_longlongs
                 first = n_closed
-                while first > 0 and <int64_t>maxts[first - 1] >= mint:
+                while first > 0 and maxts[first - 1] >= mint:
                     first -= 1
                 for k in range(first, n_closed):
-                    if <int64_t>mints[k] > maxt:
+                    if mints[k] > maxt:
                         break
                     data = closed_chunks[k]
                     size = PyBytes_GET_SIZE(data)

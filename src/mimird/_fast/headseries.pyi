@@ -1,11 +1,13 @@
+from array import array
+
 def float_bits(v: float) -> int: ...
 
 class MemSeries:
     ref: int
     labels: tuple[tuple[str, str], ...]
     chunks: list[bytes] | tuple[()]
-    chunk_mints: list[int] | tuple[()]
-    chunk_maxts: list[int] | tuple[()]
+    chunk_mints: array[int] | tuple[()]
+    chunk_maxts: array[int] | tuple[()]
     open: object | None
     open_mint: int
     last_t: int

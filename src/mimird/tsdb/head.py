@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -489,8 +490,8 @@ class Head:
                 keep = [i for i, hi in enumerate(series.chunk_maxts) if hi >= mint]
                 if len(keep) != len(series.chunks):
                     series.chunks = [series.chunks[i] for i in keep]
-                    series.chunk_mints = [series.chunk_mints[i] for i in keep]
-                    series.chunk_maxts = [series.chunk_maxts[i] for i in keep]
+                    series.chunk_mints = array("q", [series.chunk_mints[i] for i in keep])
+                    series.chunk_maxts = array("q", [series.chunk_maxts[i] for i in keep])
                 if series.open is not None and series.last_t < mint:
                     series.open = None
                     series.open_mint = INT64_MAX
