@@ -147,18 +147,26 @@ def rows_present(cnp.ndarray present, bint all_as_none=False):
     cdef Mask mask
     present = _as_mask(present)
     _mask_of(present, &mask)
-    cdef Py_ssize_t row, in_row, cells = 0
+    cdef Py_ssize_t cells
+    rows = _rows_with_points(&mask, all_as_none, &cells)
+    return cells, rows
+
+
+cdef list _rows_with_points(const Mask* mask, bint all_as_none, Py_ssize_t* cells):
+    # rows_present's work: the rows with a set cell (None for all of them, with all_as_none); cells[0] the count.
+    cdef Py_ssize_t row, in_row
     cdef list rows = None
+    cells[0] = 0
     for row in range(mask.rows):
-        in_row = _row_count(&mask, row)
-        cells += in_row
+        in_row = _row_count(mask, row)
+        cells[0] += in_row
         if in_row == 0 and rows is None:
             rows = list(range(row))  # the first row without a point: from here on the rows are listed
         elif in_row and rows is not None:
             rows.append(row)
     if rows is None and not all_as_none:
         rows = list(range(mask.rows))
-    return cells, rows
+    return rows
 
 
 def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
@@ -173,7 +181,8 @@ def present_batch(cnp.ndarray values, cnp.ndarray present, cnp.ndarray steps):
     values, present = _as_type(values, cnp.NPY_FLOAT64, np.float64), _as_mask(present)
     steps = _as_type(steps, cnp.NPY_INT64, np.int64)
     _frame_of(values, present, steps, &mask, &frame)
-    cells, rows = rows_present(present)
+    cdef Py_ssize_t cells
+    cdef list rows = _rows_with_points(&mask, False, &cells)
     cdef cnp.npy_intp dims[1]
     dims[0] = cells
     cdef cnp.ndarray out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)

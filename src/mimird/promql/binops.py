@@ -7,7 +7,7 @@ import numpy as np
 
 from mimird._fast.frames import SCALAR_ARITHMETIC, scalar_arithmetic
 from mimird.promql import ast
-from mimird.promql.frame import NAME_LABELS, Frame, row_group_sum
+from mimird.promql.frame import NAME_LABELS, Frame, flags, row_group_sum
 from mimird.promql.value import ExecutionError
 from mimird.tsdb.labels import Labels, format_labels
 
@@ -63,25 +63,19 @@ def vector_scalar_binop(op: str, frame: Frame, scalar: np.ndarray, swap: bool, r
     """vector op scalar (or scalar op vector when ``swap``)."""
     if op in SCALAR_ARITHMETIC and frame.values.dtype == np.float64 and scalar.dtype == np.float64:
         return Frame(frame.labels, scalar_arithmetic(op, frame.values, scalar, swap), frame.present,
-                     _all_dropped(frame.n_series))
+                     flags(frame.n_series, True))
     left, right = frame.values, scalar[None, :]
     if swap:
         left, right = right, left
     if op in ARITHMETIC:
         values = arithmetic(op, left, right)
         values = np.broadcast_to(values, frame.values.shape).copy()
-        return Frame(frame.labels, values, frame.present, _all_dropped(frame.n_series))
+        return Frame(frame.labels, values, frame.present, flags(frame.n_series, True))
     keep = compare(op, left, right)
     if return_bool:
-        return Frame(frame.labels, keep.astype(np.float64), frame.present, _all_dropped(frame.n_series))
+        return Frame(frame.labels, keep.astype(np.float64), frame.present, flags(frame.n_series, True))
     return Frame(frame.labels, frame.values, frame.present & keep, frame.drop.copy()).compact()
 
-
-def _all_dropped(n: int) -> np.ndarray:
-    # np.ones is a Python wrapper of these two calls
-    drop = np.empty(n, dtype=bool)
-    drop.fill(True)
-    return drop
 
 
 def signature(labels: Labels, on: bool, names: frozenset[str]):

@@ -24,7 +24,7 @@ from mimird._fast.frames import count_present, present_batch, rows_present
 from mimird.promql import ast, parallel
 from mimird.promql.aggregations import aggregate
 from mimird.promql.binops import scalar_binop, vector_binop, vector_scalar_binop
-from mimird.promql.frame import Frame, Steps, drop_name
+from mimird.promql.frame import Frame, Steps, drop_name, flags
 from mimird.promql.funcs import FunctionContext, call_instant_function
 from mimird.promql.gofmt import go_g
 from mimird.promql.value import (
@@ -396,9 +396,7 @@ class Evaluator:
                 if metric and not metric.endswith(_COUNTER_SUFFIXES):
                     self.info("metric might not be a counter, name does not end in "
                               f"_total/_sum/_count/_bucket: {go_quote(metric)}")
-        drop = np.empty(len(out_labels), dtype=bool)  # np.full and np.ones are Python wrappers of these two
-        drop.fill(name != "last_over_time")
-        return Frame(out_labels, values, present, drop)
+        return Frame(out_labels, values, present, flags(len(out_labels), name != "last_over_time"))
 
     def _range_kernel(self, name, chunk: SeriesBatch, steps, times, range_ms, params, values=None, present=None):
         """The kernel's (values, present as bool) for the chunk's series, written into `values` and `present`

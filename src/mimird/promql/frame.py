@@ -19,6 +19,14 @@ from mimird.tsdb.labels import Labels
 NAME_LABELS = frozenset(("__name__", "__type__", "__unit__"))
 
 
+def flags(n: int, value: bool) -> np.ndarray:
+    """n bools all set to `value` (a frame's name-dropping flags): np.full and np.ones are Python wrappers of
+    these two calls, which count when the caches are cold."""
+    out = np.empty(n, dtype=bool)
+    out.fill(value)
+    return out
+
+
 def drop_name(labels: Labels) -> Labels:
     """The label set without ``__name__``/``__type__``/``__unit__``."""
     return tuple(pair for pair in labels if pair[0] not in NAME_LABELS)
