@@ -272,7 +272,7 @@ def test_querier_select_batch_matches_the_per_series_path(tmp_path):
             db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
         tenants[tenant] = db
     ingester = SimpleNamespace(tenants=tenants, select=lambda t, m, lo, hi: tenants[t].select(m, lo, hi),
-                               select_batch=lambda t, m, lo, hi: tenants[t].select_batch(m, lo, hi))
+                               select_batch=lambda t, m, lo, hi, latest=False: tenants[t].select_batch(m, lo, hi, latest))
     gateway = StoreGateway(config, FilesystemBucket(bucket))
     gateway.sync_now()
     app = SimpleNamespace(config=config, overrides=Overrides(config, None), ingester=ingester, store_gateway=gateway)

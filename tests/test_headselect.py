@@ -111,6 +111,46 @@ def test_batch_matches_per_series_path(seed):
             assert batch.offsets[0] == 0 and batch.offsets[-1] == len(batch.ts) == len(batch.vals)
 
 
+
+def observed_select(head: Head, matchers, mint: int, maxt: int, latest_only: bool):
+    """(batch, [(chunks, bytes) reported to the chunk-fetch observer])"""
+    seen = []
+    token = chunk_fetch_observer.set(lambda chunks, nbytes: seen.append((chunks, nbytes)))
+    try:
+        return head.select_batch(matchers, mint, maxt, latest_only), seen
+    finally:
+        chunk_fetch_observer.reset(token)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_latest_only_keeps_each_series_newest_sample(seed):
+    """An instant selection's read: the same series, each ending with the same newest sample (value bits
+    included, stale markers too), the same chunks reported; series whose newest head sample is past maxt
+    are read whole."""
+    rng = random.Random(seed)
+    head = random_head(rng)
+    ranges = [(INT64_MIN, INT64_MAX), (0, 400 * 15_000), (390 * 15_000 - 300_000 + 1, 390 * 15_000),
+              (399 * 15_000 - 300_000 + 1, 399 * 15_000 + 60), (60 * 15_000 - 300_000 + 1, 60 * 15_000), (0, 0)]
+    for _ in range(10):
+        maxt = rng.randrange(0, 410 * 15_000)
+        ranges.append((maxt - 300_000 + 1, maxt))
+    for matchers in MATCHER_SETS:
+        for mint, maxt in ranges:
+            full, full_seen = observed_select(head, matchers, mint, maxt, False)
+            latest, latest_seen = observed_select(head, matchers, mint, maxt, True)
+            assert latest_seen == full_seen
+            assert latest.labels == full.labels
+            for (_, ts, vals), (_, want_ts, want_vals) in zip(latest, full, strict=True):
+                assert ts[-1] == want_ts[-1]
+                assert vals[-1:].view(np.uint64).tolist() == want_vals[-1:].view(np.uint64).tolist()
+                if len(ts) < len(want_ts):
+                    assert len(ts) == 1
+                else:
+                    assert ts.tolist() == want_ts.tolist()
+            shortened = sum(len(a[1]) < len(b[1]) for a, b in zip(latest, full, strict=True))
+            if maxt >= 399 * 15_000 + 60 and full.labels:
+                assert shortened > 0  # the newest samples of the open chunks were taken without decoding
+
 def test_batch_after_truncate_removes_series():
     rng = random.Random(7)
     head = random_head(rng)

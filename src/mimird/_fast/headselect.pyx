@@ -13,6 +13,10 @@ reads them in two steps:
    timestamps array and one values array, laid end to end, and merged with its out-of-order samples
    (an in-order sample wins a tie, as the head's `merge_samples`). Series without samples in the range
    are left out.
+
+An instant selection wants only each series' newest sample before its time. With `latest_only`, `take`
+gives a series whose newest sample (the open chunk's last) is in the range just that sample, so that a
+dashboard's query at "now" decodes nothing.
 """
 from cpython cimport array
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -178,13 +182,19 @@ cdef class HeadSnapshot:
         free(self.capacity_offsets)
 
     @staticmethod
-    def take(dict series_by_ref, refs, int64_t mint, int64_t maxt):
+    def take(dict series_by_ref, refs, int64_t mint, int64_t maxt, bint latest_only=False):
         """Note what the series `refs` (MemSeries in `series_by_ref`; refs missing there are skipped)
-        hold in [mint, maxt]. Call it under the head's lock."""
+        hold in [mint, maxt]. Call it under the head's lock.
+
+        With `latest_only`, a series whose newest sample lies in [mint, maxt] gives only that sample
+        (an instant selection reads nothing else), without decoding; its chunks are still counted in
+        `num_chunks` and `chunk_bytes`, as the read they stand for."""
         cdef HeadSnapshot snap = HeadSnapshot()
         cdef const uint64_t[::1] ref_view = _uint64_vector(refs)
         cdef Py_ssize_t n = 0, n_refs = ref_view.shape[0], r, i, k, first, n_closed, lo, hi, used
-        cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0
+        cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0, noted = 0
+        cdef bint newest_only
+        cdef uint64_t newest_bits
         cdef MemSeries s
         cdef XORChunk open_chunk
         cdef object data, closed_chunks
@@ -216,6 +226,10 @@ cdef class HeadSnapshot:
             open_chunk = s.open
             closed_chunks = s.chunks
             n_closed = len(closed_chunks)
+            # The open chunk, when it has samples, ends with the series' newest (last_t): out-of-order
+            # samples are all older.
+            newest_only = (latest_only and open_chunk is not None and open_chunk.num > 0
+                           and mint <= s.last_t <= maxt)
             # Closed chunks all end before the open one starts, so they matter only when it starts
             # after mint; scanning back from the newest, the first one ending before mint ends the scan.
             if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
@@ -234,17 +248,31 @@ cdef class HeadSnapshot:
                         break
                     data = closed_chunks[k]
                     size = PyBytes_GET_SIZE(data)
+                    noted += 1
+                    chunk_bytes += size
+                    if newest_only:
+                        continue
                     _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
                     snap.chunks[n_chunks].data = <const uint8_t*>PyBytes_AS_STRING(data)
                     snap.chunks[n_chunks].offset = 0
                     snap.chunks[n_chunks].size = size
                     closed.append(data)
                     n_chunks += 1
-                    chunk_bytes += size
                     if size >= 2:
                         samples += (<Py_ssize_t>snap.chunks[n_chunks - 1].data[0] << 8) | \
                             snap.chunks[n_chunks - 1].data[1]
-            if open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
+            if newest_only:
+                noted += 1
+                chunk_bytes += open_chunk._length()
+                # the one sample goes where out-of-order samples go: decode() copies it as it is
+                ooo_capacity = snap.ooo_capacity
+                _grow(<void**>&snap.ooo_t, &ooo_capacity, n_ooo + 1, sizeof(int64_t))
+                _grow(<void**>&snap.ooo_v, &snap.ooo_capacity, n_ooo + 1, sizeof(double))
+                newest_bits = s.last_v_bits
+                snap.ooo_t[n_ooo] = s.last_t
+                memcpy(&snap.ooo_v[n_ooo], &newest_bits, 8)
+                n_ooo += 1
+            elif open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
                 # The chunk's bytes as XORChunk.bytes() gives them: the stored words, then the bits still
                 # in the pending word (which covers every byte the length can reach).
                 used = <Py_ssize_t>(open_chunk.pending_start >> 3)
@@ -258,9 +286,10 @@ cdef class HeadSnapshot:
                 snap.chunks[n_chunks].size = size
                 snap.scratch_used += used + 8
                 n_chunks += 1
+                noted += 1
                 chunk_bytes += size
                 samples += open_chunk.num
-            if len(s.ooo_t):
+            if len(s.ooo_t) and not newest_only:
                 lo = _bisect_left(s.ooo_t, mint)
                 hi = _bisect_right(s.ooo_t, maxt)
                 if hi > lo:
@@ -275,7 +304,7 @@ cdef class HeadSnapshot:
             snap.ooo_offsets[i + 1] = n_ooo
             snap.capacity_offsets[i + 1] = samples + n_ooo
         snap.num_series = n
-        snap.num_chunks = n_chunks
+        snap.num_chunks = noted
         snap.chunk_bytes = chunk_bytes
         return snap
 

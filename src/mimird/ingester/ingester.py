@@ -223,15 +223,17 @@ class TenantTSDB:
         return [ulid for ulid, meta in sorted(self.blocks.items())
                 if meta.max_time > mint and meta.min_time <= maxt]
 
-    def select_batch(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesBatch:
+    def select_batch(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool = False
+                     ) -> SeriesBatch:
         """`select` as one SeriesBatch: each overlapping local block and the head read batched, merged as
-        `select` merges them (blocks in ULID order, then the head; the first one's sample wins a tie)."""
+        `select` merges them (blocks in ULID order, then the head; the first one's sample wins a tie).
+        `latest_only` is passed to the head (`Head.select_batch`); blocks are read whole."""
         blocks = self._blocks_overlapping(mint, maxt)
         if not blocks:
-            return self.head.select_batch(matchers, mint, maxt)
+            return self.head.select_batch(matchers, mint, maxt, latest_only)
         readers = [self.block_reader(ulid) for ulid in blocks]
         sources = [reader.snapshot(matchers, mint, maxt) for reader in readers]
-        sources.append(self.head.select_batch(matchers, mint, maxt))
+        sources.append(self.head.select_batch(matchers, mint, maxt, latest_only))
         return read_merged(sources)
 
     def block_reader(self, ulid: str) -> BlockReader:
@@ -363,12 +365,13 @@ class Ingester(Service):
         return db.select(matchers, mint, maxt)
 
     def select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int = INT64_MIN,
-                     maxt: int = INT64_MAX) -> SeriesBatch:
-        """`select` as one SeriesBatch (labels, and the samples of all series end to end)."""
+                     maxt: int = INT64_MAX, latest_only: bool = False) -> SeriesBatch:
+        """`select` as one SeriesBatch (labels, and the samples of all series end to end); `latest_only`
+        as in `Head.select_batch`."""
         db = self.tenants.get(tenant)
         if db is None:
             return SeriesBatch.empty()
-        return db.select_batch(matchers, mint, maxt)
+        return db.select_batch(matchers, mint, maxt, latest_only)
 
     # cutting, shipping, retention
     def start_flush(self, tenants: Sequence[str] | None) -> asyncio.Task:

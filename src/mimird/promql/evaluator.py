@@ -241,9 +241,11 @@ class Evaluator:
         return (frame, stamps) if with_timestamps else frame
 
     def select_lookback(self, matchers: list[Matcher], times: np.ndarray) -> SeriesBatch:
-        """What instant selection at `times` (non-decreasing) reads: every sample a lookback window can see."""
+        """What instant selection at `times` (non-decreasing) reads: every sample a lookback window can see
+        (at a single time, the newest one is enough)."""
         self.check()
-        return self.queryable.select_batch(matchers, int(times[0]) - self.lookback_ms + 1, int(times[-1]))
+        first, last = int(times[0]), int(times[-1])
+        return self.queryable.select_batch(matchers, first - self.lookback_ms + 1, last, latest_only=first == last)
 
     def fetch_range(self, node: ast.MatrixSelector, steps: np.ndarray):
         """Series of a range selector with stale markers removed, as a SeriesBatch (series left

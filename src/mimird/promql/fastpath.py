@@ -104,7 +104,7 @@ def evaluate(plan: InstantPlan, queryable, time_ms: int, lookback_ms: int, max_s
     t = time_ms - plan.offset_ms
     infos: list[str] = []
     if plan.function is None:
-        batch = queryable.select_batch(matchers, t - lookback_ms + 1, t)
+        batch = queryable.select_batch(matchers, t - lookback_ms + 1, t, latest_only=True)
         rows, values = instant.select_at(batch.ts, batch.vals, batch.offsets, t, lookback_ms)
         if len(rows) > max_samples:
             raise TooManySamplesError()

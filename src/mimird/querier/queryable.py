@@ -226,10 +226,11 @@ class TenantQueryable:
             return series
         return self._counted(series, stats, observer)
 
-    def select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None
-                     ) -> SeriesBatch:
+    def select_batch(self, matchers: Sequence[Matcher], mint_ms: int | None = None, maxt_ms: int | None = None,
+                     latest_only: bool = False) -> SeriesBatch:
         """What `select` yields, as one SeriesBatch: the PromQL engine's read, with no per-series arrays
-        when only the ingester answers."""
+        when only the ingester answers. With `latest_only` (an instant selection at maxt_ms) the ingesters'
+        heads may give only each series' newest sample in the range (`Head.select_batch`)."""
         stats = self._stats = query_stats.current()
         observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
         mint, maxt = self._range(mint_ms, maxt_ms)
@@ -248,7 +249,7 @@ class TenantQueryable:
 
             token = chunk_fetch_observer.set(collect if observer is not None else None)
             try:
-                batch = self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range)
+                batch = self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range, latest_only)
             finally:
                 chunk_fetch_observer.reset(token)
             self._count_batch(batch, stats)
@@ -260,11 +261,11 @@ class TenantQueryable:
             if mint > maxt or not tenants:
                 batch = SeriesBatch.empty()
             elif not self.federated:
-                batch = self._tenant_select_batch(tenants[0], tenant_matchers, mint, maxt)
+                batch = self._tenant_select_batch(tenants[0], tenant_matchers, mint, maxt, latest_only)
             else:
                 batches = []
                 for tenant in tenants:
-                    part = self._tenant_select_batch(tenant, tenant_matchers, mint, maxt)
+                    part = self._tenant_select_batch(tenant, tenant_matchers, mint, maxt, latest_only)
                     batches.append(SeriesBatch([with_tenant_label(labels, tenant) for labels in part.labels],
                                                part.ts, part.vals, part.offsets))
                 batch = merge_batches(batches)
@@ -273,13 +274,14 @@ class TenantQueryable:
         self._count_batch(batch, stats)
         return batch
 
-    def _tenant_select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesBatch:
+    def _tenant_select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int,
+                             latest_only: bool = False) -> SeriesBatch:
         """`_tenant_select` as one SeriesBatch: the ingester's and the store-gateway's batches merged (the
         ingester's sample wins a tie, as in `merge_sorted_series`)."""
         batches = []
         ingester_range = self._ingester_range(tenant, mint, maxt)
         if ingester_range is not None:
-            batches.append(self.app.ingester.select_batch(tenant, matchers, *ingester_range))
+            batches.append(self.app.ingester.select_batch(tenant, matchers, *ingester_range, latest_only))
         store_range = self._store_range(mint, maxt)
         if store_range is not None:
             store = self._store()

@@ -426,16 +426,18 @@ class Head:
         views of `select_batch`'s arrays)."""
         yield from self.select_batch(matchers, mint, maxt)
 
-    def select_batch(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
-                     ) -> SeriesBatch:
+    def select_batch(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX,
+                     latest_only: bool = False) -> SeriesBatch:
         """The series matching all matchers that have samples in [mint, maxt], sorted by labels, with
         those samples decoded into one pair of arrays.
 
         The chunks are noted under the lock and decoded after it is released; the chunks read are
-        reported to the query's chunk-fetch observer."""
+        reported to the query's chunk-fetch observer. `latest_only` says that the reader wants only each
+        series' newest sample in the range (an instant selection at maxt): a series whose newest sample
+        in the head lies in the range then gives just that one, without decoding."""
         with self.lock:
             refs = self.index.select_sorted(matchers)
-            snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
+            snapshot = HeadSnapshot.take(self.series, refs, mint, maxt, latest_only)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
