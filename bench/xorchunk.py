@@ -2,8 +2,9 @@
 
 Run: .venv/bin/python bench/xorchunk.py [--series N] [--baseline PATH]
 
-Two realistic shapes, cut into 120-sample chunks as the head does: a counter scraped every 15 s with
-a few milliseconds of jitter, and a gauge doing a random walk over full-precision floats. Prints
+Four realistic shapes, cut into 120-sample chunks as the head does: a counter scraped every 15 s with
+a few milliseconds of jitter, a gauge doing a random walk over full-precision floats, and two series
+scraped on time whose values stay put (`up`, an error counter that rarely moves). Prints
 samples per CPU second for each codec and operation, and bytes per sample.
 
 With --baseline PATH (another build of the extension, e.g. one compiled from an older commit), each
@@ -40,6 +41,19 @@ def counter_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nda
 
 def gauge_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return scrape_timestamps(rng, n), 100.0 + np.cumsum(rng.normal(0, 1.5, n))
+
+
+def up_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`up`: scraped on time (Prometheus's scrape loop keeps the interval to the millisecond) and always 1."""
+    start = 1_700_000_000_000 + int(rng.integers(0, SCRAPE_INTERVAL_MS))
+    return start + np.arange(n, dtype=np.int64) * SCRAPE_INTERVAL_MS, np.ones(n)
+
+
+def idle_counter_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An error counter scraped on time that rarely moves: long runs of unchanged values."""
+    start = 1_700_000_000_000 + int(rng.integers(0, SCRAPE_INTERVAL_MS))
+    return (start + np.arange(n, dtype=np.int64) * SCRAPE_INTERVAL_MS,
+            np.cumsum(rng.random(n) < 0.02).astype(np.float64))
 
 
 def cut_chunks(timestamps: np.ndarray, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -162,6 +176,9 @@ def main() -> None:
     bench_shape("counter, 15 s scrapes with jitter", [counter_series(rng, args.samples) for _ in range(args.series)],
                 baseline)
     bench_shape("gauge, random walk", [gauge_series(rng, args.samples) for _ in range(args.series)], baseline)
+    bench_shape("up, on time and unchanged", [up_series(rng, args.samples) for _ in range(args.series)], baseline)
+    bench_shape("idle counter, on time", [idle_counter_series(rng, args.samples) for _ in range(args.series)],
+                baseline)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,21 @@ def test_latest_only_keeps_each_series_newest_sample(seed):
             if maxt >= 399 * 15_000 + 60 and full.labels:
                 assert shortened > 0  # the newest samples of the open chunks were taken without decoding
 
+
+def test_windows_ending_inside_runs_of_unchanged_samples():
+    """Series scraped on time with values that rarely change, read through windows that end inside such
+    runs: the head's decoder stops at the first sample past maxt in the middle of a run."""
+    rng = random.Random(11)
+    head = Head(block_range_ms=2 * HOUR)
+    labels = [make_labels({"__name__": "up", "i": str(i)}) for i in range(12)]
+    for k in range(500):
+        push(head, {lbls: [(k * 15_000 + i, 1.0 if i % 3 or k % 97 else float(k))] for i, lbls in enumerate(labels)})
+    matchers = [Matcher("=", "__name__", "up")]
+    for _ in range(60):
+        lo = rng.randrange(-20_000, 500 * 15_000)
+        hi = lo + rng.randrange(0, 2 * HOUR)
+        assert_same(list(head.select_batch(matchers, lo, hi)), reference_select(head, matchers, lo, hi))
+
 def test_batch_after_truncate_removes_series():
     rng = random.Random(7)
     head = random_head(rng)

@@ -428,6 +428,47 @@ def test_decode_into_concatenates_chunks(samples, cut):
     assert batch_v.view(np.uint64).tolist() == values[keep].view(np.uint64).tolist()
 
 
+
+@st.composite
+def series_with_runs(draw, max_size=300):
+    """(t, value_bits) samples where runs of on-time scrapes with an unchanged value (two zero bits a
+    sample, which the decoder reads a run at a time) alternate with samples of any kind."""
+    t = draw(st.integers(1_600_000_000_000, 1_800_000_000_000))
+    value_bits = bits_of(1.0)
+    delta = 15_000
+    samples = []
+    while len(samples) < max_size and draw(st.booleans() | st.just(True)):
+        for _ in range(draw(st.integers(0, 70))):
+            t += delta
+            samples.append((t, value_bits))
+        if draw(st.booleans()):
+            delta = draw(timestamp_deltas.filter(lambda d: 0 < d < 2**40))
+            change = draw(value_changes)
+            if change[0] == "bits":
+                value_bits = change[1]
+            elif change[0] == "xor":
+                value_bits ^= change[1]
+            t += delta
+            samples.append((t, value_bits))
+        if draw(st.integers(0, 3)) == 0:
+            break
+    return samples[:max_size] or [(t, value_bits)]
+
+
+@property_settings
+@given(series_with_runs(), st.data())
+def test_runs_of_unchanged_samples(samples, data):
+    chunks = [xorchunk.encode(*as_arrays(samples[i : i + 120])) for i in range(0, len(samples), 120)]
+    for chunk in chunks:
+        assert decoded_pairs(chunk) == list(reference.XORDecoder(chunk))
+    bound = st.one_of(st.sampled_from([t for t, _ in samples]), st.integers(samples[0][0], samples[-1][0]))
+    mint, maxt = data.draw(bound), data.draw(bound)
+    timestamps, values = xorchunk.decode_chunks(chunks, mint=mint, maxt=maxt)
+    expected = [(t, v) for t, v in samples if mint <= t <= maxt]
+    assert list(zip(timestamps.tolist(), values.view(np.uint64).tolist(), strict=True)) == expected
+    chunk = chunks[data.draw(st.integers(0, len(chunks) - 1))]
+    assert_decoders_agree(chunk[: data.draw(st.integers(0, len(chunk) - 1))])
+
 def test_decode_chunks():
     first = xorchunk.encode([1, 2, 3], [1.0, 2.0, 3.0])
     second = xorchunk.encode([4, 5], [4.0, 5.0])

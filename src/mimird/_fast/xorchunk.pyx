@@ -236,7 +236,7 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
     cdef uint8_t tail_copy[_TAIL_COPY_SIZE]
     cdef uint64_t pos, end, fast_end, base = 0, window, raw, t_delta, value_bits, value_mask
     cdef int64_t t, dod
-    cdef unsigned int leading, significant, remaining, batch
+    cdef unsigned int leading, significant, remaining, batch, run, taken
     cdef Py_ssize_t tail_start
     cdef bint in_tail_copy = False
     cdef int64_t* out_t_next
@@ -273,10 +273,44 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
                 batch = min(remaining, <unsigned int>((fast_end - pos - 1) // 145) + 1)
                 remaining -= batch
                 while batch:
+                    window = peek57_unchecked(stream, pos)
+                    if (window >> 62) == 0:
+                        # Scraped on time with the value unchanged: two zero bits a sample ('up', constant
+                        # gauges, idle counters). A run of them is read from this one window rather than one
+                        # load per sample, each waiting for the previous sample's length. At most 28 (the
+                        # window's 57 bits), never past the end (there the sample-by-sample path below
+                        # tells a truncated chunk). The run may go beyond the batch: it reads nothing more,
+                        # and the outer loop checks where the next sample starts.
+                        run = <unsigned int>clz64(window | 0x7F) >> 1
+                        if run > batch + remaining:
+                            run = batch + remaining
+                        if run > (end - pos) >> 1:
+                            run = <unsigned int>((end - pos) >> 1)
+                        if run:
+                            taken = 0
+                            while taken < run:
+                                t = <int64_t>(<uint64_t>t + t_delta)
+                                taken += 1
+                                if likely(mint <= t and t <= maxt):
+                                    out_t_next[0] = t
+                                    out_t_next += 1
+                                    memcpy(out_v_next, &value_bits, 8)
+                                    out_v_next += 1
+                                elif stop_past_maxt and t > maxt:
+                                    status = XOR_END
+                                    break
+                            pos += 2 * taken
+                            if taken > batch:
+                                remaining -= taken - batch
+                                batch = 0
+                            else:
+                                batch -= taken
+                            if status != XOR_SAMPLE:
+                                break
+                            continue
                     # Delta of delta: '0' -> 0; '10' + 14 bits; '110' + 17; '1110' + 20; '1111' + 64. The
                     # n-bit buckets hold -(2**(n-1) - 1) .. 2**(n-1), stored as n-bit two's complement. The
                     # window holds the dod and the value's 13 control bits, except after a 64-bit dod.
-                    window = peek57_unchecked(stream, pos)
                     if (window >> 63) == 0:
                         dod = 0
                         pos += 1
