@@ -206,6 +206,19 @@ cdef inline int _emit(int64_t t, uint64_t value_bits, int64_t mint, int64_t maxt
     return XOR_SAMPLE
 
 
+cdef inline int _keep(int64_t t, uint64_t value_bits, int64_t mint, int64_t maxt, int64_t** out_t_next,
+                      double** out_v_next, bint stop_past_maxt) noexcept nogil:
+    # _emit for the bulk loop, which has room for every sample: writes at the two cursors and moves them on.
+    if likely(mint <= t and t <= maxt):
+        out_t_next[0][0] = t
+        out_t_next[0] += 1
+        memcpy(out_v_next[0], &value_bits, 8)
+        out_v_next[0] += 1
+    elif stop_past_maxt and t > maxt:
+        return XOR_END
+    return XOR_SAMPLE
+
+
 cdef inline int _checked_step(XORCursor* c, int64_t mint, int64_t maxt, int64_t* out_t, double* out_v,
                               Py_ssize_t capacity, Py_ssize_t* count, bint stop_past_maxt,
                               bint* past_maxt) noexcept nogil:
@@ -291,13 +304,8 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
                             while taken < run:
                                 t = <int64_t>(<uint64_t>t + t_delta)
                                 taken += 1
-                                if likely(mint <= t and t <= maxt):
-                                    out_t_next[0] = t
-                                    out_t_next += 1
-                                    memcpy(out_v_next, &value_bits, 8)
-                                    out_v_next += 1
-                                elif stop_past_maxt and t > maxt:
-                                    status = XOR_END
+                                status = _keep(t, value_bits, mint, maxt, &out_t_next, &out_v_next, stop_past_maxt)
+                                if status != XOR_SAMPLE:
                                     break
                             pos += 2 * taken
                             if taken > batch:
@@ -369,13 +377,8 @@ cdef inline Py_ssize_t _decode_samples(XORCursor* c, int64_t mint, int64_t maxt,
                         status = XOR_CORRUPT
                         break
                     batch -= 1
-                    if likely(mint <= t and t <= maxt):
-                        out_t_next[0] = t
-                        out_t_next += 1
-                        memcpy(out_v_next, &value_bits, 8)
-                        out_v_next += 1
-                    elif stop_past_maxt and t > maxt:
-                        status = XOR_END
+                    status = _keep(t, value_bits, mint, maxt, &out_t_next, &out_v_next, stop_past_maxt)
+                    if status != XOR_SAMPLE:
                         break
                 if status != XOR_SAMPLE:
                     # The samples of the batch not read; a corrupt one does not count as read.
