@@ -181,6 +181,13 @@ cdef class HeadSnapshot:
         free(self.ooo_offsets)
         free(self.capacity_offsets)
 
+    cdef int _reserve_ooo(self, Py_ssize_t needed) except -1:
+        # Room for `needed` out-of-order samples in both arrays, which share one capacity.
+        cdef Py_ssize_t capacity = self.ooo_capacity
+        _grow(<void**>&self.ooo_t, &capacity, needed, sizeof(int64_t))
+        _grow(<void**>&self.ooo_v, &self.ooo_capacity, needed, sizeof(double))
+        return 0
+
     @staticmethod
     def take(dict series_by_ref, refs, int64_t mint, int64_t maxt, bint latest_only=False):
         """Note what the series `refs` (MemSeries in `series_by_ref`; refs missing there are skipped)
@@ -192,7 +199,7 @@ cdef class HeadSnapshot:
         cdef HeadSnapshot snap = HeadSnapshot()
         cdef const uint64_t[::1] ref_view = _uint64_vector(refs)
         cdef Py_ssize_t n = 0, n_refs = ref_view.shape[0], r, i, k, first, n_closed, lo, hi, used
-        cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, ooo_capacity = 0, noted = 0
+        cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, noted = 0
         cdef bint newest_only
         cdef uint64_t newest_bits
         cdef MemSeries s
@@ -265,9 +272,7 @@ cdef class HeadSnapshot:
                 noted += 1
                 chunk_bytes += open_chunk._length()
                 # the one sample goes where out-of-order samples go: decode() copies it as it is
-                ooo_capacity = snap.ooo_capacity
-                _grow(<void**>&snap.ooo_t, &ooo_capacity, n_ooo + 1, sizeof(int64_t))
-                _grow(<void**>&snap.ooo_v, &snap.ooo_capacity, n_ooo + 1, sizeof(double))
+                snap._reserve_ooo(n_ooo + 1)
                 newest_bits = s.last_v_bits
                 snap.ooo_t[n_ooo] = s.last_t
                 memcpy(&snap.ooo_v[n_ooo], &newest_bits, 8)
@@ -293,9 +298,7 @@ cdef class HeadSnapshot:
                 lo = _bisect_left(s.ooo_t, mint)
                 hi = _bisect_right(s.ooo_t, maxt)
                 if hi > lo:
-                    ooo_capacity = snap.ooo_capacity
-                    _grow(<void**>&snap.ooo_t, &ooo_capacity, n_ooo + hi - lo, sizeof(int64_t))
-                    _grow(<void**>&snap.ooo_v, &snap.ooo_capacity, n_ooo + hi - lo, sizeof(double))
+                    snap._reserve_ooo(n_ooo + hi - lo)
                     for k in range(lo, hi):
                         snap.ooo_t[n_ooo] = s.ooo_t[k]
                         snap.ooo_v[n_ooo] = s.ooo_v[k]

@@ -77,7 +77,6 @@ def vector_scalar_binop(op: str, frame: Frame, scalar: np.ndarray, swap: bool, r
     return Frame(frame.labels, frame.values, frame.present & keep, frame.drop.copy()).compact()
 
 
-
 def signature(labels: Labels, on: bool, names: frozenset[str]):
     """The labels that decide which series of two vectors match."""
     if on:
