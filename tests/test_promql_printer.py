@@ -240,9 +240,11 @@ metric_names = st.one_of(
     st.sampled_from(["sum", "by", "offset", "and", "start", "limitk"]),
 )
 durations_ns = st.integers(min_value=1, max_value=10 * 365 * 86400 * 1000).map(lambda ms: ms * 10**6)
-# Offsets pass through float seconds on the way in, as in Prometheus, and some long ones come back a
-# nanosecond off (49d17h2m47s292ms); trees that must parse back exactly use the others.
+# Offsets and ranges pass through float seconds on the way in, as in Prometheus, and some long ones come
+# back a nanosecond off (49d17h2m47s292ms, 51d3h56m26s155ms); trees that must parse back exactly use the
+# others.
 exact_offsets_ns = durations_ns.filter(lambda ns: parse(f"x offset {format_duration(ns)}").offset_ns == ns)
+exact_ranges_ns = durations_ns.filter(lambda ns: parse(f"x[{format_duration(ns)}]").range_ns == ns)
 
 
 @st.composite
@@ -275,7 +277,7 @@ def vector_exprs(draw, depth=0):
     if kind == "rate":
         inner = draw(vector_selectors())
         plain = VectorSelector(inner.name, inner.matchers)
-        return Call(FUNCTIONS["rate"], (MatrixSelector(plain, draw(durations_ns)),))
+        return Call(FUNCTIONS["rate"], (MatrixSelector(plain, draw(exact_ranges_ns)),))
     if kind == "sum":
         return AggregateExpr("sum", draw(vector_exprs(depth + 1)), None,
                              tuple(draw(st.lists(label_names, max_size=2))), draw(st.booleans()))
