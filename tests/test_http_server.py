@@ -277,6 +277,23 @@ def test_idle_keep_alive_timeout(loop_kind):
         srv.close()
 
 
+def test_header_timeout_after_a_longer_idle_timeout(loop_kind):
+    # The idle deadline after the first answer is later than the next request's header deadline: the
+    # connection's one timer must still fire in time for the shorter one.
+    srv = ServerThread(loop_kind, read_timeout=0.4, idle_timeout=30.0)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+            time.sleep(0.1)
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
+            started = time.monotonic()
+            assert sock.recv(100) == b""
+            assert 0.3 < time.monotonic() - started < 3
+    finally:
+        srv.close()
+
+
 def test_connection_limit_makes_extra_clients_wait(loop_kind):
     srv = ServerThread(loop_kind, conn_limit=1)
     try:

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 import snappy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Daemon, remote_write
 from mimird import prompb
@@ -22,6 +24,7 @@ from mimird.querier.params import (
     MAX_TIME_FORMATTED,
     MAX_TIME_MS,
     ParamError,
+    _float_seconds_ms,
     parse_duration,
     parse_limit,
     parse_match_params,
@@ -64,6 +67,13 @@ def test_go_json_escaping():
     assert jsonfmt.dumps({"n": [1, True, None]}) == '{"n":[1,true,null]}'
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 10**11 - 1), st.text("0123456789", max_size=3), st.booleans())
+def test_parse_time_decimal_shortcut_matches_the_float_path(whole, fraction, dot):
+    text = str(whole) + ("." + fraction if dot or fraction else "")
+    assert parse_time(text, "t") == _float_seconds_ms(text)
+
+
 def test_parse_time_forms():
     assert parse_time("1435781451.781", "t") == 1435781451781
     assert parse_time("1.2345", "t") == 1234  # the fraction is rounded to ms before truncation, as Go does
@@ -75,7 +85,10 @@ def test_parse_time_forms():
     # whole seconds take a shortcut; it agrees with the float path up to where floats stop being exact
     for whole in ("0", "007", "1795950000", "999999999999999", "9007199254740993"):
         assert parse_time(whole, "t") == parse_time(whole + ".0", "t")
-    for bad in ("x", "", " 1", "1_0", "2015-07-01", "2015-13-01T00:00:00Z"):
+    # so do seconds with up to three decimals, as dashboards send them
+    for text in ("1795978485.000", "1795978485.5", "1795978485.", "0.001", "99999999999.999"):
+        assert parse_time(text, "t") == _float_seconds_ms(text)
+    for bad in ("x", "", " 1", "1_0", "2015-07-01", "2015-13-01T00:00:00Z", "1..5", "1.5.5"):
         with pytest.raises(ParamError) as info:
             parse_time(bad, "start")
         assert str(info.value) == f'invalid parameter "start": cannot parse "{bad}" to a valid timestamp'

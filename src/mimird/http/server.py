@@ -87,6 +87,9 @@ class HTTPServer:
         self.read_timeout = read_timeout or None
         self.read_header_timeout = read_header_timeout or self.read_timeout
         self.idle_timeout = idle_timeout or None
+        # connections' timers fire at least this often while a timeout is set (HTTPProtocol._arm)
+        self.shortest_timeout = min((t for t in (self.read_timeout, self.read_header_timeout, self.idle_timeout)
+                                     if t), default=0.0)
         self.conn_limit = conn_limit
         self.max_body = max_body
         self.metrics = metrics
@@ -288,18 +291,25 @@ class HTTPProtocol(asyncio.Protocol):
 
     # Timers: header/read timeout while a request arrives, idle timeout between requests. A request arms
     # and disarms them three or four times; moving a deadline costs a clock read, where scheduling and
-    # cancelling a loop timer each time cost several microseconds per request.
+    # cancelling a loop timer each time cost several microseconds per request. The timer fires no later
+    # than the shortest timeout from when it was set, so that the header deadline of the next request
+    # (30 s by default, after a 120 s idle deadline) is not earlier than the timer and leaves it alone.
     def _arm(self, seconds: float | None) -> None:
         if not seconds:
             self.deadline = None
             return
-        deadline = self.loop.time() + seconds
+        now = self.loop.time()
+        deadline = now + seconds
         self.deadline = deadline
         if self.timer is None or deadline < self.timer_at:
             if self.timer is not None:
                 self.timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._timed_out)
-            self.timer_at = deadline
+            self._schedule(now, deadline)
+
+    def _schedule(self, now: float, deadline: float) -> None:
+        at = min(deadline, now + self.server.shortest_timeout)
+        self.timer = self.loop.call_at(at, self._timed_out)
+        self.timer_at = at
 
     def _disarm(self) -> None:
         self.deadline = None
@@ -309,9 +319,9 @@ class HTTPProtocol(asyncio.Protocol):
         deadline = self.deadline
         if deadline is None:
             return
-        if self.loop.time() < deadline:
-            self.timer = self.loop.call_at(deadline, self._timed_out)
-            self.timer_at = deadline
+        now = self.loop.time()
+        if now < deadline:
+            self._schedule(now, deadline)
             return
         self.deadline = None
         if self.transport is not None and not self.busy:
@@ -374,6 +384,10 @@ class HTTPProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.server.read_timeout != self.server.read_header_timeout:
             self._arm(self.server.read_timeout)
+        headers = self.headers
+        length = headers.get("content-length")
+        if (length is None or length == "0") and "transfer-encoding" not in headers:
+            return  # no body follows (a GET, typically): its route's body limit does not matter
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         try:
             route, _ = self.server.router.resolve(self.parser.get_method().decode(), path)
@@ -381,7 +395,6 @@ class HTTPProtocol(asyncio.Protocol):
                 self.body_limit = route.max_body
         except HTTPError:
             pass
-        length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.body_limit:
             self.rejected = Response.error(413, f"request body too large: {length} bytes, limit {self.body_limit}")
             raise httptools.HttpParserError("body too large")
@@ -396,15 +409,15 @@ class HTTPProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
-        raw = self.url.decode("latin-1")
-        path, _, query = raw.partition("?")
-        path = path.split("#", 1)[0]
-        if not path.startswith("/"):
+        path, _, query = self.url.decode("latin-1").partition("?")
+        if "#" in path:
+            path = path.split("#", 1)[0]
+        if path[:1] != "/":
             # absolute-form request target: keep only the path
             after_scheme = path.split("://", 1)[-1]
             path = "/" + after_scheme.split("/", 1)[1] if "/" in after_scheme else "/"
-        request = Request(self.parser.get_method().decode(), path, query, self.headers, bytes(self.body),
-                          self.parser.get_http_version(), self.remote)
+        request = Request(self.parser.get_method().decode(), path, query, self.headers,
+                          bytes(self.body) if self.body else b"", self.parser.get_http_version(), self.remote)
         keep_alive = self.parser.should_keep_alive()
         self.queue.append((request, keep_alive))
         if len(self.queue) >= _MAX_PIPELINED:

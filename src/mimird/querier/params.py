@@ -52,19 +52,18 @@ class ParamError(ValueError):
 
 def parse_time(text: str, param: str) -> int:
     """A timestamp in Unix seconds (fractions rounded to ms) or RFC3339Nano, as milliseconds."""
-    if len(text) <= 15 and text.isascii() and text.isdigit():
-        # whole seconds, exact as a float too (below 2**53): what dashboards send, answered without the
-        # float path's regex and arithmetic
-        return int(text) * 1000
+    if len(text) <= 15 and text.isascii():
+        whole, dot, fraction = text.partition(".")
+        if (whole.isdigit() and len(fraction) <= 3 and (fraction.isdigit() or not fraction)
+                and (not dot or len(whole) <= 11)):
+            # Whole seconds, or seconds with up to three decimals below 1e11 (what dashboards send): the
+            # float path rounds these to exactly the milliseconds they spell, so they are read as written,
+            # without its regex and arithmetic.
+            return int(whole) * 1000 + int(fraction.ljust(3, "0"))
     if _GO_FLOAT.match(text):
-        seconds = float(text)
-        if math.isfinite(seconds) and abs(seconds) < 9.2e15:
-            # Go: math.Modf, round the fraction half away from zero to ms, time.Unix, then UnixNano/1e6.
-            whole = math.trunc(seconds)
-            scaled = (seconds - whole) * 1000
-            fraction = math.copysign(math.floor(abs(scaled) + 0.5), scaled) / 1000
-            total_ns = int(whole) * 1_000_000_000 + int(fraction * 1e9)
-            return _go_div(total_ns, 1_000_000)
+        ms = _float_seconds_ms(text)
+        if ms is not None:
+            return ms
     else:
         parsed = _parse_rfc3339(text)
         if parsed is not None:
@@ -74,6 +73,19 @@ def parse_time(text: str, param: str) -> int:
         if text == MAX_TIME_FORMATTED:
             return MAX_TIME_MS
     raise ParamError(param, f"cannot parse {go_quote(text)} to a valid timestamp")
+
+
+def _float_seconds_ms(text: str) -> int | None:
+    """Go's float seconds as milliseconds: math.Modf, the fraction rounded half away from zero to ms,
+    time.Unix, then UnixNano/1e6; None when out of range."""
+    seconds = float(text)
+    if not (math.isfinite(seconds) and abs(seconds) < 9.2e15):
+        return None
+    whole = math.trunc(seconds)
+    scaled = (seconds - whole) * 1000
+    fraction = math.copysign(math.floor(abs(scaled) + 0.5), scaled) / 1000
+    total_ns = int(whole) * 1_000_000_000 + int(fraction * 1e9)
+    return _go_div(total_ns, 1_000_000)
 
 
 def _parse_rfc3339(text: str) -> int | None:
