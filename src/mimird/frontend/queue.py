@@ -35,6 +35,31 @@ class QueryQueue:
         """Hold a serving slot for the body of the `async with`; yields the seconds spent waiting for it."""
         return _Slot(self, tenant)
 
+    def try_acquire(self) -> bool:
+        """Take a free slot if there is one and nobody is waiting for it (no coroutine: nearly every
+        request finds one). Whoever takes a slot gives it back with `release`."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def acquire(self, tenant: str) -> float:
+        """Take a slot, waiting in line for it if needed; returns the seconds waited. Raises HTTPError 429
+        when `tenant` already has the most requests waiting it may have."""
+        if self.try_acquire():
+            return 0.0
+        started = time.perf_counter()
+        if self.waiting.get(tenant, 0) >= self.max_outstanding:
+            raise HTTPError(429, TOO_MANY_OUTSTANDING)
+        self.waiting[tenant] = self.waiting.get(tenant, 0) + 1
+        try:
+            await self._wait_for_slot()
+        finally:
+            self.waiting[tenant] -= 1
+            if not self.waiting[tenant]:
+                del self.waiting[tenant]
+        return time.perf_counter() - started
+
     async def _wait_for_slot(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
@@ -68,22 +93,7 @@ class _Slot:
         self.tenant = tenant
 
     async def __aenter__(self) -> float:
-        queue = self.queue
-        if queue.free > 0 and not queue.waiters:
-            queue.free -= 1
-            return 0.0
-        started = time.perf_counter()
-        tenant = self.tenant
-        if queue.waiting.get(tenant, 0) >= queue.max_outstanding:
-            raise HTTPError(429, TOO_MANY_OUTSTANDING)
-        queue.waiting[tenant] = queue.waiting.get(tenant, 0) + 1
-        try:
-            await queue._wait_for_slot()
-        finally:
-            queue.waiting[tenant] -= 1
-            if not queue.waiting[tenant]:
-                del queue.waiting[tenant]
-        return time.perf_counter() - started
+        return await self.queue.acquire(self.tenant)
 
     async def __aexit__(self, *exc_info) -> None:
         self.queue.release()

@@ -25,7 +25,6 @@ import contextlib
 import contextvars
 import functools
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -130,15 +129,12 @@ def detailed_server_timing(stats: QueryStats, response_time_s: float, response_s
     ])
 
 
-_frontends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _frontend_of(app) -> tuple[QueryQueue, bool]:
-    """The app's query queue and whether it collects query statistics (the configuration is fixed for the
-    app's life, so it is read once rather than on every request)."""
-    found = _frontends.get(app)
+def _frontend_of(api) -> tuple[QueryQueue, bool]:
+    """The app's query queue and whether it collects query statistics, for an API object with an `app`
+    (the configuration is fixed for the app's life, so it is read once, and kept on the API object)."""
+    found = api.__dict__.get("_frontend")
     if found is None:
-        found = _frontends[app] = (queue_for(app), bool(app.config.frontend.query_stats_enabled))
+        found = api._frontend = (queue_for(api.app), bool(api.app.config.frontend.query_stats_enabled))
     return found
 
 
@@ -150,20 +146,20 @@ def frontend(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Await
     async def wrapped(self, request: Request) -> Response:
         if len(request.body) > MAX_BODY_BYTES:
             return Response.error(413, "http: request body too large")
-        queue, stats_enabled = _frontend_of(self.app)
-        tenant = "|".join(request.tenants)
-        if not stats_enabled:
-            async with queue.slot(tenant):
-                return await handler(self, request)
+        queue, stats_enabled = _frontend_of(self)
         started = time.perf_counter()
-        stats = QueryStats()
-        token = _current.set(stats)
+        waited = 0.0 if queue.try_acquire() else await queue.acquire("|".join(request.tenants))
         try:
-            async with queue.slot(tenant) as waited:
-                stats.queue_time_s = waited
+            if not stats_enabled:
+                return await handler(self, request)
+            stats = QueryStats(queue_time_s=waited)
+            token = _current.set(stats)
+            try:
                 response = await handler(self, request)
+            finally:
+                _current.reset(token)
         finally:
-            _current.reset(token)
+            queue.release()
         elapsed = time.perf_counter() - started
         stats.wall_time_s = stats.wall_time_s or elapsed
         timing = server_timing(stats, elapsed)

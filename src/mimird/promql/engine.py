@@ -23,7 +23,7 @@ import numpy as np
 from mimird._fast.frames import present_rows
 from mimird.promql import ast, fastpath
 from mimird.promql.durations import DurationError, resolve_duration_exprs
-from mimird.promql.evaluator import Evaluator, RawMatrix, finish
+from mimird.promql.evaluator import Evaluator, RawMatrix, deadline_check, finish
 from mimird.promql.frame import Frame, Steps
 from mimird.promql.parser import ParseError, parse
 from mimird.promql.querystats import QueryStatistics
@@ -87,12 +87,12 @@ class Engine:
         between pieces of work. ``stats``, when given, receives the sample counts and timings."""
         started = time.perf_counter()
         expr = self._prepare(query)
-        ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
         if stats is None:
             plan = _instant_plan(query) if isinstance(query, str) else fastpath.plan(expr)
             if plan is not None:
                 return fastpath.evaluate(plan, queryable, time_ms, self.lookback_delta_ms, self.max_samples,
-                                         ev.check)
+                                         deadline_check(cancelled, time.monotonic() + self.timeout_s))
+        ev = self._evaluator(queryable, time_ms, time_ms, cancelled)
         prepared = time.perf_counter()
         if stats is not None:
             stats.init_steps(time_ms, time_ms, 1)

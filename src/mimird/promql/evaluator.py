@@ -80,6 +80,21 @@ class RawMatrix:
         self.vals = vals
 
 
+def deadline_check(cancelled: Callable[[], bool] | threading.Event | None, deadline: float) -> Callable[[], None]:
+    """A `check()` that raises QueryCanceledError once `cancelled` says so, and QueryTimeoutError past the
+    `deadline` (time.monotonic), polled between pieces of a query's work."""
+    # an Event is polled through its is_set, chosen once here rather than looked for on every call
+    poll = cancelled.is_set if isinstance(cancelled, threading.Event) else cancelled
+
+    def check() -> None:
+        if poll is not None and poll():
+            raise QueryCanceledError()
+        if time.monotonic() > deadline:
+            raise QueryTimeoutError()
+
+    return check
+
+
 class Evaluator:
     """Evaluates one query; holds its data source, limits and collected annotations."""
 
@@ -91,22 +106,13 @@ class Evaluator:
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
         self.deadline = deadline
-        # an Event is polled through its is_set; deciding that once spares check() a failing hasattr (an
-        # AttributeError raised and caught) on every call
-        self.cancelled = cancelled.is_set if isinstance(cancelled, threading.Event) else cancelled
+        self.check = deadline_check(cancelled, deadline)
         self.warnings: dict[str, None] = {}
         self.infos: dict[str, None] = {}
         # QueryStatistics when the request asked for `stats`; every counting site checks for None first
         self.samples = None
 
     # --- housekeeping ----------------------------------------------------------------------------
-
-    def check(self) -> None:
-        """Raise if the query ran out of time or was cancelled."""
-        if self.cancelled is not None and self.cancelled():
-            raise QueryCanceledError()
-        if time.monotonic() > self.deadline:
-            raise QueryTimeoutError()
 
     def count_samples(self, n: int) -> None:
         if self.samples is not None:
