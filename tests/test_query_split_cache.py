@@ -113,11 +113,12 @@ def test_pieces_run_in_parallel_up_to_max_query_parallelism():
             series = Series((("p", str(start)),), np.array([start], dtype=np.int64), np.array([1.0]))
             return QueryResult(Matrix([series]), [], [])
 
-    for parallelism, peak in ((1, 1), (3, 3), (14, 6)):
+    # a query run inline (known tiny) evaluates its pieces one after another, whatever the parallelism
+    for parallelism, sequential, peak in ((1, False, 1), (3, False, 3), (14, False, 6), (14, True, 1)):
         engine = CountingEngine()
         splitter = RangeQuerySplitter(engine, HOUR, None)
         result = splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                              CacheSettings(0, 1.0, False, parallelism), False)
+                              CacheSettings(0, 1.0, False, parallelism), False, sequential=sequential)
         assert engine.peak == peak and splitter.split_queries == 6
         assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
 

@@ -56,9 +56,11 @@ def _vector() -> Vector:
 def test_run_goes_inline_after_a_fast_measured_run_with_the_same_bytes():
     api = _api()
     threads = []
+    inline_flags = []
 
-    def evaluate(cancelled, statistics):
+    def evaluate(cancelled, statistics, inline):
         threads.append(threading.current_thread())
+        inline_flags.append(inline)
         return QueryResult(_vector(), ["PromQL warning: w"], [])
 
     async def scenario():
@@ -68,6 +70,7 @@ def test_run_goes_inline_after_a_fast_measured_run_with_the_same_bytes():
     main = threading.main_thread()
     assert threads[0] is not main  # first run: unmeasured, so in a worker thread
     assert threads[1] is main and threads[2] is main
+    assert inline_flags == [False, True, True]  # what the evaluation is told, to run its split pieces in turn
     assert len({(r.status, r.body, tuple(r.headers)) for r in responses}) == 1
     assert responses[0].body == (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":'
                                  b'{"__name__":"up","job":"a"},"value":[1,"1.5"]}]},"warnings":["PromQL warning: w"]}')
@@ -77,11 +80,11 @@ def test_run_without_key_or_when_slow_stays_in_worker_thread():
     api = _api()
     threads = []
 
-    def evaluate(cancelled, statistics):
+    def evaluate(cancelled, statistics, inline):
         threads.append(threading.current_thread())
         return QueryResult(_vector())
 
-    def slow(cancelled, statistics):
+    def slow(cancelled, statistics, inline):
         threads.append(threading.current_thread())
         time.sleep(0.003)
         return QueryResult(_vector())
@@ -100,7 +103,7 @@ def test_inline_errors_are_answered_as_in_the_thread():
     api = _api()
     calls = []
 
-    def evaluate(cancelled, statistics):
+    def evaluate(cancelled, statistics, inline):
         calls.append(threading.current_thread())
         if len(calls) > 1:
             raise ExecutionError("boom")
@@ -120,7 +123,7 @@ def test_slow_failure_sends_the_query_back_to_the_thread():
     api = _api()
     calls = []
 
-    def evaluate(cancelled, statistics):
+    def evaluate(cancelled, statistics, inline):
         calls.append(threading.current_thread())
         if len(calls) == 2:
             time.sleep(0.003)

@@ -324,10 +324,12 @@ class RangeQuerySplitter:
 
     def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
             step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
-            now_ms: int | None = None) -> QueryResult:
+            now_ms: int | None = None, sequential: bool = False) -> QueryResult:
         """The range query's result, identical to one unsplit, uncached evaluation. With `stats` (the
         request's `stats` parameter) it is one unsplit, uncached evaluation, so that `data.stats`
-        describes it."""
+        describes it. `sequential` evaluates the pieces one after another in this thread, for a query known
+        to be tiny: starting threads for its pieces would cost more than their work (a dashboard's last
+        hour is split in two for the hour after midnight UTC)."""
         use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
@@ -368,7 +370,7 @@ class RangeQuerySplitter:
                                     or extent.queried_ms >= now_ms - settings.ttl_for(extent, now_ms) * 1000]
         gaps = [gap for piece in pieces for gap in plan_piece(piece, step_ms)]
         evaluated = dict(zip(gaps, self._evaluate_all(new_queryable, pinned, gaps, step_ms, cancelled,
-                                                      settings.parallelism), strict=True))
+                                                      1 if sequential else settings.parallelism), strict=True))
 
         parts = []
         warnings: dict[str, None] = {}

@@ -214,8 +214,9 @@ class QuerierAPI:
         queryable = self.queryable(request.tenants)
         stats = request.arg("stats")
         inline_key = _inline_key(request.tenants, text, now, at, stats)
-        return await self._run(lambda cancelled, statistics: engine.instant(queryable, text, at, cancelled=cancelled,
-                                                                            stats=statistics),
+        return await self._run(lambda cancelled, statistics, inline: engine.instant(queryable, text, at,
+                                                                                    cancelled=cancelled,
+                                                                                    stats=statistics),
                                stats, inline_key)
 
     @frontend
@@ -251,9 +252,9 @@ class QuerierAPI:
         inline_key = (None if self.splitter.cache is not None
                       else _inline_key(tenants, text, _now_ms(), end, stats, end - start, step))
         return await self._run(
-            lambda cancelled, statistics: self.splitter.run(
+            lambda cancelled, statistics, inline: self.splitter.run(
                 lambda: self.queryable(tenants), "|".join(sorted(tenants)), text, start, end, step, cancelled,
-                statistics, settings, no_store),
+                statistics, settings, no_store, sequential=inline),
             stats, inline_key)
 
     def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
@@ -291,24 +292,25 @@ class QuerierAPI:
         except ParseError as exc:
             raise ParamError("query", str(exc)) from None
 
-    async def _run(self, evaluate: Callable[[Callable[[], bool], QueryStatistics | None], Any],
+    async def _run(self, evaluate: Callable[[Callable[[], bool], QueryStatistics | None, bool], Any],
                    stats: str | None, inline_key: Hashable | None = None) -> Response:
         """Evaluate in a worker thread and render the result or the error as Prometheus does.
 
-        `evaluate(cancelled, statistics)` runs the engine; `cancelled()` turns true when the request is
-        abandoned (the engine's own deadline normally fires first; this is the backstop). A non-empty
+        `evaluate(cancelled, statistics, inline)` runs the engine; `cancelled()` turns true when the request
+        is abandoned (the engine's own deadline normally fires first; this is the backstop). A non-empty
         `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`.
         With an `inline_key` whose last evaluation was tiny (`InlineHistory`), the evaluation runs on the
-        event loop instead, with the same result and errors."""
+        event loop instead, with the same result and errors, and `inline` tells it so: a query that small
+        gains nothing from threads of its own."""
         abandoned = _Flag()
         timings = {}
         statistics = QueryStatistics(per_step=stats == "all") if stats else None
 
-        def evaluate_and_render():
+        def evaluate_and_render(inline: bool = False):
             # rendering a large result takes a while too: keep it off the event loop as well
             started = time.perf_counter()
             try:
-                result = evaluate(abandoned.is_raised, statistics)
+                result = evaluate(abandoned.is_raised, statistics, inline)
                 timings["evaluated"] = time.perf_counter() - started
                 data = jsonfmt.value_json(result.value)
                 if statistics is not None:
@@ -323,7 +325,7 @@ class QuerierAPI:
         history = self.inline_history if inline_key is not None else None
         try:
             if history is not None and history.is_fast(inline_key):
-                result, data = evaluate_and_render()
+                result, data = evaluate_and_render(inline=True)
             else:
                 result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
         except TimeoutError:
