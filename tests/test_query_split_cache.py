@@ -113,14 +113,33 @@ def test_pieces_run_in_parallel_up_to_max_query_parallelism():
             series = Series((("p", str(start)),), np.array([start], dtype=np.int64), np.array([1.0]))
             return QueryResult(Matrix([series]), [], [])
 
-    # a query run inline (known tiny) evaluates its pieces one after another, whatever the parallelism
-    for parallelism, sequential, peak in ((1, False, 1), (3, False, 3), (14, False, 6), (14, True, 1)):
+    for parallelism, peak in ((1, 1), (3, 3), (14, 6)):
         engine = CountingEngine()
         splitter = RangeQuerySplitter(engine, HOUR, None)
         result = splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                              CacheSettings(0, 1.0, False, parallelism), False, sequential=sequential)
+                              CacheSettings(0, 1.0, False, parallelism), False)
         assert engine.peak == peak and splitter.split_queries == 6
         assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
+
+
+def test_tiny_uncached_query_is_evaluated_whole():
+    calls = []
+
+    class RecordingEngine:
+        def range(self, queryable, expr, start, end, step, cancelled=None):
+            calls.append((expr, start, end))
+            return QueryResult(Matrix([]), [], [])
+
+    splitter = RangeQuerySplitter(RecordingEngine(), HOUR, None)
+    splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
+                 CacheSettings(0, 1.0, False, 14), False, tiny=True)
+    assert calls == [("up", 0, 6 * HOUR - MINUTE)]
+    # with the results cache, the pieces are still what is cached
+    splitter = RangeQuerySplitter(RecordingEngine(), HOUR, ResultsCache())
+    calls.clear()
+    splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
+                 CacheSettings(0, 1.0, False, 14), False, tiny=True, now_ms=100 * HOUR)
+    assert len(calls) == 6
 
 
 def test_extents_expire_by_their_evaluation_time_sooner_in_the_ooo_window():

@@ -324,12 +324,16 @@ class RangeQuerySplitter:
 
     def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
             step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
-            now_ms: int | None = None, sequential: bool = False) -> QueryResult:
+            now_ms: int | None = None, tiny: bool = False) -> QueryResult:
         """The range query's result, identical to one unsplit, uncached evaluation. With `stats` (the
         request's `stats` parameter) it is one unsplit, uncached evaluation, so that `data.stats`
-        describes it. `sequential` evaluates the pieces one after another in this thread, for a query known
-        to be tiny: starting threads for its pieces would cost more than their work (a dashboard's last
-        hour is split in two for the hour after midnight UTC)."""
+        describes it.
+
+        `tiny` says the query is known to take a few milliseconds (it runs on the event loop). Not cached,
+        such a query is evaluated whole: its pieces would only buy parallelism, and each would repeat the
+        fixed costs of an evaluation (and a subquery's window) and start threads for a fraction of a
+        millisecond of work. A dashboard's last hour is split in two for the hour after midnight UTC. The
+        split is still counted in the metrics and `Server-Timing`, as Mimir's frontend counts it."""
         use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
@@ -346,7 +350,7 @@ class RangeQuerySplitter:
             self.metrics.split_queries.inc(len(ranges))
             if request_stats is not None:
                 request_stats.split_queries += len(ranges)
-        if len(ranges) == 1 and not cacheable:
+        if (len(ranges) == 1 or tiny) and not cacheable:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
         max_cache_ms = now_ms - settings.max_freshness_ms
 
@@ -370,7 +374,7 @@ class RangeQuerySplitter:
                                     or extent.queried_ms >= now_ms - settings.ttl_for(extent, now_ms) * 1000]
         gaps = [gap for piece in pieces for gap in plan_piece(piece, step_ms)]
         evaluated = dict(zip(gaps, self._evaluate_all(new_queryable, pinned, gaps, step_ms, cancelled,
-                                                      1 if sequential else settings.parallelism), strict=True))
+                                                      settings.parallelism), strict=True))
 
         parts = []
         warnings: dict[str, None] = {}

@@ -254,7 +254,7 @@ class QuerierAPI:
         return await self._run(
             lambda cancelled, statistics, inline: self.splitter.run(
                 lambda: self.queryable(tenants), "|".join(sorted(tenants)), text, start, end, step, cancelled,
-                statistics, settings, no_store, sequential=inline),
+                statistics, settings, no_store, tiny=inline),
             stats, inline_key)
 
     def _cache_settings(self, tenants: Sequence[str]) -> CacheSettings:
@@ -301,7 +301,7 @@ class QuerierAPI:
         `stats` parameter adds Prometheus's `data.stats`, with per-step sample counts for `stats=all`.
         With an `inline_key` whose last evaluation was tiny (`InlineHistory`), the evaluation runs on the
         event loop instead, with the same result and errors, and `inline` tells it so: a query that small
-        gains nothing from threads of its own."""
+        gains nothing from splitting or threads of its own."""
         abandoned = _Flag()
         timings = {}
         statistics = QueryStatistics(per_step=stats == "all") if stats else None
