@@ -25,7 +25,7 @@ from mimird.frontend.splitcache import (
 )
 from mimird.promql import parse
 from mimird.promql.printer import to_string
-from mimird.promql.value import Matrix, QueryResult, Series
+from mimird.promql.value import ExecutionError, Matrix, QueryCanceledError, QueryResult, Series
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
@@ -120,6 +120,23 @@ def test_pieces_run_in_parallel_up_to_max_query_parallelism():
                               CacheSettings(0, 1.0, False, parallelism), False)
         assert engine.peak == peak and splitter.split_queries == 6
         assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
+
+
+def test_a_failing_piece_fails_the_query_with_its_own_error():
+    class FailingEngine:
+        def range(self, queryable, expr, start, end, step, cancelled=None):
+            if start == 3 * HOUR:
+                raise ExecutionError("piece failed")
+            time.sleep(0.05)
+            if cancelled is not None and cancelled():
+                raise QueryCanceledError()
+            return QueryResult(Matrix([]), [], [])
+
+    splitter = RangeQuerySplitter(FailingEngine(), HOUR, None)
+    for parallelism in (1, 2, 6):
+        with pytest.raises(ExecutionError, match="piece failed"):
+            splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
+                         CacheSettings(0, 1.0, False, parallelism), False)
 
 
 def test_tiny_uncached_query_is_evaluated_whole():

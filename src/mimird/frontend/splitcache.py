@@ -55,6 +55,19 @@ MAX_CACHE_SAMPLES = 8_000_000
 # Threads one query's pieces use at most, whatever max_query_parallelism allows.
 MAX_PIECE_THREADS = 16
 
+# Worker threads for split pieces, shared by all queries and started once: starting a pool per query cost
+# more than the pieces of a small one.
+_piece_pool: ThreadPoolExecutor | None = None
+_piece_pool_lock = threading.Lock()
+
+
+def _piece_threads() -> ThreadPoolExecutor:
+    global _piece_pool
+    with _piece_pool_lock:
+        if _piece_pool is None:
+            _piece_pool = ThreadPoolExecutor(max_workers=MAX_PIECE_THREADS, thread_name_prefix="query-piece")
+        return _piece_pool
+
 
 def next_interval_boundary(t_ms: int, step_ms: int, interval_ms: int) -> int:
     """The last step (on the grid through `t_ms`) before the interval boundary that follows `t_ms`."""
@@ -434,8 +447,9 @@ class RangeQuerySplitter:
 
     def _evaluate_all(self, new_queryable, expr, ranges: list[tuple[int, int]], step_ms: int, cancelled,
                       parallelism: int) -> list[QueryResult]:
-        """Evaluate every range, at most `parallelism` at once in worker threads (Mimir schedules a query's
-        split pieces in parallel up to max_query_parallelism); results in the order of `ranges`."""
+        """Evaluate every range, at most `parallelism` at once (Mimir schedules a query's split pieces in
+        parallel up to max_query_parallelism): this thread and up to parallelism - 1 of the shared piece
+        threads take the pieces in turn. Results in the order of `ranges`; the first error raised wins."""
         self.split_queries += len(ranges)
         workers = min(max(parallelism, 1), len(ranges), MAX_PIECE_THREADS)
         if workers <= 1:
@@ -443,24 +457,43 @@ class RangeQuerySplitter:
                     for start, end in ranges]
         request_stats = query_stats.current()
         failed = threading.Event()
+        errors: list[BaseException] = []
+        todo = list(enumerate(ranges))
+        todo.reverse()  # popped from the end: the first piece first
+        outcomes: list = [None] * len(ranges)
 
         def piece_cancelled() -> bool:
             return failed.is_set() or bool(cancelled and cancelled())
 
-        def evaluate(start: int, end: int) -> tuple[QueryResult, query_stats.QueryStats | None]:
+        def take_pieces() -> None:
             # each piece counts into its own statistics (merged below), so threads never share counters
-            piece_stats = query_stats.QueryStats() if request_stats is not None else None
-            try:
-                with query_stats.collecting(piece_stats):
-                    return (self.engine.range(new_queryable(), expr, start, end, step_ms, cancelled=piece_cancelled),
-                            piece_stats)
-            except BaseException:
-                failed.set()
-                raise
+            while not failed.is_set():
+                try:
+                    index, (start, end) = todo.pop()
+                except IndexError:
+                    return
+                piece_stats = query_stats.QueryStats() if request_stats is not None else None
+                try:
+                    with query_stats.collecting(piece_stats):
+                        result = self.engine.range(new_queryable(), expr, start, end, step_ms,
+                                                   cancelled=piece_cancelled)
+                except BaseException as exc:
+                    errors.append(exc)
+                    failed.set()
+                    return
+                outcomes[index] = (result, piece_stats)
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="query-piece") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, evaluate, start, end) for start, end in ranges]
-            outcomes = [future.result() for future in futures]
+        pool = _piece_threads()
+        helpers = [pool.submit(contextvars.copy_context().run, take_pieces) for _ in range(workers - 1)]
+        try:
+            take_pieces()
+        finally:
+            for helper in helpers:
+                # one still queued behind other queries' pieces has nothing left to take
+                if not helper.cancel():
+                    helper.result()
+        if errors:
+            raise errors[0]
         if request_stats is not None:
             for _, piece_stats in outcomes:
                 request_stats.merge(piece_stats)
