@@ -105,7 +105,7 @@ class Evaluator:
         self.end_ms = end_ms
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
-        self.deadline = deadline
+        # raises once the query is cancelled or past its deadline; polled between pieces of work
         self.check = deadline_check(cancelled, deadline)
         self.warnings: dict[str, None] = {}
         self.infos: dict[str, None] = {}
