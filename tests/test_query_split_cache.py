@@ -25,7 +25,15 @@ from mimird.frontend.splitcache import (
 )
 from mimird.promql import parse
 from mimird.promql.printer import to_string
-from mimird.promql.value import ExecutionError, Matrix, QueryCanceledError, QueryResult, Series
+from mimird.promql.value import (
+    ExecutionError,
+    Matrix,
+    QueryCanceledError,
+    QueryResult,
+    Series,
+    TooManySamplesError,
+)
+from mimird.querier.queryable import QueryLimitError
 
 P = "/prometheus/api/v1"
 MINUTE = 60_000
@@ -151,6 +159,20 @@ def test_tiny_uncached_query_is_evaluated_whole():
     splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
                  CacheSettings(0, 1.0, False, 14), False, tiny=True)
     assert calls == [("up", 0, 6 * HOUR - MINUTE)]
+    # a whole evaluation over a per-query limit is redone in pieces, each held to the limit on its own
+    for error in (QueryLimitError("over"), TooManySamplesError()):
+        class LimitedEngine:
+            def range(self, queryable, expr, start, end, step, cancelled=None, error=error):
+                calls.append((expr, start, end))
+                if end - start > HOUR:
+                    raise error
+                return QueryResult(Matrix([]), [], [])
+
+        calls.clear()
+        RangeQuerySplitter(LimitedEngine(), HOUR, None).run(
+            lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None, CacheSettings(0, 1.0, False, 1),
+            False, tiny=True)
+        assert len(calls) == 7 and calls[0] == ("up", 0, 6 * HOUR - MINUTE)
     # with the results cache, the pieces are still what is cached
     splitter = RangeQuerySplitter(RecordingEngine(), HOUR, ResultsCache())
     calls.clear()

@@ -45,7 +45,8 @@ from mimird.frontend import stats as query_stats
 from mimird.promql import ast
 from mimird.promql.parser import parse
 from mimird.promql.printer import to_string
-from mimird.promql.value import Matrix, QueryResult, Series
+from mimird.promql.value import Matrix, QueryResult, Series, TooManySamplesError
+from mimird.querier.queryable import QueryLimitError
 from mimird.tsdb.labels import Labels
 
 # Entries kept by the in-memory results cache (an entry is one query, step and interval).
@@ -346,7 +347,8 @@ class RangeQuerySplitter:
         such a query is evaluated whole: its pieces would only buy parallelism, and each would repeat the
         fixed costs of an evaluation (and a subquery's window) and start threads for a fraction of a
         millisecond of work. A dashboard's last hour is split in two for the hour after midnight UTC. The
-        split is still counted in the metrics and `Server-Timing`, as Mimir's frontend counts it."""
+        split is still counted in the metrics and `Server-Timing`, as Mimir's frontend counts it, and a
+        whole evaluation that hits a per-query limit is redone in pieces, which each have their own."""
         use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
@@ -363,8 +365,13 @@ class RangeQuerySplitter:
             self.metrics.split_queries.inc(len(ranges))
             if request_stats is not None:
                 request_stats.split_queries += len(ranges)
-        if (len(ranges) == 1 or tiny) and not cacheable:
+        if len(ranges) == 1 and not cacheable:
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
+        if tiny and not cacheable:
+            try:
+                return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
+            except (QueryLimitError, TooManySamplesError):
+                pass  # the pieces are held to the per-query limits one by one, as Mimir's split queries are
         max_cache_ms = now_ms - settings.max_freshness_ms
 
         # keyed by the (pinned) expression as printed (Mimir keys by the parsed query's String()), so spellings
