@@ -197,27 +197,27 @@ def test_damaged_block_fails_validation(start_daemon, tmp_path):
 
 
 def test_validation_concurrency_limit(start_daemon, tmp_path):
-    d = start_daemon(ENABLED)
-    # Validating the big block must outlast the four requests below, which wait for the GIL behind the
-    # validating thread (6,000 series validated in 0.5 s after the faster XOR decoder, and CI once saw the
-    # block complete in between; 20,000 take about 1.9 s).
-    big = make_block(tmp_path / "big", n_series=20000, samples=480)
-    small = make_block(tmp_path / "small")
+    # Validations are held at a failpoint until the release file exists, so the first one is still in
+    # progress during the requests below however fast the machine validates.
+    release = tmp_path / "release"
+    d = start_daemon(ENABLED, env={"MIMIRD_FAILPOINT": f"upload-during-validation:hold={release}"})
     ids = {}
-    for name, block_dir in (("big", big), ("small", small)):
+    for name in ("first", "second"):
+        block_dir = make_block(tmp_path / name)
         meta = block_meta(block_dir)
         ids[name] = new_ulid()
         assert start(d, ids[name], meta).status_code == 200
         upload_files(d, ids[name], block_dir, meta)
-    assert d.post(f"/api/v1/upload/block/{ids['big']}/finish", headers=TENANT).status_code == 200
-    resp = d.post(f"/api/v1/upload/block/{ids['small']}/finish", headers=TENANT)
-    assert check(d, ids["big"]).json() == {"result": "validating"}
+    assert d.post(f"/api/v1/upload/block/{ids['first']}/finish", headers=TENANT).status_code == 200
+    resp = d.post(f"/api/v1/upload/block/{ids['second']}/finish", headers=TENANT)
+    assert check(d, ids["first"]).json() == {"result": "validating"}
     assert_error(resp, 429, "too many block upload validations in progress, limit is 1")
-    assert_error(d.post(f"/api/v1/upload/block/{ids['big']}/finish", headers=TENANT), 400,
+    assert_error(d.post(f"/api/v1/upload/block/{ids['first']}/finish", headers=TENANT), 400,
                  "block validation in progress")
-    assert wait_result(d, ids["big"], timeout=60) == {"result": "complete"}
-    assert d.post(f"/api/v1/upload/block/{ids['small']}/finish", headers=TENANT).status_code == 200
-    assert wait_result(d, ids["small"]) == {"result": "complete"}
+    release.touch()
+    assert wait_result(d, ids["first"], timeout=60) == {"result": "complete"}
+    assert d.post(f"/api/v1/upload/block/{ids['second']}/finish", headers=TENANT).status_code == 200
+    assert wait_result(d, ids["second"]) == {"result": "complete"}
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (run `make peers`)")
