@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -365,13 +365,13 @@ class RangeQuerySplitter:
             self.metrics.split_queries.inc(len(ranges))
             if request_stats is not None:
                 request_stats.split_queries += len(ranges)
-        if len(ranges) == 1 and not cacheable:
-            return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
-        if tiny and not cacheable:
+        if (len(ranges) == 1 or tiny) and not cacheable:
             try:
                 return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
             except (QueryLimitError, TooManySamplesError):
-                pass  # the pieces are held to the per-query limits one by one, as Mimir's split queries are
+                if len(ranges) == 1:
+                    raise
+                # a tiny query's pieces are held to the per-query limits one by one, as Mimir's split queries are
         max_cache_ms = now_ms - settings.max_freshness_ms
 
         # keyed by the (pinned) expression as printed (Mimir keys by the parsed query's String()), so spellings
@@ -465,8 +465,7 @@ class RangeQuerySplitter:
         request_stats = query_stats.current()
         failed = threading.Event()
         errors: list[BaseException] = []
-        todo = list(enumerate(ranges))
-        todo.reverse()  # popped from the end: the first piece first
+        todo = deque(enumerate(ranges))
         outcomes: list = [None] * len(ranges)
 
         def piece_cancelled() -> bool:
@@ -476,7 +475,7 @@ class RangeQuerySplitter:
             # each piece counts into its own statistics (merged below), so threads never share counters
             while not failed.is_set():
                 try:
-                    index, (start, end) = todo.pop()
+                    index, (start, end) = todo.popleft()
                 except IndexError:
                     return
                 piece_stats = query_stats.QueryStats() if request_stats is not None else None

@@ -398,7 +398,7 @@ class HTTPProtocol(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > self.body_limit:
             self.rejected = Response.error(413, f"request body too large: {length} bytes, limit {self.body_limit}")
             raise httptools.HttpParserError("body too large")
-        if self.headers.get("expect", "").lower() == "100-continue":
+        if headers.get("expect", "").lower() == "100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
