@@ -63,7 +63,7 @@ def main() -> None:
         floor_port = free_port()
         floor = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)])
         procs.append(floor)
-        time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{floor_port}/", floor)
         ports = {"floor": floor_port}
         for store in ("mimird", "vm"):
             if store == "vm" and not Path("/usr/bin/victoria-metrics").exists():
@@ -73,10 +73,8 @@ def main() -> None:
             proc, _ = STORES[store](workdir / store, port)
             procs.append(proc)
             ports[store] = port
-        wait_http(f"http://127.0.0.1:{floor_port}/", floor)
         now_s = round(time.time())
-        targets = [("floor", "floor", "/")]
-        targets.append(("mimird /ready", "mimird", "/ready"))
+        targets = [("floor", "floor", "/"), ("mimird /ready", "mimird", "/ready")]
         if "vm" in ports:
             targets.append(("vm /health", "vm", "/health"))
         for label, query in (("missing metric", "nonexistent_metric"), ("vector(1)", "vector(1)")):
