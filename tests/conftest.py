@@ -142,6 +142,17 @@ def remote_write(daemon: Daemon, tenant: str | None, series: dict, metadata=()) 
 PROMETHEUS = Path("/usr/bin/prometheus")
 
 
+@contextlib.asynccontextmanager
+async def held_slot(queue, tenant: str):
+    """Hold one of a QueryQueue's slots for the body of the `async with`, as the query frontend does around
+    a handler; yields the seconds spent waiting for it."""
+    waited = await queue.acquire(tenant)
+    try:
+        yield waited
+    finally:
+        queue.release()
+
+
 @contextlib.contextmanager
 def running_prometheus(workdir: Path, config, *flags: str):
     """Debian's prometheus (`make peers`) on a free loopback port; yields its base URL, stops it after.

@@ -15,7 +15,7 @@ import snappy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Daemon, remote_write
+from conftest import Daemon, held_slot, remote_write
 from mimird import prompb
 from mimird.frontend.queue import QueryQueue
 from mimird.http.errors import HTTPError
@@ -523,7 +523,7 @@ def test_query_queue_limits_outstanding_requests_per_tenant():
         waits = []
 
         async def request(tenant):
-            async with queue.slot(tenant) as waited:
+            async with held_slot(queue, tenant) as waited:
                 waits.append((tenant, waited))
                 await release.wait()
 
@@ -533,7 +533,7 @@ def test_query_queue_limits_outstanding_requests_per_tenant():
         await asyncio.sleep(0.01)
         assert queue.waiting == {"a": 1, "b": 1}
         with pytest.raises(HTTPError) as refused:
-            async with queue.slot("a"):
+            async with held_slot(queue, "a"):
                 pass
         assert (refused.value.status, refused.value.message) == (429, "too many outstanding requests")
         release.set()

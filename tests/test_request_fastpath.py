@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import remote_write
+from conftest import held_slot, remote_write
 from mimird.frontend.queue import TOO_MANY_OUTSTANDING, QueryQueue
 from mimird.frontend.stats import QueryStats
 from mimird.http.errors import HTTPError
@@ -167,12 +167,12 @@ def test_router_memory_returns_fresh_params_and_forgets_on_add():
 def test_queue_slot_waits_and_refuses_as_before():
     async def scenario():
         queue = QueryQueue(1, 1)
-        async with queue.slot("t") as waited:
+        async with held_slot(queue, "t") as waited:
             assert 0 <= waited < 0.1
             blocked = asyncio.ensure_future(_hold(queue, "t"))
             await asyncio.sleep(0.01)
             with pytest.raises(HTTPError) as refused:
-                async with queue.slot("t"):
+                async with held_slot(queue, "t"):
                     pass
             assert refused.value.status == 429 and refused.value.message == TOO_MANY_OUTSTANDING
             assert queue.waiting == {"t": 1}
@@ -186,7 +186,7 @@ def test_queue_slot_waits_and_refuses_as_before():
 def test_queue_slot_cancelled_waiters_lose_nothing():
     async def scenario():
         queue = QueryQueue(1, 10)
-        async with queue.slot("t"):
+        async with held_slot(queue, "t"):
             first = asyncio.ensure_future(_hold(queue, "t"))
             second = asyncio.ensure_future(_hold(queue, "t"))
             await asyncio.sleep(0.01)
@@ -196,7 +196,7 @@ def test_queue_slot_cancelled_waiters_lose_nothing():
         # the slot went to the second waiter, which has finished with it by now
         assert await second >= 0
         assert queue.free == 1 and not queue.waiters
-        async with queue.slot("t"):
+        async with held_slot(queue, "t"):
             third = asyncio.ensure_future(_hold(queue, "t"))
             await asyncio.sleep(0.01)
         third.cancel()  # handed the slot in the same turn as its cancellation: it passes the slot on
@@ -208,7 +208,7 @@ def test_queue_slot_cancelled_waiters_lose_nothing():
 
 
 async def _hold(queue: QueryQueue, tenant: str) -> float:
-    async with queue.slot(tenant) as waited:
+    async with held_slot(queue, tenant) as waited:
         return waited
 
 

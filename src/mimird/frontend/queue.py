@@ -31,10 +31,6 @@ class QueryQueue:
         self.max_outstanding = max_outstanding_per_tenant
         self.waiting: dict[str, int] = {}
 
-    def slot(self, tenant: str) -> _Slot:
-        """Hold a serving slot for the body of the `async with`; yields the seconds spent waiting for it."""
-        return _Slot(self, tenant)
-
     def try_acquire(self) -> bool:
         """Take a free slot if there is one and nobody is waiting for it (no coroutine: nearly every
         request finds one). Whoever takes a slot gives it back with `release`."""
@@ -80,23 +76,6 @@ class QueryQueue:
                 waiter.set_result(None)
                 return
         self.free += 1
-
-
-class _Slot:
-    """`async with queue.slot(tenant) as waited_s`: a plain class rather than an async generator, which
-    costs several times more per request."""
-
-    __slots__ = ("queue", "tenant")
-
-    def __init__(self, queue: QueryQueue, tenant: str):
-        self.queue = queue
-        self.tenant = tenant
-
-    async def __aenter__(self) -> float:
-        return await self.queue.acquire(self.tenant)
-
-    async def __aexit__(self, *exc_info) -> None:
-        self.queue.release()
 
 
 _queues: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
