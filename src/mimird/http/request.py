@@ -49,10 +49,7 @@ class Request:
         """Query parameters merged with a urlencoded body, as Go's Request.Form (body values first)."""
         if self._form is None:
             if self.method not in ("POST", "PUT", "PATCH"):
-                # no body to merge (handlers read the form, they do not change it)
-                if self._query is None:
-                    self._query = parse_query(self.query_string)
-                self._form = self._query
+                self._form = self.query  # no body to merge (handlers read the form, they do not change it)
                 return self._form
             merged: dict[str, list[str]] = {}
             ctype = self.headers.get("content-type", "")
@@ -70,8 +67,7 @@ class Request:
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """First value of a form/query parameter."""
-        form = self._form
-        values = (self.form if form is None else form).get(name)
+        values = self.form.get(name)
         return values[0] if values else default
 
     def accepts_json(self) -> bool:
