@@ -31,18 +31,11 @@ class QueryQueue:
         self.max_outstanding = max_outstanding_per_tenant
         self.waiting: dict[str, int] = {}
 
-    def try_acquire(self) -> bool:
-        """Take a free slot if there is one and nobody is waiting for it (no coroutine: nearly every
-        request finds one). Whoever takes a slot gives it back with `release`."""
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return True
-        return False
-
     async def acquire(self, tenant: str) -> float:
         """Take a slot, waiting in line for it if needed; returns the seconds waited. Raises HTTPError 429
         when `tenant` already has the most requests waiting it may have."""
-        if self.try_acquire():
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
             return 0.0
         started = time.perf_counter()
         if self.waiting.get(tenant, 0) >= self.max_outstanding:

@@ -148,7 +148,7 @@ def frontend(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Await
             return Response.error(413, "http: request body too large")
         queue, stats_enabled = _frontend_of(self)
         started = time.perf_counter()
-        waited = 0.0 if queue.try_acquire() else await queue.acquire("|".join(request.tenants))
+        waited = await queue.acquire("|".join(request.tenants))
         try:
             if not stats_enabled:
                 return await handler(self, request)
