@@ -519,6 +519,8 @@ ERRORS = [
     ("x @ 1 @ 2", "1:1: parse error: @ <timestamp> may not be set multiple times"),
     ("x @ Inf", "1:1: parse error: timestamp out of bounds for @ modifier: +Inf"),
     ("x @ NaN", "1:1: parse error: timestamp out of bounds for @ modifier: NaN"),
+    ("x offset NaN", "1:10: parse error: duration out of range"),
+    ("x offset -NaN", "1:10: parse error: duration out of range"),
     ("(x)[5m]", "1:4: parse error: ranges only allowed for vector selectors"),
     ("x offset 5m [5m]", "1:13: parse error: no offset modifiers allowed before range"),
     ("x @ 10 [5m]", "1:8: parse error: no @ modifiers allowed before range"),
@@ -635,7 +637,17 @@ def test_resolving_subquery_durations():
     ("x[5m-10m]", "2:8: duration must be greater than 0"),
     ("x[5m:1m-1m]", "5:10: duration must be greater than 0"),
     ("x[5m/(1-1)]", "2:9: division by zero"),
+    # overflows and undefined powers come out as Go's infinities and NaNs, not as Python's exceptions
+    ("x offset (2^1500)", "10:16: duration is out of range"),
+    ("x offset ((-2)^0.5)", "11:18: duration is out of range"),
+    ("x[((2^1500) % 3)]", "4:15: duration is out of range"),
+    ("x[5m:(2^1500)]", "6:12: duration is out of range"),
 ])
 def test_resolving_bad_duration_expressions(query, message):
     with pytest.raises(DurationError, match=f"^{message}$"):
         resolve_duration_exprs(parse(query))
+
+
+def test_duration_modulo_by_an_infinity_keeps_the_dividend():
+    resolved = resolve_duration_exprs(parse("x offset (90 % (2^1500))"))
+    assert resolved.offset_ns == 90 * 10**9

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 NANOS_PER_MILLI = 1_000_000
 NANOS_PER_SECOND = 1_000_000_000
 MAX_DURATION_NS = (1 << 63) - 1
@@ -139,6 +141,14 @@ def _go_quote(text: str) -> str:
     return go_quote(text)
 
 
+def _go_float_op(ufunc, lhs: float, rhs: float) -> float:
+    # Go's math.Mod and math.Pow give NaN or an infinity where Python's math module raises (an infinite
+    # dividend, a negative base under a fractional power, an overflow); the caller then reports the
+    # duration as out of range.
+    with np.errstate(all="ignore"):
+        return float(ufunc(np.float64(lhs), np.float64(rhs)))
+
+
 def evaluate_duration_expr(expr) -> float:
     """Evaluate a duration expression (a NumberLiteral or DurationExpr tree) to float seconds, as
     Prometheus's ``evaluateDurationExpr`` does. Raises DurationError on division or modulo by zero."""
@@ -164,9 +174,9 @@ def evaluate_duration_expr(expr) -> float:
     if expr.op == "%":
         if rhs == 0:
             raise DurationError(f"{where}: modulo by zero")
-        return math.fmod(lhs, rhs)
+        return _go_float_op(np.fmod, lhs, rhs)
     if expr.op == "^":
-        return math.pow(lhs, rhs)
+        return _go_float_op(np.power, lhs, rhs)
     raise DurationError(f"unexpected duration expression operator {expr.op!r}")
 
 

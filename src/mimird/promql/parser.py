@@ -336,7 +336,9 @@ class _Builder(Transformer):
 
     @staticmethod
     def _check_duration_range(literal: NumberLiteral, position: int) -> None:
-        if literal.value > _MAX_DURATION_SECONDS or literal.value < -_MAX_DURATION_SECONDS:
+        # Prometheus's comparisons let NaN through to a float-to-int conversion whose result Go leaves to
+        # the platform; no duration can come of it, so it is out of range here.
+        if not -_MAX_DURATION_SECONDS <= literal.value <= _MAX_DURATION_SECONDS:
             raise _Problem("duration out of range", position)
 
     def duration_unary(self, children):
