@@ -379,6 +379,11 @@ def test_query_parameter_errors(querier):
                     'invalid parameter "query": 1:4: parse error: unexpected end of input inside braces')
     assert_bad_data(get(querier, "/query"),
                     'invalid parameter "query": unknown position: parse error: no expression found in input')
+    # durations that come out NaN or infinite are bad data, not server errors
+    assert_bad_data(get(querier, "/query", query="up offset NaN"),
+                    'invalid parameter "query": 1:11: parse error: duration out of range')
+    assert_bad_data(get(querier, "/query", query="up offset (2^1500)"),
+                    'invalid parameter "query": 11:17: duration is out of range')
     assert_bad_data(range_query(start="x"), 'invalid parameter "start": cannot parse "x" to a valid timestamp')
     assert_bad_data(range_query(end="-1"), 'invalid parameter "end": end timestamp must not be before start time')
     assert_bad_data(range_query(step="0"), 'invalid parameter "step": zero or negative query resolution step '
