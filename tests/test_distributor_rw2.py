@@ -324,6 +324,19 @@ def test_invalid_utf8_label_value_drops_only_that_series(d):
     assert metric_value(d, "cortex_discarded_samples_total", reason="label_value_invalid", user="t4") == before + 1
 
 
+def test_invalid_utf8_label_name_is_refused_with_its_bytes(d):
+    # Mimir formats the name into the message as it came; the answer used to fail while being encoded, and
+    # the connection was dropped without one.
+    body = raw_v1_body([[(b"__name__", b"utf8_name_ok")],
+                        [(b"__name__", b"utf8_name_bad"), (b"j\xf0b", b"x")]], now_ms())
+    response = d.post("/api/v1/push", content=body, headers={"Content-Type": "application/x-protobuf",
+                                                             "X-Scope-OrgID": "t4b"})
+    assert response.status_code == 400
+    assert response.content == (b"received a series with an invalid label: 'j\xf0b' series: "
+                                b"'utf8_name_bad{j\xf0b=\"x\"}' (err-mimir-label-invalid)\n")
+    assert stored_series(d, "t4b") == {(("__name__", "utf8_name_ok"),)}
+
+
 # ---------------------------------------------------------------------------------------------------
 # max_exemplars_per_series_per_request and the distributor's instance limits
 

@@ -121,7 +121,9 @@ class Response:
     def __init__(self, status: int = 200, body: bytes | str = b"", content_type: str | None = None,
                  headers: list[tuple[str, str]] | None = None):
         self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
+        # Text decoded from the request with surrogateescape (label bytes that are not UTF-8) goes back out
+        # as those bytes, as Go writes its strings; a strict encode would fail the whole answer.
+        self.body = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
         self.headers = list(headers or [])
         if content_type:
             self.headers.append(("Content-Type", content_type))
