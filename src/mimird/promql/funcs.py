@@ -16,7 +16,7 @@ from mimird.promql.frame import Frame, Steps
 from mimird.promql.gofmt import go_g
 from mimird.promql.quoting import is_valid_utf8
 from mimird.promql.value import ExecutionError
-from mimird.tsdb.labels import InvalidRegexError, Labels, go_quote, translate_re2
+from mimird.tsdb.labels import GoRegex, InvalidRegexError, Labels, go_quote
 
 
 def valid_label_name(name: str) -> bool:
@@ -218,7 +218,7 @@ def _relabelled(frame: Frame, labels: list[Labels], dst: str) -> Frame:
 def label_replace(frame: Frame, dst: str, replacement: str, src: str, pattern: str) -> Frame:
     """label_replace(v, dst, replacement, src, regex)."""
     try:
-        regex = re.compile(translate_re2(pattern))
+        regex = GoRegex(pattern)
     except (InvalidRegexError, re.error):
         raise ExecutionError(f"invalid regular expression in label_replace(): {pattern}") from None
     if not valid_label_name(dst):

@@ -17,6 +17,8 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 
+import re2
+
 from mimird._fast.postings import labels_hash as _labels_hash
 
 Labels = tuple[tuple[str, str], ...]
@@ -176,6 +178,46 @@ class Matcher:
 _RE2_META = frozenset("\\.+*?()|[]{}^$")
 
 
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.dot_nl = True  # Go's (?s:...)
+    options.log_errors = False  # a pattern RE2 refuses falls back below; the library would log to stderr
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+class GoRegex:
+    """Go's `^(?s:pattern)$` with `fullmatch`, matched by RE2 itself, in time linear in the text.
+
+    Python's `re` backtracks, and it holds the GIL while it does: a pattern such as `(a+)+b` over a label
+    value of 30 characters would stall the whole daemon for minutes, where Prometheus answers at once.
+    The `re` translation still checks the pattern (raising InvalidRegexError with Go's messages), and it
+    matches what RE2 cannot take: text holding bytes that are not UTF-8 (surrogate-escaped) and any
+    pattern RE2 refuses. Match objects offer `group`, `groups` and `re.groups`/`re.groupindex` either way.
+    """
+
+    __slots__ = ("pattern", "translated", "linear")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.translated = re.compile(translate_re2(pattern))
+        try:
+            self.linear = re2.compile(pattern, _RE2_OPTIONS)
+        except (re2.error, UnicodeEncodeError):
+            self.linear = None
+
+    def fullmatch(self, text: str):
+        """The match of the whole of `text`, or None."""
+        if self.linear is not None:
+            try:
+                return self.linear.fullmatch(text)
+            except UnicodeEncodeError:
+                pass
+        return self.translated.fullmatch(text)
+
+
 class RegexMatcher:
     """A compiled label-matcher regex: Go's `^(?s:pattern)$`, with Prometheus's shortcuts.
 
@@ -187,7 +229,7 @@ class RegexMatcher:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self.compiled = re.compile(translate_re2(pattern))
+        self.compiled = GoRegex(pattern)
         self.set_matches: tuple[str, ...] | None = None
         self.matches: Callable[[str], bool] = self._match_with_regex
         self._choose_fast_path()
