@@ -59,3 +59,10 @@ def test_text_that_is_not_utf8_falls_back_to_the_translation():
 def test_invalid_patterns_keep_gos_messages():
     with pytest.raises(InvalidRegexError, match="missing closing \\)"):
         GoRegex("(a")
+
+
+@pytest.mark.parametrize("pattern,text", [("a.c", "a\nc"), ("a.c", "abd"), ("(?i)k", "\u212a"), ("a|ab", "ab"),
+                                          ("a.c", "a\udcffc"), ("(a+)+b", LONG), ("é+", "éé"), ("", "")])
+def test_yes_no_tests_agree_with_fullmatch(pattern, text):
+    regex = GoRegex(pattern)
+    assert regex.test(text) == (regex.fullmatch(text) is not None)

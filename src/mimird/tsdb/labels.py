@@ -18,6 +18,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 
 import re2
+from re2 import _re2  # the binding's own RE2 class: see GoRegex.test
 
 from mimird._fast.postings import labels_hash as _labels_hash
 
@@ -178,14 +179,17 @@ class Matcher:
 _RE2_META = frozenset("\\.+*?()|[]{}^$")
 
 
-def _re2_options() -> re2.Options:
+def _re2_options(*, never_capture: bool = False) -> re2.Options:
     options = re2.Options()
     options.dot_nl = True  # Go's (?s:...)
     options.log_errors = False  # a pattern RE2 refuses falls back below; the library would log to stderr
+    options.never_capture = never_capture
     return options
 
 
 _RE2_OPTIONS = _re2_options()
+_RE2_TEST_OPTIONS = _re2_options(never_capture=True)
+_ANCHOR_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
 
 
 class GoRegex:
@@ -198,15 +202,17 @@ class GoRegex:
     pattern RE2 refuses. Match objects offer `group`, `groups` and `re.groups`/`re.groupindex` either way.
     """
 
-    __slots__ = ("pattern", "translated", "linear")
+    __slots__ = ("translated", "linear", "_test")
 
     def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
         self.translated = re.compile(translate_re2(pattern))
         try:
             self.linear = re2.compile(pattern, _RE2_OPTIONS)
+            # Yes/no tests run a capture-free program through the binding itself: the wrapper builds a
+            # match object per call, which costs twice as much, and an index tests every value of a label.
+            self._test = _re2.RE2(pattern.encode(), _RE2_TEST_OPTIONS).Match
         except (re2.error, UnicodeEncodeError):
-            self.linear = None
+            self.linear = self._test = None
 
     def fullmatch(self, text: str):
         """The match of the whole of `text`, or None."""
@@ -216,6 +222,17 @@ class GoRegex:
             except UnicodeEncodeError:
                 pass
         return self.translated.fullmatch(text)
+
+    def test(self, text: str) -> bool:
+        """Whether the pattern matches the whole of `text` (`fullmatch` without building a match)."""
+        if self._test is not None:
+            try:
+                encoded = text.encode()
+            except UnicodeEncodeError:
+                pass
+            else:
+                return self._test(_ANCHOR_BOTH, encoded, 0, len(encoded))[0][0] >= 0
+        return self.translated.fullmatch(text) is not None
 
 
 class RegexMatcher:
@@ -235,7 +252,7 @@ class RegexMatcher:
         self._choose_fast_path()
 
     def _match_with_regex(self, value: str) -> bool:
-        return self.compiled.fullmatch(value) is not None
+        return self.compiled.test(value)
 
     def _choose_fast_path(self) -> None:
         pattern = self.pattern
@@ -261,7 +278,7 @@ class RegexMatcher:
                 def match_folded(value: str) -> bool:
                     if value.isascii():
                         return value.lower() in lowered
-                    return compiled.fullmatch(value) is not None
+                    return compiled.test(value)
 
                 self.matches = match_folded
             return
