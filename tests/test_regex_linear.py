@@ -10,7 +10,7 @@ import pytest
 
 from mimird.promql.engine import Engine
 from mimird.tsdb.head import Head
-from mimird.tsdb.labels import GoRegex, InvalidRegexError, RegexMatcher, make_labels
+from mimird.tsdb.labels import GoRegex, InvalidRegexError, Matcher, RegexMatcher, make_labels
 
 LONG = "a" * 40
 
@@ -66,3 +66,11 @@ def test_invalid_patterns_keep_gos_messages():
 def test_yes_no_tests_agree_with_fullmatch(pattern, text):
     regex = GoRegex(pattern)
     assert regex.test(text) == (regex.fullmatch(text) is not None)
+
+
+@pytest.mark.parametrize("op", ["=~", "!~", "=", "!="])
+@pytest.mark.parametrize("pattern", ["(a+)+b", "a.c", "(?i)K", "api|web", ".*b", "x"])
+def test_matches_each_agrees_with_matches(op, pattern):
+    values = ["", "a\nc", "abc", "a\udcffc", "\u212a", "k", "api", "web", "aaab", "x", LONG]
+    matcher = Matcher(op, "job", pattern)
+    assert matcher.matches_each(values) == [matcher.matches(value) for value in values]

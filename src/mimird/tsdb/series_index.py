@@ -225,9 +225,12 @@ class SeriesIndex:
         if exact is not None:
             lists = [by_value[value].view() for value in exact if value in by_value]
         else:
-            matches = matcher.matches
-            # list() takes the items in one step, so a writer in another thread cannot resize the dict under us.
-            lists = [builder.view() for value, builder in list(by_value.items()) if matches(value) == accepted]
+            # copy() takes the entries in one step, so a writer in another thread cannot resize the dict under
+            # us; keys and values come out as two lists, not a tuple per value, whose allocation over a label
+            # of 100k values set off collections of the whole heap that took longer than the scan.
+            snapshot = by_value.copy()
+            hits = matcher.matches_each(list(snapshot))
+            lists = [builder.view() for builder, hit in zip(snapshot.values(), hits, strict=True) if hit == accepted]
         return union_many(lists)
 
     def sort_by_labels(self, refs: np.ndarray) -> np.ndarray:

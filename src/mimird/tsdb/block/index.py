@@ -20,7 +20,7 @@ import itertools
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -373,20 +373,16 @@ class IndexReader:
         """Sorted refs of every series of the index."""
         return self._read_postings(self._all_postings_offset)
 
-    def postings_for_values(self, name: str, accept: Callable[[str], bool]) -> np.ndarray:
-        """The union of the postings of the values of `name` for which `accept(value)` is true."""
-        entry = self._postings_table.get(name)
-        if entry is None:
-            return _EMPTY_REFS
-        values, offsets = entry
-        return union_many([self._read_postings(offsets[i]) for i, v in enumerate(values) if accept(v)])
-
     def _postings_for_matcher(self, matcher: Matcher, accepted: bool) -> np.ndarray:
         exact = matcher.set_matches() if accepted else None
         if exact is not None:
             return union_many([self.postings(matcher.name, value) for value in exact if value != ""])
-        matches = matcher.matches
-        return self.postings_for_values(matcher.name, lambda value: matches(value) == accepted)
+        entry = self._postings_table.get(matcher.name)
+        if entry is None:
+            return _EMPTY_REFS
+        values, offsets = entry
+        hits = matcher.matches_each(values)
+        return union_many([self._read_postings(offsets[i]) for i, hit in enumerate(hits) if hit == accepted])
 
     def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted refs of the series that every matcher accepts (a missing label has the value "").
