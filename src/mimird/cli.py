@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from mimird.util.logging import setup_logging
+    from mimird.util.memory import keep_freed_memory
 
     setup_logging(config.server.log_level, config.server.log_format)
+    keep_freed_memory()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
