@@ -1,6 +1,8 @@
 import numpy as np
 import numpy.typing as npt
 
+PARALLEL_MIN_CELLS: int
+
 def fold(
     op: str,
     values: npt.ArrayLike,

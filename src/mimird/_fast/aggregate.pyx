@@ -16,6 +16,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
+from mimird.util import cores
 
 cnp.import_array()
 
@@ -72,7 +73,7 @@ cdef int _init_cells(Cells* cells, double* value, cnp.uint8_t* seen, Py_ssize_t 
     return 0
 
 
-cdef void _free_cells(Cells* cells) noexcept:
+cdef void _free_cells(Cells* cells) noexcept nogil:
     free(cells.comp)
     free(cells.incremental)
     cells.comp = NULL
@@ -160,36 +161,98 @@ cdef int _check_group_ids(const cnp.intp_t[::1] groups, Py_ssize_t n_series, Py_
     return 0
 
 
+# A fold of at least this many (series, step) cells is split by steps over the cores.
+PARALLEL_MIN_CELLS = 200_000
+
+
+cdef class _StepFold:
+    """One `fold`, cut into ranges of steps that fold at the same time: a (group, step) cell takes samples
+    from one step only, so each range folds, in the same series order, into cells of its own (shared
+    ones would put cache lines at the ranges' edges in both cores' caches at every series), then copies
+    them into the result."""
+
+    cdef int code
+    cdef const double[:, ::1] vals
+    cdef const cnp.uint8_t[:, ::1] mask
+    cdef const cnp.intp_t[::1] groups
+    cdef Py_ssize_t n_groups
+    cdef double* result
+    cdef cnp.uint8_t* seen
+
+    cdef int fold_steps(self, Py_ssize_t first, Py_ssize_t end) except -1 nogil:
+        # Locals, not attributes: the compiler cannot keep fields of self in registers across the writes
+        # to the cells.
+        cdef int code = self.code
+        cdef const double[:, ::1] vals = self.vals
+        cdef const cnp.uint8_t[:, ::1] mask = self.mask
+        cdef const cnp.intp_t[::1] groups = self.groups
+        cdef Py_ssize_t s, j, g, n_steps = vals.shape[1], n_series = vals.shape[0], width = end - first
+        cdef Py_ssize_t n_cells = self.n_groups * width
+        cdef Cells cells
+        cdef double* value = <double*>calloc(max(n_cells, 1), sizeof(double))
+        cdef cnp.uint8_t* seen = <cnp.uint8_t*>calloc(max(n_cells, 1), 1)
+        cells.comp = NULL
+        cells.incremental = NULL
+        try:
+            if value == NULL or seen == NULL:
+                with gil:
+                    raise MemoryError()
+            with gil:
+                _init_cells(&cells, value, seen, n_cells)
+            for s in range(n_series):
+                for j in range(first, end):
+                    if mask[s, j]:
+                        _fold_one(code, &cells, groups[s] * width + j - first, vals[s, j])
+            _fold_finish(code, &cells)
+            for g in range(self.n_groups):
+                memcpy(self.result + g * n_steps + first, value + g * width, width * sizeof(double))
+                memcpy(self.seen + g * n_steps + first, seen + g * width, width)
+        finally:
+            _free_cells(&cells)
+            free(value)
+            free(seen)
+        return 0
+
+    def run_part(self, tuple steps):
+        """Fold the steps [first, end) without the GIL."""
+        cdef Py_ssize_t first = steps[0], end = steps[1]
+        with nogil:
+            self.fold_steps(first, end)
+
+
 def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     """Aggregate `values[s, j]` (where `present[s, j]`) into `n_groups` groups per step.
 
     Returns `(result, seen)`: float64 and uint8 arrays of shape (n_groups, n_steps); `seen` is 0 where
-    a group had no sample at a step.
+    a group had no sample at a step. At least PARALLEL_MIN_CELLS cells are folded in ranges of steps at
+    the same time (`mimird.util.cores`), with the same result.
     """
-    cdef int code = _OPS[op]
-    cdef const double[:, ::1] vals = np.ascontiguousarray(values, dtype=np.float64)
-    cdef const cnp.uint8_t[:, ::1] mask = np.ascontiguousarray(present, dtype=np.uint8)
-    cdef const cnp.intp_t[::1] groups = np.ascontiguousarray(group_ids, dtype=np.intp)
-    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s, j
-    if mask.shape[0] != n_series or mask.shape[1] != n_steps:
+    cdef _StepFold job = _StepFold()
+    job.code = _OPS[op]
+    job.vals = np.ascontiguousarray(values, dtype=np.float64)
+    job.mask = (present.view(np.uint8) if isinstance(present, np.ndarray) and present.dtype == np.bool_
+                and present.flags.c_contiguous else np.ascontiguousarray(present, dtype=np.uint8))
+    job.groups = np.ascontiguousarray(group_ids, dtype=np.intp)
+    job.n_groups = n_groups
+    cdef Py_ssize_t n_series = job.vals.shape[0], n_steps = job.vals.shape[1], per_part
+    if job.mask.shape[0] != n_series or job.mask.shape[1] != n_steps:
         raise ValueError("values and present differ in shape")
-    _check_group_ids(groups, n_series, n_groups)
-    result_arr = np.zeros((n_groups, n_steps), dtype=np.float64)
-    seen_arr = np.zeros((n_groups, n_steps), dtype=np.uint8)
+    _check_group_ids(job.groups, n_series, n_groups)
+    result_arr = np.empty((n_groups, n_steps), dtype=np.float64)
+    seen_arr = np.empty((n_groups, n_steps), dtype=np.uint8)
     if n_steps == 0 or n_series == 0:
+        result_arr.fill(0)
+        seen_arr.fill(0)
         return result_arr, seen_arr
-    cdef Cells cells
-    _init_cells(&cells, <double*>cnp.PyArray_DATA(result_arr), <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr),
-                n_groups * n_steps)
-    try:
+    job.result = <double*>cnp.PyArray_DATA(result_arr)
+    job.seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
+    if n_series * n_steps >= PARALLEL_MIN_CELLS and cores.PARTS > 1 and n_steps > 1:
+        per_part = (n_steps + cores.PARTS - 1) // cores.PARTS
+        cores.run_parts(job.run_part, [(first, min(first + per_part, n_steps))
+                                       for first in range(0, n_steps, per_part)])
+    else:
         with nogil:
-            for s in range(n_series):
-                for j in range(n_steps):
-                    if mask[s, j]:
-                        _fold_one(code, &cells, groups[s] * n_steps + j, vals[s, j])
-            _fold_finish(code, &cells)
-    finally:
-        _free_cells(&cells)
+            job.fold_steps(0, n_steps)
     return result_arr, seen_arr
 
 
