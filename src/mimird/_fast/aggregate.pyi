@@ -33,3 +33,14 @@ def select_fold(
 ) -> tuple[list[int], npt.NDArray[np.float64], npt.NDArray[np.bool_], int, int]: ...
 
 FOLD_OPERATIONS: frozenset[str]
+
+SELECT_K_MAX_CANDIDATES: int
+
+def select_k(
+    op: str,
+    values: npt.ArrayLike,
+    present: npt.ArrayLike,
+    group_ids: npt.ArrayLike,
+    n_groups: int,
+    ks: npt.ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]: ...

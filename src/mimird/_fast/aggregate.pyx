@@ -12,7 +12,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport NAN, fabs, isinf, isnan, isfinite, sqrt
 from libc.stdint cimport int64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
@@ -398,6 +398,104 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
         free(series_present)
         free(rank)
     return order, result_arr, seen_arr, selected, n_seen
+
+
+cdef enum:
+    RANK_TOP = 0
+    RANK_BOTTOM = 1
+    RANK_FIRST = 2
+
+_RANKINGS = {"topk": RANK_TOP, "bottomk": RANK_BOTTOM, "limitk": RANK_FIRST}
+#: The most series a group may keep per step for `select_k` (groups x k cells of candidates per step).
+SELECT_K_MAX_CANDIDATES = 1 << 22
+
+
+cdef inline bint _ranks_before(int ranking, double candidate, double kept) noexcept nogil:
+    # Whether a later series with value `candidate` goes before a kept one (ties keep input order; NaN
+    # comes after every number, for topk and bottomk alike).
+    if isnan(candidate):
+        return False
+    if isnan(kept):
+        return True
+    if ranking == RANK_TOP:
+        return candidate > kept
+    return candidate < kept
+
+
+def select_k(str op, values, present, group_ids, Py_ssize_t n_groups, ks):
+    """topk, bottomk and limitk at every step: which series each group keeps and their rank in it.
+
+    At step j each group keeps its first `ks[j]` series in Prometheus's order: by value descending
+    (topk) or ascending (bottomk), NaN last, ties in input order; limitk keeps input order. Returns
+    `(selected, rank)`: uint8 and float64 arrays shaped like `values`; `rank` is a kept series' place in
+    its group (0 first). Needs n_groups * max(ks) <= SELECT_K_MAX_CANDIDATES.
+    """
+    cdef int ranking = _RANKINGS[op]
+    cdef const double[:, ::1] vals = np.ascontiguousarray(values, dtype=np.float64)
+    cdef const cnp.uint8_t[:, ::1] mask = (
+        present.view(np.uint8) if isinstance(present, np.ndarray) and present.dtype == np.bool_
+        and present.flags.c_contiguous else np.ascontiguousarray(present, dtype=np.uint8))
+    cdef const cnp.intp_t[::1] groups = np.ascontiguousarray(group_ids, dtype=np.intp)
+    cdef const int64_t[::1] k_at = np.ascontiguousarray(ks, dtype=np.int64)
+    cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s, j, g, pos, k, kmax = 0
+    if mask.shape[0] != n_series or mask.shape[1] != n_steps or k_at.shape[0] != n_steps:
+        raise ValueError("values, present and ks differ in shape")
+    _check_group_ids(groups, n_series, n_groups)
+    for j in range(n_steps):
+        kmax = max(kmax, min(k_at[j], n_series))
+    if n_groups * kmax > SELECT_K_MAX_CANDIDATES:
+        raise ValueError("too many candidates per step")
+    selected_arr = np.zeros((n_series, n_steps), dtype=np.uint8)
+    rank_arr = np.zeros((n_series, n_steps), dtype=np.float64)
+    if kmax <= 0 or n_series == 0:
+        return selected_arr, rank_arr
+    cdef cnp.uint8_t[:, ::1] selected = selected_arr
+    cdef double[:, ::1] rank = rank_arr
+    # kept[g * kmax + i]: the series in group g's place i at the current step; count[g]: how many
+    cdef Py_ssize_t* kept = <Py_ssize_t*>malloc(n_groups * kmax * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* count = <Py_ssize_t*>malloc(max(n_groups, 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* places
+    cdef double value
+    try:
+        if kept == NULL or count == NULL:
+            raise MemoryError()
+        with nogil:
+            for j in range(n_steps):
+                k = min(k_at[j], n_series)
+                if k <= 0:
+                    continue
+                for g in range(n_groups):
+                    count[g] = 0
+                for s in range(n_series):
+                    if not mask[s, j]:
+                        continue
+                    g = groups[s]
+                    places = kept + g * kmax
+                    if ranking == RANK_FIRST:
+                        if count[g] < k:
+                            places[count[g]] = s
+                            count[g] += 1
+                        continue
+                    value = vals[s, j]
+                    if count[g] == k:
+                        if not _ranks_before(ranking, value, vals[places[k - 1], j]):
+                            continue
+                        count[g] -= 1  # the last place's series drops out
+                    pos = count[g]
+                    while pos > 0 and _ranks_before(ranking, value, vals[places[pos - 1], j]):
+                        places[pos] = places[pos - 1]
+                        pos -= 1
+                    places[pos] = s
+                    count[g] += 1
+                for g in range(n_groups):
+                    places = kept + g * kmax
+                    for pos in range(count[g]):
+                        selected[places[pos], j] = 1
+                        rank[places[pos], j] = pos
+    finally:
+        free(kept)
+        free(count)
+    return selected_arr, rank_arr
 
 
 def group_series(labels, tuple grouping, bint without):

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from mimird._fast.aggregate import fold, group_series
+from mimird._fast.aggregate import SELECT_K_MAX_CANDIDATES, fold, group_series
+from mimird._fast.aggregate import select_k as select_k_kernel
 from mimird.promql import ast
 from mimird.promql.frame import Frame
 from mimird.promql.funcs import valid_label_name
@@ -158,11 +159,16 @@ def select_k(node: ast.AggregateExpr, frame: Frame, param: np.ndarray, group_ids
         ev.check()
         # topk sorts by value descending, bottomk ascending, NaN below every number (as the heap
         # Prometheus keeps ranks it); limitk keeps input order.
-        primary = None if op == "limitk" else (-frame.values if op == "topk" else frame.values)
-        rows, steps, _, _, rank, _, _ = _segments(frame, group_ids, primary, nan_first=False)
-        chosen = rank < ks[steps]
-        selected[rows[chosen], steps[chosen]] = True
-        order_key[rows[chosen], steps[chosen]] = rank[chosen]
+        if n_groups * int(ks.max()) <= SELECT_K_MAX_CANDIDATES:
+            # one pass per step keeping each group's best k, instead of sorting every sample
+            chosen, order_key = select_k_kernel(op, frame.values, frame.present, group_ids, n_groups, ks)
+            selected = chosen.view(bool)
+        else:
+            primary = None if op == "limitk" else (-frame.values if op == "topk" else frame.values)
+            rows, steps, _, _, rank, _, _ = _segments(frame, group_ids, primary, nan_first=False)
+            chosen = rank < ks[steps]
+            selected[rows[chosen], steps[chosen]] = True
+            order_key[rows[chosen], steps[chosen]] = rank[chosen]
     result = Frame(frame.labels, frame.values, selected, frame.drop)
     if n_steps == 1:
         rows = np.flatnonzero(selected[:, 0])
