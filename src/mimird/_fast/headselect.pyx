@@ -30,6 +30,7 @@ cimport numpy as cnp
 
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport MemSeries
+from mimird._fast.prefetch cimport list_items, prefetch
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
@@ -131,15 +132,6 @@ cdef Py_ssize_t _merge_ooo(int64_t* ts, double* vals, Py_ssize_t n_in_order, con
     return merged
 
 
-cdef extern from *:
-    """
-    #define mimird_prefetch(address) __builtin_prefetch((const void*)(address), 0, 3)
-    #define mimird_list_items(list) ((const void*)((PyListObject*)(list))->ob_item)
-    """
-    void mimird_prefetch(const void* address) noexcept nogil
-    const void* mimird_list_items(PyObject* list) noexcept nogil
-
-
 cdef void _prefetch_series(list found_series) noexcept:
     # Ask for what `take` reads of each series, in two waves: the objects a series points to, then the
     # buffers those point to. Prefetches never fault and change nothing; the reads later find them cached.
@@ -148,24 +140,24 @@ cdef void _prefetch_series(list found_series) noexcept:
     cdef XORChunk open_chunk
     for found in found_series:
         s = <MemSeries>found
-        mimird_prefetch(<PyObject*>s.labels)
-        mimird_prefetch(<PyObject*>s.open)
-        mimird_prefetch(<PyObject*>s.chunks)
-        mimird_prefetch(<PyObject*>s.chunk_mints)
-        mimird_prefetch(<PyObject*>s.chunk_maxts)
-        mimird_prefetch(<PyObject*>s.ooo_t)
+        prefetch(<PyObject*>s.labels)
+        prefetch(<PyObject*>s.open)
+        prefetch(<PyObject*>s.chunks)
+        prefetch(<PyObject*>s.chunk_mints)
+        prefetch(<PyObject*>s.chunk_maxts)
+        prefetch(<PyObject*>s.ooo_t)
     for found in found_series:
         s = <MemSeries>found
         open_chunk = s.open
         if open_chunk is not None:
-            mimird_prefetch(open_chunk.buf + (open_chunk.pending_start >> 3))
+            prefetch(open_chunk.buf + (open_chunk.pending_start >> 3))
         chunks = <PyObject*>s.chunks
         if PyList_CheckExact(<object>chunks) and PyList_GET_SIZE(<object>chunks):
-            mimird_prefetch(mimird_list_items(chunks))
-            mimird_prefetch(<PyObject*>PyList_GET_ITEM(<object>chunks, PyList_GET_SIZE(<object>chunks) - 1))
+            prefetch(list_items(chunks))
+            prefetch(<PyObject*>PyList_GET_ITEM(<object>chunks, PyList_GET_SIZE(<object>chunks) - 1))
         if type(s.chunk_mints) is array.array and type(s.chunk_maxts) is array.array and len(s.chunk_mints):
-            mimird_prefetch((<array.array>s.chunk_mints).data.as_voidptr)
-            mimird_prefetch((<array.array>s.chunk_maxts).data.as_voidptr)
+            prefetch((<array.array>s.chunk_mints).data.as_voidptr)
+            prefetch((<array.array>s.chunk_maxts).data.as_voidptr)
 
 
 cdef class HeadSnapshot:
