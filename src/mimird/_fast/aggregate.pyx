@@ -154,6 +154,13 @@ cdef void _fold_finish(int code, Cells* cells) noexcept nogil:
             value[at] = sqrt(value[at] / cells.count[at])
 
 
+cdef object _mask_bytes(present):
+    # A presence mask as C-contiguous uint8: a bool array is read in place, anything else converted.
+    if isinstance(present, np.ndarray) and present.dtype == np.bool_ and present.flags.c_contiguous:
+        return present.view(np.uint8)
+    return np.ascontiguousarray(present, dtype=np.uint8)
+
+
 cdef int _check_group_ids(const cnp.intp_t[::1] groups, Py_ssize_t n_series, Py_ssize_t n_groups) except -1:
     cdef Py_ssize_t s
     if groups.shape[0] != n_series:
@@ -233,8 +240,7 @@ def fold(str op, values, present, group_ids, Py_ssize_t n_groups):
     cdef _StepFold job = _StepFold()
     job.code = _OPS[op]
     job.vals = np.ascontiguousarray(values, dtype=np.float64)
-    job.mask = (present.view(np.uint8) if isinstance(present, np.ndarray) and present.dtype == np.bool_
-                and present.flags.c_contiguous else np.ascontiguousarray(present, dtype=np.uint8))
+    job.mask = _mask_bytes(present)
     job.groups = np.ascontiguousarray(group_ids, dtype=np.intp)
     job.n_groups = n_groups
     cdef Py_ssize_t n_series = job.vals.shape[0], n_steps = job.vals.shape[1], per_part
@@ -435,9 +441,7 @@ def select_k(str op, values, present, group_ids, Py_ssize_t n_groups, ks):
     """
     cdef int ranking = _RANKINGS[op]
     cdef const double[:, ::1] vals = np.ascontiguousarray(values, dtype=np.float64)
-    cdef const cnp.uint8_t[:, ::1] mask = (
-        present.view(np.uint8) if isinstance(present, np.ndarray) and present.dtype == np.bool_
-        and present.flags.c_contiguous else np.ascontiguousarray(present, dtype=np.uint8))
+    cdef const cnp.uint8_t[:, ::1] mask = _mask_bytes(present)
     cdef const cnp.intp_t[::1] groups = np.ascontiguousarray(group_ids, dtype=np.intp)
     cdef const int64_t[::1] k_at = np.ascontiguousarray(ks, dtype=np.int64)
     cdef Py_ssize_t n_series = vals.shape[0], n_steps = vals.shape[1], s, j, g, pos, k, kmax = 0

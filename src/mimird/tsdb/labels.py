@@ -143,11 +143,12 @@ class Matcher:
 
     def matches_each(self, values: Iterable[str]) -> list[bool]:
         """`matches` of every value (a label's values, as an index scans them), in one call."""
+        # The regex's own test, mapped: calling `matches` per value would dispatch on the type each time.
         match_type = self.type
         if match_type is MatchType.REGEX:
-            return self._regex.matches_each(values)
+            return list(map(self._regex.matches, values))
         if match_type is MatchType.NOT_REGEX:
-            return [not hit for hit in self._regex.matches_each(values)]
+            return [not hit for hit in map(self._regex.matches, values)]
         return list(map(self.matches, values))
 
     def inverse(self) -> Matcher:
@@ -243,24 +244,6 @@ class GoRegex:
                 return self._test(_ANCHOR_BOTH, encoded, 0, len(encoded))[0][0] >= 0
         return self.translated.fullmatch(text) is not None
 
-    def test_each(self, texts: Iterable[str]) -> list[bool]:
-        """`test` of every text, in one loop: an index tests every value of a label, and each call through
-        `test` and the matcher around it costs as much again as RE2's own work."""
-        fullmatch = self.translated.fullmatch
-        test = self._test
-        if test is None:
-            return [fullmatch(text) is not None for text in texts]
-        results = []
-        append = results.append
-        for text in texts:
-            try:
-                encoded = text.encode()
-            except UnicodeEncodeError:
-                append(fullmatch(text) is not None)
-            else:
-                append(test(_ANCHOR_BOTH, encoded, 0, len(encoded))[0][0] >= 0)
-        return results
-
 
 class RegexMatcher:
     """A compiled label-matcher regex: Go's `^(?s:pattern)$`, with Prometheus's shortcuts.
@@ -275,17 +258,8 @@ class RegexMatcher:
         self.pattern = pattern
         self.compiled = GoRegex(pattern)
         self.set_matches: tuple[str, ...] | None = None
-        self.matches: Callable[[str], bool] = self._match_with_regex
+        self.matches: Callable[[str], bool] = self.compiled.test
         self._choose_fast_path()
-
-    def _match_with_regex(self, value: str) -> bool:
-        return self.compiled.test(value)
-
-    def matches_each(self, values: Iterable[str]) -> list[bool]:
-        """`matches` of every value, in one loop where the regex itself decides."""
-        if self.matches == self._match_with_regex:
-            return self.compiled.test_each(values)
-        return list(map(self.matches, values))
 
     def _choose_fast_path(self) -> None:
         pattern = self.pattern
