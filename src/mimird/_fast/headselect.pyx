@@ -349,47 +349,77 @@ cdef class HeadSnapshot:
         snap.chunk_bytes = chunk_bytes
         return snap
 
+    cdef Py_ssize_t _decode_series(self, Py_ssize_t i, int64_t* out_t, double* out_v,
+                                   Py_ssize_t* failed) noexcept nogil:
+        """Series i's samples in [mint, maxt], decoded into out_t/out_v from its chunks with its out-of-order
+        samples merged in; returns how many. Sets `failed` to the index of a corrupt chunk."""
+        cdef Py_ssize_t k, filled = 0, count
+        cdef const uint8_t* data
+        cdef bint past_maxt = False
+        for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
+            if past_maxt:
+                break
+            data = self.chunks[k].data
+            if data == NULL:
+                data = self.scratch + self.chunks[k].offset
+            count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
+                                  out_t + filled, out_v + filled, &past_maxt)
+            if count < 0:
+                failed[0] = k
+                return 0
+            filled += count
+        count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
+        if count:
+            filled = _merge_ooo(out_t, out_v, filled, self.ooo_t + self.ooo_offsets[i],
+                                self.ooo_v + self.ooo_offsets[i], count)
+        return filled
+
     cdef Py_ssize_t _decode_into(self, Py_ssize_t first, Py_ssize_t last, int64_t* out_t, double* out_v,
                                  int64_t* out_rows, int64_t* out_offsets, Py_ssize_t* rows_found) noexcept nogil:
         """The decoding loop of decode() over series [first, last), written from out_t/out_v on (rows are
         series indexes, offsets relative to out_t, out_offsets[0] = 0); returns the index of a corrupt
         chunk, or -1."""
-        cdef Py_ssize_t i, k, filled = 0, start, count, n_rows = 0, failed = -1
-        cdef const uint8_t* data
-        cdef bint past_maxt
+        cdef Py_ssize_t i, filled = 0, count, n_rows = 0, failed = -1
         out_offsets[0] = 0
         for i in range(first, last):
-            start = filled
-            past_maxt = False
-            for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
-                if past_maxt:
-                    break
-                data = self.chunks[k].data
-                if data == NULL:
-                    data = self.scratch + self.chunks[k].offset
-                count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
-                                      out_t + filled, out_v + filled, &past_maxt)
-                if count < 0:
-                    failed = k
-                    break
-                filled += count
+            count = self._decode_series(i, out_t + filled, out_v + filled, &failed)
             if failed >= 0:
                 break
-            count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
             if count:
-                filled = start + _merge_ooo(out_t + start, out_v + start, filled - start,
-                                            self.ooo_t + self.ooo_offsets[i], self.ooo_v + self.ooo_offsets[i],
-                                            count)
-            if filled > start:
+                filled += count
                 out_rows[n_rows] = i
                 n_rows += 1
                 out_offsets[n_rows] = filled
         rows_found[0] = n_rows
         return failed
 
+    cdef Py_ssize_t _decode_against_end(self, Py_ssize_t first, Py_ssize_t last, int64_t* counts) noexcept nogil:
+        """Series [first, last) decoded and packed against the end of their room, capacity_offsets[last],
+        where the next part starts: the last series first, each decoded at the start of its own room and then
+        moved up against those after it while still in cache. counts[i - first] gets series i's count.
+        Returns the index of a corrupt chunk, or -1."""
+        cdef Py_ssize_t i = last, count, room, end = self.capacity_offsets[last], failed = -1
+        while i > first:
+            i -= 1
+            room = self.capacity_offsets[i]
+            count = self._decode_series(i, self.out_t + room, self.out_v + room, &failed)
+            if failed >= 0:
+                return failed
+            # end >= capacity_offsets[i + 1] >= room + count: the move is up, over rooms already done
+            end -= count
+            if end != room:
+                memmove(self.out_t + end, self.out_t + room, count * sizeof(int64_t))
+                memmove(self.out_v + end, self.out_v + room, count * sizeof(double))
+            counts[i - first] = count
+        return -1
+
     cdef void _decode_part(self, Py_ssize_t p) noexcept nogil:
         cdef Py_ssize_t first = self.part_first[p]
         cdef Py_ssize_t base = self.capacity_offsets[first]
+        if p == 0:
+            # the first part's counts go where its offsets would
+            self.part_failed[p] = self._decode_against_end(first, self.part_first[1], self.part_offsets + first)
+            return
         self.part_failed[p] = self._decode_into(first, self.part_first[p + 1], self.out_t + base, self.out_v + base,
                                                 self.out_rows + first, self.part_offsets + first + p,
                                                 &self.part_rows[p])
@@ -408,23 +438,41 @@ cdef class HeadSnapshot:
         self.part_first[len(bounds)] = self.num_series
         return len(bounds)
 
-    cdef Py_ssize_t _decode_in_parts(self, Py_ssize_t n_parts, int64_t* out_offsets, Py_ssize_t* rows_found) except -2:
-        """Decode the planned parts at once (`cores.run_parts`), then close the gaps each part left at the end
-        of its room; returns the index of a corrupt chunk, or -1."""
-        cdef Py_ssize_t p, r, first, base, count, write = 0, row = 0
+    cdef Py_ssize_t _decode_in_parts(self, Py_ssize_t n_parts, int64_t* out_offsets, Py_ssize_t* rows_found,
+                                     Py_ssize_t* data_start) except -2:
+        """Decode the planned parts at once (`cores.run_parts`); returns the index of a corrupt chunk, or -1.
+
+        Each part decodes into its own room, as large as its chunks' sample counts, and the samples outside
+        [mint, maxt] leave a gap at the end of the room. The first part packs its samples against the end of
+        its room instead, so that they run on into the second's without a gap, and the result starts at
+        `data_start`; only the parts after the second are moved down (more than two cores)."""
+        cdef Py_ssize_t p, r, i, first, base, count, write = 0, row = 0, start
         cdef int64_t* part_offsets
+        cdef int64_t* counts
         cores.run_parts(self._run_part, range(n_parts))
         for p in range(n_parts):
             if self.part_failed[p] >= 0:
                 return self.part_failed[p]
+        first, counts = self.part_first[0], self.part_offsets + self.part_first[0]
+        for i in range(self.part_first[1] - first):
+            write += counts[i]
+        start = self.capacity_offsets[self.part_first[1]] - write
+        write = 0
+        for i in range(first, self.part_first[1]):
+            if counts[i - first]:
+                write += counts[i - first]
+                self.out_rows[row] = i
+                row += 1
+                out_offsets[row] = write
+        for p in range(1, n_parts):
             first = self.part_first[p]
             base = self.capacity_offsets[first]
             part_offsets = self.part_offsets + first + p
             count = part_offsets[self.part_rows[p]]
             # Parts are moved down in order, so a part is moved before anything is written over it.
-            if base != write:
-                memmove(self.out_t + write, self.out_t + base, count * sizeof(int64_t))
-                memmove(self.out_v + write, self.out_v + base, count * sizeof(double))
+            if base != start + write:
+                memmove(self.out_t + start + write, self.out_t + base, count * sizeof(int64_t))
+                memmove(self.out_v + start + write, self.out_v + base, count * sizeof(double))
             if row != first:
                 memmove(self.out_rows + row, self.out_rows + first, self.part_rows[p] * sizeof(int64_t))
             for r in range(self.part_rows[p]):
@@ -432,6 +480,7 @@ cdef class HeadSnapshot:
             write += count
             row += self.part_rows[p]
         rows_found[0] = row
+        data_start[0] = start
         return -1
 
     def decode(self, int parts=1):
@@ -450,7 +499,7 @@ cdef class HeadSnapshot:
         cdef double* out_v
         cdef int64_t* out_rows
         cdef int64_t* out_offsets
-        cdef Py_ssize_t i, filled, n_rows = 0, failed, n_parts = 1
+        cdef Py_ssize_t i, filled, n_rows = 0, failed, n_parts = 1, start = 0
         cdef Py_ssize_t capacity = self.capacity_offsets[self.num_series]
         dims[0] = capacity
         timestamps = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
@@ -472,7 +521,7 @@ cdef class HeadSnapshot:
             self.out_t, self.out_v, self.out_rows = out_t, out_v, out_rows
             self.part_offsets = <int64_t*>cnp.PyArray_DATA(part_offsets)
             try:
-                failed = self._decode_in_parts(n_parts, out_offsets, &n_rows)
+                failed = self._decode_in_parts(n_parts, out_offsets, &n_rows, &start)
             finally:
                 self.out_t, self.out_v, self.out_rows, self.part_offsets = NULL, NULL, NULL, NULL
         elif capacity >= GIL_RELEASE_MIN_WORK:
@@ -487,4 +536,4 @@ cdef class HeadSnapshot:
             labels = self.labels
         else:
             labels = [self.labels[out_rows[i]] for i in range(n_rows)]
-        return labels, offsets[:n_rows + 1], timestamps[:filled], values[:filled]
+        return labels, offsets[:n_rows + 1], timestamps[start:start + filled], values[start:start + filled]
