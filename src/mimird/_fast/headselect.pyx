@@ -415,11 +415,12 @@ cdef class HeadSnapshot:
 
     cdef void _decode_part(self, Py_ssize_t p) noexcept nogil:
         cdef Py_ssize_t first = self.part_first[p]
-        cdef Py_ssize_t base = self.capacity_offsets[first]
+        cdef Py_ssize_t base
         if p == 0:
             # the first part's counts go where its offsets would
             self.part_failed[p] = self._decode_against_end(first, self.part_first[1], self.part_offsets + first)
             return
+        base = self.capacity_offsets[first]
         self.part_failed[p] = self._decode_into(first, self.part_first[p + 1], self.out_t + base, self.out_v + base,
                                                 self.out_rows + first, self.part_offsets + first + p,
                                                 &self.part_rows[p])
