@@ -123,6 +123,9 @@ def parse_time_or(text: str | None, param: str, default: int) -> int:
 
 def parse_duration(text: str, param: str) -> int:
     """Float seconds or a Prometheus duration (`5m`, `1h30m`) as milliseconds (truncated, as Mimir does)."""
+    if len(text) <= 12 and text.isdigit() and text.isascii():
+        # whole seconds (a dashboard's step): exactly what the float path gives, without its regex
+        return int(text) * 1000
     if _GO_FLOAT.match(text):
         # Mimir's frontend (parseDurationMs): seconds times 1000, truncated, checked against int64
         millis = float(text) * 1000
