@@ -100,6 +100,9 @@ def test_parse_duration_and_limit():
     with pytest.raises(ParamError, match='invalid parameter "step": cannot parse "1.5m" to a valid duration$'):
         parse_duration("1.5m", "step")
     assert parse_duration("1e10", "step") == 10**13
+    # whole seconds skip the float regex, with the float path's value, leading zeros and 12 digits included
+    for text in ("007", "60", "86400", "999999999999", "1234567890123"):
+        assert parse_duration(text, "step") == int(float(text) * 1000)
     with pytest.raises(ParamError, match="It overflows int64"):
         parse_duration("1e17", "step")
     assert parse_limit(None) == 0 and parse_limit("7") == 7
