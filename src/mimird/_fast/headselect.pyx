@@ -454,17 +454,16 @@ cdef class HeadSnapshot:
         for p in range(n_parts):
             if self.part_failed[p] >= 0:
                 return self.part_failed[p]
+        # offsets count from the first part's first sample, which sits as far below the second part's room
+        # as the first part has samples
         first, counts = self.part_first[0], self.part_offsets + self.part_first[0]
-        for i in range(self.part_first[1] - first):
-            write += counts[i]
-        start = self.capacity_offsets[self.part_first[1]] - write
-        write = 0
         for i in range(first, self.part_first[1]):
             if counts[i - first]:
                 write += counts[i - first]
                 self.out_rows[row] = i
                 row += 1
                 out_offsets[row] = write
+        start = self.capacity_offsets[self.part_first[1]] - write
         for p in range(1, n_parts):
             first = self.part_first[p]
             base = self.capacity_offsets[first]
