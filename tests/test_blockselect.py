@@ -294,3 +294,64 @@ def test_querier_select_batch_matches_the_per_series_path(tmp_path):
             assert len(new) > 0
             assert_same(new, old)
             assert new_counts == old_counts
+
+
+def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
+    """TenantQueryable.evaluate_range (only the head answers): the kernel's rows for the series select_batch
+    reads, with the same query stats, chunk counts and series limit; None once local blocks hold part of the
+    range or the store-gateway is asked."""
+    from types import SimpleNamespace
+
+    from mimird._fast import rangefn
+    from mimird.config.runtime import Overrides
+    from mimird.frontend import stats as query_stats
+    from mimird.querier.queryable import QueryLimitError, TenantQueryable
+
+    rng = np.random.default_rng(5)
+    config = Config.defaults()
+    db = TenantTSDB("a", tmp_path / "a", block_range_ms=2 * HOUR, ooo_window_ms=0, max_exemplars=0,
+                    wal_segment_size=1 << 20, wal_fsync="never")
+    db.dir.mkdir(parents=True)
+    for labels, ts, vals in random_series(rng, 40, 4 * HOUR, HOUR, max_samples=300, step=10_000):
+        db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
+    ingester = SimpleNamespace(
+        tenants={"a": db}, select_batch=lambda t, m, lo, hi, latest=False: db.select_batch(m, lo, hi, latest),
+        evaluate_range=lambda t, m, lo, hi, *args: db.evaluate_range(m, lo, hi, *args))
+    app = SimpleNamespace(config=config, overrides=Overrides(config, None), ingester=ingester, store_gateway=None)
+    matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
+    eval_ts = np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64)
+    mint, maxt = int(eval_ts[0]) - 300_000 + 1, int(eval_ts[-1])
+    counted = []
+    for in_storage in (False, True):
+        queryable = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
+        queryable.max_chunks = 10_000  # chunks are counted only under a limit or with stats
+        stats = query_stats.QueryStats()
+        with query_stats.collecting(stats):
+            if in_storage:
+                labels, out, present, counts = queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
+                rows = np.flatnonzero(counts[:, 0])
+                labels = [labels[i] for i in rows]
+                out, present = out[rows], present[rows]
+            else:
+                batch = queryable.select_batch(matchers, mint, maxt)
+                labels = batch.labels
+                out, present = rangefn.evaluate_batch("rate", batch.ts, batch.vals, batch.offsets, eval_ts, 300_000)
+        counted.append((labels, np.where(present != 0, out, 0).tobytes(), present.tobytes(), stats.series,
+                        stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks))
+    assert counted[0] == counted[1]
+    assert counted[0][3] > 0 and counted[0][5] > 0
+
+    limited = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
+    limited.max_series = len(counted[0][0]) - 1
+    with pytest.raises(QueryLimitError):
+        limited.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
+
+    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
+    db.blocks[ulid] = read_meta(db.dir / ulid)
+    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).evaluate_range(matchers, mint, maxt, "rate", eval_ts,
+                                                                       300_000) is None
+    del db.blocks[ulid]
+    config._values["querier.query_store_after"] = 0.0
+    app.store_gateway = object()
+    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).evaluate_range(matchers, mint, maxt, "rate", eval_ts,
+                                                                       300_000) is None

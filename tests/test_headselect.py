@@ -278,3 +278,77 @@ def test_decode_in_parts_reports_a_corrupt_chunk(monkeypatch):
     for parts in (1, 3):
         with pytest.raises(ValueError, match="corrupt or truncated"):
             snapshot.decode(parts)
+
+
+def _evaluate_reference(snapshot, name, eval_ts, range_ms, params):
+    """decode(), stale markers removed, then rangefn.evaluate_batch: the path evaluate() fuses."""
+    from mimird._fast import rangefn
+    from mimird.promql.evaluator import without_stale
+    from mimird.tsdb.seriesbatch import SeriesBatch
+
+    labels, offsets, ts, vals = snapshot.decode()
+    batch = without_stale(SeriesBatch(labels, ts, vals, offsets))
+    out, present = rangefn.evaluate_batch(name, batch.ts, batch.vals, batch.offsets, eval_ts, range_ms, params)
+    return batch.labels, out, present, np.diff(offsets)
+
+
+_EVALUATE_CASES = [("rate", ()), ("increase", ()), ("delta", ()), ("irate", ()), ("idelta", ()), ("deriv", ()),
+                   ("predict_linear", (600.0,)), ("resets", ()), ("changes", ()), ("avg_over_time", ()),
+                   ("sum_over_time", ()), ("count_over_time", ()), ("min_over_time", ()), ("max_over_time", ()),
+                   ("last_over_time", ()), ("present_over_time", ()), ("stddev_over_time", ()),
+                   ("stdvar_over_time", ()), ("quantile_over_time", (0.3,)), ("mad_over_time", ()),
+                   ("ts_of_min_over_time", ()), ("ts_of_max_over_time", ()), ("ts_of_last_over_time", ()),
+                   ("double_exponential_smoothing", (0.5, 0.2))]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_evaluate_equals_decode_then_kernel(monkeypatch, seed):
+    """evaluate() gives, row for row, what the kernel gives over decode()'s batch without stale markers; the
+    series without samples left have rows with no point; the counts are the decoded and the kept samples."""
+    from mimird._fast import headselect
+
+    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
+    rng = random.Random(seed)
+    head = random_head(rng)
+    windows = [(INT64_MIN, INT64_MAX), (290 * 15_000, 390 * 15_000), (399 * 15_000, 399 * 15_000), (5000, 4000)]
+    for matchers in MATCHER_SETS:
+        for mint, maxt in windows:
+            with head.lock:
+                snapshot = HeadSnapshot.take(head.series, head.index.select_sorted(matchers), mint, maxt)
+            eval_ts = np.arange(300 * 15_000, 400 * 15_000, 60_000 + seed * 7_000, dtype=np.int64)
+            for name, params in rng.sample(_EVALUATE_CASES, 8):
+                want_labels, want_out, want_present, decoded = _evaluate_reference(snapshot, name, eval_ts,
+                                                                                   300_000, params)
+                for parts in (1, 2, 3, 8):
+                    labels, out, present, counts = snapshot.evaluate(name, eval_ts, 300_000, params, 0, parts)
+                    assert len(labels) == snapshot.num_series
+                    assert out.shape == present.shape == (len(labels), len(eval_ts))
+                    row_of = {lbls: i for i, lbls in enumerate(labels)}
+                    rows = [row_of[lbls] for lbls in want_labels]
+                    assert present[rows].tolist() == want_present.tolist(), name
+                    got = np.where(present[rows] != 0, out[rows], 0.0)
+                    want = np.where(want_present != 0, want_out, 0.0)
+                    assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), name
+                    others = np.ones(len(labels), dtype=bool)
+                    others[rows] = False
+                    assert not present[others].any()
+                    kept_rows = [i for i in range(len(labels)) if counts[i, 1]]
+                    assert kept_rows == rows
+                    assert counts[:, 0].sum() == decoded.sum()
+                    assert (counts[:, 1] <= counts[:, 0]).all()
+
+
+def test_evaluate_reports_a_corrupt_chunk(monkeypatch):
+    from mimird._fast import headselect
+
+    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
+    head = Head()
+    names = [make_labels({"__name__": "m", "i": str(i)}) for i in range(6)]
+    push(head, {lbls: [(t * 1000, float(t)) for t in range(300)] for lbls in names})
+    head.by_labels[names[4]].chunks[0] = head.by_labels[names[4]].chunks[0][:3]
+    with head.lock:
+        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
+                                     INT64_MIN, INT64_MAX)
+    for parts in (1, 3):
+        with pytest.raises(ValueError, match="corrupt or truncated"):
+            snapshot.evaluate("rate", np.array([100_000, 200_000]), 60_000, (), 0, parts)

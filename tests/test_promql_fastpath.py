@@ -172,3 +172,38 @@ def test_aggregations_of_selectors_limit_as_before(head, max_samples, monkeypatc
     for query in ("sum(load)", "count by (job) (req_total)"):
         assert range_outcome(engine, head, query, 0, END, 60_000) == \
             unfused(engine, head, query, monkeypatch, 0, END, 60_000)
+
+
+def read_in_batch(engine: Engine, head, query: str, monkeypatch, start: int, end: int, step: int):
+    """The range answer with range functions run over the selected batch, not where the series are stored."""
+    with monkeypatch.context() as patch:
+        patch.setattr(Head, "evaluate_range", None)
+        return range_outcome(engine, head, query, start, end, step)
+
+
+IN_STORAGE = ([f"{name}({selector})" for name in RANGE_FUNCTIONS
+               for selector in ("req_total[5m]", 'load{job=~"j[12]"}[10m] offset 2m', "load[3m] @ 1800",
+                                '{__name__=~".+_total"}[1m]', "missing[5m]")]
+              + ["quantile_over_time(0.3, load[10m])", "quantile_over_time(1.5, load[10m])",
+                 "predict_linear(load[10m], 600)", "predict_linear(load[10m] @ 1800, 600)",
+                 "double_exponential_smoothing(load[10m], 0.5, 0.2)", "absent_over_time(missing[5m])",
+                 "absent_over_time(load[5m])", "sum by (job) (rate(req_total[5m]))", 'rate(load[5m])',
+                 "max_over_time(sum by (job) (rate(req_total[5m]))[30m:1m])"])
+
+
+@pytest.mark.parametrize("query", IN_STORAGE)
+def test_range_functions_in_storage_answer_as_over_the_batch(head, query, monkeypatch):
+    engine = Engine()
+    for start, end, step in ((0, END + 400_000, 60_000), (1_000_000, 1_300_000, 17_000), (2_000_000, 2_000_000, 1)):
+        in_storage = range_outcome(engine, head, query, start, end, step)
+        assert in_storage == read_in_batch(engine, head, query, monkeypatch, start, end, step)
+
+
+@pytest.mark.parametrize("max_samples", [1, 40, 500, 3000, 20_000])
+@pytest.mark.parametrize("chunk_samples", [60, 4_000_000])
+def test_range_functions_in_storage_limit_as_over_the_batch(head, max_samples, chunk_samples, monkeypatch):
+    monkeypatch.setattr(evaluator_module, "_CHUNK_SAMPLES", chunk_samples)
+    engine = Engine(max_samples=max_samples)
+    for query in ("rate(req_total[10m])", "sum(max_over_time(load[30m]))", 'count_over_time({job="j1"}[5m])'):
+        assert range_outcome(engine, head, query, 0, END, 60_000) == \
+            read_in_batch(engine, head, query, monkeypatch, 0, END, 60_000)

@@ -23,7 +23,7 @@ from cpython.list cimport PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 cimport numpy as cnp
@@ -31,7 +31,8 @@ cimport numpy as cnp
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport MemSeries
 from mimird._fast.prefetch cimport list_items, prefetch
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK
+from mimird._fast.rangefn cimport Scratch, Series, StepGrid, evaluate_series, output_rows, prepare_grid
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
 import numpy as np
@@ -191,6 +192,12 @@ cdef class HeadSnapshot:
     cdef Py_ssize_t part_first[MAX_PARTS + 1]
     cdef Py_ssize_t part_rows[MAX_PARTS]
     cdef Py_ssize_t part_failed[MAX_PARTS]
+    # what evaluate() hands its parts
+    cdef StepGrid grid
+    cdef int fn
+    cdef double* eval_out
+    cdef uint8_t* eval_present
+    cdef int64_t* eval_counts          # per series: samples decoded, then samples left without stale markers
 
     def __cinit__(self):
         self.closed = []
@@ -202,6 +209,9 @@ cdef class HeadSnapshot:
         self.ooo_v = NULL
         self.ooo_offsets = NULL
         self.capacity_offsets = NULL
+        self.eval_out = NULL
+        self.eval_present = NULL
+        self.eval_counts = NULL
 
     def __dealloc__(self):
         free(self.chunks)
@@ -482,6 +492,97 @@ cdef class HeadSnapshot:
         rows_found[0] = row
         data_start[0] = start
         return -1
+
+    cdef Py_ssize_t _evaluate_series_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        """evaluate() over series [first, last): each series decoded into buffers of this call's own, its
+        stale markers dropped, and the kernel run over it while its samples are still in cache. Returns the
+        index of a corrupt chunk, -1, or -2 when the buffers could not be allocated."""
+        cdef Py_ssize_t i, j, count, kept, longest = 1, failed = -1
+        cdef Py_ssize_t n_steps = self.grid.n_steps
+        cdef int64_t* buf_t
+        cdef double* buf_v
+        cdef Series series
+        cdef Scratch scratch
+        for i in range(first, last):
+            longest = max(longest, self.capacity_offsets[i + 1] - self.capacity_offsets[i])
+        buf_t = <int64_t*>malloc(longest * sizeof(int64_t))
+        buf_v = <double*>malloc(longest * sizeof(double))
+        scratch.values = <double*>malloc(2 * longest * sizeof(double))
+        scratch.indexes = <Py_ssize_t*>malloc(longest * sizeof(Py_ssize_t))
+        if buf_t == NULL or buf_v == NULL or scratch.values == NULL or scratch.indexes == NULL:
+            failed = -2
+        else:
+            series.ts = buf_t
+            series.vals = buf_v
+            for i in range(first, last):
+                count = self._decode_series(i, buf_t, buf_v, &failed)
+                if failed >= 0:
+                    break
+                kept = 0
+                for j in range(count):
+                    if not is_stale_marker(buf_v[j]):
+                        buf_t[kept] = buf_t[j]
+                        buf_v[kept] = buf_v[j]
+                        kept += 1
+                self.eval_counts[2 * i] = count
+                self.eval_counts[2 * i + 1] = kept
+                series.n = kept
+                evaluate_series(self.fn, &series, &self.grid, &scratch, self.eval_out + i * n_steps,
+                                self.eval_present + i * n_steps)
+        free(buf_t)
+        free(buf_v)
+        free(scratch.values)
+        free(scratch.indexes)
+        return failed
+
+    def _run_evaluate_part(self, Py_ssize_t p):
+        """Evaluate part `p` of an evaluate() in parts, without the GIL."""
+        with nogil:
+            self.part_failed[p] = self._evaluate_series_range(self.part_first[p], self.part_first[p + 1])
+
+    def evaluate(self, str name, eval_ts, long long range_ms, tuple params=(), long long intercept_shift_ms=0,
+                 int parts=1):
+        """The range function `name` over every series, as `rangefn.evaluate_batch` over `decode()`'s batch
+        with stale markers removed, without that batch: each series is decoded on its own and evaluated
+        at once. (Arguments as evaluate_batch's.)
+
+        Returns (labels, out, present, counts): one row of `out` (float64) and `present` (uint8) per series of
+        the snapshot, those without samples too (no point present), and `counts`, int64 of shape
+        (num_series, 2): each series' samples in the range, then those that are not stale markers. With
+        `parts` > 1 and at least PARALLEL_MIN_SAMPLES samples, parts of the series run at the same time as in
+        decode(). Raises ValueError on a corrupt chunk."""
+        cdef tuple keep = prepare_grid(name, eval_ts, range_ms, params, intercept_shift_ms, &self.grid, &self.fn)
+        cdef Py_ssize_t n_series = self.num_series, failed = -1, p, n_parts = 1
+        cdef Py_ssize_t capacity = self.capacity_offsets[n_series]
+        cdef cnp.ndarray out = output_rows(None, n_series, self.grid.n_steps, False)
+        cdef cnp.ndarray present = output_rows(None, n_series, self.grid.n_steps, True)
+        cdef cnp.ndarray counts = np.zeros((n_series, 2), dtype=np.int64)
+        if n_series == 0 or self.grid.n_steps == 0:
+            return self.labels, out, present, counts
+        self.eval_out = <double*>cnp.PyArray_DATA(out)
+        self.eval_present = <uint8_t*>cnp.PyArray_DATA(present)
+        self.eval_counts = <int64_t*>cnp.PyArray_DATA(counts)
+        try:
+            if parts > 1 and capacity >= PARALLEL_MIN_SAMPLES:
+                n_parts = self._plan_parts(min(parts, MAX_PARTS))
+            if n_parts > 1:
+                cores.run_parts(self._run_evaluate_part, range(n_parts))
+                for p in range(n_parts):
+                    if self.part_failed[p] != -1:
+                        failed = self.part_failed[p]
+                        break
+            elif capacity + n_series * self.grid.n_steps >= GIL_RELEASE_MIN_WORK:
+                with nogil:
+                    failed = self._evaluate_series_range(0, n_series)
+            else:
+                failed = self._evaluate_series_range(0, n_series)
+        finally:
+            self.eval_out, self.eval_present, self.eval_counts = NULL, NULL, NULL
+        if failed == -2:
+            raise MemoryError()
+        if failed >= 0:
+            raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
+        return self.labels, out, present, counts
 
     def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).

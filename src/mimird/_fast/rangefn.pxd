@@ -1,5 +1,6 @@
 # Declarations of the range-function kernels in rangefn.pyx, for Cython code that evaluates one
 # series at a time with its own buffers (Python callers use evaluate/evaluate_batch instead).
+cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
 
 
@@ -55,3 +56,14 @@ cdef struct Scratch:
 # meet the assumptions stated in rangefn.pyx's module docstring.
 cdef void evaluate_series(int fn, const Series* s, const StepGrid* g, Scratch* scratch, double* out,
                           uint8_t* present) noexcept nogil
+
+
+# evaluate_batch's step arguments (function name, evaluation times, range, scalar parameters, predict_linear's
+# shift) checked and set into `grid`, with the kernel's code in fn[0]; returns the arrays the grid points
+# into, to be kept alive as long as the grid is used.
+cdef tuple prepare_grid(str name, object eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
+                        StepGrid* grid, int* fn)
+
+# The (n_series, n_steps) output of a batch: `given` checked to be a writable C-contiguous array of that
+# shape (float64 values, or uint8 presence), or a new one (presence zeroed).
+cdef cnp.ndarray output_rows(object given, Py_ssize_t n_series, Py_ssize_t n_steps, bint is_present)

@@ -723,6 +723,37 @@ cdef cnp.ndarray _output(object given, Py_ssize_t n_series, Py_ssize_t n_steps, 
     return array
 
 
+
+cdef tuple prepare_grid(str name, object eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
+                        StepGrid* grid, int* fn):
+    # evaluate_batch's arguments past the samples, checked, with the kernel's code in fn[0]. The grid points
+    # into the returned arrays, which the caller keeps for as long as it uses the grid.
+    spec = _FUNCTIONS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown range function: {name!r}")
+    if range_ms < 0:
+        raise ValueError("range_ms must not be negative")
+    cdef cnp.ndarray steps_arr = _vector(eval_ts, cnp.NPY_INT64, "eval_ts")
+    cdef Py_ssize_t n_steps = cnp.PyArray_DIM(steps_arr, 0)
+    cdef const int64_t* steps = <const int64_t*>cnp.PyArray_DATA(steps_arr)
+    if _longest_run(steps, n_steps) < 0:
+        raise ValueError("eval_ts must be non-decreasing")
+    cdef cnp.ndarray param_arr = _per_step_params(name, spec[1], params, n_steps)
+    fn[0] = spec[0]
+    grid.eval_ts = steps
+    grid.n_steps = n_steps
+    grid.range_ms = range_ms
+    grid.param0 = <const double*>cnp.PyArray_DATA(param_arr)
+    grid.param1 = grid.param0 + n_steps
+    grid.intercept_shift_ms = intercept_shift_ms
+    return steps_arr, param_arr
+
+
+cdef cnp.ndarray output_rows(object given, Py_ssize_t n_series, Py_ssize_t n_steps, bint is_present):
+    # The (n_series, n_steps) float64 values or zeroed uint8 presence of a batch: `given`, checked, or new.
+    return _output(given, n_series, n_steps, cnp.NPY_UINT8 if is_present else cnp.NPY_FLOAT64, is_present)
+
+
 def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_ms, tuple params=(),
                    long long intercept_shift_ms=0, out=None, present=None):
     """Evaluate the range function `name` for many series over one step grid.
@@ -741,47 +772,31 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     given `out` and `present` when both are passed (C-contiguous, that shape; threads evaluating parts
     of one batch fill row blocks of one pair of arrays). The GIL is released for the whole batch.
     """
-    spec = _FUNCTIONS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown range function: {name!r}")
-    cdef int fn = spec[0]
     cdef cnp.ndarray ts_arr = _vector(ts, cnp.NPY_INT64, "ts")
     cdef cnp.ndarray vals_arr = _vector(vals, cnp.NPY_FLOAT64, "vals")
     cdef cnp.ndarray offsets_arr = _vector(series_offsets, cnp.NPY_INT64, "series_offsets")
-    cdef cnp.ndarray steps_arr = _vector(eval_ts, cnp.NPY_INT64, "eval_ts")
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
     cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
     cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
     cdef const double* vals_base = <const double*>cnp.PyArray_DATA(vals_arr)
     cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)
-    cdef const int64_t* steps = <const int64_t*>cnp.PyArray_DATA(steps_arr)
     cdef Py_ssize_t longest = _checked_longest_run(n_samples, cnp.PyArray_DIM(vals_arr, 0), offsets, n_offsets,
                                                    range_ms)
-    cdef Py_ssize_t n_steps = cnp.PyArray_DIM(steps_arr, 0)
-    if _longest_run(steps, n_steps) < 0:
-        raise ValueError("eval_ts must be non-decreasing")
-
+    cdef StepGrid grid
+    cdef int fn
+    cdef tuple grid_arrays = prepare_grid(name, eval_ts, range_ms, params, intercept_shift_ms, &grid, &fn)
+    cdef Py_ssize_t n_steps = grid.n_steps
     cdef Py_ssize_t n_series = n_offsets - 1
-    cdef cnp.ndarray param_arr = _per_step_params(name, spec[1], params, n_steps)
-    cdef cnp.ndarray out_arr = _output(out if present is not None else None, n_series, n_steps, cnp.NPY_FLOAT64,
-                                       False)
-    cdef cnp.ndarray present_arr = _output(present if out is not None else None, n_series, n_steps,
-                                           cnp.NPY_UINT8, True)
+    cdef cnp.ndarray out_arr = output_rows(out if present is not None else None, n_series, n_steps, False)
+    cdef cnp.ndarray present_arr = output_rows(present if out is not None else None, n_series, n_steps, True)
     if n_series == 0 or n_steps == 0:
         return out_arr, present_arr
 
     cdef Series series
-    cdef StepGrid grid
     cdef Scratch scratch
     cdef Py_ssize_t k, start
     cdef double* out_rows = <double*>cnp.PyArray_DATA(out_arr)
     cdef uint8_t* present_rows = <uint8_t*>cnp.PyArray_DATA(present_arr)
-    grid.eval_ts = steps
-    grid.n_steps = n_steps
-    grid.range_ms = range_ms
-    grid.param0 = <const double*>cnp.PyArray_DATA(param_arr)
-    grid.param1 = grid.param0 + n_steps
-    grid.intercept_shift_ms = intercept_shift_ms
     scratch.values = <double*>malloc(max(2 * longest, 1) * sizeof(double))
     scratch.indexes = <Py_ssize_t*>malloc(max(longest, 1) * sizeof(Py_ssize_t))
     try:

@@ -236,6 +236,13 @@ class TenantTSDB:
         sources.append(self.head.select_batch(matchers, mint, maxt, latest_only))
         return read_merged(sources)
 
+    def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):
+        """`Head.evaluate_range` when only the head holds samples in [mint, maxt]; None when local blocks
+        overlap it (their series are read with `select_batch` then)."""
+        if self._blocks_overlapping(mint, maxt):
+            return None
+        return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
+
     def block_reader(self, ulid: str) -> BlockReader:
         """An open reader of local block `ulid`, shared by queries. Readers of blocks no longer in
         `blocks` (retention, compaction) are forgotten, not closed: the maps go when the last query
@@ -372,6 +379,14 @@ class Ingester(Service):
         if db is None:
             return SeriesBatch.empty()
         return db.select_batch(matchers, mint, maxt, latest_only)
+
+    def evaluate_range(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):
+        """The tenant's `TenantTSDB.evaluate_range`, or None when it has no TSDB or its local blocks hold part
+        of the range."""
+        db = self.tenants.get(tenant)
+        if db is None:
+            return None
+        return db.evaluate_range(matchers, mint, maxt, *kernel_args)
 
     # cutting, shipping, retention
     def start_flush(self, tenants: Sequence[str] | None) -> asyncio.Task:

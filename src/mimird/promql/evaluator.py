@@ -344,8 +344,10 @@ class Evaluator:
     def range_function(self, node: ast.Call, steps: np.ndarray) -> Frame:
         """A function of a range vector (rate, *_over_time, ...) at every step, in Cython.
 
-        Series are streamed from storage and evaluated in chunks, so that what is held at once is
-        the output so far plus one chunk of raw samples (Prometheus's own peak, roughly)."""
+        A selector's series are evaluated where they are stored when the queryable can
+        (`range_in_storage`: the head runs the kernel on each series as it decodes it). Otherwise they
+        are read as a batch and evaluated in chunks, so that what is held at once is the output so far
+        plus one chunk of raw samples (Prometheus's own peak, roughly)."""
         name = node.func.name
         matrix_index = next(i for i, arg in enumerate(node.args)
                             if _unwrap(arg).type is ast.ValueType.MATRIX)
@@ -362,10 +364,13 @@ class Evaluator:
                     self.warn(f"quantile value should be between 0 and 1, got {go_g(value)}")
         if name == "double_exponential_smoothing":
             self.check_smoothing(params)
+        kernel = "count_over_time" if name == "absent_over_time" else name
         if not isinstance(matrix_arg, ast.SubqueryExpr):
             # Storage is read only once the arguments are known to be valid, as Prometheus does.
+            in_storage = self.range_in_storage(kernel, matrix_arg, steps, tuple(params))
+            if in_storage is not None:
+                return self._range_result(node, *in_storage)
             series, times, range_ms = self.fetch_range(matrix_arg, steps)
-        kernel = "count_over_time" if name == "absent_over_time" else name
         n = len(steps)
         # Every chunk writes its rows of one output (stacking per-chunk outputs copied all of it again).
         values = np.empty((len(series), n))
@@ -388,8 +393,50 @@ class Evaluator:
                         [rows.start + r for r in with_points])
             held += cells
             self.count_samples(held)
+        return self._range_result(node, list(series.labels), values, present, kept)
+
+    def range_in_storage(self, kernel: str, node: ast.MatrixSelector, steps: np.ndarray, params: tuple):
+        """`kernel` over the selector's series evaluated where they are stored, when the queryable can
+        (`evaluate_range`: the head decodes each series and runs the kernel on it at once, without the
+        batch of all their samples), else None. Returns `_range_result`'s arguments after the same
+        checks, in the same order, as the batch's chunks in `range_function` make."""
+        evaluate = getattr(self.queryable, "evaluate_range", None)
+        if evaluate is None or self.samples is not None or not len(steps):
+            return None
+        selector = node.vector_selector
+        times = self.shifted_times(selector, steps)
+        shifts = steps - times
+        if kernel == "predict_linear" and (shifts != shifts[0]).any():
+            return None
+        range_ms = node.range_ns // NS_PER_MS
+        self.check()
+        evaluated = evaluate(to_storage_matchers(selector.matchers), int(times[0]) - range_ms + 1, int(times[-1]),
+                             kernel, times, range_ms, params, int(shifts[0]))
+        if evaluated is None:
+            return None
+        labels, values, present, counts = evaluated
+        # Series whose samples were all stale markers have no point, as series the batch leaves out.
+        offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum(counts[:, 1], out=offsets[1:])
+        held = 0
+        kept = []
+        for first, last in _chunk_bounds(offsets, _CHUNK_SAMPLES):
+            self.check()
+            self.count_samples(held + int(offsets[last] - offsets[first]))
+            cells, with_points = rows_present(present[first:last], all_as_none=True)
+            kept.append(range(first, last) if with_points is None else [first + r for r in with_points])
+            held += cells
+            self.count_samples(held)
+        return labels, values, present, kept
+
+    def _range_result(self, node: ast.Call, labels: list, values: np.ndarray, present: np.ndarray,
+                      kept: list) -> Frame:
+        """A range function's frame from its (series x steps) values and presence: the rows in `kept` (per
+        chunk of series, the rows with a point), absent_over_time's answer, the counter annotation."""
+        name = node.func.name
+        n = values.shape[1]
         present = present.view(bool)
-        out_labels = list(series.labels)
+        out_labels = list(labels)
         if not all(isinstance(part, range) for part in kept):
             kept = [r for part in kept for r in part]
             out_labels = [out_labels[i] for i in kept]
@@ -635,16 +682,21 @@ def _repeat(value, n: int):
 def _chunks(batch: SeriesBatch, max_samples: int):
     """Slices of the batch holding about ``max_samples`` samples each: series are taken until the
     slice holds at least that many."""
-    offsets = batch.offsets
-    n = len(batch)
+    for first, last in _chunk_bounds(batch.offsets, max_samples):
+        yield batch if last - first == len(batch) else batch.slice(first, last)
+
+
+def _chunk_bounds(offsets: np.ndarray, max_samples: int):
+    """(first, last) series ranges of `_chunks` for series whose samples start at `offsets`."""
+    n = len(offsets) - 1
     if n and int(offsets[-1] - offsets[0]) <= max_samples:
-        yield batch
+        yield 0, n
         return
     first = 0
     while first < n:
         last = int(np.searchsorted(offsets, offsets[first] + max_samples, side="left"))
         last = min(max(last, first + 1), n)
-        yield batch.slice(first, last)
+        yield first, last
         first = last
 
 

@@ -235,24 +235,13 @@ class TenantQueryable:
         observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
         mint, maxt = self._range(mint_ms, maxt_ms)
         tenants, tenant_matchers = self._split(matchers)
-        if mint <= maxt and not self.federated and tenants and self._store_range(mint, maxt) is None:
-            # Only the ingester answers, in one piece: its series are counted before its chunks, as
-            # Mimir's querier counts each ingester response.
-            ingester_range = self._ingester_range(tenants[0], mint, maxt)
-            if ingester_range is None:
+        ingester_only = self._ingester_only(tenants, mint, maxt)
+        if ingester_only is not None:
+            if not ingester_only:
                 return SeriesBatch.empty()
-            fetched = [0, 0]
-
-            def collect(chunks: int, chunk_bytes: int) -> None:
-                fetched[0] += chunks
-                fetched[1] += chunk_bytes
-
-            token = chunk_fetch_observer.set(collect if observer is not None else None)
-            try:
-                batch = self.app.ingester.select_batch(tenants[0], tenant_matchers, *ingester_range, latest_only)
-            finally:
-                chunk_fetch_observer.reset(token)
-            self._count_batch(batch, stats)
+            batch, fetched = self._ingester_read(observer, self.app.ingester.select_batch, tenants[0],
+                                                 tenant_matchers, mint, maxt, latest_only)
+            self._count_selected(batch.labels, batch.num_samples, stats)
             if observer is not None and (fetched[0] or fetched[1]):
                 observer(*fetched)
             return batch
@@ -292,12 +281,64 @@ class TenantQueryable:
         return merge_batches(batches)
 
     def _count_batch(self, batch: SeriesBatch, stats) -> None:
-        if self.max_series and batch.labels:
-            self._seen.update(batch.labels)
+        self._count_selected(batch.labels, batch.num_samples, stats)
+
+    def _count_selected(self, labels: list[Labels], num_samples: int, stats) -> None:
+        # The series read (those with samples in the range) and their samples, against the series limit and
+        # into the query's statistics.
+        if self.max_series and labels:
+            self._seen.update(labels)
             if len(self._seen) > self.max_series:
                 raise QueryLimitError(MAX_SERIES_MESSAGE.format(limit=self.max_series))
         if stats is not None:
-            stats.add_series_batch(len(batch), batch.num_samples)
+            stats.add_series_batch(len(labels), num_samples)
+
+    def _ingester_only(self, tenants: list[str], mint: int, maxt: int) -> bool | None:
+        """For a read of [mint, maxt]: True when only the ingester answers it, in one piece; False when nothing
+        does (outside -querier.query-ingesters-within with no store to ask); None when the store-gateway
+        or several tenants take part."""
+        if mint <= maxt and not self.federated and tenants and self._store_range(mint, maxt) is None:
+            return self._ingester_range(tenants[0], mint, maxt) is not None
+        return None
+
+    @staticmethod
+    def _ingester_read(observer, read, *args) -> tuple[object, list[int]]:
+        # (read(*args), [chunks, chunk bytes] it fetched): the caller counts the chunks after the series, as
+        # Mimir's querier counts each ingester response.
+        fetched = [0, 0]
+
+        def collect(chunks: int, chunk_bytes: int) -> None:
+            fetched[0] += chunks
+            fetched[1] += chunk_bytes
+
+        token = chunk_fetch_observer.set(collect if observer is not None else None)
+        try:
+            return read(*args), fetched
+        finally:
+            chunk_fetch_observer.reset(token)
+
+    def evaluate_range(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, *kernel_args):
+        """A range function evaluated where the samples are (`Head.evaluate_range`), when only the ingester
+        answers the read and its head alone holds the range: what `select_batch` would read, counted as it
+        counts, with the kernel run on each series as it is decoded. None otherwise (the engine then reads
+        the series with `select_batch`)."""
+        stats = self._stats = query_stats.current()
+        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        tenants, tenant_matchers = self._split(matchers)
+        if not self._ingester_only(tenants, mint, maxt):
+            return None
+        evaluated, fetched = self._ingester_read(observer, self.app.ingester.evaluate_range, tenants[0],
+                                                 tenant_matchers, mint, maxt, *kernel_args)
+        if evaluated is None:
+            return None
+        labels, _, _, counts = evaluated
+        read = counts[:, 0]
+        with_samples = labels if read.all() else [labels[i] for i in np.flatnonzero(read).tolist()]
+        self._count_selected(with_samples, int(read.sum()), stats)
+        if observer is not None and (fetched[0] or fetched[1]):
+            observer(*fetched)
+        return evaluated
 
     def _counted(self, series: Iterator[SeriesSamples], stats, observer) -> Iterator[SeriesSamples]:
         while True:
