@@ -352,3 +352,34 @@ def test_evaluate_reports_a_corrupt_chunk(monkeypatch):
     for parts in (1, 3):
         with pytest.raises(ValueError, match="corrupt or truncated"):
             snapshot.evaluate("rate", np.array([100_000, 200_000]), 60_000, (), 0, parts)
+
+
+def test_evaluate_in_slices_equals_one_slice_and_calls_between(monkeypatch):
+    """Series evaluated in slices of about `slice_samples` samples give the same rows; `between` runs between
+    slices, and what it raises stops the evaluation."""
+    from mimird._fast import headselect
+
+    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
+    head = random_head(random.Random(11))
+    with head.lock:
+        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted(MATCHER_SETS[0]), INT64_MIN, INT64_MAX)
+    eval_ts = np.arange(0, 400 * 15_000, 60_000, dtype=np.int64)
+    _, want_out, want_present, want_counts = snapshot.evaluate("rate", eval_ts, 300_000, (), 0, 2)
+    calls_by_size = {}
+    for slice_samples in (1, 100, 1000, 10**9):
+        calls = []
+        _, out, present, counts = snapshot.evaluate("rate", eval_ts, 300_000, (), 0, 2,
+                                                    lambda calls=calls: calls.append(1), slice_samples)
+        assert present.tolist() == want_present.tolist()
+        assert np.where(present != 0, out, 0).tobytes() == np.where(want_present != 0, want_out, 0).tobytes()
+        assert counts.tolist() == want_counts.tolist()
+        calls_by_size[slice_samples] = len(calls)
+    # a slice holds at least one series: with one sample a slice, every series but the last is followed by a call
+    assert calls_by_size[1] == snapshot.num_series - 1
+    assert calls_by_size[1] > calls_by_size[100] > calls_by_size[1000] > calls_by_size[10**9] == 0
+
+    def cancel():
+        raise TimeoutError("deadline")
+
+    with pytest.raises(TimeoutError):
+        snapshot.evaluate("rate", eval_ts, 300_000, (), 0, 1, cancel, 100)

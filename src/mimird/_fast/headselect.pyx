@@ -440,13 +440,16 @@ cdef class HeadSnapshot:
         with nogil:
             self._decode_part(p)
 
-    cdef Py_ssize_t _plan_parts(self, int parts) except -1:
-        """Cut the series into at most `parts` non-empty contiguous parts of about equal sample counts."""
+    cdef Py_ssize_t _plan_parts(self, int parts, Py_ssize_t first=0, Py_ssize_t last=-1) except -1:
+        """Cut series [first, last) (all by default) into at most `parts` non-empty contiguous parts of about
+        equal sample counts."""
         cdef Py_ssize_t p
-        bounds = cores.split(np.asarray(<Py_ssize_t[:self.num_series + 1]>self.capacity_offsets), parts)
+        if last < 0:
+            last = self.num_series
+        bounds = cores.split(np.asarray(<Py_ssize_t[:last + 1]>self.capacity_offsets)[first:], parts)
         for p in range(len(bounds)):
-            self.part_first[p] = bounds[p][0]
-        self.part_first[len(bounds)] = self.num_series
+            self.part_first[p] = first + bounds[p][0]
+        self.part_first[len(bounds)] = last
         return len(bounds)
 
     cdef Py_ssize_t _decode_in_parts(self, Py_ssize_t n_parts, int64_t* out_offsets, Py_ssize_t* rows_found,
@@ -541,7 +544,7 @@ cdef class HeadSnapshot:
             self.part_failed[p] = self._evaluate_series_range(self.part_first[p], self.part_first[p + 1])
 
     def evaluate(self, str name, eval_ts, long long range_ms, tuple params=(), long long intercept_shift_ms=0,
-                 int parts=1):
+                 int parts=1, between=None, Py_ssize_t slice_samples=0):
         """The range function `name` over every series, as `rangefn.evaluate_batch` over `decode()`'s batch
         with stale markers removed, without that batch: each series is decoded on its own and evaluated
         at once. (Arguments as evaluate_batch's.)
@@ -550,10 +553,11 @@ cdef class HeadSnapshot:
         the snapshot, those without samples too (no point present), and `counts`, int64 of shape
         (num_series, 2): each series' samples in the range, then those that are not stale markers. With
         `parts` > 1 and at least PARALLEL_MIN_SAMPLES samples, parts of the series run at the same time as in
-        decode(). Raises ValueError on a corrupt chunk."""
+        decode(). With `slice_samples` > 0 the series go in slices of about that many samples, and
+        `between()` is called between two slices (a query's deadline check, which may raise). Raises
+        ValueError on a corrupt chunk."""
         cdef tuple keep = prepare_grid(name, eval_ts, range_ms, params, intercept_shift_ms, &self.grid, &self.fn)
-        cdef Py_ssize_t n_series = self.num_series, failed = -1, p, n_parts = 1
-        cdef Py_ssize_t capacity = self.capacity_offsets[n_series]
+        cdef Py_ssize_t n_series = self.num_series, failed = -1, first = 0, last
         cdef cnp.ndarray out = output_rows(None, n_series, self.grid.n_steps, False)
         cdef cnp.ndarray present = output_rows(None, n_series, self.grid.n_steps, True)
         cdef cnp.ndarray counts = np.zeros((n_series, 2), dtype=np.int64)
@@ -563,19 +567,17 @@ cdef class HeadSnapshot:
         self.eval_present = <uint8_t*>cnp.PyArray_DATA(present)
         self.eval_counts = <int64_t*>cnp.PyArray_DATA(counts)
         try:
-            if parts > 1 and capacity >= PARALLEL_MIN_SAMPLES:
-                n_parts = self._plan_parts(min(parts, MAX_PARTS))
-            if n_parts > 1:
-                cores.run_parts(self._run_evaluate_part, range(n_parts))
-                for p in range(n_parts):
-                    if self.part_failed[p] != -1:
-                        failed = self.part_failed[p]
-                        break
-            elif capacity + n_series * self.grid.n_steps >= GIL_RELEASE_MIN_WORK:
-                with nogil:
-                    failed = self._evaluate_series_range(0, n_series)
-            else:
-                failed = self._evaluate_series_range(0, n_series)
+            while first < n_series and failed == -1:
+                last = n_series
+                if slice_samples > 0:
+                    last = first + 1
+                    while last < n_series and \
+                            self.capacity_offsets[last + 1] - self.capacity_offsets[first] <= slice_samples:
+                        last += 1
+                failed = self._evaluate_slice(first, last, parts)
+                first = last
+                if between is not None and first < n_series and failed == -1:
+                    between()
         finally:
             self.eval_out, self.eval_present, self.eval_counts = NULL, NULL, NULL
         if failed == -2:
@@ -583,6 +585,24 @@ cdef class HeadSnapshot:
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
         return self.labels, out, present, counts
+
+    cdef Py_ssize_t _evaluate_slice(self, Py_ssize_t first, Py_ssize_t last, int parts) except -3:
+        # evaluate() over series [first, last): in parts at once when they hold enough samples.
+        cdef Py_ssize_t p, n_parts = 1, failed = -1
+        cdef Py_ssize_t samples = self.capacity_offsets[last] - self.capacity_offsets[first]
+        if parts > 1 and samples >= PARALLEL_MIN_SAMPLES:
+            n_parts = self._plan_parts(min(parts, MAX_PARTS), first, last)
+        if n_parts > 1:
+            cores.run_parts(self._run_evaluate_part, range(n_parts))
+            for p in range(n_parts):
+                if self.part_failed[p] != -1:
+                    return self.part_failed[p]
+        elif samples + (last - first) * self.grid.n_steps >= GIL_RELEASE_MIN_WORK:
+            with nogil:
+                failed = self._evaluate_series_range(first, last)
+        else:
+            failed = self._evaluate_series_range(first, last)
+        return failed
 
     def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).

@@ -411,7 +411,7 @@ class Evaluator:
         range_ms = node.range_ns // NS_PER_MS
         self.check()
         evaluated = evaluate(to_storage_matchers(selector.matchers), int(times[0]) - range_ms + 1, int(times[-1]),
-                             kernel, times, range_ms, params, int(shifts[0]))
+                             kernel, times, range_ms, params, int(shifts[0]), self.check, _CHUNK_SAMPLES)
         if evaluated is None:
             return None
         labels, values, present, counts = evaluated

@@ -13,7 +13,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -445,19 +445,22 @@ class Head:
         return SeriesBatch(labels, ts, vals, offsets)
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, kernel: str, eval_ts: np.ndarray,
-                       range_ms: int, params: tuple = (), intercept_shift_ms: int = 0):
+                       range_ms: int, params: tuple = (), intercept_shift_ms: int = 0,
+                       between: Callable[[], None] | None = None, slice_samples: int = 0):
         """The range function `kernel` (arguments as `rangefn.evaluate_batch`'s) over the matching series'
         samples in [mint, maxt], each series decoded and evaluated at once (`HeadSnapshot.evaluate`):
         (labels, values, present, counts), a row per matching series with chunks in the range, sorted by
-        labels; counts[i] is (samples read, samples other than stale markers). Chunks are reported as
-        `select_batch` reports them."""
+        labels; counts[i] is (samples read, samples other than stale markers). `between()` is called between
+        slices of about `slice_samples` samples (a deadline check). Chunks are reported as `select_batch`
+        reports them."""
         with self.lock:
             refs = self.index.select_sorted(matchers)
             snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        return snapshot.evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms, cores.PARTS)
+        return snapshot.evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms, cores.PARTS, between,
+                                 slice_samples)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:
