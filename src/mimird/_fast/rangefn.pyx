@@ -723,7 +723,6 @@ cdef cnp.ndarray _output(object given, Py_ssize_t n_series, Py_ssize_t n_steps, 
     return array
 
 
-
 cdef tuple prepare_grid(str name, object eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
                         StepGrid* grid, int* fn):
     # evaluate_batch's arguments past the samples, checked, with the kernel's code in fn[0]. The grid points
