@@ -248,22 +248,27 @@ def test_decode_in_parts_equals_one_pass(monkeypatch, seed):
     monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
     rng = random.Random(seed)
     head = random_head(rng)
-    ranges = [(INT64_MIN, INT64_MAX), (300 * 15_000, 390 * 15_000), (399 * 15_000, 399 * 15_000), (5000, 4000)]
+    windows = [(INT64_MIN, INT64_MAX), (300 * 15_000, 390 * 15_000), (399 * 15_000, 399 * 15_000), (5000, 4000)]
+    for snapshot in snapshots(head, windows):
+        labels, offsets, ts, vals = snapshot.decode()
+        for parts in (2, 3, 5, 8, 50):
+            got_labels, got_offsets, got_ts, got_vals = snapshot.decode(parts)
+            assert got_labels == labels
+            assert got_offsets.tolist() == offsets.tolist()
+            assert got_ts.tolist() == ts.tolist()
+            assert got_vals.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
+
+
+def snapshots(head: Head, windows):
+    """A snapshot of each of MATCHER_SETS' selections in each (mint, maxt) window."""
     for matchers in MATCHER_SETS:
-        for mint, maxt in ranges:
+        for mint, maxt in windows:
             with head.lock:
-                refs = head.index.select_sorted(matchers)
-                snapshot = HeadSnapshot.take(head.series, refs, mint, maxt)
-            labels, offsets, ts, vals = snapshot.decode()
-            for parts in (2, 3, 5, 8, 50):
-                got_labels, got_offsets, got_ts, got_vals = snapshot.decode(parts)
-                assert got_labels == labels
-                assert got_offsets.tolist() == offsets.tolist()
-                assert got_ts.tolist() == ts.tolist()
-                assert got_vals.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
+                yield HeadSnapshot.take(head.series, head.index.select_sorted(matchers), mint, maxt)
 
 
-def test_decode_in_parts_reports_a_corrupt_chunk(monkeypatch):
+def snapshot_with_a_corrupt_chunk(monkeypatch) -> HeadSnapshot:
+    """Six series, the fifth with a truncated first chunk; work is split into parts from any size on."""
     from mimird._fast import headselect
 
     monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
@@ -273,8 +278,12 @@ def test_decode_in_parts_reports_a_corrupt_chunk(monkeypatch):
     victim = head.by_labels[names[4]]
     victim.chunks[0] = victim.chunks[0][:3]  # a header that promises samples the bytes do not hold
     with head.lock:
-        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
-                                     INT64_MIN, INT64_MAX)
+        return HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
+                                 INT64_MIN, INT64_MAX)
+
+
+def test_decode_in_parts_reports_a_corrupt_chunk(monkeypatch):
+    snapshot = snapshot_with_a_corrupt_chunk(monkeypatch)
     for parts in (1, 3):
         with pytest.raises(ValueError, match="corrupt or truncated"):
             snapshot.decode(parts)
@@ -311,48 +320,35 @@ def test_evaluate_equals_decode_then_kernel(monkeypatch, seed):
     rng = random.Random(seed)
     head = random_head(rng)
     windows = [(INT64_MIN, INT64_MAX), (290 * 15_000, 390 * 15_000), (399 * 15_000, 399 * 15_000), (5000, 4000)]
-    for matchers in MATCHER_SETS:
-        for mint, maxt in windows:
-            with head.lock:
-                snapshot = HeadSnapshot.take(head.series, head.index.select_sorted(matchers), mint, maxt)
-            eval_ts = np.arange(300 * 15_000, 400 * 15_000, 60_000 + seed * 7_000, dtype=np.int64)
-            for name, params in rng.sample(_EVALUATE_CASES, 8):
-                want_labels, want_out, want_present, decoded = _evaluate_reference(snapshot, name, eval_ts,
-                                                                                   300_000, params)
-                for parts in (1, 2, 3, 8):
-                    labels, out, present, counts = snapshot.evaluate(name, eval_ts, 300_000, params, 0, parts)
-                    assert len(labels) == snapshot.num_series
-                    assert out.shape == present.shape == (len(labels), len(eval_ts))
-                    row_of = {lbls: i for i, lbls in enumerate(labels)}
-                    rows = [row_of[lbls] for lbls in want_labels]
-                    assert present[rows].tolist() == want_present.tolist(), name
-                    got = np.where(present[rows] != 0, out[rows], 0.0)
-                    want = np.where(want_present != 0, want_out, 0.0)
-                    assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), name
-                    others = np.ones(len(labels), dtype=bool)
-                    others[rows] = False
-                    assert not present[others].any()
-                    kept_rows = [i for i in range(len(labels)) if counts[i, 1]]
-                    assert kept_rows == rows
-                    assert counts[:, 0].sum() == decoded.sum()
-                    assert (counts[:, 1] <= counts[:, 0]).all()
+    eval_ts = np.arange(300 * 15_000, 400 * 15_000, 60_000 + seed * 7_000, dtype=np.int64)
+    for snapshot in snapshots(head, windows):
+        for name, params in rng.sample(_EVALUATE_CASES, 8):
+            want_labels, want_out, want_present, decoded = _evaluate_reference(snapshot, name, eval_ts,
+                                                                               300_000, params)
+            for parts in (1, 2, 3, 8):
+                labels, out, present, counts = snapshot.evaluate(name, eval_ts, 300_000, params, 0, parts)
+                assert len(labels) == snapshot.num_series
+                assert out.shape == present.shape == (len(labels), len(eval_ts))
+                row_of = {lbls: i for i, lbls in enumerate(labels)}
+                rows = [row_of[lbls] for lbls in want_labels]
+                assert present[rows].tolist() == want_present.tolist(), name
+                got = np.where(present[rows] != 0, out[rows], 0.0)
+                want = np.where(want_present != 0, want_out, 0.0)
+                assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), name
+                others = np.ones(len(labels), dtype=bool)
+                others[rows] = False
+                assert not present[others].any()
+                kept_rows = [i for i in range(len(labels)) if counts[i, 1]]
+                assert kept_rows == rows
+                assert counts[:, 0].sum() == decoded.sum()
+                assert (counts[:, 1] <= counts[:, 0]).all()
 
 
 def test_evaluate_reports_a_corrupt_chunk(monkeypatch):
-    from mimird._fast import headselect
-
-    monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 0)
-    head = Head()
-    names = [make_labels({"__name__": "m", "i": str(i)}) for i in range(6)]
-    push(head, {lbls: [(t * 1000, float(t)) for t in range(300)] for lbls in names})
-    head.by_labels[names[4]].chunks[0] = head.by_labels[names[4]].chunks[0][:3]
-    with head.lock:
-        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
-                                     INT64_MIN, INT64_MAX)
+    snapshot = snapshot_with_a_corrupt_chunk(monkeypatch)
     for parts in (1, 3):
         with pytest.raises(ValueError, match="corrupt or truncated"):
             snapshot.evaluate("rate", np.array([100_000, 200_000]), 60_000, (), 0, parts)
-
 
 def test_evaluate_in_slices_equals_one_slice_and_calls_between(monkeypatch):
     """Series evaluated in slices of about `slice_samples` samples give the same rows; `between` runs between
