@@ -327,7 +327,8 @@ def test_evaluate_equals_decode_then_kernel(monkeypatch, seed):
                                                                                300_000, params)
             for parts in (1, 2, 3, 8):
                 labels, out, present, counts = snapshot.evaluate(name, eval_ts, 300_000, params, 0, parts)
-                assert len(labels) == snapshot.num_series
+                # the series with chunks in the range, in order: those with samples and maybe a few more
+                assert labels == sorted(labels) and set(want_labels) <= set(labels)
                 assert out.shape == present.shape == (len(labels), len(eval_ts))
                 row_of = {lbls: i for i, lbls in enumerate(labels)}
                 rows = [row_of[lbls] for lbls in want_labels]
@@ -380,3 +381,19 @@ def test_evaluate_in_slices_equals_one_slice_and_calls_between(monkeypatch):
 
     with pytest.raises(TimeoutError):
         snapshot.evaluate("rate", eval_ts, 300_000, (), 0, 1, cancel, 100)
+
+
+def test_evaluate_gives_no_row_to_series_without_chunks_in_the_range():
+    """Series a selector matches whose chunks all lie outside the range (gone, as in churn) get no row."""
+    head = Head()
+    gone = [make_labels({"__name__": "m", "pod": f"old{i}"}) for i in range(50)]
+    live = [make_labels({"__name__": "m", "pod": f"new{i}"}) for i in range(3)]
+    push(head, {lbls: [(t * 15_000, float(t)) for t in range(40)] for lbls in gone})
+    push(head, {lbls: [(t * 15_000, float(t)) for t in range(200, 240)] for lbls in live})
+    with head.lock:
+        snapshot = HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
+                                     200 * 15_000, 240 * 15_000)
+    labels, out, present, counts = snapshot.evaluate("rate", np.array([230 * 15_000, 239 * 15_000]), 300_000)
+    assert labels == sorted(live)
+    assert out.shape == present.shape == (3, 2) and counts.shape == (3, 2)
+    assert present.all() and (counts == 40).all()

@@ -197,7 +197,8 @@ cdef class HeadSnapshot:
     cdef int fn
     cdef double* eval_out
     cdef uint8_t* eval_present
-    cdef int64_t* eval_counts          # per series: samples decoded, then samples left without stale markers
+    cdef int64_t* eval_counts          # per row: samples decoded, then samples left without stale markers
+    cdef int64_t* eval_rows            # per series: its row of the output, or -1 (no chunk in the range)
 
     def __cinit__(self):
         self.closed = []
@@ -212,6 +213,7 @@ cdef class HeadSnapshot:
         self.eval_out = NULL
         self.eval_present = NULL
         self.eval_counts = NULL
+        self.eval_rows = NULL
 
     def __dealloc__(self):
         free(self.chunks)
@@ -500,7 +502,7 @@ cdef class HeadSnapshot:
         """evaluate() over series [first, last): each series decoded into buffers of this call's own, its
         stale markers dropped, and the kernel run over it while its samples are still in cache. Returns the
         index of a corrupt chunk, -1, or -2 when the buffers could not be allocated."""
-        cdef Py_ssize_t i, j, count, kept, longest = 1, failed = -1
+        cdef Py_ssize_t i, j, row, count, kept, longest = 1, failed = -1
         cdef Py_ssize_t n_steps = self.grid.n_steps
         cdef int64_t* buf_t
         cdef double* buf_v
@@ -518,6 +520,9 @@ cdef class HeadSnapshot:
             series.ts = buf_t
             series.vals = buf_v
             for i in range(first, last):
+                row = self.eval_rows[i]
+                if row < 0:
+                    continue
                 count = self._decode_series(i, buf_t, buf_v, &failed)
                 if failed >= 0:
                     break
@@ -527,11 +532,11 @@ cdef class HeadSnapshot:
                         buf_t[kept] = buf_t[j]
                         buf_v[kept] = buf_v[j]
                         kept += 1
-                self.eval_counts[2 * i] = count
-                self.eval_counts[2 * i + 1] = kept
+                self.eval_counts[2 * row] = count
+                self.eval_counts[2 * row + 1] = kept
                 series.n = kept
-                evaluate_series(self.fn, &series, &self.grid, &scratch, self.eval_out + i * n_steps,
-                                self.eval_present + i * n_steps)
+                evaluate_series(self.fn, &series, &self.grid, &scratch, self.eval_out + row * n_steps,
+                                self.eval_present + row * n_steps)
         free(buf_t)
         free(buf_v)
         free(scratch.values)
@@ -550,22 +555,33 @@ cdef class HeadSnapshot:
         at once. (Arguments as evaluate_batch's.)
 
         Returns (labels, out, present, counts): one row of `out` (float64) and `present` (uint8) per series of
-        the snapshot, those without samples too (no point present), and `counts`, int64 of shape
-        (num_series, 2): each series' samples in the range, then those that are not stale markers. With
+        the snapshot with chunks in the range, in order (one whose samples are all outside the range or stale
+        markers has no point present), and `counts`, int64 of shape (rows, 2): each row's samples in the
+        range, then those that are not stale markers. With
         `parts` > 1 and at least PARALLEL_MIN_SAMPLES samples, parts of the series run at the same time as in
         decode(). With `slice_samples` > 0 the series go in slices of about that many samples, and
         `between()` is called between two slices (a query's deadline check, which may raise). Raises
         ValueError on a corrupt chunk."""
         cdef tuple keep = prepare_grid(name, eval_ts, range_ms, params, intercept_shift_ms, &self.grid, &self.fn)
         cdef Py_ssize_t n_series = self.num_series, failed = -1, first = 0, last
-        cdef cnp.ndarray out = output_rows(None, n_series, self.grid.n_steps, False)
-        cdef cnp.ndarray present = output_rows(None, n_series, self.grid.n_steps, True)
-        cdef cnp.ndarray counts = np.zeros((n_series, 2), dtype=np.int64)
-        if n_series == 0 or self.grid.n_steps == 0:
-            return self.labels, out, present, counts
+        # A head holds series long gone (churn) that a selector still matches: they get no row, so that the
+        # output is as large as the batch path's.
+        with_chunks = np.diff(np.asarray(<Py_ssize_t[:n_series + 1]>self.capacity_offsets)) > 0
+        cdef cnp.ndarray rows = np.cumsum(with_chunks, dtype=np.int64) - 1
+        rows[~with_chunks] = -1
+        cdef Py_ssize_t n_rows = int(np.count_nonzero(with_chunks))
+        labels = self.labels
+        if n_rows < n_series:
+            labels = [labels[i] for i in np.flatnonzero(with_chunks).tolist()]
+        cdef cnp.ndarray out = output_rows(None, n_rows, self.grid.n_steps, False)
+        cdef cnp.ndarray present = output_rows(None, n_rows, self.grid.n_steps, True)
+        cdef cnp.ndarray counts = np.zeros((n_rows, 2), dtype=np.int64)
+        if n_rows == 0 or self.grid.n_steps == 0:
+            return labels, out, present, counts
         self.eval_out = <double*>cnp.PyArray_DATA(out)
         self.eval_present = <uint8_t*>cnp.PyArray_DATA(present)
         self.eval_counts = <int64_t*>cnp.PyArray_DATA(counts)
+        self.eval_rows = <int64_t*>cnp.PyArray_DATA(rows)
         try:
             while first < n_series and failed == -1:
                 last = n_series
@@ -579,12 +595,12 @@ cdef class HeadSnapshot:
                 if between is not None and first < n_series and failed == -1:
                     between()
         finally:
-            self.eval_out, self.eval_present, self.eval_counts = NULL, NULL, NULL
+            self.eval_out, self.eval_present, self.eval_counts, self.eval_rows = NULL, NULL, NULL, NULL
         if failed == -2:
             raise MemoryError()
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
-        return self.labels, out, present, counts
+        return labels, out, present, counts
 
     cdef Py_ssize_t _evaluate_slice(self, Py_ssize_t first, Py_ssize_t last, int parts) except -3:
         # evaluate() over series [first, last): in parts at once when they hold enough samples.
