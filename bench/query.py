@@ -55,7 +55,9 @@ def print_table(results: dict) -> None:
     has_vm = "vm" in by_store
     footnote = False
     print(f"\n{'type':8s}{'mimird ms':>11s}{'prom ms':>10s}{'ratio':>8s}"
-          + (f"{'vm ms':>9s}{'vm/prom':>9s}{'mim/vm':>8s}" if has_vm else "") + f"  {'equal points':14s} query")
+          + (f"{'vm ms':>9s}{'vm/prom':>9s}{'mim/vm':>8s}{'P>vm':>6s}" if has_vm else "")
+          + f"  {'equal points':14s} query")
+    vm_ratios = []
     for mine in results["mimird"]["results"]:
         key = (mine["query"], mine["type"])
         theirs = by_store["prometheus"][key]
@@ -67,7 +69,9 @@ def print_table(results: dict) -> None:
         line = f"{mine['type']:8s}{mine_ms:>11.1f}{prom_ms:>10.1f}{mine_ms / (prom_ms or 1):>8.2f}"
         if has_vm:
             vm_ms = by_store["vm"][key]["median_ms"] or 0
-            line += f"{vm_ms:>9.1f}{vm_ms / (prom_ms or 1):>9.2f}{mine_ms / (vm_ms or 1):>8.2f}"
+            slower = chance_slower(mine["timings_ms"], by_store["vm"][key]["timings_ms"])
+            line += f"{vm_ms:>9.1f}{vm_ms / (prom_ms or 1):>9.2f}{mine_ms / (vm_ms or 1):>8.2f}{slower:>6.2f}"
+            vm_ratios.append((mine_ms / (vm_ms or 1), slower, mine["type"], mine["query"]))
         if SUBQUERY.search(mine["query"]) and equal != f"{verdict.get('points_common')}/{verdict.get('points_common')}":
             equal += " (1)"
             footnote = True
@@ -76,6 +80,23 @@ def print_table(results: dict) -> None:
         print("\n(1) The step grid is aligned to the subquery step, so subquery points fall on window edges: "
               "Prometheus 2.42 counts the left edge ([t-r, t]), 3.x and mimird do not ((t-r, t]); "
               "class 1 of tests/test_promql_vs_prometheus.py.")
+    if vm_ratios:
+        ratios = [ratio for ratio, *_ in vm_ratios]
+        print(f"\nmimird/VM: {sum(r <= 1 for r in ratios)} of {len(ratios)} rows at or below 1, median "
+              f"{statistics.median(ratios):.2f}, worst {max(ratios):.2f}. P>vm: the share of pairs of timed runs "
+              "(one of each store) in which mimird took longer (ties count half); near 0.5 the two are alike.")
+        for ratio, slower, kind, query in vm_ratios:
+            if ratio > 1:
+                print(f"  above 1: {ratio:.2f} (P>vm {slower:.2f}) {kind} {query}")
+
+
+def chance_slower(mine: list[float], theirs: list[float]) -> float:
+    """The share of (mine, theirs) pairs of timings in which mine is the larger, ties counting half: the
+    Mann-Whitney U statistic over the number of pairs (0.5 when neither store is faster)."""
+    if not mine or not theirs:
+        return math.nan
+    larger = sum((a > b) + 0.5 * (a == b) for a in mine for b in theirs)
+    return larger / (len(mine) * len(theirs))
 
 
 def main() -> int:
