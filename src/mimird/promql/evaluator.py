@@ -388,9 +388,8 @@ class Evaluator:
                 # every step counts the samples in its window (Prometheus's TotalSamplesPerStep)
                 counts, counted = self._range_kernel("count_over_time", chunk, steps, times, range_ms, ())
                 self.samples.add_steps(np.where(counted, counts, 0).sum(axis=0).astype(np.int64))
-            cells, with_points = rows_present(present[rows], all_as_none=True)
-            kept.append(range(rows.start, rows.stop) if with_points is None else
-                        [rows.start + r for r in with_points])
+            cells, rows_kept = _rows_with_points(present, rows.start, rows.stop)
+            kept.append(rows_kept)
             held += cells
             self.count_samples(held)
         return self._range_result(node, list(series.labels), values, present, kept)
@@ -423,8 +422,8 @@ class Evaluator:
         for first, last in _chunk_bounds(offsets, _CHUNK_SAMPLES):
             self.check()
             self.count_samples(held + int(offsets[last] - offsets[first]))
-            cells, with_points = rows_present(present[first:last], all_as_none=True)
-            kept.append(range(first, last) if with_points is None else [first + r for r in with_points])
+            cells, rows_kept = _rows_with_points(present, first, last)
+            kept.append(rows_kept)
             held += cells
             self.count_samples(held)
         return labels, values, present, kept
@@ -684,6 +683,13 @@ def _chunks(batch: SeriesBatch, max_samples: int):
     slice holds at least that many."""
     for first, last in _chunk_bounds(batch.offsets, max_samples):
         yield batch if last - first == len(batch) else batch.slice(first, last)
+
+
+def _rows_with_points(present: np.ndarray, first: int, last: int) -> tuple[int, range | list[int]]:
+    """(cells set, rows with a point) of rows [first, last) of a presence mask; the rows as a range when
+    every one has a point."""
+    cells, with_points = rows_present(present[first:last], all_as_none=True)
+    return cells, range(first, last) if with_points is None else [first + r for r in with_points]
 
 
 def _chunk_bounds(offsets: np.ndarray, max_samples: int):

@@ -231,10 +231,7 @@ class TenantQueryable:
         """What `select` yields, as one SeriesBatch: the PromQL engine's read, with no per-series arrays
         when only the ingester answers. With `latest_only` (an instant selection at maxt_ms) the ingesters'
         heads may give only each series' newest sample in the range (`Head.select_batch`)."""
-        stats = self._stats = query_stats.current()
-        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
-        mint, maxt = self._range(mint_ms, maxt_ms)
-        tenants, tenant_matchers = self._split(matchers)
+        stats, observer, mint, maxt, tenants, tenant_matchers = self._read_plan(matchers, mint_ms, maxt_ms)
         ingester_only = self._ingester_only(tenants, mint, maxt)
         if ingester_only is not None:
             if not ingester_only:
@@ -293,6 +290,15 @@ class TenantQueryable:
         if stats is not None:
             stats.add_series_batch(len(labels), num_samples)
 
+    def _read_plan(self, matchers: Sequence[Matcher], mint_ms: int | None, maxt_ms: int | None):
+        """(stats, chunk observer, mint, maxt, tenants, their matchers) of a batched read: the request's query
+        stats (noted for the counts), the chunk counter when a limit or the stats want chunks, the range
+        clipped to this queryable's, and the tenants the `__tenant_id__` matchers accept."""
+        stats = self._stats = query_stats.current()
+        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
+        mint, maxt = self._range(mint_ms, maxt_ms)
+        return (stats, observer, mint, maxt, *self._split(matchers))
+
     def _ingester_only(self, tenants: list[str], mint: int, maxt: int) -> bool | None:
         """For a read of [mint, maxt]: True when only the ingester answers it, in one piece; False when nothing
         does (outside -querier.query-ingesters-within with no store to ask); None when the store-gateway
@@ -322,10 +328,7 @@ class TenantQueryable:
         answers the read and its head alone holds the range: what `select_batch` would read, counted as it
         counts, with the kernel run on each series as it is decoded. None otherwise (the engine then reads
         the series with `select_batch`)."""
-        stats = self._stats = query_stats.current()
-        observer = self.count_chunks if self.max_chunks or self.max_chunk_bytes or stats is not None else None
-        mint, maxt = self._range(mint_ms, maxt_ms)
-        tenants, tenant_matchers = self._split(matchers)
+        stats, observer, mint, maxt, tenants, tenant_matchers = self._read_plan(matchers, mint_ms, maxt_ms)
         if not self._ingester_only(tenants, mint, maxt):
             return None
         evaluated, fetched = self._ingester_read(observer, self.app.ingester.evaluate_range, tenants[0],

@@ -435,14 +435,20 @@ class Head:
         reported to the query's chunk-fetch observer. `latest_only` says that the reader wants only each
         series' newest sample in the range (an instant selection at maxt): a series whose newest sample
         in the head lies in the range then gives just that one, without decoding."""
+        labels, offsets, ts, vals = self._snapshot(matchers, mint, maxt, latest_only).decode(cores.PARTS)
+        return SeriesBatch(labels, ts, vals, offsets)
+
+    def _snapshot(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool = False
+                  ) -> HeadSnapshot:
+        # The matching series' chunks in [mint, maxt], noted under the lock (decoded after it is released),
+        # and reported to the query's chunk-fetch observer.
         with self.lock:
             refs = self.index.select_sorted(matchers)
             snapshot = HeadSnapshot.take(self.series, refs, mint, maxt, latest_only)
         observe = chunk_fetch_observer.get()
         if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
             observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        labels, offsets, ts, vals = snapshot.decode(cores.PARTS)
-        return SeriesBatch(labels, ts, vals, offsets)
+        return snapshot
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, kernel: str, eval_ts: np.ndarray,
                        range_ms: int, params: tuple = (), intercept_shift_ms: int = 0,
@@ -453,14 +459,8 @@ class Head:
         labels; counts[i] is (samples read, samples other than stale markers). `between()` is called between
         slices of about `slice_samples` samples (a deadline check). Chunks are reported as `select_batch`
         reports them."""
-        with self.lock:
-            refs = self.index.select_sorted(matchers)
-            snapshot = HeadSnapshot.take(self.series, refs, mint, maxt)
-        observe = chunk_fetch_observer.get()
-        if observe is not None and (snapshot.num_chunks or snapshot.chunk_bytes):
-            observe(snapshot.num_chunks, snapshot.chunk_bytes)
-        return snapshot.evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms, cores.PARTS, between,
-                                 slice_samples)
+        return self._snapshot(matchers, mint, maxt).evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms,
+                                                             cores.PARTS, between, slice_samples)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:
