@@ -58,6 +58,23 @@ def test_chunks_cut_at_120_samples_and_block_boundary():
     assert len(head2.by_labels[a].chunks) == 1  # the boundary closed the first chunk
 
 
+def test_closed_chunks_live_in_one_pack_that_is_replaced_not_changed():
+    head = Head()
+    a = lbl("m")
+    push(head, {a: [(i * 1000, float(i)) for i in range(250)]})
+    series = head.by_labels[a]
+    first_pack = series.closed
+    assert series.num_closed == 2 and series.chunk_mints == [0, 120_000] and series.chunk_maxts == [119_000, 239_000]
+    assert len(first_pack) == 2 * 24 + sum(len(c) for c in series.chunks)
+    push(head, {a: [(i * 1000, float(i)) for i in range(250, 400)]})
+    assert series.num_closed == 3 and series.closed is not first_pack  # a query may still point into it
+    assert xorchunk.decode_chunks(series.chunks)[0].tolist() == [i * 1000 for i in range(360)]
+    assert series.drop_closed_before(120_000) == 1 and series.chunk_mints == [120_000, 240_000]
+    assert series.drop_closed_before(0) == 0 and series.min_time == 120_000
+    series.set_closed_chunks([], [], [])
+    assert (series.closed, series.num_closed, series.chunks) == (b"", 0, [])
+
+
 def test_duplicates_out_of_order_and_too_old():
     head = Head()
     a = lbl("m", job="x")

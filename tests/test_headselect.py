@@ -276,7 +276,8 @@ def snapshot_with_a_corrupt_chunk(monkeypatch) -> HeadSnapshot:
     names = [make_labels({"__name__": "m", "i": str(i)}) for i in range(6)]
     push(head, {lbls: [(t * 1000, float(t)) for t in range(300)] for lbls in names})
     victim = head.by_labels[names[4]]
-    victim.chunks[0] = victim.chunks[0][:3]  # a header that promises samples the bytes do not hold
+    # a header that promises samples the bytes do not hold
+    victim.set_closed_chunks([victim.chunks[0][:3]] + victim.chunks[1:], victim.chunk_mints, victim.chunk_maxts)
     with head.lock:
         return HeadSnapshot.take(head.series, head.index.select_sorted([Matcher("=", "__name__", "m")]),
                                  INT64_MIN, INT64_MAX)

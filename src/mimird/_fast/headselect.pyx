@@ -6,8 +6,8 @@ call and a pair of numpy arrays per series) costs far more than decoding the sam
 reads them in two steps:
 
 1. `HeadSnapshot.take(series_by_ref, refs, mint, maxt)`, under the head's lock: for each series (refs
-   already in label order) it notes the closed chunks overlapping the range (pointers into their immutable bytes, which
-   the snapshot keeps alive), copies the open chunk's bytes into one scratch buffer, and copies the
+   already in label order) it notes the closed chunks overlapping the range (pointers into the series'
+   immutable chunk packs, which the snapshot keeps alive), copies the open chunk's bytes into one scratch buffer, and copies the
    out-of-order samples in range.
 2. `HeadSnapshot.decode()`, without the lock and without the GIL: every series is decoded into one
    timestamps array and one values array, laid end to end, and merged with its out-of-order samples
@@ -18,10 +18,7 @@ An instant selection wants only each series' newest sample before its time. With
 gives a series whose newest sample (the open chunk's last) is in the range just that sample, so that a
 dashboard's query at "now" decodes nothing.
 """
-from cpython cimport array
-from cpython.list cimport PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
@@ -29,8 +26,8 @@ from libc.string cimport memcpy, memmove
 cimport numpy as cnp
 
 from mimird._fast.bstream cimport store_be64
-from mimird._fast.headseries cimport MemSeries
-from mimird._fast.prefetch cimport list_items, prefetch
+from mimird._fast.headseries cimport ClosedChunk, MemSeries, pack_data, pack_records
+from mimird._fast.prefetch cimport prefetch
 from mimird._fast.rangefn cimport Scratch, Series, StepGrid, evaluate_series, output_rows, prepare_grid
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
@@ -133,32 +130,32 @@ cdef Py_ssize_t _merge_ooo(int64_t* ts, double* vals, Py_ssize_t n_in_order, con
     return merged
 
 
-cdef void _prefetch_series(list found_series) noexcept:
+cdef void _prefetch_series(list found_series, Py_ssize_t* max_chunks, Py_ssize_t* open_bytes) noexcept:
     # Ask for what `take` reads of each series, in two waves: the objects a series points to, then the
-    # buffers those point to. Prefetches never fault and change nothing; the reads later find them cached.
+    # chunk records and open chunk's bytes those point to. Prefetches never fault and change nothing; the
+    # reads later find them cached. The second wave also sums up how many chunks the series have and how
+    # many bytes their open chunks hold, so that `take` sizes its buffers once.
     cdef MemSeries s
-    cdef PyObject* chunks
     cdef XORChunk open_chunk
+    cdef Py_ssize_t chunks = 0, nbytes = 0
     for found in found_series:
         s = <MemSeries>found
         prefetch(<PyObject*>s.labels)
         prefetch(<PyObject*>s.open)
-        prefetch(<PyObject*>s.chunks)
-        prefetch(<PyObject*>s.chunk_mints)
-        prefetch(<PyObject*>s.chunk_maxts)
-        prefetch(<PyObject*>s.ooo_t)
+        prefetch(<PyObject*>s.closed)
     for found in found_series:
         s = <MemSeries>found
         open_chunk = s.open
         if open_chunk is not None:
             prefetch(open_chunk.buf + (open_chunk.pending_start >> 3))
-        chunks = <PyObject*>s.chunks
-        if PyList_CheckExact(<object>chunks) and PyList_GET_SIZE(<object>chunks):
-            prefetch(list_items(chunks))
-            prefetch(<PyObject*>PyList_GET_ITEM(<object>chunks, PyList_GET_SIZE(<object>chunks) - 1))
-        if type(s.chunk_mints) is array.array and type(s.chunk_maxts) is array.array and len(s.chunk_mints):
-            prefetch((<array.array>s.chunk_mints).data.as_voidptr)
-            prefetch((<array.array>s.chunk_maxts).data.as_voidptr)
+            chunks += 1
+            nbytes += <Py_ssize_t>(open_chunk.pending_start >> 3) + 8
+        if s.num_closed:
+            # the newest records, which a query's range most often starts in
+            prefetch(pack_records(s.closed) + s.num_closed - 1)
+            chunks += s.num_closed
+    max_chunks[0] = chunks
+    open_bytes[0] = nbytes
 
 
 cdef class HeadSnapshot:
@@ -169,7 +166,7 @@ cdef class HeadSnapshot:
     cdef readonly Py_ssize_t chunk_bytes
     cdef int64_t mint
     cdef int64_t maxt
-    cdef list closed            # the closed chunks' bytes, alive as long as the snapshot
+    cdef list closed            # the chunk packs the snapshot points into, alive as long as it is
     cdef list labels            # the label sets of the series found
     cdef ChunkRef* chunks
     cdef Py_ssize_t chunks_capacity
@@ -243,14 +240,16 @@ cdef class HeadSnapshot:
         cdef const uint64_t[::1] ref_view = _uint64_vector(refs)
         cdef Py_ssize_t n = 0, n_refs = ref_view.shape[0], r, i, k, first, n_closed, lo, hi, used
         cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, noted = 0
+        cdef Py_ssize_t max_chunks, open_bytes
         cdef bint newest_only
         cdef uint64_t newest_bits
         cdef MemSeries s
         cdef XORChunk open_chunk
-        cdef object data, closed_chunks
-        cdef array.array mint_array, maxt_array
-        cdef const long long* mints
-        cdef const long long* maxts
+        cdef bytes pack
+        cdef const ClosedChunk* records
+        cdef const uint8_t* chunk_data
+        cdef bint kept_pack
+        cdef int64_t start
         cdef list closed = snap.closed
         cdef list labels = snap.labels
         cdef object found
@@ -274,15 +273,18 @@ cdef class HeadSnapshot:
             found = series_by_ref.get(ref_view[r])
             if found is not None:
                 found_series.append(<MemSeries?>found)
-        _prefetch_series(found_series)
+        _prefetch_series(found_series, &max_chunks, &open_bytes)
+        if not latest_only:
+            # (an instant selection notes few chunks: most series give just their newest sample)
+            _grow(<void**>&snap.chunks, &snap.chunks_capacity, max_chunks, sizeof(ChunkRef))
+            _grow(<void**>&snap.scratch, &snap.scratch_capacity, open_bytes, 1)
         for found in found_series:
             s = <MemSeries>found
             labels.append(s.labels)
             i = n
             n += 1
             open_chunk = s.open
-            closed_chunks = s.chunks
-            n_closed = len(closed_chunks)
+            n_closed = s.num_closed
             # The open chunk, when it has samples, ends with the series' newest (last_t): out-of-order
             # samples are all older.
             newest_only = (latest_only and open_chunk is not None and open_chunk.num > 0
@@ -290,34 +292,32 @@ cdef class HeadSnapshot:
             # Closed chunks all end before the open one starts, so they matter only when it starts
             # after mint; scanning back from the newest, the first one ending before mint ends the scan.
             if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
-                # (int64 arrays as soon as the series has a closed chunk; read in place)
-                mint_array = <array.array?>s.chunk_mints
-                maxt_array = <array.array?>s.chunk_maxts
-                if len(mint_array) != n_closed or len(maxt_array) != n_closed:
-                    raise ValueError("a series' chunk bounds and chunks differ in number")
-                mints = mint_array.data.as_longlongs
-                maxts = maxt_array.data.as_longlongs
+                pack = s.closed
+                records = pack_records(pack)
+                chunk_data = pack_data(pack, n_closed)
                 first = n_closed
-                while first > 0 and maxts[first - 1] >= mint:
+                while first > 0 and records[first - 1].maxt >= mint:
                     first -= 1
+                kept_pack = False
                 for k in range(first, n_closed):
-                    if mints[k] > maxt:
+                    if records[k].mint > maxt:
                         break
-                    data = closed_chunks[k]
-                    size = PyBytes_GET_SIZE(data)
+                    start = records[k - 1].end if k else 0
+                    size = records[k].end - start
                     noted += 1
                     chunk_bytes += size
                     if newest_only:
                         continue
+                    if not kept_pack:
+                        closed.append(pack)  # the snapshot points into it
+                        kept_pack = True
                     _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
-                    snap.chunks[n_chunks].data = <const uint8_t*>PyBytes_AS_STRING(data)
+                    snap.chunks[n_chunks].data = chunk_data + start
                     snap.chunks[n_chunks].offset = 0
                     snap.chunks[n_chunks].size = size
-                    closed.append(data)
                     n_chunks += 1
                     if size >= 2:
-                        samples += (<Py_ssize_t>snap.chunks[n_chunks - 1].data[0] << 8) | \
-                            snap.chunks[n_chunks - 1].data[1]
+                        samples += (<Py_ssize_t>chunk_data[start] << 8) | chunk_data[start + 1]
             if newest_only:
                 noted += 1
                 chunk_bytes += open_chunk._length()

@@ -1,13 +1,10 @@
-from array import array
-
 def float_bits(v: float) -> int: ...
 
 class MemSeries:
     ref: int
     labels: tuple[tuple[str, str], ...]
-    chunks: list[bytes] | tuple[()]
-    chunk_mints: array[int] | tuple[()]
-    chunk_maxts: array[int] | tuple[()]
+    closed: bytes
+    num_closed: int
     open: object | None
     open_mint: int
     last_t: int
@@ -16,6 +13,14 @@ class MemSeries:
     ooo_v: list[float] | tuple[()]
     cut_at: int
     def __init__(self, ref: int, labels: tuple[tuple[str, str], ...]) -> None: ...
+    @property
+    def chunks(self) -> list[bytes]: ...
+    @property
+    def chunk_mints(self) -> list[int]: ...
+    @property
+    def chunk_maxts(self) -> list[int]: ...
+    def set_closed_chunks(self, chunks: list, mints: list[int], maxts: list[int]) -> None: ...
+    def drop_closed_before(self, mint: int) -> int: ...
     @property
     def min_time(self) -> int: ...
     def close_open_chunk(self) -> None: ...

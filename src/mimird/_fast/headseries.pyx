@@ -1,17 +1,17 @@
 # cython: language_level=3
 """The head's per-series state and the in-order append loop, in Cython.
 
-A `MemSeries` holds one series' closed XOR chunks (immutable bytes), its open chunk and its
-out-of-order samples. `append_in_order` is the ingest hot loop: it appends every sample that is
+A `MemSeries` holds one series' closed XOR chunks (packed in one immutable bytes object), its open
+chunk and its out-of-order samples. `append_in_order` is the ingest hot loop: it appends every sample that is
 simply the next one of an existing series and hands back, untouched, whatever needs a decision
 (new series, duplicates, out-of-order or too-old samples), which the Python head then takes with
 Mimir's rules and messages.
 """
 import sys
-from array import array
 from bisect import bisect_left, bisect_right
 
-from libc.stdint cimport int64_t, uint64_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 from mimird._fast.xorchunk cimport XORChunk
@@ -30,15 +30,38 @@ cpdef uint64_t float_bits(double v) noexcept:
     return bits
 
 
+cdef bytes _build_pack(object chunks, object mints, object maxts):
+    # A new pack holding `chunks` (bytes-like, oldest first) with their bounds.
+    cdef Py_ssize_t n = len(chunks), i, data_size = 0, offset = 0
+    cdef const uint8_t[::1] chunk
+    if len(mints) != n or len(maxts) != n:
+        raise ValueError("a series' chunks and chunk bounds differ in number")
+    for item in chunks:
+        data_size += len(item)
+    if n == 0:
+        return b""
+    cdef bytes pack = PyBytes_FromStringAndSize(NULL, n * sizeof(ClosedChunk) + data_size)
+    cdef ClosedChunk* records = <ClosedChunk*>PyBytes_AS_STRING(pack)
+    cdef uint8_t* data = <uint8_t*>PyBytes_AS_STRING(pack) + n * sizeof(ClosedChunk)
+    for i in range(n):
+        chunk = chunks[i]
+        if chunk.shape[0]:
+            memcpy(data + offset, &chunk[0], chunk.shape[0])
+        offset += chunk.shape[0]
+        records[i].mint = mints[i]
+        records[i].maxt = maxts[i]
+        records[i].end = offset
+    return pack
+
+
 cdef class MemSeries:
-    """One series in the head: closed chunks, the open chunk, and out-of-order samples."""
+    """One series in the head: closed chunks (one pack), the open chunk, and out-of-order samples."""
 
     def __init__(self, ref, tuple labels):
         self.ref = ref
         self.labels = labels
-        self.chunks = ()
-        self.chunk_mints = ()
-        self.chunk_maxts = ()
+        self.closed = b""
+        self.num_closed = 0
         self.open = None
         self.open_mint = INT64_MAX
         self.last_t = INT64_MIN
@@ -48,10 +71,52 @@ cdef class MemSeries:
         self.cut_at = INT64_MAX
 
     @property
+    def chunks(self):
+        """The closed chunks' bytes, oldest first (copies out of the pack)."""
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        cdef const uint8_t* data = pack_data(self.closed, self.num_closed)
+        cdef Py_ssize_t i
+        cdef int64_t start = 0
+        out = []
+        for i in range(self.num_closed):
+            out.append(PyBytes_FromStringAndSize(<const char*>data + start, records[i].end - start))
+            start = records[i].end
+        return out
+
+    @property
+    def chunk_mints(self):
+        """The closed chunks' first timestamps, oldest first."""
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        return [records[i].mint for i in range(self.num_closed)]
+
+    @property
+    def chunk_maxts(self):
+        """The closed chunks' last timestamps, oldest first."""
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        return [records[i].maxt for i in range(self.num_closed)]
+
+    def set_closed_chunks(self, chunks, mints, maxts):
+        """Replace the closed chunks with `chunks` (bytes-like, oldest first) and their bounds."""
+        self.closed = _build_pack(chunks, mints, maxts)
+        self.num_closed = len(chunks)
+
+    def drop_closed_before(self, int64_t mint):
+        """Drop the closed chunks that end before `mint`; returns how many were dropped."""
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        cdef Py_ssize_t first = 0, n = self.num_closed
+        # Chunks are cut in time order, so the ones to drop are the oldest.
+        while first < n and records[first].maxt < mint:
+            first += 1
+        if first:
+            chunks = self.chunks[first:]
+            self.set_closed_chunks(chunks, self.chunk_mints[first:], self.chunk_maxts[first:])
+        return first
+
+    @property
     def min_time(self):
         cdef int64_t lo = INT64_MAX
-        if self.chunk_mints:
-            lo = min(lo, <int64_t>self.chunk_mints[0])
+        if self.num_closed:
+            lo = min(lo, pack_records(self.closed)[0].mint)
         if self.open is not None:
             lo = min(lo, self.open_mint)
         if self.ooo_t:
@@ -59,14 +124,25 @@ cdef class MemSeries:
         return lo
 
     cpdef close_open_chunk(self):
+        cdef bytes chunk, pack
+        cdef Py_ssize_t n = self.num_closed, old_data, size
+        cdef ClosedChunk* records
         if self.open is not None and self.open.num > 0:
-            if type(self.chunks) is not list:
-                # The bounds are int64 arrays: a query's snapshot reads them in place, where a list's items
-                # are an int object each, one more cache miss per chunk when the caches are cold.
-                self.chunks, self.chunk_mints, self.chunk_maxts = [], array("q"), array("q")
-            self.chunks.append(self.open.bytes())
-            self.chunk_mints.append(self.open_mint)
-            self.chunk_maxts.append(self.last_t)
+            chunk = self.open.bytes()
+            size = len(chunk)
+            old_data = len(self.closed) - n * sizeof(ClosedChunk)
+            # The new pack: the old records and this chunk's, then the old chunks' bytes and this one's.
+            pack = PyBytes_FromStringAndSize(NULL, (n + 1) * sizeof(ClosedChunk) + old_data + size)
+            records = <ClosedChunk*>PyBytes_AS_STRING(pack)
+            if n:
+                memcpy(records, pack_records(self.closed), n * sizeof(ClosedChunk))
+                memcpy(records + n + 1, pack_data(self.closed, n), old_data)
+            memcpy(<uint8_t*>(records + n + 1) + old_data, PyBytes_AS_STRING(chunk), size)
+            records[n].mint = self.open_mint
+            records[n].maxt = self.last_t
+            records[n].end = old_data + size
+            self.closed = pack
+            self.num_closed = n + 1
         self.open = None
         self.open_mint = INT64_MAX
 
@@ -102,10 +178,14 @@ cdef class MemSeries:
     def snapshot(self, int64_t mint, int64_t maxt):
         """The chunks overlapping [mint, maxt] (the open one copied) and the OOO samples in range."""
         cdef list chunks = []
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        cdef const uint8_t* data = pack_data(self.closed, self.num_closed)
         cdef Py_ssize_t i
-        for i in range(len(self.chunks)):
-            if <int64_t>self.chunk_maxts[i] >= mint and <int64_t>self.chunk_mints[i] <= maxt:
-                chunks.append(self.chunks[i])
+        cdef int64_t start = 0
+        for i in range(self.num_closed):
+            if records[i].maxt >= mint and records[i].mint <= maxt:
+                chunks.append(PyBytes_FromStringAndSize(<const char*>data + start, records[i].end - start))
+            start = records[i].end
         if self.open is not None and self.open.num > 0 and self.last_t >= mint and self.open_mint <= maxt:
             chunks.append(self.open.bytes())
         lo = bisect_left(self.ooo_t, mint)

@@ -521,7 +521,7 @@ class Ingester(Service):
             for labels, value in samples:
                 lines.append(f"{name}{labels} {value}")
 
-        chunks = sum(len(s.chunks) + (1 if s.open is not None else 0) for s in head.series.values())
+        chunks = sum(s.num_closed + (1 if s.open is not None else 0) for s in head.series.values())
         metric("prometheus_tsdb_head_series", "gauge", "Total number of series in the head block.",
                [("", head.num_series)])
         metric("prometheus_tsdb_head_chunks", "gauge", "Total number of chunks in the head block.", [("", chunks)])

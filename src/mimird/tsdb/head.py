@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -507,11 +506,7 @@ class Head:
             self.min_valid_time = max(self.min_valid_time, mint)
             removed = []
             for ref, series in self.series.items():
-                keep = [i for i, hi in enumerate(series.chunk_maxts) if hi >= mint]
-                if len(keep) != len(series.chunks):
-                    series.chunks = [series.chunks[i] for i in keep]
-                    series.chunk_mints = array("q", [series.chunk_mints[i] for i in keep])
-                    series.chunk_maxts = array("q", [series.chunk_maxts[i] for i in keep])
+                series.drop_closed_before(mint)
                 if series.open is not None and series.last_t < mint:
                     series.open = None
                     series.open_mint = INT64_MAX
@@ -519,7 +514,7 @@ class Head:
                     cut = bisect.bisect_left(series.ooo_t, mint)
                     del series.ooo_t[:cut]
                     del series.ooo_v[:cut]
-                if not series.chunks and series.open is None and not series.ooo_t:
+                if not series.num_closed and series.open is None and not series.ooo_t:
                     removed.append(ref)
             for ref in removed:
                 series = self.series.pop(ref)
