@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
+import pytest
 
 from mimird._fast import xorchunk
 from mimird.tsdb.head import DUPLICATE, OUT_OF_ORDER, PER_USER_SERIES, TOO_OLD, Head
@@ -147,3 +149,36 @@ def test_truncate_removes_old_data_and_empty_series():
     assert samples(head, __name__="new")[new] == [(4 * HOUR, 2.0)]
     assert push(head, {old: [(1500, 1.0)]}).discarded == {TOO_OLD: 1}
     assert head.index.select([Matcher("=", "__name__", "old")]).size == 0
+
+
+def test_series_by_ref_behaves_as_a_dict_through_growth_and_removals():
+    from mimird._fast.headseries import MemSeries, SeriesByRef
+
+    rng = random.Random(7)
+    table, model = SeriesByRef(), {}
+    # Refs as a head hands them out (consecutive, some removed) and a few far apart, which collide
+    # in small tables.
+    candidates = list(range(1, 3000)) + [2**40 + i for i in range(50)] + [2**64 - 1]
+    for step in range(20000):
+        ref = rng.choice(candidates)
+        if rng.random() < 0.6:
+            series = MemSeries(ref, (("__name__", str(ref)),))
+            table[ref] = series
+            model[ref] = series
+        else:
+            assert table.pop(ref, None) is model.pop(ref, None)
+        if step % 997 == 0:
+            assert len(table) == len(model)
+            assert sorted(table.keys()) == sorted(model)
+            assert all(table[r] is s and table.get(r) is s and r in table for r, s in model.items())
+    assert sorted(table.items(), key=lambda item: item[0]) == sorted(model.items())
+    assert {id(s) for s in table.values()} == {id(s) for s in model.values()}
+    missing = next(r for r in candidates if r not in model)
+    assert missing not in table and table.get(missing) is None
+    with pytest.raises(KeyError):
+        table[missing]
+    with pytest.raises(KeyError):
+        table.pop(missing)
+    for ref in list(model):
+        del table[ref]
+    assert len(table) == 0 and table.items() == [] and table.memory_bytes > 0

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memmove
 cimport numpy as cnp
 
 from mimird._fast.bstream cimport store_be64
-from mimird._fast.headseries cimport ClosedChunk, MemSeries, pack_data, pack_records
+from mimird._fast.headseries cimport ClosedChunk, MemSeries, SeriesByRef, pack_data, pack_records
 from mimird._fast.prefetch cimport prefetch
 from mimird._fast.rangefn cimport Scratch, Series, StepGrid, evaluate_series, output_rows, prepare_grid
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
@@ -130,21 +130,22 @@ cdef Py_ssize_t _merge_ooo(int64_t* ts, double* vals, Py_ssize_t n_in_order, con
     return merged
 
 
-cdef void _prefetch_series(list found_series, Py_ssize_t* max_chunks, Py_ssize_t* open_bytes) noexcept:
+cdef void _prefetch_series(PyObject** found, Py_ssize_t n_found, Py_ssize_t* max_chunks,
+                           Py_ssize_t* open_bytes) noexcept:
     # Ask for what `take` reads of each series, in two waves: the objects a series points to, then the
     # chunk records and open chunk's bytes those point to. Prefetches never fault and change nothing; the
     # reads later find them cached. The second wave also sums up how many chunks the series have and how
     # many bytes their open chunks hold, so that `take` sizes its buffers once.
     cdef MemSeries s
     cdef XORChunk open_chunk
-    cdef Py_ssize_t chunks = 0, nbytes = 0
-    for found in found_series:
-        s = <MemSeries>found
+    cdef Py_ssize_t chunks = 0, nbytes = 0, i
+    for i in range(n_found):
+        s = <MemSeries>found[i]
         prefetch(<PyObject*>s.labels)
         prefetch(<PyObject*>s.open)
         prefetch(<PyObject*>s.closed)
-    for found in found_series:
-        s = <MemSeries>found
+    for i in range(n_found):
+        s = <MemSeries>found[i]
         open_chunk = s.open
         if open_chunk is not None:
             prefetch(open_chunk.buf + (open_chunk.pending_start >> 3))
@@ -229,8 +230,8 @@ cdef class HeadSnapshot:
         return 0
 
     @staticmethod
-    def take(dict series_by_ref, refs, int64_t mint, int64_t maxt, bint latest_only=False):
-        """Note what the series `refs` (MemSeries in `series_by_ref`; refs missing there are skipped)
+    def take(SeriesByRef series_by_ref, refs, int64_t mint, int64_t maxt, bint latest_only=False):
+        """Note what the series `refs` (in `series_by_ref`; refs missing there are skipped)
         hold in [mint, maxt]. Call it under the head's lock.
 
         With `latest_only`, a series whose newest sample lies in [mint, maxt] gives only that sample
@@ -252,8 +253,9 @@ cdef class HeadSnapshot:
         cdef int64_t start
         cdef list closed = snap.closed
         cdef list labels = snap.labels
-        cdef object found
-        cdef Py_ssize_t size
+        cdef PyObject** found
+        cdef PyObject* hit
+        cdef Py_ssize_t size, n_found = 0, f
         snap.mint = mint
         snap.maxt = maxt
         snap.chunk_offsets = <Py_ssize_t*>realloc(NULL, (n_refs + 1) * sizeof(Py_ssize_t))
@@ -268,94 +270,105 @@ cdef class HeadSnapshot:
         # each series is a dozen objects spread over the heap, read one after another, and each cold read
         # waits for a page walk and memory. The series are looked up first and their objects asked for
         # ahead (`_prefetch_series`), so that those reads overlap instead.
-        found_series = []
-        for r in range(n_refs):
-            found = series_by_ref.get(ref_view[r])
-            if found is not None:
-                found_series.append(<MemSeries?>found)
-        _prefetch_series(found_series, &max_chunks, &open_bytes)
-        if not latest_only:
-            # (an instant selection notes few chunks: most series give just their newest sample)
-            _grow(<void**>&snap.chunks, &snap.chunks_capacity, max_chunks, sizeof(ChunkRef))
-            _grow(<void**>&snap.scratch, &snap.scratch_capacity, open_bytes, 1)
-        for found in found_series:
-            s = <MemSeries>found
-            labels.append(s.labels)
-            i = n
-            n += 1
-            open_chunk = s.open
-            n_closed = s.num_closed
-            # The open chunk, when it has samples, ends with the series' newest (last_t): out-of-order
-            # samples are all older.
-            newest_only = (latest_only and open_chunk is not None and open_chunk.num > 0
-                           and mint <= s.last_t <= maxt)
-            # Closed chunks all end before the open one starts, so they matter only when it starts
-            # after mint; scanning back from the newest, the first one ending before mint ends the scan.
-            if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
-                pack = s.closed
-                records = pack_records(pack)
-                chunk_data = pack_data(pack, n_closed)
-                first = n_closed
-                while first > 0 and records[first - 1].maxt >= mint:
-                    first -= 1
-                kept_pack = False
-                for k in range(first, n_closed):
-                    if records[k].mint > maxt:
-                        break
-                    start = records[k - 1].end if k else 0
-                    size = records[k].end - start
+        # (borrowed references: the table holds the series while the head's lock is held)
+        found = <PyObject**>malloc(max(n_refs, 1) * sizeof(PyObject*))
+        if found == NULL:
+            raise MemoryError()
+        try:
+            if series_by_ref.used:
+                for r in range(n_refs):
+                    prefetch(&series_by_ref.slots[series_by_ref.home(ref_view[r])])
+                for r in range(n_refs):
+                    hit = series_by_ref.find(ref_view[r])
+                    if hit != NULL:
+                        prefetch(hit)
+                        found[n_found] = hit
+                        n_found += 1
+            _prefetch_series(found, n_found, &max_chunks, &open_bytes)
+            if not latest_only:
+                # (an instant selection notes few chunks: most series give just their newest sample)
+                _grow(<void**>&snap.chunks, &snap.chunks_capacity, max_chunks, sizeof(ChunkRef))
+                _grow(<void**>&snap.scratch, &snap.scratch_capacity, open_bytes, 1)
+            for f in range(n_found):
+                s = <MemSeries>found[f]
+                labels.append(s.labels)
+                i = n
+                n += 1
+                open_chunk = s.open
+                n_closed = s.num_closed
+                # The open chunk, when it has samples, ends with the series' newest (last_t): out-of-order
+                # samples are all older.
+                newest_only = (latest_only and open_chunk is not None and open_chunk.num > 0
+                               and mint <= s.last_t <= maxt)
+                # Closed chunks all end before the open one starts, so they matter only when it starts
+                # after mint; scanning back from the newest, the first one ending before mint ends the scan.
+                if n_closed and (open_chunk is None or open_chunk.num == 0 or s.open_mint > mint):
+                    pack = s.closed
+                    records = pack_records(pack)
+                    chunk_data = pack_data(pack, n_closed)
+                    first = n_closed
+                    while first > 0 and records[first - 1].maxt >= mint:
+                        first -= 1
+                    kept_pack = False
+                    for k in range(first, n_closed):
+                        if records[k].mint > maxt:
+                            break
+                        start = records[k - 1].end if k else 0
+                        size = records[k].end - start
+                        noted += 1
+                        chunk_bytes += size
+                        if newest_only:
+                            continue
+                        if not kept_pack:
+                            closed.append(pack)  # the snapshot points into it
+                            kept_pack = True
+                        _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
+                        snap.chunks[n_chunks].data = chunk_data + start
+                        snap.chunks[n_chunks].offset = 0
+                        snap.chunks[n_chunks].size = size
+                        n_chunks += 1
+                        if size >= 2:
+                            samples += (<Py_ssize_t>chunk_data[start] << 8) | chunk_data[start + 1]
+                if newest_only:
+                    noted += 1
+                    chunk_bytes += open_chunk._length()
+                    # the one sample goes where out-of-order samples go: decode() copies it as it is
+                    snap._reserve_ooo(n_ooo + 1)
+                    newest_bits = s.last_v_bits
+                    snap.ooo_t[n_ooo] = s.last_t
+                    memcpy(&snap.ooo_v[n_ooo], &newest_bits, 8)
+                    n_ooo += 1
+                elif open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
+                    # The chunk's bytes as XORChunk.bytes() gives them: the stored words, then the bits still
+                    # in the pending word (which covers every byte the length can reach).
+                    used = <Py_ssize_t>(open_chunk.pending_start >> 3)
+                    size = open_chunk._length()
+                    _grow(<void**>&snap.scratch, &snap.scratch_capacity, snap.scratch_used + used + 8, 1)
+                    memcpy(snap.scratch + snap.scratch_used, open_chunk.buf, used)
+                    store_be64(snap.scratch + snap.scratch_used + used, open_chunk.pending)
+                    _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
+                    snap.chunks[n_chunks].data = NULL
+                    snap.chunks[n_chunks].offset = snap.scratch_used
+                    snap.chunks[n_chunks].size = size
+                    snap.scratch_used += used + 8
+                    n_chunks += 1
                     noted += 1
                     chunk_bytes += size
-                    if newest_only:
-                        continue
-                    if not kept_pack:
-                        closed.append(pack)  # the snapshot points into it
-                        kept_pack = True
-                    _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
-                    snap.chunks[n_chunks].data = chunk_data + start
-                    snap.chunks[n_chunks].offset = 0
-                    snap.chunks[n_chunks].size = size
-                    n_chunks += 1
-                    if size >= 2:
-                        samples += (<Py_ssize_t>chunk_data[start] << 8) | chunk_data[start + 1]
-            if newest_only:
-                noted += 1
-                chunk_bytes += open_chunk._length()
-                # the one sample goes where out-of-order samples go: decode() copies it as it is
-                snap._reserve_ooo(n_ooo + 1)
-                newest_bits = s.last_v_bits
-                snap.ooo_t[n_ooo] = s.last_t
-                memcpy(&snap.ooo_v[n_ooo], &newest_bits, 8)
-                n_ooo += 1
-            elif open_chunk is not None and open_chunk.num > 0 and s.last_t >= mint and s.open_mint <= maxt:
-                # The chunk's bytes as XORChunk.bytes() gives them: the stored words, then the bits still
-                # in the pending word (which covers every byte the length can reach).
-                used = <Py_ssize_t>(open_chunk.pending_start >> 3)
-                size = open_chunk._length()
-                _grow(<void**>&snap.scratch, &snap.scratch_capacity, snap.scratch_used + used + 8, 1)
-                memcpy(snap.scratch + snap.scratch_used, open_chunk.buf, used)
-                store_be64(snap.scratch + snap.scratch_used + used, open_chunk.pending)
-                _grow(<void**>&snap.chunks, &snap.chunks_capacity, n_chunks + 1, sizeof(ChunkRef))
-                snap.chunks[n_chunks].data = NULL
-                snap.chunks[n_chunks].offset = snap.scratch_used
-                snap.chunks[n_chunks].size = size
-                snap.scratch_used += used + 8
-                n_chunks += 1
-                noted += 1
-                chunk_bytes += size
-                samples += open_chunk.num
-            if len(s.ooo_t) and not newest_only:
-                lo = _bisect_left(s.ooo_t, mint)
-                hi = _bisect_right(s.ooo_t, maxt)
-                if hi > lo:
-                    snap._reserve_ooo(n_ooo + hi - lo)
-                    for k in range(lo, hi):
-                        snap.ooo_t[n_ooo] = s.ooo_t[k]
-                        snap.ooo_v[n_ooo] = s.ooo_v[k]
-                        n_ooo += 1
-            snap.chunk_offsets[i + 1] = n_chunks
-            snap.ooo_offsets[i + 1] = n_ooo
-            snap.capacity_offsets[i + 1] = samples + n_ooo
+                    samples += open_chunk.num
+                if len(s.ooo_t) and not newest_only:
+                    lo = _bisect_left(s.ooo_t, mint)
+                    hi = _bisect_right(s.ooo_t, maxt)
+                    if hi > lo:
+                        snap._reserve_ooo(n_ooo + hi - lo)
+                        for k in range(lo, hi):
+                            snap.ooo_t[n_ooo] = s.ooo_t[k]
+                            snap.ooo_v[n_ooo] = s.ooo_v[k]
+                            n_ooo += 1
+                snap.chunk_offsets[i + 1] = n_chunks
+                snap.ooo_offsets[i + 1] = n_ooo
+                snap.capacity_offsets[i + 1] = samples + n_ooo
+        finally:
+            free(found)
         snap.num_series = n
         snap.num_chunks = noted
         snap.chunk_bytes = chunk_bytes

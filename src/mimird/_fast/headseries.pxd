@@ -1,5 +1,6 @@
 # C-level interface of the head's per-series state, for other kernels (append, select) to cimport.
 from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from mimird._fast.xorchunk cimport XORChunk
@@ -41,3 +42,20 @@ cdef class MemSeries:
 
     cpdef close_open_chunk(self)
     cdef int _append(self, int64_t t, double v, int64_t block_range) except -1
+
+
+cdef struct RefSlot:
+    uint64_t ref
+    PyObject* series       # owned reference to a MemSeries; NULL: the slot is empty
+
+
+cdef class SeriesByRef:
+    cdef RefSlot* slots
+    cdef Py_ssize_t mask
+    cdef int shift
+    cdef Py_ssize_t used
+
+    cdef Py_ssize_t home(self, uint64_t ref) noexcept nogil
+    cdef PyObject* find(self, uint64_t ref) noexcept nogil
+    cdef RefSlot* _slot_for(self, uint64_t ref) noexcept
+    cdef int _grow(self) except -1

@@ -2,16 +2,19 @@
 """The head's per-series state and the in-order append loop, in Cython.
 
 A `MemSeries` holds one series' closed XOR chunks (packed in one immutable bytes object), its open
-chunk and its out-of-order samples. `append_in_order` is the ingest hot loop: it appends every sample that is
-simply the next one of an existing series and hands back, untouched, whatever needs a decision
-(new series, duplicates, out-of-order or too-old samples), which the Python head then takes with
-Mimir's rules and messages.
+chunk and its out-of-order samples; `SeriesByRef` finds them by ref. `append_in_order` is the ingest
+hot loop: it appends every sample that is simply the next one of an existing series and hands back,
+untouched, whatever needs a decision (new series, duplicates, out-of-order or too-old samples), which
+the Python head then takes with Mimir's rules and messages.
 """
 import sys
 from bisect import bisect_left, bisect_right
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from mimird._fast.xorchunk cimport XORChunk
@@ -191,6 +194,161 @@ cdef class MemSeries:
         lo = bisect_left(self.ooo_t, mint)
         hi = bisect_right(self.ooo_t, maxt)
         return chunks, self.ooo_t[lo:hi], self.ooo_v[lo:hi]
+
+
+cdef enum:
+    REF_TABLE_INITIAL_SLOTS = 64
+
+
+cdef class SeriesByRef:
+    """The head's series by ref, a mapping (ref -> MemSeries) in an open-addressing table.
+
+    A query looks up each series it selected, cold. A dict lookup of an int is three dependent cache
+    misses (its index slot, its entry, the stored key object) and builds an int object first; here a
+    ref's slot is computed from the ref and holds the series pointer, so `HeadSnapshot.take` asks for
+    all the slots at once and then reads them. Iteration order is the table's, not insertion order.
+    """
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.mask = -1
+        self.shift = 64
+        self.used = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.slots != NULL:
+            for i in range(self.mask + 1):
+                if self.slots[i].series != NULL:
+                    Py_DECREF(<object>self.slots[i].series)
+            free(self.slots)
+
+    cdef Py_ssize_t home(self, uint64_t ref) noexcept nogil:
+        # Fibonacci hashing: the top bits of ref times 2^64/phi spread consecutive refs over the table.
+        return <Py_ssize_t>((ref * <uint64_t>0x9E3779B97F4A7C15) >> self.shift)
+
+    cdef PyObject* find(self, uint64_t ref) noexcept nogil:
+        """The series with `ref` (a borrowed reference), or NULL."""
+        cdef Py_ssize_t i
+        if self.used == 0:
+            return NULL
+        i = self.home(ref)
+        while self.slots[i].series != NULL:
+            if self.slots[i].ref == ref:
+                return self.slots[i].series
+            i = (i + 1) & self.mask
+        return NULL
+
+    cdef RefSlot* _slot_for(self, uint64_t ref) noexcept:
+        # the slot holding ref, or the empty slot ending its probe run
+        cdef Py_ssize_t i = self.home(ref)
+        while self.slots[i].series != NULL and self.slots[i].ref != ref:
+            i = (i + 1) & self.mask
+        return &self.slots[i]
+
+    cdef int _grow(self) except -1:
+        cdef RefSlot* old = self.slots
+        cdef Py_ssize_t old_size = self.mask + 1, i
+        cdef Py_ssize_t size = old_size * 2 if old_size > 0 else REF_TABLE_INITIAL_SLOTS
+        cdef RefSlot* fresh = <RefSlot*>calloc(size, sizeof(RefSlot))
+        if fresh == NULL:
+            raise MemoryError()
+        self.slots = fresh
+        self.mask = size - 1
+        self.shift = 64
+        while (<Py_ssize_t>1 << (64 - self.shift)) < size:
+            self.shift -= 1
+        for i in range(old_size):
+            if old[i].series != NULL:
+                self._slot_for(old[i].ref)[0] = old[i]
+        free(old)
+        return 0
+
+    def __len__(self):
+        return self.used
+
+    def __contains__(self, ref):
+        return self.find(ref) != NULL
+
+    def __getitem__(self, ref):
+        cdef PyObject* found = self.find(ref)
+        if found == NULL:
+            raise KeyError(ref)
+        return <object>found
+
+    def get(self, ref, default=None):
+        """The series with `ref`, or `default`."""
+        cdef PyObject* found = self.find(ref)
+        return default if found == NULL else <object>found
+
+    def __setitem__(self, ref, MemSeries series not None):
+        cdef RefSlot* slot
+        # At most half full: a miss (a ref just removed) ends its probe within a slot or two.
+        if (self.used + 1) * 2 > self.mask + 1:
+            self._grow()
+        slot = self._slot_for(ref)
+        Py_INCREF(series)
+        if slot.series != NULL:
+            Py_DECREF(<object>slot.series)
+        else:
+            self.used += 1
+        slot.ref = ref
+        slot.series = <PyObject*>series
+
+    def __delitem__(self, ref):
+        self.pop(ref)
+
+    def pop(self, ref, *default):
+        """Remove the series with `ref` and return it (or `default`, or raise KeyError)."""
+        cdef RefSlot* slot
+        cdef Py_ssize_t hole, j, slot_home
+        if self.used == 0 or self._slot_for(ref).series == NULL:
+            if default:
+                return default[0]
+            raise KeyError(ref)
+        slot = self._slot_for(ref)
+        found = <object>slot.series
+        Py_DECREF(found)  # the table's reference; `found` holds its own
+        slot.series = NULL
+        self.used -= 1
+        # Backward-shift deletion: later entries of the probe run move into the hole when their home
+        # allows, so that every entry stays reachable from its home without tombstones.
+        hole = slot - self.slots
+        j = hole
+        while True:
+            j = (j + 1) & self.mask
+            if self.slots[j].series == NULL:
+                return found
+            slot_home = self.home(self.slots[j].ref)
+            # movable unless its home lies cyclically in (hole, j]
+            if (slot_home <= hole or slot_home > j) if hole <= j else (slot_home <= hole and slot_home > j):
+                self.slots[hole] = self.slots[j]
+                self.slots[j].series = NULL
+                hole = j
+
+    def items(self):
+        """(ref, series) pairs, a list in table order."""
+        cdef Py_ssize_t i
+        return [(self.slots[i].ref, <object>self.slots[i].series) for i in range(self.mask + 1)
+                if self.slots[i].series != NULL]
+
+    def keys(self):
+        """The refs, a list in table order."""
+        cdef Py_ssize_t i
+        return [self.slots[i].ref for i in range(self.mask + 1) if self.slots[i].series != NULL]
+
+    def values(self):
+        """The series, a list in table order."""
+        cdef Py_ssize_t i
+        return [<object>self.slots[i].series for i in range(self.mask + 1) if self.slots[i].series != NULL]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    @property
+    def memory_bytes(self):
+        """Bytes the slot table takes (the series themselves are counted apart)."""
+        return (self.mask + 1) * sizeof(RefSlot)
 
 
 def append_in_order(dict by_labels, list series_labels, list offsets, list timestamps, list values,

@@ -21,7 +21,7 @@ import numpy as np
 from mimird._fast import xorchunk
 from mimird._fast.fastappend import FastPlan, SeriesCache, plan_fast_append
 from mimird._fast.headselect import HeadSnapshot
-from mimird._fast.headseries import MemSeries, append_in_order, float_bits, shared_labels
+from mimird._fast.headseries import MemSeries, SeriesByRef, append_in_order, float_bits, shared_labels
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import METRIC_NAME, Labels, Matcher, format_labels, go_quote, label_value
 from mimird.tsdb.series_index import SeriesIndex
@@ -145,7 +145,7 @@ class Head:
         self.block_range = block_range_ms
         self.ooo_window = ooo_window_ms
         self.index = SeriesIndex()
-        self.series: dict[int, MemSeries] = {}
+        self.series = SeriesByRef()  # ref -> MemSeries
         self.by_labels: dict[Labels, MemSeries] = {}
         self._label_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self.lock = threading.RLock()
