@@ -62,12 +62,15 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 MIMIRD_EXTRA_FLAGS: list[str] = []
 
 
-def start_mimird(workdir: Path, port: int) -> tuple[subprocess.Popen, str]:
+def start_mimird(workdir: Path, port: int, src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """mimird from this checkout, or with `src` (another checkout's built `src` folder) first on its path."""
     args = [str(REPO / ".venv" / "bin" / "mimird"), *MIMIRD_EXTRA_FLAGS, f"-server.http-listen-port={port}",
             "-auth.multitenancy-enabled=false", "-ingester.max-global-series-per-user=0",
             "-distributor.ingestion-rate-limit=1e12", "-distributor.ingestion-burst-size=1000000000000",
             "-log.level=warn"]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))
+    env = dict(os.environ, PYTHONPATH=src) if src else None
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"),
+                            env=env)
     wait_http(f"http://127.0.0.1:{port}/ready", proc)
     return proc, f"http://127.0.0.1:{port}/api/v1/push"
 

@@ -13,11 +13,19 @@ store, and each run waits until no store is still busy with the previous one. Th
 settled longer.
 
     .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--reps 7] [--stores vm,prometheus,mimird]
+
+To compare two builds of mimird in the same alternation, unpack and build the other one elsewhere and
+name its `src` with `--baseline` (it runs as a fourth store, "base", loaded just before mimird):
+
+    mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old
+    (cd /tmp/old && $OLDPWD/.venv/bin/python setup.py build_ext --inplace -q)
+    .venv/bin/python bench/query.py --baseline /tmp/old/src
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -53,11 +61,13 @@ def print_table(results: dict) -> None:
     """Latencies and ratios to Prometheus per query; with VictoriaMetrics also mimird/VM."""
     by_store = {store: {(r["query"], r["type"]): r for r in dump["results"]} for store, dump in results.items()}
     has_vm = "vm" in by_store
+    has_base = "base" in by_store
     footnote = False
     print(f"\n{'type':8s}{'mimird ms':>11s}{'prom ms':>10s}{'ratio':>8s}"
           + (f"{'vm ms':>9s}{'vm/prom':>9s}{'mim/vm':>8s}{'P>vm':>6s}" if has_vm else "")
+          + (f"{'base ms':>9s}{'mim/base':>9s}{'P>base':>7s}" if has_base else "")
           + f"  {'equal points':14s} query")
-    vm_ratios = []
+    vm_ratios, base_ratios = [], []
     for mine in results["mimird"]["results"]:
         key = (mine["query"], mine["type"])
         theirs = by_store["prometheus"][key]
@@ -72,6 +82,16 @@ def print_table(results: dict) -> None:
             slower = chance_slower(mine["timings_ms"], by_store["vm"][key]["timings_ms"])
             line += f"{vm_ms:>9.1f}{vm_ms / (prom_ms or 1):>9.2f}{mine_ms / (vm_ms or 1):>8.2f}{slower:>6.2f}"
             vm_ratios.append((mine_ms / (vm_ms or 1), slower, mine["type"], mine["query"]))
+        if has_base:
+            base = by_store["base"][key]
+            base_ms = base["median_ms"] or 0
+            slower = chance_slower(mine["timings_ms"], base["timings_ms"])
+            line += f"{base_ms:>9.1f}{mine_ms / (base_ms or 1):>9.2f}{slower:>7.2f}"
+            same = rw.compare_result(mine, base, 1e-12, 0.0, True)
+            if "error" in same or same["points_equal"] != same["points_common"] or not (
+                    same["series_a"] == same["series_b"] == same["series_common"]):
+                equal += " base differs!"
+            base_ratios.append(mine_ms / (base_ms or 1))
         if SUBQUERY.search(mine["query"]) and equal != f"{verdict.get('points_common')}/{verdict.get('points_common')}":
             equal += " (1)"
             footnote = True
@@ -88,6 +108,9 @@ def print_table(results: dict) -> None:
         for ratio, slower, kind, query in vm_ratios:
             if ratio > 1:
                 print(f"  above 1: {ratio:.2f} (P>vm {slower:.2f}) {kind} {query}")
+    if base_ratios:
+        print(f"\nmimird/baseline: median {statistics.median(base_ratios):.2f}, best {min(base_ratios):.2f}, "
+              f"worst {max(base_ratios):.2f}; P>base as P>vm, against the baseline build.")
 
 
 def chance_slower(mine: list[float], theirs: list[float]) -> float:
@@ -111,6 +134,9 @@ def main() -> int:
                         help="extra seconds to wait after each store's load before querying (VictoriaMetrics "
                              "answers small instant queries several times faster once its data has settled)")
     parser.add_argument("--outdir", default=str(Path(__file__).parent / "out"))
+    parser.add_argument("--baseline", default="",
+                        help="another build's src folder (e.g. an older commit unpacked and built elsewhere): run "
+                             "it as a fourth store, 'base', queried in the same alternation, to compare builds")
     parser.add_argument("--mimird-flags", default="",
                         help="extra mimird flags, space-separated (e.g. -query-frontend.cache-results=true)")
     args = parser.parse_args()
@@ -122,6 +148,9 @@ def main() -> int:
     meta_path.write_text(json.dumps(dataset.meta()))
     per_shard, _ = rw.pre_encode(dataset, argparse.Namespace(batch_series=2000, batch_samples=1), 1)
     stores = args.stores.split(",")
+    if args.baseline:
+        STORES["base"] = functools.partial(STORES["mimird"], src=str(Path(args.baseline).resolve()))
+        stores.insert(stores.index("mimird"), "base")
     running = {}
     try:
         # Every store is loaded first and kept running; then each query's runs alternate between the
@@ -159,7 +188,7 @@ def load_store(store: str, per_shard, settle_s: float):
     settled = wait_idle(proc.pid)
     time.sleep(settle_s)
     print(f"{store}: idle after {settled:.1f}s (+{settle_s:g}s settle)", flush=True)
-    return proc, f"http://127.0.0.1:{port}" + ("/prometheus" if store == "mimird" else ""), workdir
+    return proc, f"http://127.0.0.1:{port}" + ("/prometheus" if store in ("mimird", "base") else ""), workdir
 
 
 def query_interleaved(running: dict, queries: list[str], end_s: float, reps: int, step_s: float = 15.0,
