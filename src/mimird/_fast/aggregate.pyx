@@ -17,6 +17,7 @@ from libc.string cimport memcpy
 
 from cpython.object cimport PyObject
 
+from mimird._fast.arrays cimport vector
 from mimird._fast.prefetch cimport prefetch
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 from mimird.util import cores
@@ -161,14 +162,19 @@ cdef object _mask_bytes(present):
     return np.ascontiguousarray(present, dtype=np.uint8)
 
 
-cdef int _check_group_ids(const cnp.intp_t[::1] groups, Py_ssize_t n_series, Py_ssize_t n_groups) except -1:
+cdef int _check_group_ptr(const cnp.intp_t* groups, Py_ssize_t length, Py_ssize_t n_series,
+                          Py_ssize_t n_groups) except -1:
     cdef Py_ssize_t s
-    if groups.shape[0] != n_series:
+    if length != n_series:
         raise ValueError("group_ids and the series differ in length")
     for s in range(n_series):
         if groups[s] < 0 or groups[s] >= n_groups:
             raise ValueError("group id out of range")
     return 0
+
+
+cdef int _check_group_ids(const cnp.intp_t[::1] groups, Py_ssize_t n_series, Py_ssize_t n_groups) except -1:
+    return _check_group_ptr(&groups[0] if groups.shape[0] else NULL, groups.shape[0], n_series, n_groups)
 
 
 # A fold of at least this many (series, step) cells is split by steps over the cores.
@@ -338,31 +344,33 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     cells seen. Everything a range query's aggregation needs comes out of this one call.
     """
     cdef int code = _OPS[op]
-    cdef const int64_t[::1] ts_view = ts
-    cdef const double[::1] vals_view = vals
-    cdef const int64_t[::1] offsets_view = offsets
-    cdef const int64_t[::1] times_view = times
-    cdef const cnp.intp_t[::1] groups = group_ids
-    cdef Py_ssize_t n_series = offsets_view.shape[0] - 1, n_steps = times_view.shape[0], k, j, g, row
-    cdef Py_ssize_t selected = 0, n_seen = 0
+    cdef cnp.ndarray ts_array = vector(ts, cnp.NPY_INT64), vals_array = vector(vals, cnp.NPY_FLOAT64)
+    cdef cnp.ndarray offsets_array = vector(offsets, cnp.NPY_INT64), times_array = vector(times, cnp.NPY_INT64)
+    cdef cnp.ndarray groups_array = vector(group_ids, cnp.NPY_INTP)
+    cdef const int64_t* ts_ptr = <const int64_t*>cnp.PyArray_DATA(ts_array)
+    cdef const double* vals_ptr = <const double*>cnp.PyArray_DATA(vals_array)
+    cdef const int64_t* offsets_ptr = <const int64_t*>cnp.PyArray_DATA(offsets_array)
+    cdef const int64_t* times_ptr = <const int64_t*>cnp.PyArray_DATA(times_array)
+    cdef const cnp.intp_t* groups = <const cnp.intp_t*>cnp.PyArray_DATA(groups_array)
+    cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_array, 0)
+    cdef Py_ssize_t n_series = cnp.PyArray_DIM(offsets_array, 0) - 1, n_steps = cnp.PyArray_DIM(times_array, 0)
+    cdef Py_ssize_t k, j, g, row, selected = 0, n_seen = 0
     cdef cnp.npy_intp dims[2]
     cdef list order = []
     cdef cnp.ndarray result_arr, seen_arr
     cdef double* out_value
     cdef cnp.uint8_t* out_seen
-    if ts_view.shape[0] != vals_view.shape[0]:
+    if cnp.PyArray_DIM(vals_array, 0) != n_samples:
         raise ValueError("ts and vals differ in length")
     if n_series < 0:
         raise ValueError("offsets needs at least one entry")
-    _check_group_ids(groups, n_series, n_groups)
+    _check_group_ptr(groups, cnp.PyArray_DIM(groups_array, 0), n_series, n_groups)
     for k in range(n_series):
-        if offsets_view[k] < 0 or offsets_view[k + 1] < offsets_view[k] or offsets_view[k + 1] > ts_view.shape[0]:
+        if offsets_ptr[k] < 0 or offsets_ptr[k + 1] < offsets_ptr[k] or offsets_ptr[k + 1] > n_samples:
             raise ValueError("offsets must be non-decreasing within [0, len(ts)]")
     for j in range(1, n_steps):
-        if times_view[j] < times_view[j - 1]:
+        if times_ptr[j] < times_ptr[j - 1]:
             raise ValueError("times must be non-decreasing")
-    cdef const int64_t* ts_ptr = &ts_view[0] if ts_view.shape[0] else NULL
-    cdef const double* vals_ptr = &vals_view[0] if vals_view.shape[0] else NULL
     cdef Py_ssize_t n_cells = n_groups * n_steps
     cdef double* value = <double*>calloc(max(n_cells, 1), sizeof(double))
     cdef cnp.uint8_t* seen = <cnp.uint8_t*>calloc(max(n_cells, 1), 1)
@@ -376,13 +384,13 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
             raise MemoryError()
         _init_cells(&cells, value, seen, n_cells)
         if n_series and n_steps:
-            if n_series * n_steps + ts_view.shape[0] >= GIL_RELEASE_MIN_WORK:
+            if n_series * n_steps + n_samples >= GIL_RELEASE_MIN_WORK:
                 with nogil:
-                    selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0],
-                                            n_steps, lookback_ms, &groups[0], &cells, series_present)
+                    selected = _select_fold(code, ts_ptr, vals_ptr, offsets_ptr, n_series, times_ptr,
+                                            n_steps, lookback_ms, groups, &cells, series_present)
             else:
-                selected = _select_fold(code, ts_ptr, vals_ptr, &offsets_view[0], n_series, &times_view[0],
-                                        n_steps, lookback_ms, &groups[0], &cells, series_present)
+                selected = _select_fold(code, ts_ptr, vals_ptr, offsets_ptr, n_series, times_ptr,
+                                        n_steps, lookback_ms, groups, &cells, series_present)
         for k in range(n_series):
             g = groups[k]
             if series_present[k] and rank[g] == 0:
