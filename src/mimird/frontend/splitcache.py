@@ -93,7 +93,7 @@ def split_by_interval(start_ms: int, end_ms: int, step_ms: int, interval_ms: int
 def pin_at_modifiers(node: ast.Node, start_ms: int, end_ms: int) -> ast.Node:
     """A copy of the tree with `@ start()` / `@ end()` replaced by the query's own start and end."""
     node = ast.map_children(node, lambda child: pin_at_modifiers(child, start_ms, end_ms))
-    if isinstance(node, ast.VectorSelector | ast.SubqueryExpr) and node.start_or_end is not None:
+    if isinstance(node, (ast.VectorSelector, ast.SubqueryExpr)) and node.start_or_end is not None:
         return replace(node, timestamp_ms=start_ms if node.start_or_end == "start" else end_ms, start_or_end=None)
     return node
 
@@ -102,19 +102,13 @@ def modifiers_uncacheable(node: ast.Node, end_ms: int, max_cache_ms: int) -> boo
     """Mimir's areEvaluationTimeModifiersCachable, negated, for a tree with `@ start()` / `@ end()` already
     pinned: a negative offset (it reads data newer than the step), or an `@` time after the piece's end or
     inside the freshness window, keeps a piece out of the cache."""
-    found = False
-
-    def visit(child: ast.Node) -> ast.Node:
-        nonlocal found
-        if isinstance(child, ast.VectorSelector | ast.SubqueryExpr):
+    for child in ast.walk(node):
+        if isinstance(child, (ast.VectorSelector, ast.SubqueryExpr)):
             if child.offset_ns < 0 or child.offset_expr is not None:
-                found = True  # an offset given as a duration expression may be negative too
+                return True  # an offset given as a duration expression may be negative too
             if child.timestamp_ms is not None and (child.timestamp_ms > end_ms or child.timestamp_ms > max_cache_ms):
-                found = True
-        return ast.map_children(child, visit)
-
-    visit(node)
-    return found
+                return True
+    return False
 
 
 @dataclass

@@ -370,16 +370,23 @@ def walk(node: Node):
 
 
 def map_children(node: Node, fn) -> Node:
-    """A copy of ``node`` whose direct sub-expressions are replaced by ``fn(child)``."""
+    """``node`` with its direct sub-expressions replaced by ``fn(child)``: a copy when some child changed,
+    else ``node`` itself (a query's rewrites of its tree mostly change nothing, and copying every node
+    through ``dataclasses.replace`` costs tens of microseconds a query)."""
     if isinstance(node, (ParenExpr, UnaryExpr, SubqueryExpr)):
-        return replace(node, expr=fn(node.expr))
+        expr = fn(node.expr)
+        return node if expr is node.expr else replace(node, expr=expr)
     if isinstance(node, BinaryExpr):
-        return replace(node, lhs=fn(node.lhs), rhs=fn(node.rhs))
+        lhs, rhs = fn(node.lhs), fn(node.rhs)
+        return node if lhs is node.lhs and rhs is node.rhs else replace(node, lhs=lhs, rhs=rhs)
     if isinstance(node, AggregateExpr):
+        expr = fn(node.expr)
         param = fn(node.param) if node.param is not None else None
-        return replace(node, expr=fn(node.expr), param=param)
+        return node if expr is node.expr and param is node.param else replace(node, expr=expr, param=param)
     if isinstance(node, Call):
-        return replace(node, args=tuple(fn(arg) for arg in node.args))
+        args = tuple(fn(arg) for arg in node.args)
+        return node if all(new is old for new, old in zip(args, node.args, strict=True)) else replace(node, args=args)
     if isinstance(node, MatrixSelector):
-        return replace(node, vector_selector=fn(node.vector_selector))
+        selector = fn(node.vector_selector)
+        return node if selector is node.vector_selector else replace(node, vector_selector=selector)
     return node
