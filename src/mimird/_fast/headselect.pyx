@@ -7,8 +7,8 @@ reads them in two steps:
 
 1. `HeadSnapshot.take(series_by_ref, refs, mint, maxt)`, under the head's lock: for each series (refs
    already in label order) it notes the closed chunks overlapping the range (pointers into the series'
-   immutable chunk packs, which the snapshot keeps alive), copies the open chunk's bytes into one scratch buffer, and copies the
-   out-of-order samples in range.
+   immutable chunk packs, which the snapshot keeps alive), copies the open chunk's bytes into one
+   scratch buffer, and copies the out-of-order samples in range.
 2. `HeadSnapshot.decode()`, without the lock and without the GIL: every series is decoded into one
    timestamps array and one values array, laid end to end, and merged with its out-of-order samples
    (an in-order sample wins a tie, as the head's `merge_samples`). Series without samples in the range
@@ -270,9 +270,9 @@ cdef class HeadSnapshot:
         snap.ooo_offsets[0] = 0
         snap.capacity_offsets[0] = 0
         # A dashboard's query finds these objects cold (its caches were emptied since the last refresh):
-        # each series is a dozen objects spread over the heap, read one after another, and each cold read
-        # waits for a page walk and memory. The series are looked up first and their objects asked for
-        # ahead (`_prefetch_series`), so that those reads overlap instead.
+        # each series is a table slot, the series, its labels, its chunk pack and its open chunk, spread
+        # over the heap, and each cold read waits for a page walk and memory. The slots are asked for
+        # first, then the series, then (`_prefetch_series`) what they point to, so that those reads overlap.
         # (borrowed references: the table holds the series while the head's lock is held)
         found = <PyObject**>malloc(max(n_refs, 1) * sizeof(PyObject*))
         if found == NULL:
