@@ -344,9 +344,11 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     cells seen. Everything a range query's aggregation needs comes out of this one call.
     """
     cdef int code = _OPS[op]
-    cdef cnp.ndarray ts_array = vector(ts, cnp.NPY_INT64), vals_array = vector(vals, cnp.NPY_FLOAT64)
-    cdef cnp.ndarray offsets_array = vector(offsets, cnp.NPY_INT64), times_array = vector(times, cnp.NPY_INT64)
-    cdef cnp.ndarray groups_array = vector(group_ids, cnp.NPY_INTP)
+    cdef cnp.ndarray ts_array = vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_array = vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_array = vector(offsets, cnp.NPY_INT64, "offsets")
+    cdef cnp.ndarray times_array = vector(times, cnp.NPY_INT64, "times")
+    cdef cnp.ndarray groups_array = vector(group_ids, cnp.NPY_INTP, "group_ids")
     cdef const int64_t* ts_ptr = <const int64_t*>cnp.PyArray_DATA(ts_array)
     cdef const double* vals_ptr = <const double*>cnp.PyArray_DATA(vals_array)
     cdef const int64_t* offsets_ptr = <const int64_t*>cnp.PyArray_DATA(offsets_array)

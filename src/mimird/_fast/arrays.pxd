@@ -1,19 +1,21 @@
-# Reading numpy arrays in place in the kernels. A typed memoryview's acquisition (numpy's buffer export,
-# the format check, a memoryview object) is a few hundred lines of C in several libraries; a dashboard's
-# query runs them cold, after its caches were emptied, at 0.1 ms or more the first time per module, where
-# the pointer and length read here cost a few microseconds.
+# Reading numpy arrays in place in the kernels. A typed memoryview's set-up (numpy's buffer export, the
+# format check, a memoryview object) costs more than a small batch's whole evaluation, and a dashboard's
+# query runs it cold; raw pointers into an array checked here stand in for it.
 cimport numpy as cnp
+import numpy as np
 
 
-cdef inline cnp.ndarray vector(object obj, int typenum):
-    """`obj` as a 1-d C-contiguous array of `typenum`: `obj` itself when it is one, else a converted copy."""
+cdef inline cnp.ndarray vector(object values, int type_num, str what):
+    """`values` as a C-contiguous 1-d array of `type_num` (itself when it already is one: the engine's
+    arrays skip numpy's conversion call); ValueError naming `what` when it has another number of
+    dimensions."""
     cdef cnp.ndarray array
-    if cnp.PyArray_Check(obj):
-        array = <cnp.ndarray>obj
-        if (cnp.PyArray_TYPE(array) == typenum and cnp.PyArray_NDIM(array) == 1
+    if isinstance(values, cnp.ndarray):
+        array = values
+        if (cnp.PyArray_TYPE(array) == type_num and cnp.PyArray_NDIM(array) == 1
                 and cnp.PyArray_IS_C_CONTIGUOUS(array)):
             return array
-    array = <cnp.ndarray>cnp.PyArray_FROM_OTF(obj, typenum, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED)
+    array = np.ascontiguousarray(values, dtype=cnp.PyArray_DescrFromType(type_num))
     if cnp.PyArray_NDIM(array) != 1:
-        raise ValueError(f"expected a 1-d array, got {cnp.PyArray_NDIM(array)} dimensions")
+        raise ValueError(f"{what} must be one-dimensional")
     return array

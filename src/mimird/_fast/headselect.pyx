@@ -25,6 +25,7 @@ from libc.string cimport memcpy, memmove
 
 cimport numpy as cnp
 
+from mimird._fast.arrays cimport vector
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport ClosedChunk, MemSeries, SeriesByRef, pack_data, pack_records
 from mimird._fast.prefetch cimport prefetch
@@ -38,13 +39,6 @@ from mimird.util import cores
 
 cnp.import_array()
 
-
-cdef inline object _uint64_vector(object refs):
-    # the index's sorted selections are contiguous uint64 already: skip numpy's conversion call for them
-    if isinstance(refs, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>refs) == cnp.NPY_UINT64 \
-            and cnp.PyArray_NDIM(<cnp.ndarray>refs) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>refs):
-        return refs
-    return np.ascontiguousarray(refs, dtype=np.uint64).reshape(-1)
 
 # From this many samples decode() may split its series over several threads (about a millisecond of work).
 PARALLEL_MIN_SAMPLES = 100_000
@@ -240,7 +234,7 @@ cdef class HeadSnapshot:
         cdef HeadSnapshot snap = HeadSnapshot()
         # The refs' data read in place: a typed memoryview's buffer request and format check is a few
         # hundred lines of C that a dashboard's query runs cold, for one pointer and one length.
-        cdef cnp.ndarray ref_array = _uint64_vector(refs)
+        cdef cnp.ndarray ref_array = vector(refs, cnp.NPY_UINT64, "refs")
         cdef const uint64_t* ref_view = <const uint64_t*>cnp.PyArray_DATA(ref_array)
         cdef Py_ssize_t n = 0, n_refs = cnp.PyArray_DIM(ref_array, 0), r, i, k, first, n_closed, lo, hi, used
         cdef Py_ssize_t n_chunks = 0, n_ooo = 0, chunk_bytes = 0, samples = 0, noted = 0

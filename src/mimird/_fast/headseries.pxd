@@ -40,6 +40,7 @@ cdef class MemSeries:
     cdef public object ooo_v
     cdef public int64_t cut_at  # the block boundary the open chunk must not cross
 
+    cdef bytes _closed_bytes(self, Py_ssize_t i)
     cpdef close_open_chunk(self)
     cdef int _append(self, int64_t t, double v, int64_t block_range) except -1
 

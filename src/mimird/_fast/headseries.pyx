@@ -73,18 +73,17 @@ cdef class MemSeries:
         self.ooo_v = ()
         self.cut_at = INT64_MAX
 
+    cdef bytes _closed_bytes(self, Py_ssize_t i):
+        # closed chunk i's bytes, copied out of the pack
+        cdef const ClosedChunk* records = pack_records(self.closed)
+        cdef int64_t start = records[i - 1].end if i else 0
+        return PyBytes_FromStringAndSize(<const char*>pack_data(self.closed, self.num_closed) + start,
+                                         records[i].end - start)
+
     @property
     def chunks(self):
         """The closed chunks' bytes, oldest first (copies out of the pack)."""
-        cdef const ClosedChunk* records = pack_records(self.closed)
-        cdef const uint8_t* data = pack_data(self.closed, self.num_closed)
-        cdef Py_ssize_t i
-        cdef int64_t start = 0
-        out = []
-        for i in range(self.num_closed):
-            out.append(PyBytes_FromStringAndSize(<const char*>data + start, records[i].end - start))
-            start = records[i].end
-        return out
+        return [self._closed_bytes(i) for i in range(self.num_closed)]
 
     @property
     def chunk_mints(self):
@@ -106,13 +105,25 @@ cdef class MemSeries:
     def drop_closed_before(self, int64_t mint):
         """Drop the closed chunks that end before `mint`; returns how many were dropped."""
         cdef const ClosedChunk* records = pack_records(self.closed)
-        cdef Py_ssize_t first = 0, n = self.num_closed
-        # Chunks are cut in time order, so the ones to drop are the oldest.
+        cdef Py_ssize_t first = 0, n = self.num_closed, i
+        cdef int64_t cut
+        cdef bytes pack
+        cdef ClosedChunk* kept
+        # Chunks are cut in time order, so the ones to drop are the oldest: the new pack is the old one's
+        # last records, their ends moved down by the bytes dropped, then the old pack's bytes from there on.
         while first < n and records[first].maxt < mint:
             first += 1
-        if first:
-            chunks = self.chunks[first:]
-            self.set_closed_chunks(chunks, self.chunk_mints[first:], self.chunk_maxts[first:])
+        if first == 0:
+            return 0
+        cut = records[first - 1].end
+        pack = PyBytes_FromStringAndSize(NULL, (n - first) * sizeof(ClosedChunk) + records[n - 1].end - cut)
+        kept = <ClosedChunk*>PyBytes_AS_STRING(pack)
+        for i in range(n - first):
+            kept[i] = records[first + i]
+            kept[i].end -= cut
+        memcpy(<uint8_t*>(kept + n - first), pack_data(self.closed, n) + cut, records[n - 1].end - cut)
+        self.closed = pack if n > first else b""
+        self.num_closed = n - first
         return first
 
     @property
@@ -180,15 +191,9 @@ cdef class MemSeries:
 
     def snapshot(self, int64_t mint, int64_t maxt):
         """The chunks overlapping [mint, maxt] (the open one copied) and the OOO samples in range."""
-        cdef list chunks = []
         cdef const ClosedChunk* records = pack_records(self.closed)
-        cdef const uint8_t* data = pack_data(self.closed, self.num_closed)
-        cdef Py_ssize_t i
-        cdef int64_t start = 0
-        for i in range(self.num_closed):
-            if records[i].maxt >= mint and records[i].mint <= maxt:
-                chunks.append(PyBytes_FromStringAndSize(<const char*>data + start, records[i].end - start))
-            start = records[i].end
+        cdef list chunks = [self._closed_bytes(i) for i in range(self.num_closed)
+                            if records[i].maxt >= mint and records[i].mint <= maxt]
         if self.open is not None and self.open.num > 0 and self.last_t >= mint and self.open_mint <= maxt:
             chunks.append(self.open.bytes())
         lo = bisect_left(self.ooo_t, mint)

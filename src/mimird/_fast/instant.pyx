@@ -12,6 +12,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
 from libc.math cimport NAN
 
+from mimird._fast.arrays cimport vector
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
 
 cnp.import_array()
@@ -51,21 +52,6 @@ cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_v
     return n_rows
 
 
-cdef inline object _int64_array(object array):
-    # the engine's arrays are already contiguous int64/float64: skip the conversion call for them
-    if type(array) is np.ndarray and (<cnp.ndarray>array).dtype.num == cnp.NPY_INT64 \
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array):
-        return array
-    return np.ascontiguousarray(array, dtype=np.int64)
-
-
-cdef inline object _float64_array(object array):
-    if type(array) is np.ndarray and (<cnp.ndarray>array).dtype.num == cnp.NPY_FLOAT64 \
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array):
-        return array
-    return np.ascontiguousarray(array, dtype=np.float64)
-
-
 def select_rows(ts, vals, offsets, times, long long lookback_ms):
     """Select series k (samples `ts/vals[offsets[k]:offsets[k+1]]`, ts increasing) at every time of
     `times` (non-decreasing).
@@ -75,10 +61,10 @@ def select_rows(ts, vals, offsets, times, long long lookback_ms):
     newest sample is a stale marker; the value is then NaN and the timestamp 0), and `rows` (int64), the
     indices of the series with a value at some step, in order.
     """
-    cdef const int64_t[::1] ts_view = _int64_array(ts)
-    cdef const double[::1] vals_view = _float64_array(vals)
-    cdef const int64_t[::1] offsets_view = _int64_array(offsets)
-    cdef const int64_t[::1] times_view = _int64_array(times)
+    cdef const int64_t[::1] ts_view = vector(ts, cnp.NPY_INT64, "ts")
+    cdef const double[::1] vals_view = vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef const int64_t[::1] offsets_view = vector(offsets, cnp.NPY_INT64, "offsets")
+    cdef const int64_t[::1] times_view = vector(times, cnp.NPY_INT64, "times")
     cdef Py_ssize_t j, n_rows
     if ts_view.shape[0] != vals_view.shape[0]:
         raise ValueError("ts and vals differ in length")
@@ -114,9 +100,9 @@ def select_at(ts, vals, offsets, long long t, long long lookback_ms):
     Returns `(rows, values)`: the indices of the series with a value, in order, and the values, as Python
     lists (an instant query's result is built from them without a numpy call).
     """
-    cdef cnp.ndarray ts_arr = _int64_array(ts)
-    cdef cnp.ndarray vals_arr = _float64_array(vals)
-    cdef cnp.ndarray offsets_arr = _int64_array(offsets)
+    cdef cnp.ndarray ts_arr = vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_arr = vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_arr = vector(offsets, cnp.NPY_INT64, "offsets")
     if cnp.PyArray_NDIM(ts_arr) != 1 or cnp.PyArray_NDIM(vals_arr) != 1 or cnp.PyArray_NDIM(offsets_arr) != 1:
         raise ValueError("ts, vals and offsets must be one-dimensional")
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0), n_offsets = cnp.PyArray_DIM(offsets_arr, 0)

@@ -33,6 +33,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
 
+from mimird._fast.arrays cimport vector
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
 
 cnp.import_array()
@@ -689,22 +690,6 @@ cdef Py_ssize_t _checked_longest_run(Py_ssize_t n_samples, Py_ssize_t n_values, 
     return longest
 
 
-cdef cnp.ndarray _vector(object values, int type_num, str what):
-    # A C-contiguous 1-d array of the type (no copy when it already is one); raw pointers into it stand in
-    # for typed memoryviews, whose set-up costs more than a small batch's whole evaluation. Arrays that
-    # already fit, as the engine's do, skip numpy's conversion call.
-    cdef cnp.ndarray array
-    if isinstance(values, cnp.ndarray):
-        array = values
-        if (cnp.PyArray_TYPE(array) == type_num and cnp.PyArray_NDIM(array) == 1
-                and cnp.PyArray_IS_C_CONTIGUOUS(array)):
-            return array
-    array = np.ascontiguousarray(values, dtype=cnp.PyArray_DescrFromType(type_num))
-    if cnp.PyArray_NDIM(array) != 1:
-        raise ValueError(f"{what} must be one-dimensional")
-    return array
-
-
 cdef cnp.ndarray _output(object given, Py_ssize_t n_series, Py_ssize_t n_steps, int type_num, bint zeroed):
     cdef cnp.npy_intp dims[2]
     cdef cnp.ndarray array
@@ -732,7 +717,7 @@ cdef tuple prepare_grid(str name, object eval_ts, long long range_ms, tuple para
         raise ValueError(f"unknown range function: {name!r}")
     if range_ms < 0:
         raise ValueError("range_ms must not be negative")
-    cdef cnp.ndarray steps_arr = _vector(eval_ts, cnp.NPY_INT64, "eval_ts")
+    cdef cnp.ndarray steps_arr = vector(eval_ts, cnp.NPY_INT64, "eval_ts")
     cdef Py_ssize_t n_steps = cnp.PyArray_DIM(steps_arr, 0)
     cdef const int64_t* steps = <const int64_t*>cnp.PyArray_DATA(steps_arr)
     if _longest_run(steps, n_steps) < 0:
@@ -771,9 +756,9 @@ def evaluate_batch(str name, ts, vals, series_offsets, eval_ts, long long range_
     given `out` and `present` when both are passed (C-contiguous, that shape; threads evaluating parts
     of one batch fill row blocks of one pair of arrays). The GIL is released for the whole batch.
     """
-    cdef cnp.ndarray ts_arr = _vector(ts, cnp.NPY_INT64, "ts")
-    cdef cnp.ndarray vals_arr = _vector(vals, cnp.NPY_FLOAT64, "vals")
-    cdef cnp.ndarray offsets_arr = _vector(series_offsets, cnp.NPY_INT64, "series_offsets")
+    cdef cnp.ndarray ts_arr = vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_arr = vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_arr = vector(series_offsets, cnp.NPY_INT64, "series_offsets")
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
     cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
     cdef const int64_t* ts_base = <const int64_t*>cnp.PyArray_DATA(ts_arr)
@@ -878,9 +863,9 @@ def evaluate_instant(str name, ts, vals, series_offsets, long long t, long long 
     if spec is None or spec[1] != 0:
         raise ValueError(f"not a range function without parameters: {name!r}")
     cdef int fn = spec[0]
-    cdef cnp.ndarray ts_arr = _vector(ts, cnp.NPY_INT64, "ts")
-    cdef cnp.ndarray vals_arr = _vector(vals, cnp.NPY_FLOAT64, "vals")
-    cdef cnp.ndarray offsets_arr = _vector(series_offsets, cnp.NPY_INT64, "series_offsets")
+    cdef cnp.ndarray ts_arr = vector(ts, cnp.NPY_INT64, "ts")
+    cdef cnp.ndarray vals_arr = vector(vals, cnp.NPY_FLOAT64, "vals")
+    cdef cnp.ndarray offsets_arr = vector(series_offsets, cnp.NPY_INT64, "series_offsets")
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0)
     cdef Py_ssize_t n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
     cdef const int64_t* offsets = <const int64_t*>cnp.PyArray_DATA(offsets_arr)

@@ -257,7 +257,7 @@ class TenantQueryable:
                 batch = merge_batches(batches)
         finally:
             chunk_fetch_observer.reset(token)
-        self._count_batch(batch, stats)
+        self._count_selected(batch.labels, batch.num_samples, stats)
         return batch
 
     def _tenant_select_batch(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int,
@@ -276,9 +276,6 @@ class TenantQueryable:
             else:
                 batches.append(SeriesBatch.from_series(store.select(tenant, matchers, *store_range)))
         return merge_batches(batches)
-
-    def _count_batch(self, batch: SeriesBatch, stats) -> None:
-        self._count_selected(batch.labels, batch.num_samples, stats)
 
     def _count_selected(self, labels: list[Labels], num_samples: int, stats) -> None:
         # The series read (those with samples in the range) and their samples, against the series limit and
