@@ -355,3 +355,66 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     app.store_gateway = object()
     assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).evaluate_range(matchers, mint, maxt, "rate", eval_ts,
                                                                        300_000) is None
+
+
+def test_querier_select_fold_counts_as_select_batch(tmp_path):
+    """TenantQueryable.select_fold (only the head answers): the fold of the series select_batch reads, with
+    the same query stats, chunk counts and series limit; None once local blocks hold part of the range or the
+    store-gateway is asked."""
+    from types import SimpleNamespace
+
+    from mimird._fast.aggregate import group_series, select_fold
+    from mimird.config.runtime import Overrides
+    from mimird.frontend import stats as query_stats
+    from mimird.querier.queryable import QueryLimitError, TenantQueryable
+
+    rng = np.random.default_rng(7)
+    config = Config.defaults()
+    db = TenantTSDB("a", tmp_path / "a", block_range_ms=2 * HOUR, ooo_window_ms=0, max_exemplars=0,
+                    wal_segment_size=1 << 20, wal_fsync="never")
+    db.dir.mkdir(parents=True)
+    for labels, ts, vals in random_series(rng, 40, 4 * HOUR, HOUR, max_samples=300, step=10_000):
+        db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
+    ingester = SimpleNamespace(
+        tenants={"a": db}, select_batch=lambda t, m, lo, hi, latest=False: db.select_batch(m, lo, hi, latest),
+        select_fold=lambda t, m, lo, hi, *args: db.select_fold(m, lo, hi, *args))
+    app = SimpleNamespace(config=config, overrides=Overrides(config, None), ingester=ingester, store_gateway=None)
+    matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
+    lookback = 300_000
+    for times in (np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64),
+                  np.array([5 * HOUR - 1], dtype=np.int64)):
+        mint, maxt, latest = int(times[0]) - lookback + 1, int(times[-1]), len(times) == 1
+        counted = []
+        for in_storage in (False, True):
+            queryable = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
+            queryable.max_chunks = 10_000  # chunks are counted only under a limit or with stats
+            stats = query_stats.QueryStats()
+            with query_stats.collecting(stats):
+                if in_storage:
+                    _, _, keys, *folded = queryable.select_fold(matchers, mint, maxt, latest, "sum", times, lookback,
+                                                                ("__name__",), False)
+                else:
+                    batch = queryable.select_batch(matchers, mint, maxt, latest)
+                    group_ids, keys = group_series(batch.labels, ("__name__",), False)
+                    folded = select_fold("sum", batch.ts, batch.vals, batch.offsets, times, lookback, group_ids,
+                                         len(keys))
+            order, value, seen, selected, n_seen = folded
+            counted.append(([keys[g] for g in order], value.tobytes(), seen.tobytes(), selected, n_seen,
+                            stats.series, stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks))
+        assert counted[0] == counted[1]
+        assert len(counted[0][0]) == 2 and counted[0][5] > 0 and counted[0][7] > 0
+
+    limited = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
+    limited.max_series = 3
+    with pytest.raises(QueryLimitError):
+        limited.select_fold(matchers, mint, maxt, False, "sum", times, lookback, ("__name__",), False)
+
+    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
+    db.blocks[ulid] = read_meta(db.dir / ulid)
+    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).select_fold(matchers, mint, maxt, False, "sum", times,
+                                                                    lookback, ("__name__",), False) is None
+    del db.blocks[ulid]
+    config._values["querier.query_store_after"] = 0.0
+    app.store_gateway = object()
+    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).select_fold(matchers, mint, maxt, False, "sum", times,
+                                                                    lookback, ("__name__",), False) is None

@@ -12,12 +12,13 @@ import pytest
 
 import mimird.promql.engine as engine_module
 import mimird.promql.evaluator as evaluator_module
-from mimird._fast import rangefn
+from mimird._fast import headselect, rangefn
 from mimird.promql import fastpath
 from mimird.promql.engine import Engine, _prepared
 from mimird.promql.value import QueryError
 from mimird.tsdb.head import Head
 from mimird.tsdb.labels import make_labels
+from mimird.util import cores
 
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 END = 3_600_000
@@ -172,6 +173,50 @@ def test_aggregations_of_selectors_limit_as_before(head, max_samples, monkeypatc
     for query in ("sum(load)", "count by (job) (req_total)"):
         assert range_outcome(engine, head, query, 0, END, 60_000) == \
             unfused(engine, head, query, monkeypatch, 0, END, 60_000)
+
+
+def folded_in_batch(engine: Engine, head, query: str, monkeypatch, *times):
+    """The answer with aggregations of selectors folded over the selected batch, not where the series are
+    stored."""
+    with monkeypatch.context() as patch:
+        patch.setattr(Head, "select_fold", None)
+        patch.setattr(engine_module, "_instant_plan", lambda text: None)
+        return range_outcome(engine, head, query, *times) if len(times) == 3 else outcome(engine, head, query, *times)
+
+
+@pytest.mark.parametrize("in_parts", [False, True])
+@pytest.mark.parametrize("query", AGGREGATED_SELECTORS + ["max_over_time(sum(load)[20m:1m])",
+                                                          "sum by (job) (load @ end())"])
+def test_aggregations_of_selectors_fold_in_storage_as_over_the_batch(head, query, in_parts, monkeypatch):
+    engine = Engine()
+    select_fold = Head.select_fold
+    if in_parts:
+        # large reads are decoded in parts into a batch, then folded
+        monkeypatch.setattr(cores, "PARTS", 2)
+        monkeypatch.setattr(headselect, "PARALLEL_MIN_SAMPLES", 1)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[5])  # the aggregation
+        return select_fold(*args, **kwargs)
+
+    for times in ((0, END + 400_000, 60_000), (1_000_000, 1_300_000, 17_000), (2_000_000, 2_000_000, 1), (0,),
+                  (400_000,), (END,)):
+        with monkeypatch.context() as patch:
+            patch.setattr(Head, "select_fold", counted)
+            patch.setattr(engine_module, "_instant_plan", lambda text: None)
+            in_storage = (range_outcome(engine, head, query, *times) if len(times) == 3
+                          else outcome(engine, head, query, *times))
+        assert in_storage == folded_in_batch(engine, head, query, monkeypatch, *times)
+    assert calls, "the head folded the series"
+
+
+@pytest.mark.parametrize("max_samples", [1, 30, 500, 3000])
+def test_aggregations_of_selectors_in_storage_limit_as_over_the_batch(head, max_samples, monkeypatch):
+    engine = Engine(max_samples=max_samples)
+    for query in ("sum(load)", "count by (job) (req_total)", "avg_over_time(sum(load)[30m:1m])"):
+        assert range_outcome(engine, head, query, 0, END, 60_000) == \
+            folded_in_batch(engine, head, query, monkeypatch, 0, END, 60_000)
 
 
 def read_in_batch(engine: Engine, head, query: str, monkeypatch, start: int, end: int, step: int):

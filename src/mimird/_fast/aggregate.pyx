@@ -51,17 +51,6 @@ cdef inline double kahan_inc(double inc, double total, double* comp) noexcept no
     return t
 
 
-cdef struct Cells:
-    # Accumulators of n (group, step) cells; group g at step j is cell g * n_steps + j. All start zeroed.
-    double* value
-    cnp.uint8_t* seen
-    double* comp
-    double* mean
-    double* count
-    cnp.uint8_t* incremental
-    Py_ssize_t n
-
-
 cdef int _init_cells(Cells* cells, double* value, cnp.uint8_t* seen, Py_ssize_t n) except -1:
     # The result cells are the caller's (zeroed); the working accumulators are allocated here, zeroed.
     cells.value = value
@@ -307,28 +296,101 @@ def fold_instant(str op, list values, group_ids, Py_ssize_t n_groups):
     return out_groups, out_values
 
 
-cdef Py_ssize_t _select_fold(int code, const int64_t* ts, const double* vals, const int64_t* offsets,
-                             Py_ssize_t n_series, const int64_t* times, Py_ssize_t n_steps, int64_t lookback_ms,
-                             const cnp.intp_t* groups, Cells* cells, cnp.uint8_t* series_present) noexcept nogil:
-    # One forward walk per series serves every step (as instant.select_rows walks); returns the samples
-    # selected.
-    cdef Py_ssize_t k, j, p, first, end, selected = 0
-    cdef int64_t t
-    for k in range(n_series):
-        first = offsets[k]
-        end = offsets[k + 1]
-        p = first
-        for j in range(n_steps):
-            t = times[j]
-            while p < end and ts[p] <= t:
+cdef class SelectFold:
+    """Selection of series at a grid of times folded straight into their groups, a series at a time:
+    `select_fold`'s work, for callers that hold one series' samples at a time (the head, which folds each
+    series as it decodes it). Series are added in order; `finish()` gives the result once."""
+
+    def __cinit__(self, str op, times, long long lookback_ms, group_ids, Py_ssize_t n_groups):
+        self.code = _OPS[op]
+        self.times_array = vector(times, cnp.NPY_INT64, "times")
+        self.groups_array = vector(group_ids, cnp.NPY_INTP, "group_ids")
+        self.times = <const int64_t*>cnp.PyArray_DATA(self.times_array)
+        self.n_steps = cnp.PyArray_DIM(self.times_array, 0)
+        self.lookback_ms = lookback_ms
+        self.groups = <const cnp.intp_t*>cnp.PyArray_DATA(self.groups_array)
+        self.n_series = cnp.PyArray_DIM(self.groups_array, 0)
+        self.n_groups = n_groups
+        self.cells.comp = NULL
+        self.cells.incremental = NULL
+        cdef Py_ssize_t j, n_cells = n_groups * self.n_steps
+        _check_group_ptr(self.groups, self.n_series, self.n_series, n_groups)
+        for j in range(1, self.n_steps):
+            if self.times[j] < self.times[j - 1]:
+                raise ValueError("times must be non-decreasing")
+        self.value = <double*>calloc(max(n_cells, 1), sizeof(double))
+        self.seen = <cnp.uint8_t*>calloc(max(n_cells, 1), 1)
+        self.series_present = <cnp.uint8_t*>calloc(max(self.n_series, 1), 1)
+        if self.value == NULL or self.seen == NULL or self.series_present == NULL:
+            raise MemoryError()
+        _init_cells(&self.cells, self.value, self.seen, n_cells)
+
+    def __dealloc__(self):
+        _free_cells(&self.cells)
+        free(self.value)
+        free(self.seen)
+        free(self.series_present)
+
+    cdef void add_series(self, Py_ssize_t k, const int64_t* ts, const double* vals, Py_ssize_t n) noexcept nogil:
+        """Fold series k (0 <= k < n_series, added in order) with samples ts/vals[:n] (times ascending):
+        at each time its newest sample in (t - lookback, t], unless that is a stale marker. One forward
+        walk serves every step, as instant.select_rows walks."""
+        cdef Py_ssize_t j, p = 0, at = self.groups[k] * self.n_steps
+        cdef int64_t t
+        for j in range(self.n_steps):
+            t = self.times[j]
+            while p < n and ts[p] <= t:
                 p += 1
-            if p == first or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
+            if p == 0 or ts[p - 1] <= t - self.lookback_ms or is_stale_marker(vals[p - 1]):
                 continue
-            _fold_one(code, cells, groups[k] * n_steps + j, vals[p - 1])
-            series_present[k] = 1
-            selected += 1
-    _fold_finish(code, cells)
-    return selected
+            _fold_one(self.code, &self.cells, at + j, vals[p - 1])
+            self.series_present[k] = 1
+            self.selected += 1
+
+    def finish(self):
+        """`select_fold`'s result for the series added: (order, result, seen, selected, n_seen)."""
+        cdef Py_ssize_t k, j, g, row, n_steps = self.n_steps, n_seen = 0
+        cdef cnp.npy_intp dims[2]
+        cdef list order = []
+        cdef cnp.ndarray result_arr, seen_arr
+        cdef double* out_value
+        cdef cnp.uint8_t* out_seen
+        cdef Py_ssize_t* rank
+        if self.finished:
+            raise RuntimeError("select fold already finished")
+        self.finished = True
+        _fold_finish(self.code, &self.cells)
+        rank = <Py_ssize_t*>calloc(max(self.n_groups, 1), sizeof(Py_ssize_t))
+        if rank == NULL:
+            raise MemoryError()
+        try:
+            for k in range(self.n_series):
+                g = self.groups[k]
+                if self.series_present[k] and rank[g] == 0:
+                    order.append(g)
+                    rank[g] = len(order)  # 1-based, 0 meaning not placed yet
+        finally:
+            free(rank)
+        dims[0] = len(order)
+        dims[1] = n_steps
+        result_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
+        seen_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_BOOL, 0)
+        out_value = <double*>cnp.PyArray_DATA(result_arr)
+        out_seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
+        for row in range(dims[0]):
+            g = order[row]
+            memcpy(out_value + row * n_steps, self.value + g * n_steps, n_steps * sizeof(double))
+            memcpy(out_seen + row * n_steps, self.seen + g * n_steps, n_steps)
+            for j in range(n_steps):
+                n_seen += self.seen[g * n_steps + j]
+        return order, result_arr, seen_arr, self.selected, n_seen
+
+
+cdef void _fold_batch(SelectFold fold, const int64_t* ts, const double* vals, const int64_t* offsets,
+                      Py_ssize_t n_series) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n_series):
+        fold.add_series(k, ts + offsets[k], vals + offsets[k], offsets[k + 1] - offsets[k])
 
 
 def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_ids, Py_ssize_t n_groups):
@@ -343,80 +405,31 @@ def select_fold(str op, ts, vals, offsets, times, long long lookback_ms, group_i
     which cells saw a sample; the number of samples selected over all series and steps; and the number of
     cells seen. Everything a range query's aggregation needs comes out of this one call.
     """
-    cdef int code = _OPS[op]
     cdef cnp.ndarray ts_array = vector(ts, cnp.NPY_INT64, "ts")
     cdef cnp.ndarray vals_array = vector(vals, cnp.NPY_FLOAT64, "vals")
     cdef cnp.ndarray offsets_array = vector(offsets, cnp.NPY_INT64, "offsets")
-    cdef cnp.ndarray times_array = vector(times, cnp.NPY_INT64, "times")
-    cdef cnp.ndarray groups_array = vector(group_ids, cnp.NPY_INTP, "group_ids")
     cdef const int64_t* ts_ptr = <const int64_t*>cnp.PyArray_DATA(ts_array)
     cdef const double* vals_ptr = <const double*>cnp.PyArray_DATA(vals_array)
     cdef const int64_t* offsets_ptr = <const int64_t*>cnp.PyArray_DATA(offsets_array)
-    cdef const int64_t* times_ptr = <const int64_t*>cnp.PyArray_DATA(times_array)
-    cdef const cnp.intp_t* groups = <const cnp.intp_t*>cnp.PyArray_DATA(groups_array)
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_array, 0)
-    cdef Py_ssize_t n_series = cnp.PyArray_DIM(offsets_array, 0) - 1, n_steps = cnp.PyArray_DIM(times_array, 0)
-    cdef Py_ssize_t k, j, g, row, selected = 0, n_seen = 0
-    cdef cnp.npy_intp dims[2]
-    cdef list order = []
-    cdef cnp.ndarray result_arr, seen_arr
-    cdef double* out_value
-    cdef cnp.uint8_t* out_seen
+    cdef Py_ssize_t n_series = cnp.PyArray_DIM(offsets_array, 0) - 1, k
     if cnp.PyArray_DIM(vals_array, 0) != n_samples:
         raise ValueError("ts and vals differ in length")
     if n_series < 0:
         raise ValueError("offsets needs at least one entry")
-    _check_group_ptr(groups, cnp.PyArray_DIM(groups_array, 0), n_series, n_groups)
     for k in range(n_series):
         if offsets_ptr[k] < 0 or offsets_ptr[k + 1] < offsets_ptr[k] or offsets_ptr[k + 1] > n_samples:
             raise ValueError("offsets must be non-decreasing within [0, len(ts)]")
-    for j in range(1, n_steps):
-        if times_ptr[j] < times_ptr[j - 1]:
-            raise ValueError("times must be non-decreasing")
-    cdef Py_ssize_t n_cells = n_groups * n_steps
-    cdef double* value = <double*>calloc(max(n_cells, 1), sizeof(double))
-    cdef cnp.uint8_t* seen = <cnp.uint8_t*>calloc(max(n_cells, 1), 1)
-    cdef cnp.uint8_t* series_present = <cnp.uint8_t*>calloc(max(n_series, 1), 1)
-    cdef Py_ssize_t* rank = <Py_ssize_t*>calloc(max(n_groups, 1), sizeof(Py_ssize_t))
-    cdef Cells cells
-    cells.comp = NULL
-    cells.incremental = NULL
-    try:
-        if value == NULL or seen == NULL or series_present == NULL or rank == NULL:
-            raise MemoryError()
-        _init_cells(&cells, value, seen, n_cells)
-        if n_series and n_steps:
-            if n_series * n_steps + n_samples >= GIL_RELEASE_MIN_WORK:
-                with nogil:
-                    selected = _select_fold(code, ts_ptr, vals_ptr, offsets_ptr, n_series, times_ptr,
-                                            n_steps, lookback_ms, groups, &cells, series_present)
-            else:
-                selected = _select_fold(code, ts_ptr, vals_ptr, offsets_ptr, n_series, times_ptr,
-                                        n_steps, lookback_ms, groups, &cells, series_present)
-        for k in range(n_series):
-            g = groups[k]
-            if series_present[k] and rank[g] == 0:
-                order.append(g)
-                rank[g] = len(order)  # 1-based, 0 meaning not placed yet
-        dims[0] = len(order)
-        dims[1] = n_steps
-        result_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
-        seen_arr = cnp.PyArray_ZEROS(2, dims, cnp.NPY_BOOL, 0)
-        out_value = <double*>cnp.PyArray_DATA(result_arr)
-        out_seen = <cnp.uint8_t*>cnp.PyArray_DATA(seen_arr)
-        for row in range(dims[0]):
-            g = order[row]
-            memcpy(out_value + row * n_steps, value + g * n_steps, n_steps * sizeof(double))
-            memcpy(out_seen + row * n_steps, seen + g * n_steps, n_steps)
-            for j in range(n_steps):
-                n_seen += seen[g * n_steps + j]
-    finally:
-        _free_cells(&cells)
-        free(value)
-        free(seen)
-        free(series_present)
-        free(rank)
-    return order, result_arr, seen_arr, selected, n_seen
+    cdef SelectFold fold = SelectFold(op, times, lookback_ms, group_ids, n_groups)
+    if fold.n_series != n_series:
+        raise ValueError("group_ids and the series differ in length")
+    if n_series and fold.n_steps:
+        if n_series * fold.n_steps + n_samples >= GIL_RELEASE_MIN_WORK:
+            with nogil:
+                _fold_batch(fold, ts_ptr, vals_ptr, offsets_ptr, n_series)
+        else:
+            _fold_batch(fold, ts_ptr, vals_ptr, offsets_ptr, n_series)
+    return fold.finish()
 
 
 cdef enum:

@@ -25,6 +25,7 @@ from libc.string cimport memcpy, memmove
 
 cimport numpy as cnp
 
+from mimird._fast.aggregate cimport SelectFold
 from mimird._fast.arrays cimport vector
 from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport ClosedChunk, MemSeries, SeriesByRef, pack_data, pack_records
@@ -35,6 +36,7 @@ from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_
 
 import numpy as np
 
+from mimird._fast.aggregate import group_series, select_fold
 from mimird.util import cores
 
 cnp.import_array()
@@ -629,6 +631,69 @@ cdef class HeadSnapshot:
         else:
             failed = self._evaluate_series_range(first, last)
         return failed
+
+    cdef Py_ssize_t _fold_series(self, SelectFold fold, int64_t* counts) noexcept nogil:
+        # fold()'s loop, counting each series' samples: returns the index of a corrupt chunk, -1, or -2 when the buffers could not be
+        # allocated.
+        cdef Py_ssize_t i, count, longest = 1, failed = -1
+        cdef int64_t* buf_t
+        cdef double* buf_v
+        for i in range(self.num_series):
+            longest = max(longest, self.capacity_offsets[i + 1] - self.capacity_offsets[i])
+        buf_t = <int64_t*>malloc(longest * sizeof(int64_t))
+        buf_v = <double*>malloc(longest * sizeof(double))
+        if buf_t == NULL or buf_v == NULL:
+            failed = -2
+        else:
+            for i in range(self.num_series):
+                count = self._decode_series(i, buf_t, buf_v, &failed)
+                if failed >= 0:
+                    break
+                counts[i] = count
+                if count:
+                    fold.add_series(i, buf_t, buf_v, count)
+        free(buf_t)
+        free(buf_v)
+        return failed
+
+    def fold(self, str op, times, long long lookback_ms, tuple grouping, bint without, int parts=1):
+        """The aggregation `op by (grouping)` (or `without`) of every series selected at `times` (non-decreasing)
+        with `lookback_ms`, as `aggregate.select_fold` gives it over decode()'s batch grouped by
+        `aggregate.group_series`, without that batch: each series is decoded into buffers of this call's own
+        and folded while its samples are in cache. With `parts` > 1 and at least PARALLEL_MIN_SAMPLES samples
+        the series are decoded in parts into a batch instead, and folded after (a fold goes series by series
+        in order, which one core does).
+
+        Returns (labels, num_samples, keys, order, result, seen, selected, n_seen): the label sets of the
+        series with samples in the range and how many samples they hold, the groups' label sets, and
+        select_fold's result. Raises ValueError on a corrupt chunk."""
+        cdef cnp.npy_intp dims[1]
+        cdef cnp.ndarray counts
+        cdef Py_ssize_t failed
+        cdef SelectFold folder
+        if parts > 1 and self.capacity_offsets[self.num_series] >= PARALLEL_MIN_SAMPLES:
+            labels, offsets, ts, vals = self.decode(parts)
+            group_ids, keys = group_series(labels, grouping, without)
+            return (labels, int(offsets[-1]), keys,
+                    *select_fold(op, ts, vals, offsets, times, lookback_ms, group_ids, len(keys)))
+        group_ids, keys = group_series(self.labels, grouping, without)
+        folder = SelectFold(op, times, lookback_ms, group_ids, len(keys))
+        dims[0] = self.num_series
+        counts = cnp.PyArray_ZEROS(1, dims, cnp.NPY_INT64, 0)
+        if self.capacity_offsets[self.num_series] + self.num_series * folder.n_steps >= GIL_RELEASE_MIN_WORK:
+            with nogil:
+                failed = self._fold_series(folder, <int64_t*>cnp.PyArray_DATA(counts))
+        else:
+            failed = self._fold_series(folder, <int64_t*>cnp.PyArray_DATA(counts))
+        if failed == -2:
+            raise MemoryError()
+        if failed >= 0:
+            raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
+        labels = self.labels
+        read = counts.nonzero()[0]
+        if len(read) < self.num_series:
+            labels = [labels[i] for i in read.tolist()]
+        return (labels, int(counts.sum()), keys, *folder.finish())
 
     def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).

@@ -243,6 +243,13 @@ class TenantTSDB:
             return None
         return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
 
+    def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, *fold_args):
+        """`Head.select_fold` when only the head holds samples in [mint, maxt]; None when local blocks
+        overlap it (their series are read with `select_batch` then)."""
+        if self._blocks_overlapping(mint, maxt):
+            return None
+        return self.head.select_fold(matchers, mint, maxt, latest_only, *fold_args)
+
     def block_reader(self, ulid: str) -> BlockReader:
         """An open reader of local block `ulid`, shared by queries. Readers of blocks no longer in
         `blocks` (retention, compaction) are forgotten, not closed: the maps go when the last query
@@ -387,6 +394,15 @@ class Ingester(Service):
         if db is None:
             return None
         return db.evaluate_range(matchers, mint, maxt, *kernel_args)
+
+    def select_fold(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool,
+                    *fold_args):
+        """The tenant's `TenantTSDB.select_fold`, or None when it has no TSDB or its local blocks hold part of
+        the range."""
+        db = self.tenants.get(tenant)
+        if db is None:
+            return None
+        return db.select_fold(matchers, mint, maxt, latest_only, *fold_args)
 
     # cutting, shipping, retention
     def start_flush(self, tenants: Sequence[str] | None) -> asyncio.Task:

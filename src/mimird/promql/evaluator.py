@@ -632,18 +632,37 @@ class Evaluator:
         selector's (series x steps) frame; the same result, sample counts and errors as selecting, then
         aggregating."""
         times = self.shifted_times(selector, steps)
-        batch = self.select_lookback(to_storage_matchers(selector.matchers), times)
-        if not len(batch):
-            return Frame.empty(len(steps))
-        group_ids, keys = group_series(batch.labels, tuple(node.grouping), node.without)
-        self.check()
-        order, value, seen, selected, n_seen = select_fold(node.op, batch.ts, batch.vals, batch.offsets, times,
-                                                           self.lookback_ms, group_ids, len(keys))
+        matchers = to_storage_matchers(selector.matchers)
+        folded = self.select_fold_in_storage(node, matchers, times)
+        if folded is not None:
+            _, _, keys, order, value, seen, selected, n_seen = folded
+            if not order:
+                return Frame.empty(len(steps))
+        else:
+            batch = self.select_lookback(matchers, times)
+            if not len(batch):
+                return Frame.empty(len(steps))
+            group_ids, keys = group_series(batch.labels, tuple(node.grouping), node.without)
+            self.check()
+            order, value, seen, selected, n_seen = select_fold(node.op, batch.ts, batch.vals, batch.offsets, times,
+                                                               self.lookback_ms, group_ids, len(keys))
         self.count_samples(selected)
         result = Frame([keys[g] for g in order], value, seen, np.zeros(len(order), dtype=bool))
         self.count_samples(selected + n_seen)
         return result
 
+
+    def select_fold_in_storage(self, node: ast.AggregateExpr, matchers: list[Matcher], times: np.ndarray):
+        """`aggregate_selector`'s read and fold done where the samples are stored, when the queryable can
+        (`select_fold`: the head folds each series as it decodes it, without the batch of all their samples):
+        `Head.select_fold`'s tuple, else None."""
+        fold = getattr(self.queryable, "select_fold", None)
+        if fold is None:
+            return None
+        self.check()
+        first, last = int(times[0]), int(times[-1])
+        return fold(matchers, first - self.lookback_ms + 1, last, first == last, node.op, times, self.lookback_ms,
+                    tuple(node.grouping), node.without)
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 

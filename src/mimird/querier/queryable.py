@@ -320,6 +320,24 @@ class TenantQueryable:
         finally:
             chunk_fetch_observer.reset(token)
 
+    def select_fold(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, latest_only: bool, *fold_args):
+        """An aggregation of a vector selector folded where the samples are (`Head.select_fold`), when only the
+        ingester answers the read and its head alone holds the range: what `select_batch` would read, counted
+        as it counts, each series folded as it is decoded. Returns `Head.select_fold`'s tuple, or None (the
+        engine then reads the series with `select_batch`)."""
+        stats, observer, mint, maxt, tenants, tenant_matchers = self._read_plan(matchers, mint_ms, maxt_ms)
+        if not self._ingester_only(tenants, mint, maxt):
+            return None
+        folded, fetched = self._ingester_read(observer, self.app.ingester.select_fold, tenants[0], tenant_matchers,
+                                              mint, maxt, latest_only, *fold_args)
+        if folded is None:
+            return None
+        labels, num_samples = folded[:2]
+        self._count_selected(labels, num_samples, stats)
+        if observer is not None and (fetched[0] or fetched[1]):
+            observer(*fetched)
+        return folded
+
     def evaluate_range(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, *kernel_args):
         """A range function evaluated where the samples are (`Head.evaluate_range`), when only the ingester
         answers the read and its head alone holds the range: what `select_batch` would read, counted as it

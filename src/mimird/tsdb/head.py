@@ -461,6 +461,16 @@ class Head:
         return self._snapshot(matchers, mint, maxt).evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms,
                                                              cores.PARTS, between, slice_samples)
 
+    def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, op: str,
+                    times: np.ndarray, lookback_ms: int, grouping: tuple[str, ...], without: bool):
+        """`select_batch`'s read aggregated where it is decoded (`HeadSnapshot.fold`): the matching series
+        selected at `times` with `lookback_ms` and folded by `op` into groups `by (grouping)` (or `without`).
+        Returns (labels, num_samples, keys, order, result, seen, selected, n_seen): the label sets of the
+        series read and their samples, the groups' label sets, and `aggregate.select_fold`'s result. Chunks are
+        reported as `select_batch` reports them."""
+        return self._snapshot(matchers, mint, maxt, latest_only).fold(op, times, lookback_ms, grouping, without,
+                                                                      cores.PARTS)
+
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:
         """Label sets of the series matching the matchers that have samples overlapping [mint, maxt]."""
