@@ -689,11 +689,17 @@ cdef class HeadSnapshot:
             raise MemoryError()
         if failed >= 0:
             raise ValueError(f"chunk {failed}: corrupt or truncated XOR chunk")
-        labels = self.labels
-        read = counts.nonzero()[0]
-        if len(read) < self.num_series:
-            labels = [labels[i] for i in read.tolist()]
-        return (labels, int(counts.sum()), keys, *folder.finish())
+        # (counted in C: numpy's reductions are a long path to run cold for a few dozen series)
+        cdef const int64_t* count_of = <const int64_t*>cnp.PyArray_DATA(counts)
+        cdef Py_ssize_t i, num_samples = 0
+        cdef list read_labels = []
+        for i in range(self.num_series):
+            num_samples += count_of[i]
+            if count_of[i]:
+                read_labels.append(self.labels[i])
+        if len(read_labels) == self.num_series:
+            read_labels = self.labels
+        return (read_labels, num_samples, keys, *folder.finish())
 
     def decode(self, int parts=1):
         """Decode every series: (labels list, offsets int64, timestamps int64, values float64).
