@@ -633,8 +633,8 @@ cdef class HeadSnapshot:
         return failed
 
     cdef Py_ssize_t _fold_series(self, SelectFold fold, int64_t* counts) noexcept nogil:
-        # fold()'s loop, counting each series' samples: returns the index of a corrupt chunk, -1, or -2 when the buffers could not be
-        # allocated.
+        # fold()'s loop, counting each series' samples: returns the index of a corrupt chunk, -1, or -2 when
+        # the buffers could not be allocated.
         cdef Py_ssize_t i, count, longest = 1, failed = -1
         cdef int64_t* buf_t
         cdef double* buf_v

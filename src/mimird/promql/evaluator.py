@@ -651,7 +651,6 @@ class Evaluator:
         self.count_samples(selected + n_seen)
         return result
 
-
     def select_fold_in_storage(self, node: ast.AggregateExpr, matchers: list[Matcher], times: np.ndarray):
         """`aggregate_selector`'s read and fold done where the samples are stored, when the queryable can
         (`select_fold`: the head folds each series as it decodes it, without the batch of all their samples):
@@ -663,6 +662,7 @@ class Evaluator:
         first, last = int(times[0]), int(times[-1])
         return fold(matchers, first - self.lookback_ms + 1, last, first == last, node.op, times, self.lookback_ms,
                     tuple(node.grouping), node.without)
+
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 
