@@ -101,6 +101,20 @@ def test_render_matrix_equals_reference(matrix):
     assert rendered.encode() == reference.render_matrix(matrix).encode()
 
 
+# Values from a small pool, so that runs of equal values (rendered by copying the text before) and their
+# near misses (0.0 and -0.0, NaNs) follow one another.
+REPEATING = st.sampled_from([0.0, -0.0, math.nan, 1.5, 0.1, 1e21, -7.0, 2.5e-7, math.inf])
+
+
+@given(st.lists(st.tuples(label_sets, st.lists(REPEATING, max_size=40)), max_size=4))
+@property_settings
+@example([((("a", "b"),), [0.1, 0.1, 0.1, -0.0, 0.0, 0.0, math.nan, math.nan, 1e21, 1e21, 0.1])])
+def test_render_matrix_with_repeated_values_equals_reference(drawn):
+    matrix = Matrix([Series(labels, np.arange(len(vals), dtype=np.int64) * 15_000 + 500, np.array(vals, dtype=np.float64))
+                     for labels, vals in drawn])
+    assert jsonenc.render_matrix(matrix) == reference.render_matrix(matrix)
+
+
 @given(vectors)
 @property_settings
 def test_render_vector_equals_reference(vector):

@@ -668,7 +668,10 @@ cdef int put_labels(Buffer *buf, object labels) except -1:
 
 cdef int put_points(Buffer *buf, const int64_t[::1] ts, const double[::1] vals) except -1:
     """`[t,"v"],[t,"v"],...` for equally long arrays."""
-    cdef Py_ssize_t i
+    # A value equal (to the bit) to the one before is copied from its text rather than formatted again:
+    # *_over_time results, sums of gauges that did not move and step-invariant values repeat for many steps.
+    cdef Py_ssize_t i, value_start = 0, value_length = 0
+    cdef uint64_t bits, previous_bits = 0
     for i in range(ts.shape[0]):
         if i:
             put_two(buf, b",[")
@@ -676,7 +679,16 @@ cdef int put_points(Buffer *buf, const int64_t[::1] ts, const double[::1] vals) 
             put_bytes(buf, b"[", 1)
         put_timestamp(buf, ts[i])
         put_two(buf, b",\"")
-        put_float(buf, vals[i])
+        memcpy(&bits, &vals[i], 8)
+        if i and bits == previous_bits:
+            buffer_reserve(buf, value_length)
+            memcpy(buf.data + buf.length, buf.data + value_start, value_length)
+            buf.length += value_length
+        else:
+            value_start = buf.length
+            put_float(buf, vals[i])
+            value_length = buf.length - value_start
+            previous_bits = bits
         put_two(buf, b"\"]")
     return 0
 
