@@ -131,6 +131,20 @@ def test_value_json_is_valid_json_with_prometheus_strings():
     assert jsonfmt.value_json(vector) == '{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}'
 
 
+@given(st.one_of(series_lists(), vectors), st.lists(st.text(max_size=8), max_size=2),
+       st.lists(st.text(max_size=8), max_size=2), st.one_of(st.none(), st.just('{"timings":{}}')))
+@property_settings
+@example(Matrix([Series((("a", "\ud800é"),), np.array([5], dtype=np.int64), np.array([0.5]))]), ['w"\udcff'], ["i"],
+         '{"x":1}')
+def test_success_value_equals_success_of_value_json(value, warnings, infos, stats_data):
+    data = jsonfmt.value_json(value)
+    if stats_data is not None:
+        data = data[:-1] + ',"stats":' + stats_data + "}"
+    expected = jsonfmt.success(data, warnings, infos, html=False)
+    got = jsonfmt.success_value(value, warnings, infos, stats_data)
+    assert (got.status, got.headers, got.body) == (expected.status, expected.headers, expected.body)
+
+
 def test_arrays_of_any_layout_and_length_checks():
     ts = np.arange(10, dtype=np.int64)[::2] * 1000
     vals = np.linspace(0, 1, 10)[::2]

@@ -25,6 +25,7 @@ for every finite double, with no call into CPython's dtoa:
 The digits are then written straight into Go's fixed notation or exponent form (`put_float`).
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_Compare, PyUnicode_DecodeUTF8
 from libc.math cimport fabs, floor, isinf, isnan, signbit
@@ -703,41 +704,66 @@ cdef str buffer_text(Buffer *buf):
     return text
 
 
+cdef int put_matrix(Buffer *buf, series) except -1:
+    """`render_matrix`'s array."""
+    cdef bint first = True
+    cdef const int64_t[::1] ts
+    cdef const double[::1] vals
+    put_bytes(buf, b"[", 1)
+    for one in series:
+        # The engine's arrays are contiguous int64/float64 and are read as they are: a numpy call per
+        # series costs tens of microseconds when the caches are cold.
+        try:
+            ts = one.ts
+        except (TypeError, ValueError):
+            ts = np.ascontiguousarray(one.ts, dtype=np.int64)
+        try:
+            vals = one.vals
+        except (TypeError, ValueError):
+            vals = np.ascontiguousarray(one.vals, dtype=np.float64)
+        if ts.shape[0] != vals.shape[0]:
+            raise ValueError(f"series has {ts.shape[0]} timestamps but {vals.shape[0]} values")
+        if not first:
+            put_bytes(buf, b",", 1)
+        first = False
+        put_bytes(buf, b"{\"metric\":", 10)
+        put_labels(buf, one.labels)
+        if ts.shape[0]:
+            put_cstr(buf, b",\"values\":[")
+            put_points(buf, ts, vals)
+            put_bytes(buf, b"]", 1)
+        put_bytes(buf, b"}", 1)
+    put_bytes(buf, b"]", 1)
+    return 0
+
+
+cdef int put_vector(Buffer *buf, samples) except -1:
+    """`render_vector`'s array."""
+    cdef bint first = True
+    put_bytes(buf, b"[", 1)
+    for sample in samples:
+        if not first:
+            put_bytes(buf, b",", 1)
+        first = False
+        put_bytes(buf, b"{\"metric\":", 10)
+        put_labels(buf, sample.labels)
+        put_cstr(buf, b",\"value\":[")
+        put_timestamp(buf, int(sample.t))
+        put_bytes(buf, b",\"", 2)
+        put_float(buf, float(sample.v))
+        put_bytes(buf, b"\"]}", 3)
+    put_bytes(buf, b"]", 1)
+    return 0
+
+
 def render_matrix(series) -> str:
     """The `result` array of a matrix: `[{"metric":{...},"values":[[t,"v"],...]},...]`.
 
     `series` is an iterable of objects with `.labels` (pairs of str), `.ts` (int64 ms) and `.vals`
     (float64), as mimird.promql.value.Series; a series without points has no `values` key."""
     cdef Buffer buf = Buffer(NULL, 0, 0, False)
-    cdef bint first = True
-    cdef const int64_t[::1] ts
-    cdef const double[::1] vals
     try:
-        put_bytes(&buf, b"[", 1)
-        for one in series:
-            # The engine's arrays are contiguous int64/float64 and are read as they are: a numpy call per
-            # series costs tens of microseconds when the caches are cold.
-            try:
-                ts = one.ts
-            except (TypeError, ValueError):
-                ts = np.ascontiguousarray(one.ts, dtype=np.int64)
-            try:
-                vals = one.vals
-            except (TypeError, ValueError):
-                vals = np.ascontiguousarray(one.vals, dtype=np.float64)
-            if ts.shape[0] != vals.shape[0]:
-                raise ValueError(f"series has {ts.shape[0]} timestamps but {vals.shape[0]} values")
-            if not first:
-                put_bytes(&buf, b",", 1)
-            first = False
-            put_bytes(&buf, b"{\"metric\":", 10)
-            put_labels(&buf, one.labels)
-            if ts.shape[0]:
-                put_cstr(&buf, b",\"values\":[")
-                put_points(&buf, ts, vals)
-                put_bytes(&buf, b"]", 1)
-            put_bytes(&buf, b"}", 1)
-        put_bytes(&buf, b"]", 1)
+        put_matrix(&buf, series)
         return buffer_text(&buf)
     finally:
         PyMem_Free(buf.data)
@@ -749,22 +775,33 @@ def render_vector(samples) -> str:
     `samples` is an iterable of objects with `.labels` (pairs of str), `.t` (ms) and `.v`, as
     mimird.promql.value.Sample."""
     cdef Buffer buf = Buffer(NULL, 0, 0, False)
-    cdef bint first = True
     try:
-        put_bytes(&buf, b"[", 1)
-        for sample in samples:
-            if not first:
-                put_bytes(&buf, b",", 1)
-            first = False
-            put_bytes(&buf, b"{\"metric\":", 10)
-            put_labels(&buf, sample.labels)
-            put_cstr(&buf, b",\"value\":[")
-            put_timestamp(&buf, int(sample.t))
-            put_bytes(&buf, b",\"", 2)
-            put_float(&buf, float(sample.v))
-            put_bytes(&buf, b"\"]}", 3)
-        put_bytes(&buf, b"]", 1)
+        put_vector(&buf, samples)
         return buffer_text(&buf)
+    finally:
+        PyMem_Free(buf.data)
+
+
+def render_success(value, bint is_matrix, bytes data_extra=b"", bytes extra=b"") -> bytes:
+    """A query's whole response body for a vector (or, with `is_matrix`, a matrix), as UTF-8 bytes:
+    `{"status":"success","data":{"resultType":...,"result":[...]` + `data_extra` + `}` + `extra` + `}`,
+    where `data_extra` holds more of `data` (`,"stats":{...}`) and `extra` what follows it
+    (`,"warnings":[...]`, `,"infos":[...]`). The text is the one render_vector or render_matrix give inside
+    `jsonfmt.success`, written into one buffer: a large answer went through half a dozen copies as
+    strings, then bytes, which cost a fair part of rendering it."""
+    cdef Buffer buf = Buffer(NULL, 0, 0, False)
+    try:
+        if is_matrix:
+            put_cstr(&buf, b"{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":")
+            put_matrix(&buf, value)
+        else:
+            put_cstr(&buf, b"{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":")
+            put_vector(&buf, value)
+        put_bytes(&buf, data_extra, len(data_extra))
+        put_bytes(&buf, b"}", 1)
+        put_bytes(&buf, extra, len(extra))
+        put_bytes(&buf, b"}", 1)
+        return PyBytes_FromStringAndSize(buf.data, buf.length)
     finally:
         PyMem_Free(buf.data)
 

@@ -312,11 +312,11 @@ class QuerierAPI:
             try:
                 result = evaluate(abandoned.is_raised, statistics, inline)
                 timings["evaluated"] = time.perf_counter() - started
-                data = jsonfmt.value_json(result.value)
-                if statistics is not None:
-                    data = data[:-1] + ',"stats":' + jsonfmt.stats_json(statistics) + "}"
+                response = jsonfmt.success_value(
+                    result.value, list(result.warnings) + _stats_warning(stats), list(result.infos),
+                    jsonfmt.stats_json(statistics) if statistics is not None else None)
                 timings["encoded"] = time.perf_counter() - started - timings["evaluated"]
-                return result, data
+                return response
             finally:
                 if history is not None:
                     # failures count too: a query that fails slowly must not be run inline
@@ -325,9 +325,9 @@ class QuerierAPI:
         history = self.inline_history if inline_key is not None else None
         try:
             if history is not None and history.is_fast(inline_key):
-                result, data = evaluate_and_render(inline=True)
+                response = evaluate_and_render(inline=True)
             else:
-                result, data = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
+                response = await asyncio.wait_for(asyncio.to_thread(evaluate_and_render), self.timeout_s + 5)
         except TimeoutError:
             abandoned.raised = True
             return jsonfmt.error("timeout", "query timed out in expression evaluation")
@@ -346,8 +346,7 @@ class QuerierAPI:
         if stats_sink is not None:
             stats_sink.wall_time_s = timings["evaluated"]
             stats_sink.encode_time_s = timings["encoded"]
-        warnings = list(result.warnings) + _stats_warning(stats)
-        return jsonfmt.success(data, warnings, list(result.infos), html=False)
+        return response
 
     # --- series and labels ----------------------------------------------------------------------------
     @staticmethod

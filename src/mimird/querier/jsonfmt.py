@@ -183,6 +183,28 @@ def value_json(value: Any) -> str:
     return f'{{"resultType":"{kind}","result":{result}}}'
 
 
+def success_value(value: Any, warnings: Sequence[str] = (), infos: Sequence[str] = (),
+                  stats_data: str | None = None) -> Response:
+    """`success(value_json(value), ...)` for a query's PromQL value, with `data.stats` when `stats_data`
+    (`stats_json`'s) is given: a vector or matrix is rendered straight into the body's bytes
+    (`jsonenc.render_success`), without the copies of the text that building it as strings makes."""
+    kind = _kind(value)
+    if kind not in ("vector", "matrix"):
+        data = value_json(value)
+        if stats_data is not None:
+            data = data[:-1] + ',"stats":' + stats_data + "}"
+        return success(data, warnings, infos, html=False)
+    data_extra = b"" if stats_data is None else b',"stats":' + stats_data.encode()
+    extra = []
+    if warnings:
+        extra.append(f',"warnings":{string_list_json(list(warnings), False)}')
+    if infos:
+        extra.append(f',"infos":{string_list_json(list(infos), False)}')
+    body = jsonenc.render_success(value, kind == "matrix", data_extra,
+                                  "".join(extra).encode("utf-8", "surrogateescape") if extra else b"")
+    return Response(200, body, "application/json")
+
+
 def stats_json(stats: Any) -> str:
     """A `promql.querystats.QueryStatistics` as Prometheus's API encodes `data.stats` (Go's JSON, keys in
     struct order; per-step counts as `[<seconds>,<count>]` pairs, only when collected)."""
