@@ -56,6 +56,10 @@ class ServerThread:
         async def big(request):
             return Response.text("x" * 5000)
 
+        async def huge(request):
+            # above the size the server writes after the head instead of joining the two
+            return Response(200, bytes(range(256)) * 4096, "application/octet-stream")
+
         router.add("GET,POST", "/echo", echo)
         router.add("POST", "/gzip", echo, gzip_request=True)
         router.add("POST", "/small", echo, max_body=10)
@@ -66,6 +70,7 @@ class ServerThread:
         router.add("GET", "/tenant", tenant, auth=True)
         router.add("GET", "/federated", tenant, auth=True, federated=True)
         router.add("GET", "/big", big)
+        router.add("GET,HEAD", "/huge", huge)
         defaults = dict(read_timeout=5.0, read_header_timeout=0.0, idle_timeout=5.0, conn_limit=0,
                         max_body=1 << 20)
         defaults.update(limits)
@@ -333,3 +338,17 @@ def test_graceful_stop_finishes_in_flight(server):
 def test_http10_closes_after_response(server):
     data = raw_exchange(server.port, b"GET /echo HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200") and b"Connection: close" in data
+
+
+def test_large_bodies_arrive_whole_between_pipelined_requests(server):
+    body = bytes(range(256)) * 4096
+    data = raw_exchange(server.port, b"GET /huge HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?a=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /huge HTTP/1.1\r\nHost: x\r\n\r\n", expect_responses=3)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and f"content-length: {len(body)}".encode() in head.lower()
+    assert rest[:len(body)] == body
+    head, rest = rest[len(body):].split(b"\r\n\r\n", 1)
+    assert b"x-query: a=1" in head.lower() and rest.startswith(b"HTTP/1.1 200 OK")
+    assert rest.split(b"\r\n\r\n", 1)[1] == body
+    resp = httpx.head(server.url + "/huge", headers={"Accept-Encoding": "identity"})
+    assert (resp.status_code, resp.headers["content-length"], resp.content) == (200, str(len(body)), b"")

@@ -42,6 +42,8 @@ _STATUS_LINES = {status: f"HTTP/1.1 {status} {reason}\r\n" for status, reason in
 _GZIP_MIN_BYTES = 1024
 _MAX_PIPELINED = 64
 _MAX_HEADER_BYTES = 1 << 20  # Go's DefaultMaxHeaderBytes
+# Bodies from this size are written after the head rather than joined to it.
+_JOIN_MAX_BODY_BYTES = 16 << 10
 
 
 class _DateCache:
@@ -491,6 +493,11 @@ class HTTPProtocol(asyncio.Protocol):
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        if not head and status not in (204, 304):
+        if head or status in (204, 304) or not body:
+            self.transport.write(b"".join(lines))
+        elif len(body) < _JOIN_MAX_BODY_BYTES:
             lines.append(body)
-        self.transport.write(b"".join(lines))
+            self.transport.write(b"".join(lines))
+        else:
+            # head and body go out in one writev, without copying a large body behind the head first
+            self.transport.writelines((b"".join(lines), body))
