@@ -335,17 +335,23 @@ cdef class SelectFold:
         """Fold series k (0 <= k < n_series, added in order) with samples ts/vals[:n] (times ascending):
         at each time its newest sample in (t - lookback, t], unless that is a stale marker. One forward
         walk serves every step, as instant.select_rows walks."""
-        cdef Py_ssize_t j, p = 0, at = self.groups[k] * self.n_steps
-        cdef int64_t t
-        for j in range(self.n_steps):
-            t = self.times[j]
+        # Locals, not attributes: the compiler cannot keep fields of self in registers across the writes to
+        # the cells.
+        cdef int code = self.code
+        cdef const int64_t* times = self.times
+        cdef int64_t lookback_ms = self.lookback_ms, t
+        cdef Py_ssize_t j, p = 0, selected = 0, n_steps = self.n_steps, at = self.groups[k] * n_steps
+        for j in range(n_steps):
+            t = times[j]
             while p < n and ts[p] <= t:
                 p += 1
-            if p == 0 or ts[p - 1] <= t - self.lookback_ms or is_stale_marker(vals[p - 1]):
+            if p == 0 or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
                 continue
-            _fold_one(self.code, &self.cells, at + j, vals[p - 1])
+            _fold_one(code, &self.cells, at + j, vals[p - 1])
+            selected += 1
+        if selected:
             self.series_present[k] = 1
-            self.selected += 1
+            self.selected += selected
 
     def finish(self):
         """`select_fold`'s result for the series added: (order, result, seen, selected, n_seen)."""
