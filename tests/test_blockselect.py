@@ -296,18 +296,14 @@ def test_querier_select_batch_matches_the_per_series_path(tmp_path):
             assert new_counts == old_counts
 
 
-def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
-    """TenantQueryable.evaluate_range (only the head answers): the kernel's rows for the series select_batch
-    reads, with the same query stats, chunk counts and series limit; None once local blocks hold part of the
-    range or the store-gateway is asked."""
+def _head_only_querier(tmp_path, seed: int):
+    """A tenant "a" whose head alone holds 40 random series in [4 h, 5 h), behind an app with no store-gateway:
+    (db, app, rng)."""
     from types import SimpleNamespace
 
-    from mimird._fast import rangefn
     from mimird.config.runtime import Overrides
-    from mimird.frontend import stats as query_stats
-    from mimird.querier.queryable import QueryLimitError, TenantQueryable
 
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     config = Config.defaults()
     db = TenantTSDB("a", tmp_path / "a", block_range_ms=2 * HOUR, ooo_window_ms=0, max_exemplars=0,
                     wal_segment_size=1 << 20, wal_fsync="never")
@@ -316,8 +312,35 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
         db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
     ingester = SimpleNamespace(
         tenants={"a": db}, select_batch=lambda t, m, lo, hi, latest=False: db.select_batch(m, lo, hi, latest),
-        evaluate_range=lambda t, m, lo, hi, *args: db.evaluate_range(m, lo, hi, *args))
+        evaluate_range=lambda t, m, lo, hi, *args: db.evaluate_range(m, lo, hi, *args),
+        select_fold=lambda t, m, lo, hi, *args: db.select_fold(m, lo, hi, *args))
     app = SimpleNamespace(config=config, overrides=Overrides(config, None), ingester=ingester, store_gateway=None)
+    return db, app, rng
+
+
+def _assert_head_only(db, app, rng, read) -> None:
+    """`read(queryable)` (a read done where the head holds the samples) gives None once a local block holds
+    part of the range, or once the store-gateway is asked."""
+    from mimird.querier.queryable import TenantQueryable
+
+    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
+    db.blocks[ulid] = read_meta(db.dir / ulid)
+    assert read(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
+    del db.blocks[ulid]
+    app.config._values["querier.query_store_after"] = 0.0
+    app.store_gateway = object()
+    assert read(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
+
+
+def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
+    """TenantQueryable.evaluate_range (only the head answers): the kernel's rows for the series select_batch
+    reads, with the same query stats, chunk counts and series limit; None once local blocks hold part of the
+    range or the store-gateway is asked."""
+    from mimird._fast import rangefn
+    from mimird.frontend import stats as query_stats
+    from mimird.querier.queryable import QueryLimitError, TenantQueryable
+
+    db, app, rng = _head_only_querier(tmp_path, 5)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     eval_ts = np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64)
     mint, maxt = int(eval_ts[0]) - 300_000 + 1, int(eval_ts[-1])
@@ -345,40 +368,19 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     limited.max_series = len(counted[0][0]) - 1
     with pytest.raises(QueryLimitError):
         limited.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
-
-    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
-    db.blocks[ulid] = read_meta(db.dir / ulid)
-    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).evaluate_range(matchers, mint, maxt, "rate", eval_ts,
-                                                                       300_000) is None
-    del db.blocks[ulid]
-    config._values["querier.query_store_after"] = 0.0
-    app.store_gateway = object()
-    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).evaluate_range(matchers, mint, maxt, "rate", eval_ts,
-                                                                       300_000) is None
+    _assert_head_only(db, app, rng, lambda queryable: queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts,
+                                                                               300_000))
 
 
 def test_querier_select_fold_counts_as_select_batch(tmp_path):
     """TenantQueryable.select_fold (only the head answers): the fold of the series select_batch reads, with
     the same query stats, chunk counts and series limit; None once local blocks hold part of the range or the
     store-gateway is asked."""
-    from types import SimpleNamespace
-
     from mimird._fast.aggregate import group_series, select_fold
-    from mimird.config.runtime import Overrides
     from mimird.frontend import stats as query_stats
     from mimird.querier.queryable import QueryLimitError, TenantQueryable
 
-    rng = np.random.default_rng(7)
-    config = Config.defaults()
-    db = TenantTSDB("a", tmp_path / "a", block_range_ms=2 * HOUR, ooo_window_ms=0, max_exemplars=0,
-                    wal_segment_size=1 << 20, wal_fsync="never")
-    db.dir.mkdir(parents=True)
-    for labels, ts, vals in random_series(rng, 40, 4 * HOUR, HOUR, max_samples=300, step=10_000):
-        db.head.append([labels], [0, len(ts)], ts.tolist(), vals.tolist())
-    ingester = SimpleNamespace(
-        tenants={"a": db}, select_batch=lambda t, m, lo, hi, latest=False: db.select_batch(m, lo, hi, latest),
-        select_fold=lambda t, m, lo, hi, *args: db.select_fold(m, lo, hi, *args))
-    app = SimpleNamespace(config=config, overrides=Overrides(config, None), ingester=ingester, store_gateway=None)
+    db, app, rng = _head_only_querier(tmp_path, 7)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     lookback = 300_000
     for times in (np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64),
@@ -408,13 +410,5 @@ def test_querier_select_fold_counts_as_select_batch(tmp_path):
     limited.max_series = 3
     with pytest.raises(QueryLimitError):
         limited.select_fold(matchers, mint, maxt, False, "sum", times, lookback, ("__name__",), False)
-
-    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
-    db.blocks[ulid] = read_meta(db.dir / ulid)
-    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).select_fold(matchers, mint, maxt, False, "sum", times,
-                                                                    lookback, ("__name__",), False) is None
-    del db.blocks[ulid]
-    config._values["querier.query_store_after"] = 0.0
-    app.store_gateway = object()
-    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).select_fold(matchers, mint, maxt, False, "sum", times,
-                                                                    lookback, ("__name__",), False) is None
+    _assert_head_only(db, app, rng, lambda queryable: queryable.select_fold(
+        matchers, mint, maxt, False, "sum", times, lookback, ("__name__",), False))
