@@ -128,3 +128,11 @@ def test_generated_docs_are_current():
 
     assert (REPO / "docs" / "configuration.md").read_text() == render_markdown(), (
         "docs/configuration.md is stale: run `.venv/bin/python -m mimird.config.docs > docs/configuration.md`")
+
+
+@pytest.mark.parametrize("level", ["0", "10", "-2"])
+def test_response_compression_level_is_checked(level):
+    with pytest.raises(ConfigError, match="invalid gzip compression level"):
+        load_config([f"-http.response-compression-level={level}"])
+    for good in ("-1", "1", "9"):
+        assert load_config([f"-http.response-compression-level={good}"])[0].api.response_compression_level == int(good)

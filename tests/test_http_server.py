@@ -219,6 +219,28 @@ def test_gzip_response(server):
     assert resp.text == "x" * 5000
 
 
+@pytest.mark.parametrize("level, xfl", [(1, 4), (9, 2), (-1, 0)])
+def test_gzip_responses_at_the_configured_level(loop_kind, level, xfl):
+    # the gzip header's XFL byte says "fastest" (4) or "best" (2) for levels 1 and 9, nothing for the default;
+    # /big is compressed on the event loop, /huge (above 64 KiB) in a worker thread
+    srv = ServerThread(loop_kind, gzip_level=level)
+    try:
+        for path, body in (("/big", b"x" * 5000), ("/huge", bytes(range(256)) * 4096)):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            head, payload = data.split(b"\r\n\r\n", 1)
+            assert b"content-encoding: gzip" in head.lower()
+            assert f"content-length: {len(payload)}".encode() in head.lower()
+            assert payload[8] == xfl
+            assert gzip.decompress(payload) == body
+    finally:
+        srv.close()
+
+
 def test_body_limits(server):
     resp = httpx.post(server.url + "/small", content=b"x" * 11)
     assert resp.status_code == 413

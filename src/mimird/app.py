@@ -67,6 +67,7 @@ class App:
             conn_limit=config.server.http_conn_limit,
             max_body=config.server.http_max_request_body_bytes,
             metrics=self.metrics,
+            gzip_level=config.api.response_compression_level,
         )
         self.server = ServerService(self)
 

@@ -155,6 +155,12 @@ def _http_prefix(value: str) -> None:
         raise ValueError("must start with '/' and not end with '/'")
 
 
+def _compression_level(value: int) -> None:
+    if not (1 <= value <= 9 or value == -1):
+        raise ValueError(f"invalid gzip compression level: {value}, must be between 1 and 9 or -1 for default "
+                         "compression level")
+
+
 def _port(value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError("must be between 0 and 65535")
@@ -227,6 +233,10 @@ OPTIONS: tuple[Option, ...] = (
            "HTTP URL path under which the Prometheus API is served.", validate=_http_prefix),
     Option("api.alertmanager_http_prefix", "http.alertmanager-http-prefix", "string", "/alertmanager",
            "HTTP URL path under which the Alertmanager UI and API are served.", validate=_http_prefix),
+    Option("api.response_compression_level", "http.response-compression-level", "int", -1,
+           "Compression level for HTTP responses when gzip compression is requested by the client. Valid values "
+           "are 1 (fastest) to 9 (best compression), or -1 for the default compression level (6).",
+           category="experimental", validate=_compression_level),
     # runtime config
     Option("runtime_config.file", "runtime-config.file", "string", "",
            "Comma-separated list of YAML files with runtime configuration (per-tenant overrides), "
