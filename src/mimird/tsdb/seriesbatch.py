@@ -59,7 +59,8 @@ class SeriesBatch:
 
     @property
     def num_samples(self) -> int:
-        return int(self.offsets[-1] - self.offsets[0])
+        # (item() gives Python ints: no numpy scalars and their arithmetic, which every read runs cold)
+        return self.offsets.item(-1) - self.offsets.item(0)
 
     def lengths(self) -> np.ndarray:
         """Samples per series."""
