@@ -318,6 +318,20 @@ def _head_only_querier(tmp_path, seed: int):
     return db, app, rng
 
 
+def _counted_read(app, read) -> tuple[object, tuple[int, ...]]:
+    """`read(queryable)` on a fresh queryable of tenant "a", with what it counted: (its result, (series,
+    samples, chunks and chunk bytes in the query stats, chunks the queryable fetched))."""
+    from mimird.frontend import stats as query_stats
+    from mimird.querier.queryable import TenantQueryable
+
+    queryable = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
+    queryable.max_chunks = 10_000  # chunks are counted only under a limit or with stats
+    stats = query_stats.QueryStats()
+    with query_stats.collecting(stats):
+        result = read(queryable)
+    return result, (stats.series, stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks)
+
+
 def _assert_head_only(db, app, rng, read) -> None:
     """`read(queryable)` (a read done where the head holds the samples) gives None once a local block holds
     part of the range, or once the store-gateway is asked."""
@@ -337,30 +351,26 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     reads, with the same query stats, chunk counts and series limit; None once local blocks hold part of the
     range or the store-gateway is asked."""
     from mimird._fast import rangefn
-    from mimird.frontend import stats as query_stats
     from mimird.querier.queryable import QueryLimitError, TenantQueryable
 
     db, app, rng = _head_only_querier(tmp_path, 5)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     eval_ts = np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64)
     mint, maxt = int(eval_ts[0]) - 300_000 + 1, int(eval_ts[-1])
+    def in_storage(queryable):
+        labels, out, present, counts = queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
+        rows = np.flatnonzero(counts[:, 0])
+        return [labels[i] for i in rows], out[rows], present[rows]
+
+    def in_batch(queryable):
+        batch = queryable.select_batch(matchers, mint, maxt)
+        return (batch.labels,
+                *rangefn.evaluate_batch("rate", batch.ts, batch.vals, batch.offsets, eval_ts, 300_000))
+
     counted = []
-    for in_storage in (False, True):
-        queryable = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
-        queryable.max_chunks = 10_000  # chunks are counted only under a limit or with stats
-        stats = query_stats.QueryStats()
-        with query_stats.collecting(stats):
-            if in_storage:
-                labels, out, present, counts = queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
-                rows = np.flatnonzero(counts[:, 0])
-                labels = [labels[i] for i in rows]
-                out, present = out[rows], present[rows]
-            else:
-                batch = queryable.select_batch(matchers, mint, maxt)
-                labels = batch.labels
-                out, present = rangefn.evaluate_batch("rate", batch.ts, batch.vals, batch.offsets, eval_ts, 300_000)
-        counted.append((labels, np.where(present != 0, out, 0).tobytes(), present.tobytes(), stats.series,
-                        stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks))
+    for read in (in_batch, in_storage):
+        (labels, out, present), counts = _counted_read(app, read)
+        counted.append((labels, np.where(present != 0, out, 0).tobytes(), present.tobytes(), *counts))
     assert counted[0] == counted[1]
     assert counted[0][3] > 0 and counted[0][5] > 0
 
@@ -377,7 +387,6 @@ def test_querier_select_fold_counts_as_select_batch(tmp_path):
     the same query stats, chunk counts and series limit; None once local blocks hold part of the range or the
     store-gateway is asked."""
     from mimird._fast.aggregate import group_series, select_fold
-    from mimird.frontend import stats as query_stats
     from mimird.querier.queryable import QueryLimitError, TenantQueryable
 
     db, app, rng = _head_only_querier(tmp_path, 7)
@@ -386,23 +395,21 @@ def test_querier_select_fold_counts_as_select_batch(tmp_path):
     for times in (np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64),
                   np.array([5 * HOUR - 1], dtype=np.int64)):
         mint, maxt, latest = int(times[0]) - lookback + 1, int(times[-1]), len(times) == 1
+
+        def in_storage(queryable, mint=mint, maxt=maxt, latest=latest, times=times):
+            return queryable.select_fold(matchers, mint, maxt, latest, "sum", times, lookback, ("__name__",),
+                                         False)[2:]
+
+        def in_batch(queryable, mint=mint, maxt=maxt, latest=latest, times=times):
+            batch = queryable.select_batch(matchers, mint, maxt, latest)
+            group_ids, keys = group_series(batch.labels, ("__name__",), False)
+            return keys, *select_fold("sum", batch.ts, batch.vals, batch.offsets, times, lookback, group_ids,
+                                      len(keys))
+
         counted = []
-        for in_storage in (False, True):
-            queryable = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
-            queryable.max_chunks = 10_000  # chunks are counted only under a limit or with stats
-            stats = query_stats.QueryStats()
-            with query_stats.collecting(stats):
-                if in_storage:
-                    _, _, keys, *folded = queryable.select_fold(matchers, mint, maxt, latest, "sum", times, lookback,
-                                                                ("__name__",), False)
-                else:
-                    batch = queryable.select_batch(matchers, mint, maxt, latest)
-                    group_ids, keys = group_series(batch.labels, ("__name__",), False)
-                    folded = select_fold("sum", batch.ts, batch.vals, batch.offsets, times, lookback, group_ids,
-                                         len(keys))
-            order, value, seen, selected, n_seen = folded
-            counted.append(([keys[g] for g in order], value.tobytes(), seen.tobytes(), selected, n_seen,
-                            stats.series, stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks))
+        for read in (in_batch, in_storage):
+            (keys, order, value, seen, selected, n_seen), counts = _counted_read(app, read)
+            counted.append(([keys[g] for g in order], value.tobytes(), seen.tobytes(), selected, n_seen, *counts))
         assert counted[0] == counted[1]
         assert len(counted[0][0]) == 2 and counted[0][5] > 0 and counted[0][7] > 0
 

@@ -510,18 +510,24 @@ cdef class HeadSnapshot:
         data_start[0] = start
         return -1
 
+    cdef Py_ssize_t _longest_series(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+        # The most samples one of series [first, last) can hold in the range (at least 1): the room a buffer
+        # that decodes them one at a time needs.
+        cdef Py_ssize_t i, longest = 1
+        for i in range(first, last):
+            longest = max(longest, self.capacity_offsets[i + 1] - self.capacity_offsets[i])
+        return longest
+
     cdef Py_ssize_t _evaluate_series_range(self, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
         """evaluate() over series [first, last): each series decoded into buffers of this call's own, its
         stale markers dropped, and the kernel run over it while its samples are still in cache. Returns the
         index of a corrupt chunk, -1, or -2 when the buffers could not be allocated."""
-        cdef Py_ssize_t i, j, row, count, kept, longest = 1, failed = -1
-        cdef Py_ssize_t n_steps = self.grid.n_steps
+        cdef Py_ssize_t i, j, row, count, kept, failed = -1
+        cdef Py_ssize_t n_steps = self.grid.n_steps, longest = self._longest_series(first, last)
         cdef int64_t* buf_t
         cdef double* buf_v
         cdef Series series
         cdef Scratch scratch
-        for i in range(first, last):
-            longest = max(longest, self.capacity_offsets[i + 1] - self.capacity_offsets[i])
         buf_t = <int64_t*>malloc(longest * sizeof(int64_t))
         buf_v = <double*>malloc(longest * sizeof(double))
         scratch.values = <double*>malloc(2 * longest * sizeof(double))
@@ -635,11 +641,9 @@ cdef class HeadSnapshot:
     cdef Py_ssize_t _fold_series(self, SelectFold fold, int64_t* counts) noexcept nogil:
         # fold()'s loop, counting each series' samples: returns the index of a corrupt chunk, -1, or -2 when
         # the buffers could not be allocated.
-        cdef Py_ssize_t i, count, longest = 1, failed = -1
+        cdef Py_ssize_t i, count, longest = self._longest_series(0, self.num_series), failed = -1
         cdef int64_t* buf_t
         cdef double* buf_v
-        for i in range(self.num_series):
-            longest = max(longest, self.capacity_offsets[i + 1] - self.capacity_offsets[i])
         buf_t = <int64_t*>malloc(longest * sizeof(int64_t))
         buf_v = <double*>malloc(longest * sizeof(double))
         if buf_t == NULL or buf_v == NULL:

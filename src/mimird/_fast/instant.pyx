@@ -103,8 +103,6 @@ def select_at(ts, vals, offsets, long long t, long long lookback_ms):
     cdef cnp.ndarray ts_arr = vector(ts, cnp.NPY_INT64, "ts")
     cdef cnp.ndarray vals_arr = vector(vals, cnp.NPY_FLOAT64, "vals")
     cdef cnp.ndarray offsets_arr = vector(offsets, cnp.NPY_INT64, "offsets")
-    if cnp.PyArray_NDIM(ts_arr) != 1 or cnp.PyArray_NDIM(vals_arr) != 1 or cnp.PyArray_NDIM(offsets_arr) != 1:
-        raise ValueError("ts, vals and offsets must be one-dimensional")
     cdef Py_ssize_t n_samples = cnp.PyArray_DIM(ts_arr, 0), n_offsets = cnp.PyArray_DIM(offsets_arr, 0)
     if n_samples != cnp.PyArray_DIM(vals_arr, 0):
         raise ValueError("ts and vals differ in length")

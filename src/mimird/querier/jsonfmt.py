@@ -129,14 +129,18 @@ def string_list_json(values: Sequence[str], html: bool = True) -> str:
 def envelope(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = (),
              html: bool = True) -> str:
     """The success envelope around an already rendered `data`; empty warnings/infos are omitted."""
-    parts = ['"status":"success"']
-    if data_json is not None:
-        parts.append(f'"data":{data_json}')
+    data = "" if data_json is None else f',"data":{data_json}'
+    return '{"status":"success"' + data + _annotations_json(warnings, infos, html) + "}"
+
+
+def _annotations_json(warnings: Sequence[str], infos: Sequence[str], html: bool) -> str:
+    # What follows `data` in the success envelope: `,"warnings":[...]` and `,"infos":[...]`, each when not empty.
+    out = ""
     if warnings:
-        parts.append(f'"warnings":{string_list_json(list(warnings), html)}')
+        out += f',"warnings":{string_list_json(list(warnings), html)}'
     if infos:
-        parts.append(f'"infos":{string_list_json(list(infos), html)}')
-    return "{" + ",".join(parts) + "}"
+        out += f',"infos":{string_list_json(list(infos), html)}'
+    return out
 
 
 def success(data_json: str | None, warnings: Sequence[str] = (), infos: Sequence[str] = (),
@@ -195,13 +199,9 @@ def success_value(value: Any, warnings: Sequence[str] = (), infos: Sequence[str]
             data = data[:-1] + ',"stats":' + stats_data + "}"
         return success(data, warnings, infos, html=False)
     data_extra = b"" if stats_data is None else b',"stats":' + stats_data.encode()
-    extra = []
-    if warnings:
-        extra.append(f',"warnings":{string_list_json(list(warnings), False)}')
-    if infos:
-        extra.append(f',"infos":{string_list_json(list(infos), False)}')
+    extra = _annotations_json(warnings, infos, False)
     body = jsonenc.render_success(value, kind == "matrix", data_extra,
-                                  "".join(extra).encode("utf-8", "surrogateescape") if extra else b"")
+                                  extra.encode("utf-8", "surrogateescape") if extra else b"")
     return Response(200, body, "application/json")
 
 
