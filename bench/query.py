@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Dashboard-query latency, mimird next to Prometheus (and VictoriaMetrics) on the same data.
 
-Loads the reference dataset (10k series x 2h at 15s by default, `../shared/tools/refpeers/rw.py`) into a
-fresh mimird, a fresh Prometheus and, when Debian's victoria-metrics is installed, a fresh VictoriaMetrics,
-each over one connection, and keeps all of them running; then runs each query of `bench/queries.txt` (the
-refpeers queries plus subqueries) as a 1h range query at a 15s step and as an instant query, one warm-up
-per store and then `--reps` rounds that query every store in turn (median), prints the latencies and
-ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names ignored). Alternating
-the stores query by query keeps the machine's drift out of the ratios; each round starts with the next
-store, and each run waits until no store is still busy with the previous one. The stores load in
-`--stores` order, so the last (mimird by default) is queried right after its load and the others have
-settled longer.
+Loads the reference dataset (10k series x 2h at 15s by default, `../shared/tools/refpeers/rw.py`) into a fresh
+mimird, a fresh Prometheus and, when Debian's victoria-metrics is installed, a fresh VictoriaMetrics, each
+over one connection, and keeps all of them running; then runs each query of `bench/queries.txt` (the refpeers
+queries plus subqueries) as a range query (1h at a 15s step unless `--range-hours`/`--step` say otherwise) and
+as an instant query, one warm-up per store and then `--reps` rounds that query every store in turn (median),
+prints the latencies and ratios, and compares mimird's results with Prometheus's (rtol 1e-6, metric names
+ignored). Alternating the stores query by query keeps the machine's drift out of the ratios; each round starts
+with the next store, and each run waits until no store is still busy with the previous one. The stores load in
+`--stores` order, so the last (mimird by default) is queried right after its load and the others have settled
+longer.
 
     .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--reps 7] [--stores vm,prometheus,mimird]
+
+Longer ranges read blocks: with `--hours 6 --range-hours 6`, mimird and Prometheus cut the older hours into
+2h blocks once their heads span more than 3h (mimird checks every `-blocks-storage.tsdb.head-compaction-interval`,
+so pass a short one in `--mimird-flags` and a `--settle` long enough for both to finish before the queries).
 
 To compare two builds of mimird in the same alternation, unpack and build the other one elsewhere and
 name its `src` with `--baseline` (it runs as a fourth store, "base", loaded just before mimird):
@@ -130,6 +134,9 @@ def main() -> int:
                         help="stores to load, in this order, and query (vm = Debian's victoria-metrics, if installed)")
     parser.add_argument("--queries", default=str(Path(__file__).parent / "queries.txt"))
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--range-hours", type=float, default=1.0,
+                        help="the range queries' span, ending at the dataset's end (at most --hours)")
+    parser.add_argument("--step", type=float, default=15.0, help="the range queries' step in seconds")
     parser.add_argument("--settle", type=float, default=0.0,
                         help="extra seconds to wait after each store's load before querying (VictoriaMetrics "
                              "answers small instant queries several times faster once its data has settled)")
@@ -160,7 +167,7 @@ def main() -> int:
         for store in stores:
             running[store] = load_store(store, per_shard, args.settle)
         results = query_interleaved(running, rw.read_queries(args.queries), dataset.meta()["end_ms"] / 1000,
-                                    args.reps)
+                                    args.reps, args.step, args.range_hours * 3600)
     finally:
         for proc, _, workdir in running.values():
             proc.terminate()
