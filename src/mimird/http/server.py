@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import time
 import traceback
 import zlib
@@ -233,6 +234,10 @@ class _Resumption:
                     return stop.value
 
 
+# Python 3.12 and later start tasks eagerly themselves (HTTPProtocol._kick).
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
 async def _resume(coro, waiting_on):
     return await _Resumption(coro, waiting_on)
 
@@ -442,6 +447,14 @@ class HTTPProtocol(asyncio.Protocol):
         if self.worker is not None and not self.worker.done():
             return
         self.worker = None
+        if _EAGER_TASKS:
+            # 3.12's asyncio.wait_for needs a current task, which only a real task sets.
+            task = asyncio.Task(self._work(), loop=self.loop, eager_start=True)
+            if not task.done():
+                self.worker = task
+            elif not task.cancelled() and task.exception() is not None:
+                self._work_failed(task.exception())
+            return
         # Answer eagerly, as Python 3.12's eager tasks do: most requests (tiny queries, pushes) finish
         # without waiting, and then cost no Task and no trip through the loop's ready queue. Only a
         # request that suspends goes on in a task, in the context its first steps ran in.
@@ -452,11 +465,14 @@ class HTTPProtocol(asyncio.Protocol):
         except StopIteration:
             return
         except Exception as exc:  # dispatch turns handler errors into responses: this is the server's own bug
-            kv_log(log, logging.ERROR, "answering failed", remote=self.remote, err=f"{type(exc).__name__}: {exc}",
-                   trace=traceback.format_exc(limit=8))
-            self.abort()
+            self._work_failed(exc)
             return
         self.worker = self.loop.create_task(_resume(work, waiting_on), context=context)
+
+    def _work_failed(self, exc: BaseException) -> None:
+        kv_log(log, logging.ERROR, "answering failed", remote=self.remote, err=f"{type(exc).__name__}: {exc}",
+               trace="".join(traceback.format_exception(exc, limit=8)))
+        self.abort()
 
     async def _work(self) -> None:
         while self.queue and self.transport is not None:
