@@ -678,7 +678,7 @@ cdef class HeadSnapshot:
         if parts > 1 and self.capacity_offsets[self.num_series] >= PARALLEL_MIN_SAMPLES:
             labels, offsets, ts, vals = self.decode(parts)
             group_ids, keys = group_series(labels, grouping, without)
-            return (labels, int(offsets[-1]), keys,
+            return (labels, int(offsets[len(offsets) - 1]), keys,
                     *select_fold(op, ts, vals, offsets, times, lookback_ms, group_ids, len(keys)))
         group_ids, keys = group_series(self.labels, grouping, without)
         folder = SelectFold(op, times, lookback_ms, group_ids, len(keys))
