@@ -276,7 +276,7 @@ def _date(component: str):
         if component == "year":
             return (years.astype(np.int64) + 1970).astype(float)
         if component == "days_in_month":
-            return ((months + 1).astype("datetime64[D]") - months.astype("datetime64[D]")).astype(float)
+            return ((months + np.timedelta64(1, "M")).astype("datetime64[D]") - months.astype("datetime64[D]")).astype(float)
         raise ExecutionError(f"unknown date function {component}")
 
     def apply(values, ctx):
