@@ -14,9 +14,12 @@ longer.
 
     .venv/bin/python bench/query.py [--series 10000] [--hours 2] [--reps 7] [--stores vm,prometheus,mimird]
 
-Longer ranges read blocks: with `--hours 6 --range-hours 6`, mimird and Prometheus cut the older hours into
-2h blocks once their heads span more than 3h (mimird checks every `-blocks-storage.tsdb.head-compaction-interval`,
-so pass a short one in `--mimird-flags` and a `--settle` long enough for both to finish before the queries).
+Longer ranges read blocks: mimird and Prometheus cut the older hours into 2h blocks once their heads span more
+than 3h. mimird checks every `-blocks-storage.tsdb.head-compaction-interval` (1m), Prometheus every minute, so
+give mimird a short interval and both time to finish before the queries:
+
+    .venv/bin/python bench/query.py --hours 6 --range-hours 6 --settle 90 \
+        --mimird-flags=-blocks-storage.tsdb.head-compaction-interval=5s
 
 To compare two builds of mimird in the same alternation, unpack and build the other one elsewhere and
 name its `src` with `--baseline` (it runs as a fourth store, "base", loaded just before mimird):
