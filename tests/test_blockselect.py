@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mimird._fast import blockselect
 from mimird.bucket import FilesystemBucket
 from mimird.config.schema import Config
 from mimird.ingester.ingester import TenantTSDB
@@ -20,6 +21,7 @@ from mimird.tsdb.block import BlockReader, CorruptBlockError, read_merged, read_
 from mimird.tsdb.fetchobserver import chunk_fetch_observer
 from mimird.tsdb.labels import Matcher, MatchType
 from mimird.tsdb.seriesbatch import SeriesBatch, merge_batches
+from mimird.util import cores
 
 HOUR = 3600_000
 
@@ -205,9 +207,13 @@ def test_store_gateway_select_batch_matches_select(tmp_path):
     assert all(b.readers == 0 for b in sg.blocks["t"].values())
 
 
-def test_read_merged_matches_merging_the_batches(tmp_path):
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
+def test_read_merged_matches_merging_the_batches(tmp_path, monkeypatch, parts):
     """Blocks that overlap in time and blocks that do not, and a head-like batch: decoded in one pass,
-    the same as each read on its own and merged."""
+    the same as each read on its own and merged; also with the series split over `parts` threads (which
+    larger reads are: each part decodes into its own room, then the parts move together)."""
+    monkeypatch.setattr(cores, "PARTS", parts)
+    monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1)
     rng = np.random.default_rng(17)
     ulids = []
     for start, span in ((0, 2 * HOUR), (2 * HOUR, 2 * HOUR), (HOUR, 2 * HOUR), (4 * HOUR, HOUR)):

@@ -24,7 +24,7 @@ from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 
 cimport numpy as cnp
 
@@ -35,9 +35,12 @@ from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
 import numpy as np
 
+from mimird.util import cores
+
 cnp.import_array()
 
 cdef enum:
+    MAX_MERGE_PARTS = 4     # cores.MAX_PARTS
     _SERIES_ALIGN = 16
     _ENCODING_XOR = 1
     # error codes of the GIL-free pass
@@ -56,6 +59,8 @@ cdef enum:
 
 # Below this many samples the decode keeps the GIL (handing it back can cost more than the loop).
 cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
+# From this many samples on, decode_merged splits its series over the cores (as the head's decode does).
+PARALLEL_MIN_SAMPLES = 100_000
 
 
 cdef inline uint32_t _get_be32(const uint8_t* data) noexcept nogil:
@@ -476,24 +481,30 @@ def decode_merged(list sources not None):
         free(items)
 
 
+cdef struct Scratch:
+    int64_t* ts             # where the parts of an overlapping group are decoded before the merge
+    double* vals
+    Part* parts
+    Item* by_start          # a group's items by start time (the disjoint check)
+    Py_ssize_t capacity     # samples ts/vals hold
+
+
 cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_labels):
     # A stable sort: equal label sets stay in source order, their priority.
     cdef list order = sorted(range(item_count), key=all_labels.__getitem__)
     cdef Item* sorted_items = <Item*>malloc((item_count + 1) * sizeof(Item))
     cdef Py_ssize_t* group_starts = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
+    # group g decodes into out[group_room[g]:group_room[g + 1]] at most (its parts' sample counts)
+    cdef Py_ssize_t* group_room = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
     cdef list group_labels = []
     cdef Py_ssize_t k, g, num_groups = 0, capacity = 0, group_capacity = 0, scratch_capacity = 0
+    cdef Py_ssize_t filled, n_parts = 1, p
     cdef object previous = None, current
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray out_ts, out_vals, out_offsets
-    cdef Py_ssize_t[2] result  # samples written, failed (0/1)
-    cdef Scratch scratch
-    scratch.ts = NULL
-    scratch.vals = NULL
-    scratch.parts = NULL
-    scratch.by_start = NULL
+    cdef _MergeJob job = None
     try:
-        if sorted_items == NULL or group_starts == NULL:
+        if sorted_items == NULL or group_starts == NULL or group_room == NULL:
             raise MemoryError()
         for k in range(item_count):
             sorted_items[k] = items[<Py_ssize_t>order[k]]
@@ -502,6 +513,7 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
                 if num_groups:
                     scratch_capacity = max(scratch_capacity, group_capacity)
                 group_starts[num_groups] = k
+                group_room[num_groups] = capacity
                 num_groups += 1
                 group_labels.append(current)
                 group_capacity = 0
@@ -511,36 +523,39 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
         if num_groups:
             scratch_capacity = max(scratch_capacity, group_capacity)
         group_starts[num_groups] = item_count
-        scratch.capacity = scratch_capacity
-        scratch.ts = <int64_t*>malloc((scratch_capacity + 1) * sizeof(int64_t))
-        scratch.vals = <double*>malloc((scratch_capacity + 1) * sizeof(double))
-        scratch.parts = <Part*>malloc((item_count + 1) * sizeof(Part))
-        scratch.by_start = <Item*>malloc((item_count + 1) * sizeof(Item))
-        if scratch.ts == NULL or scratch.vals == NULL or scratch.parts == NULL or scratch.by_start == NULL:
-            raise MemoryError()
+        group_room[num_groups] = capacity
         dims[0] = capacity
         out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         out_vals = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
         dims[0] = num_groups + 1
         out_offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
-        if capacity >= GIL_RELEASE_MIN_SAMPLES:
+        bounds = [(0, num_groups)]
+        if cores.PARTS > 1 and capacity >= PARALLEL_MIN_SAMPLES:
+            bounds = cores.split(np.asarray(<Py_ssize_t[:num_groups + 1]>group_room), cores.PARTS)
+        n_parts = len(bounds)
+        job = _MergeJob(n_parts, scratch_capacity, item_count)
+        job.srcs, job.items, job.group_starts, job.group_room = srcs, sorted_items, group_starts, group_room
+        job.out_t = <int64_t*>cnp.PyArray_DATA(out_ts)
+        job.out_v = <double*>cnp.PyArray_DATA(out_vals)
+        job.out_offsets = <int64_t*>cnp.PyArray_DATA(out_offsets)
+        job.out_offsets[0] = 0
+        for p in range(n_parts):
+            job.part_groups[p] = bounds[p][0]
+        job.part_groups[n_parts] = num_groups
+        if n_parts > 1:
+            cores.run_parts(job.run, range(n_parts))
+        elif capacity >= GIL_RELEASE_MIN_SAMPLES:
             with nogil:
-                _decode_groups(srcs, sorted_items, group_starts, num_groups, &scratch,
-                               <int64_t*>cnp.PyArray_DATA(out_ts), <double*>cnp.PyArray_DATA(out_vals),
-                               <int64_t*>cnp.PyArray_DATA(out_offsets), capacity, result)
+                job.run_part(0)
         else:
-            _decode_groups(srcs, sorted_items, group_starts, num_groups, &scratch,
-                           <int64_t*>cnp.PyArray_DATA(out_ts), <double*>cnp.PyArray_DATA(out_vals),
-                           <int64_t*>cnp.PyArray_DATA(out_offsets), capacity, result)
+            job.run_part(0)
+        if job.failed():
+            raise ValueError("corrupt or truncated XOR chunk")
+        filled = job.close_gaps()
     finally:
         free(sorted_items)
         free(group_starts)
-        free(scratch.ts)
-        free(scratch.vals)
-        free(scratch.parts)
-        free(scratch.by_start)
-    if result[1]:
-        raise ValueError("corrupt or truncated XOR chunk")
+        free(group_room)
     # drop the series whose chunks overlapped the range but had no sample in it
     offsets = out_offsets
     lengths = np.diff(offsets)
@@ -548,18 +563,92 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
         kept = np.flatnonzero(lengths)
         group_labels = [group_labels[i] for i in kept.tolist()]
         offsets = np.concatenate(([0], offsets[kept + 1]))
-    filled = result[0]
     if filled < capacity // 2:
         return group_labels, offsets, out_ts[:filled].copy(), out_vals[:filled].copy()
     return group_labels, offsets, out_ts[:filled], out_vals[:filled]
 
 
-cdef struct Scratch:
-    int64_t* ts             # where the parts of an overlapping group are decoded before the merge
-    double* vals
-    Part* parts
-    Item* by_start          # a group's items by start time (the disjoint check)
-    Py_ssize_t capacity     # samples ts/vals hold
+cdef class _MergeJob:
+    """One decode_merged's groups cut into parts that decode at the same time, each into its own room of
+    the output (part p starts at its first group's room) with its own scratch; `close_gaps` then moves
+    the parts together. The pointers belong to `_decode_items`, which outlives the job's runs."""
+
+    cdef Source* srcs
+    cdef Item* items
+    cdef Py_ssize_t* group_starts
+    cdef Py_ssize_t* group_room
+    cdef int64_t* out_t
+    cdef double* out_v
+    cdef int64_t* out_offsets
+    cdef Py_ssize_t n_parts
+    cdef Py_ssize_t part_groups[MAX_MERGE_PARTS + 1]
+    cdef Py_ssize_t part_filled[MAX_MERGE_PARTS]     # where each part's samples end
+    cdef bint part_failed[MAX_MERGE_PARTS]
+    cdef Scratch scratch[MAX_MERGE_PARTS]
+
+    def __cinit__(self, Py_ssize_t n_parts, Py_ssize_t scratch_capacity, Py_ssize_t item_count):
+        cdef Py_ssize_t p
+        if not 0 < n_parts <= MAX_MERGE_PARTS:
+            raise ValueError(f"{n_parts} parts")
+        self.n_parts = n_parts
+        for p in range(MAX_MERGE_PARTS):
+            self.scratch[p].ts = NULL
+            self.scratch[p].vals = NULL
+            self.scratch[p].parts = NULL
+            self.scratch[p].by_start = NULL
+            self.part_failed[p] = False
+        for p in range(n_parts):
+            self.scratch[p].capacity = scratch_capacity
+            self.scratch[p].ts = <int64_t*>malloc((scratch_capacity + 1) * sizeof(int64_t))
+            self.scratch[p].vals = <double*>malloc((scratch_capacity + 1) * sizeof(double))
+            self.scratch[p].parts = <Part*>malloc((item_count + 1) * sizeof(Part))
+            self.scratch[p].by_start = <Item*>malloc((item_count + 1) * sizeof(Item))
+            if (self.scratch[p].ts == NULL or self.scratch[p].vals == NULL or self.scratch[p].parts == NULL
+                    or self.scratch[p].by_start == NULL):
+                raise MemoryError()
+
+    def __dealloc__(self):
+        cdef Py_ssize_t p
+        for p in range(MAX_MERGE_PARTS):
+            free(self.scratch[p].ts)
+            free(self.scratch[p].vals)
+            free(self.scratch[p].parts)
+            free(self.scratch[p].by_start)
+
+    def run(self, Py_ssize_t p):
+        """Decode part `p` without the GIL (a helper thread's call)."""
+        with nogil:
+            self.run_part(p)
+
+    cdef void run_part(self, Py_ssize_t p) noexcept nogil:
+        cdef Py_ssize_t first = self.part_groups[p], last = self.part_groups[p + 1]
+        cdef Py_ssize_t[2] result
+        _decode_groups(self.srcs, self.items, self.group_starts, first, last, &self.scratch[p], self.out_t,
+                       self.out_v, self.out_offsets, self.group_room[first], self.group_room[last], result)
+        self.part_filled[p] = result[0]
+        self.part_failed[p] = result[1] != 0
+
+    cdef bint failed(self):
+        cdef Py_ssize_t p
+        for p in range(self.n_parts):
+            if self.part_failed[p]:
+                return True
+        return False
+
+    cdef Py_ssize_t close_gaps(self):
+        # Each part after the first moves down to where the one before it ended; its groups' offsets too.
+        cdef Py_ssize_t p, g, start, count, end = self.part_filled[0], shift
+        for p in range(1, self.n_parts):
+            start = self.group_room[self.part_groups[p]]
+            count = self.part_filled[p] - start
+            shift = start - end
+            if shift:
+                memmove(self.out_t + end, self.out_t + start, count * sizeof(int64_t))
+                memmove(self.out_v + end, self.out_v + start, count * sizeof(double))
+                for g in range(self.part_groups[p], self.part_groups[p + 1]):
+                    self.out_offsets[g + 1] -= shift
+            end += count
+        return end
 
 
 cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t, double* out_v,
@@ -581,15 +670,18 @@ cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t,
     return filled
 
 
-cdef void _decode_groups(Source* srcs, Item* items, Py_ssize_t* group_starts, Py_ssize_t num_groups,
-                         Scratch* scratch, int64_t* out_t, double* out_v, int64_t* out_offsets,
-                         Py_ssize_t capacity, Py_ssize_t* result) noexcept nogil:
-    cdef Py_ssize_t g, i, j, first, n, filled = 0, scratch_filled, start
+cdef void _decode_groups(Source* srcs, Item* items, Py_ssize_t* group_starts, Py_ssize_t first_group,
+                         Py_ssize_t end_group, Scratch* scratch, int64_t* out_t, double* out_v,
+                         int64_t* out_offsets, Py_ssize_t filled, Py_ssize_t capacity,
+                         Py_ssize_t* result) noexcept nogil:
+    # Groups [first_group, end_group) decoded into out[filled:capacity]; out_offsets[g + 1] is where group g
+    # ends. result: (where the last group ends, 1 on a corrupt chunk else 0).
+    cdef Py_ssize_t g, i, j, first, n, scratch_filled, start
     cdef bint disjoint
     cdef Item moving
     result[1] = 0
-    out_offsets[0] = 0
-    for g in range(num_groups):
+    result[0] = filled
+    for g in range(first_group, end_group):
         first = group_starts[g]
         n = group_starts[g + 1] - first
         # by start time (an insertion sort: a group has a part per source at most)
