@@ -18,7 +18,8 @@ so every read is checked here).
 
 `decode_merged(sources)` decodes several snapshots (and copies decoded batches, the head's) into one
 output in label order, merging a series' parts from different sources: where they do not overlap in
-time each part is decoded straight into its place, so blocks + head cost one decode and no copy.
+time each part is decoded straight into its place, so blocks + head cost one decode and no copy. From
+PARALLEL_MIN_SAMPLES samples on, the series are split over the cores (`mimird.util.cores`).
 """
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -40,7 +41,7 @@ from mimird.util import cores
 cnp.import_array()
 
 cdef enum:
-    MAX_MERGE_PARTS = 4     # cores.MAX_PARTS
+    MAX_MERGE_PARTS = 4     # the most parts decode_merged splits its series into (cores.MAX_PARTS)
     _SERIES_ALIGN = 16
     _ENCODING_XOR = 1
     # error codes of the GIL-free pass
@@ -497,8 +498,8 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
     # group g decodes into out[group_room[g]:group_room[g + 1]] at most (its parts' sample counts)
     cdef Py_ssize_t* group_room = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
     cdef list group_labels = []
-    cdef Py_ssize_t k, g, num_groups = 0, capacity = 0, group_capacity = 0, scratch_capacity = 0
-    cdef Py_ssize_t filled, n_parts = 1, p
+    cdef Py_ssize_t k, num_groups = 0, capacity = 0, group_capacity = 0, scratch_capacity = 0
+    cdef Py_ssize_t filled, n_parts, p
     cdef object previous = None, current
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray out_ts, out_vals, out_offsets
@@ -531,7 +532,8 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
         out_offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         bounds = [(0, num_groups)]
         if cores.PARTS > 1 and capacity >= PARALLEL_MIN_SAMPLES:
-            bounds = cores.split(np.asarray(<Py_ssize_t[:num_groups + 1]>group_room), cores.PARTS)
+            bounds = cores.split(np.asarray(<Py_ssize_t[:num_groups + 1]>group_room),
+                                 min(cores.PARTS, MAX_MERGE_PARTS))
         n_parts = len(bounds)
         job = _MergeJob(n_parts, scratch_capacity, item_count)
         job.srcs, job.items, job.group_starts, job.group_room = srcs, sorted_items, group_starts, group_room
@@ -545,8 +547,7 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
         if n_parts > 1:
             cores.run_parts(job.run, range(n_parts))
         elif capacity >= GIL_RELEASE_MIN_SAMPLES:
-            with nogil:
-                job.run_part(0)
+            job.run(0)
         else:
             job.run_part(0)
         if job.failed():
