@@ -186,8 +186,16 @@ def test_overlapping_blocks_are_merged_without_duplicate_samples(start_daemon):
         assert mark["id"] == source and mark["version"] == 1 and mark["deletion_time"] <= time.time()
         assert (root / "markers" / f"{source}-deletion-mark.json").exists()
     assert not (root / newer / "deletion-mark.json").exists()
-    index = json.loads(gzip.decompress((root / "bucket-index.json.gz").read_bytes()))
-    assert {m["block_id"] for m in index["block_deletion_marks"]} == {ua, ub}
+
+    def index_marks():
+        # the index is rewritten once the compaction cycle ends, after the marks
+        path = root / "bucket-index.json.gz"
+        if not path.exists():
+            return None
+        return {m["block_id"] for m in json.loads(gzip.decompress(path.read_bytes()))["block_deletion_marks"]}
+
+    wait_for(lambda: index_marks() == {ua, ub}, what="the deletion marks in the bucket index")
+    assert index_marks() == {ua, ub}
     wait_for(lambda: 'cortex_compactor_blocks_marked_for_deletion_total{reason="compaction"} 2.0' in
              (metrics := d.get("/metrics").text) and "cortex_compactor_group_compactions_total 1.0" in metrics,
              what="compactor metrics")
