@@ -240,6 +240,61 @@ def test_read_merged_matches_merging_the_batches(tmp_path, monkeypatch, parts):
             reader.close()
 
 
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_evaluate_merged_matches_the_kernel_over_the_merged_batch(tmp_path, monkeypatch, parts):
+    """evaluate_merged: each series merged from blocks (overlapping in time and not) and a head-like batch
+    with stale markers, and evaluated on its own, gives what the kernel gives over decode_merged's batch
+    with the stale markers removed, for kernels with and without scratch; also in parts, and in slices with
+    `between` called between them."""
+    from mimird._fast import rangefn
+
+    stale_bits = np.uint64(0x7FF0000000000002)
+    monkeypatch.setattr(cores, "PARTS", parts)
+    monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1)
+    rng = np.random.default_rng(29)
+    ulids = []
+    for start, span in ((0, 2 * HOUR), (HOUR, 2 * HOUR), (2 * HOUR, 2 * HOUR)):
+        series = random_series(rng, 30, start, span, max_samples=400, step=5000)
+        ulids.append(write_block(tmp_path, series, start, start + span, tenant="t", source="test"))
+    head_series = random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=5000)
+    for _, _, vals in head_series[::3]:
+        vals[len(vals) // 2 : len(vals) // 2 + 1].view(np.uint64)[:] = stale_bits
+    head = SeriesBatch.from_series(head_series)
+    readers = [BlockReader(tmp_path / ulid) for ulid in ulids]
+    matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
+    between_calls = []
+
+    def between():
+        between_calls.append(None)
+
+    try:
+        for kernel, params in (("rate", ()), ("max_over_time", ()), ("quantile_over_time", (0.9,))):
+            for mint, maxt in ((0, 5 * HOUR), (HOUR + 2500, 4 * HOUR + HOUR // 2)):
+                eval_ts = np.arange(mint + 600_000, maxt, 60_000, dtype=np.int64)
+                sources = [r.snapshot(matchers, mint, maxt) for r in readers] + [
+                    (head.labels, head.ts, head.vals, head.offsets)]
+                labels, offsets, ts, vals = blockselect.decode_merged(sources)
+                keep = vals.view(np.uint64) != stale_bits
+                counts_kept = np.add.reduceat(keep, offsets[:-1]) if len(labels) else np.zeros(0, dtype=np.int64)
+                assert not keep.all()
+                kept_offsets = np.concatenate(([0], np.cumsum(counts_kept))).astype(np.int64)
+                want_out, want_present = rangefn.evaluate_batch(kernel, ts[keep], vals[keep], kept_offsets, eval_ts,
+                                                                 300_000, params)
+                got_labels, out, present, counts = blockselect.evaluate_merged(
+                    sources, kernel, eval_ts, 300_000, params, 0, between, 2000)
+                rows = np.flatnonzero(counts[:, 0])
+                assert [got_labels[i] for i in rows] == labels
+                assert counts[rows, 0].tolist() == np.diff(offsets).tolist()
+                assert counts[rows, 1].tolist() == counts_kept.tolist()
+                np.testing.assert_array_equal(present[rows], want_present)
+                np.testing.assert_array_equal(np.where(want_present != 0, out[rows], 0),
+                                              np.where(want_present != 0, want_out, 0))
+        assert between_calls
+    finally:
+        for reader in readers:
+            reader.close()
+
+
 def test_merge_of_the_same_data_twice_keeps_the_first():
     ts = np.arange(0, 100, 10, dtype=np.int64)
     first = batch_of([((("a", "1"),), ts, np.ones(10))])
@@ -353,9 +408,9 @@ def _assert_head_only(db, app, rng, read) -> None:
 
 
 def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
-    """TenantQueryable.evaluate_range (only the head answers): the kernel's rows for the series select_batch
-    reads, with the same query stats, chunk counts and series limit; None once local blocks hold part of the
-    range or the store-gateway is asked."""
+    """TenantQueryable.evaluate_range (only the ingester answers): the kernel's rows for the series
+    select_batch reads, with the same query stats, chunk counts and series limit, from the head alone and
+    from the head and a local block; None once the store-gateway is asked."""
     from mimird._fast import rangefn
     from mimird.querier.queryable import QueryLimitError, TenantQueryable
 
@@ -363,8 +418,11 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     eval_ts = np.arange(4 * HOUR + 600_000, 5 * HOUR, 60_000, dtype=np.int64)
     mint, maxt = int(eval_ts[0]) - 300_000 + 1, int(eval_ts[-1])
+    def evaluate(queryable):
+        return queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
+
     def in_storage(queryable):
-        labels, out, present, counts = queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
+        labels, out, present, counts = evaluate(queryable)
         rows = np.flatnonzero(counts[:, 0])
         return [labels[i] for i in rows], out[rows], present[rows]
 
@@ -384,8 +442,20 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     limited.max_series = len(counted[0][0]) - 1
     with pytest.raises(QueryLimitError):
         limited.evaluate_range(matchers, mint, maxt, "rate", eval_ts, 300_000)
-    _assert_head_only(db, app, rng, lambda queryable: queryable.evaluate_range(matchers, mint, maxt, "rate", eval_ts,
-                                                                               300_000))
+
+    # A local block overlapping the head in time: each series is merged from both and evaluated alike.
+    ulid = write_block(db.dir, random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=10_000), 4 * HOUR, 6 * HOUR,
+                       tenant="a", source="test")
+    db.blocks[ulid] = read_meta(db.dir / ulid)
+    counted = []
+    for read in (in_batch, in_storage):
+        (labels, out, present), counts = _counted_read(app, read)
+        counted.append((labels, np.where(present != 0, out, 0).tobytes(), present.tobytes(), *counts))
+    assert counted[0] == counted[1]
+    del db.blocks[ulid]
+    app.config._values["querier.query_store_after"] = 0.0
+    app.store_gateway = object()
+    assert evaluate(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
 
 
 def test_querier_select_fold_counts_as_select_batch(tmp_path):

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,4 +15,12 @@ class BlockSnapshot:
 
 def decode_merged(
     sources: list[BlockSnapshot | tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]: ...
+
+class ChunkDecodeError(ValueError): ...
+
+def evaluate_merged(
+    sources: list[BlockSnapshot | tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]],
+    name: str, eval_ts: np.ndarray, range_ms: int, params: tuple = (), intercept_shift_ms: int = 0,
+    between: Callable[[], None] | None = None, slice_samples: int = 0,
 ) -> tuple[list[tuple[tuple[str, str], ...]], np.ndarray, np.ndarray, np.ndarray]: ...

@@ -20,6 +20,9 @@ so every read is checked here).
 output in label order, merging a series' parts from different sources: where they do not overlap in
 time each part is decoded straight into its place, so blocks + head cost one decode and no copy. From
 PARALLEL_MIN_SAMPLES samples on, the series are split over the cores (`mimird.util.cores`).
+`evaluate_merged(sources, ...)` runs a range function over the same series without that output: each
+series is merged into a buffer of its own and evaluated while in cache, as the head's
+`HeadSnapshot.evaluate` does.
 """
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -31,6 +34,9 @@ cimport numpy as cnp
 
 from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
+from mimird._fast.rangefn cimport Scratch as KernelScratch
+from mimird._fast.rangefn cimport Series, StepGrid, evaluate_series, output_rows, prepare_grid
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
@@ -57,6 +63,10 @@ cdef enum:
     _SHORT_CHUNK = 9
     _CORRUPT_CHUNK = 10
     _NO_MEMORY = 11
+
+class ChunkDecodeError(ValueError):
+    """A chunk of a merged read does not decode."""
+
 
 # Below this many samples the decode keeps the GIL (handing it back can cost more than the loop).
 cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
@@ -397,6 +407,14 @@ cdef struct Item:
     Py_ssize_t max_samples
 
 
+cdef struct MergeScratch:
+    int64_t* ts             # where the parts of an overlapping group are decoded before the merge
+    double* vals
+    Part* parts
+    Item* by_start          # a group's items by start time (the disjoint check)
+    Py_ssize_t capacity     # samples ts/vals hold
+
+
 def decode_merged(list sources not None):
     """Decode and merge, in one pass, the series of several sources given in priority order.
 
@@ -408,35 +426,73 @@ def decode_merged(list sources not None):
     copied to its place; otherwise the parts are decoded aside and merged. Returns (labels, offsets,
     ts, vals) of the series with samples, in label order.
     """
-    cdef Py_ssize_t num_sources = len(sources), s, i, k, n
-    cdef BlockSnapshot snap
-    cdef list all_labels = []
-    cdef const int64_t[::1] ts_view
-    cdef const double[::1] vals_view
-    cdef const int64_t[::1] offsets_view
-    cdef list keep_alive = []
-    cdef Source* srcs = <Source*>malloc((num_sources + 1) * sizeof(Source))
-    cdef Item* items = NULL
-    cdef Item* item
-    cdef Py_ssize_t item_count = 0, item_capacity = 0
-    if srcs == NULL:
-        raise MemoryError()
-    try:
-        for s in range(num_sources):
+    return _Merge(sources).decode()
+
+
+def evaluate_merged(list sources not None, str name, eval_ts, long long range_ms, tuple params=(),
+                    long long intercept_shift_ms=0, between=None, Py_ssize_t slice_samples=0):
+    """The range function `name` over the series `decode_merged(sources)` would give, without that batch:
+    each series is decoded and merged on its own, its stale markers dropped, and the kernel run on it while
+    its samples are in cache (as `HeadSnapshot.evaluate` does for the head). Arguments after `sources` are
+    `rangefn.evaluate_batch`'s; `between()` is called between slices of about `slice_samples` samples.
+
+    Returns (labels, out, present, counts) as `HeadSnapshot.evaluate`: a row per series with chunks in the
+    range, in label order (one without samples in the range has no point present); counts[i] is (samples
+    read, samples other than stale markers). Large selections are split over the cores. Raises ValueError
+    ChunkDecodeError (a ValueError) on a corrupt chunk."""
+    return _Merge(sources).evaluate(name, eval_ts, range_ms, params, intercept_shift_ms, between,
+                                    slice_samples)
+
+
+cdef class _Merge:
+    """The sources of one merged read, and their series (items) sorted and grouped by label set: group g
+    is one output series, items[group_starts[g]:group_starts[g + 1]] its parts in priority order, and
+    decodes into at most group_room[g + 1] - group_room[g] samples."""
+
+    cdef Source* srcs
+    cdef Py_ssize_t num_sources
+    cdef list keep_alive            # the batches' arrays the sources point into
+    cdef Item* items
+    cdef Py_ssize_t item_count
+    cdef Py_ssize_t* group_starts
+    cdef Py_ssize_t* group_room
+    cdef Py_ssize_t num_groups
+    cdef Py_ssize_t longest         # the most samples one group can hold
+    cdef list labels                # per group
+
+    def __cinit__(self, list sources not None):
+        cdef Py_ssize_t s, i, k, n, item_capacity = 0
+        cdef BlockSnapshot snap
+        cdef const int64_t[::1] ts_view
+        cdef const double[::1] vals_view
+        cdef const int64_t[::1] offsets_view
+        cdef Item* item
+        cdef list all_labels = []
+        self.srcs = NULL
+        self.items = NULL
+        self.group_starts = NULL
+        self.group_room = NULL
+        self.keep_alive = []
+        self.num_sources = len(sources)
+        self.srcs = <Source*>malloc((self.num_sources + 1) * sizeof(Source))
+        if self.srcs == NULL:
+            raise MemoryError()
+        for s in range(self.num_sources):
             source = sources[s]
             if isinstance(source, BlockSnapshot):
                 snap = <BlockSnapshot>source
-                srcs[s].chunks = snap.chunks
-                srcs[s].ts = NULL
-                srcs[s].vals = NULL
-                srcs[s].mint = snap.mint
-                srcs[s].maxt = snap.maxt
+                self.keep_alive.append(snap)
+                self.srcs[s].chunks = snap.chunks
+                self.srcs[s].ts = NULL
+                self.srcs[s].vals = NULL
+                self.srcs[s].mint = snap.mint
+                self.srcs[s].maxt = snap.maxt
                 for i in range(snap.num_series):
                     if snap.chunk_starts[i] == snap.chunk_starts[i + 1]:
                         continue
-                    if not _grow(<void**>&items, &item_capacity, item_count + 1, sizeof(Item)):
+                    if not _grow(<void**>&self.items, &item_capacity, self.item_count + 1, sizeof(Item)):
                         raise MemoryError()
-                    item = &items[item_count]
+                    item = &self.items[self.item_count]
                     item.source = s
                     item.first = snap.chunk_starts[i]
                     item.last = snap.chunk_starts[i + 1]
@@ -445,105 +501,107 @@ def decode_merged(list sources not None):
                     item.max_samples = 0
                     for k in range(item.first, item.last):
                         item.max_samples += (<Py_ssize_t>snap.chunks[k].data[0] << 8) | snap.chunks[k].data[1]
-                    item_count += 1
+                    self.item_count += 1
                     all_labels.append(snap._labels(i))
             else:
                 labels, ts, vals, offsets = source
                 ts_view = ts
                 vals_view = vals
                 offsets_view = offsets
-                keep_alive.append((ts_view, vals_view))
+                self.keep_alive.append((ts_view, vals_view))
                 n = len(labels)
                 if offsets_view.shape[0] != n + 1 or ts_view.shape[0] != vals_view.shape[0]:
                     raise ValueError(f"source {s}: offsets and samples do not fit the labels")
-                srcs[s].chunks = NULL
-                srcs[s].ts = &ts_view[0] if ts_view.shape[0] else NULL
-                srcs[s].vals = &vals_view[0] if vals_view.shape[0] else NULL
+                self.srcs[s].chunks = NULL
+                self.srcs[s].ts = &ts_view[0] if ts_view.shape[0] else NULL
+                self.srcs[s].vals = &vals_view[0] if vals_view.shape[0] else NULL
                 for i in range(n):
                     if offsets_view[i] < 0 or offsets_view[i + 1] > ts_view.shape[0] or \
                             offsets_view[i + 1] < offsets_view[i]:
                         raise ValueError(f"source {s}: offsets point outside the sample arrays")
                     if offsets_view[i + 1] == offsets_view[i]:
                         continue
-                    if not _grow(<void**>&items, &item_capacity, item_count + 1, sizeof(Item)):
+                    if not _grow(<void**>&self.items, &item_capacity, self.item_count + 1, sizeof(Item)):
                         raise MemoryError()
-                    item = &items[item_count]
+                    item = &self.items[self.item_count]
                     item.source = s
                     item.first = offsets_view[i]
                     item.last = offsets_view[i + 1]
                     item.lo = ts_view[item.first]
                     item.hi = ts_view[item.last - 1]
                     item.max_samples = item.last - item.first
-                    item_count += 1
+                    self.item_count += 1
                     all_labels.append(labels[i])
-        return _decode_items(srcs, items, item_count, all_labels)
-    finally:
-        free(srcs)
-        free(items)
+        self._group(all_labels)
 
+    def __dealloc__(self):
+        free(self.srcs)
+        free(self.items)
+        free(self.group_starts)
+        free(self.group_room)
 
-cdef struct Scratch:
-    int64_t* ts             # where the parts of an overlapping group are decoded before the merge
-    double* vals
-    Part* parts
-    Item* by_start          # a group's items by start time (the disjoint check)
-    Py_ssize_t capacity     # samples ts/vals hold
-
-
-cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_labels):
-    # A stable sort: equal label sets stay in source order, their priority.
-    cdef list order = sorted(range(item_count), key=all_labels.__getitem__)
-    cdef Item* sorted_items = <Item*>malloc((item_count + 1) * sizeof(Item))
-    cdef Py_ssize_t* group_starts = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
-    # group g decodes into out[group_room[g]:group_room[g + 1]] at most (its parts' sample counts)
-    cdef Py_ssize_t* group_room = <Py_ssize_t*>malloc((item_count + 1) * sizeof(Py_ssize_t))
-    cdef list group_labels = []
-    cdef Py_ssize_t k, num_groups = 0, capacity = 0, group_capacity = 0, scratch_capacity = 0
-    cdef Py_ssize_t filled, n_parts, p
-    cdef object previous = None, current
-    cdef cnp.npy_intp dims[1]
-    cdef cnp.ndarray out_ts, out_vals, out_offsets
-    cdef _MergeJob job = None
-    try:
-        if sorted_items == NULL or group_starts == NULL or group_room == NULL:
+    cdef _group(self, list all_labels):
+        # Sort the items by label set and note the groups. A stable sort: equal label sets stay in source
+        # order, their priority.
+        cdef list order = sorted(range(self.item_count), key=all_labels.__getitem__)
+        cdef Item* sorted_items = <Item*>malloc((self.item_count + 1) * sizeof(Item))
+        cdef Py_ssize_t k, num_groups = 0, room = 0, group_capacity = 0
+        cdef object previous = None, current
+        self.group_starts = <Py_ssize_t*>malloc((self.item_count + 1) * sizeof(Py_ssize_t))
+        self.group_room = <Py_ssize_t*>malloc((self.item_count + 1) * sizeof(Py_ssize_t))
+        if sorted_items == NULL or self.group_starts == NULL or self.group_room == NULL:
+            free(sorted_items)
             raise MemoryError()
-        for k in range(item_count):
-            sorted_items[k] = items[<Py_ssize_t>order[k]]
+        self.labels = []
+        self.longest = 0
+        for k in range(self.item_count):
+            sorted_items[k] = self.items[<Py_ssize_t>order[k]]
             current = all_labels[<Py_ssize_t>order[k]]
             if k == 0 or not PyObject_RichCompareBool(current, previous, Py_EQ):
-                if num_groups:
-                    scratch_capacity = max(scratch_capacity, group_capacity)
-                group_starts[num_groups] = k
-                group_room[num_groups] = capacity
+                self.longest = max(self.longest, group_capacity)
+                self.group_starts[num_groups] = k
+                self.group_room[num_groups] = room
                 num_groups += 1
-                group_labels.append(current)
+                self.labels.append(current)
                 group_capacity = 0
             group_capacity += sorted_items[k].max_samples
-            capacity += sorted_items[k].max_samples
+            room += sorted_items[k].max_samples
             previous = current
-        if num_groups:
-            scratch_capacity = max(scratch_capacity, group_capacity)
-        group_starts[num_groups] = item_count
-        group_room[num_groups] = capacity
+        self.longest = max(self.longest, group_capacity)
+        self.group_starts[num_groups] = self.item_count
+        self.group_room[num_groups] = room
+        self.num_groups = num_groups
+        free(self.items)
+        self.items = sorted_items
+
+    cdef list _split(self, Py_ssize_t first, Py_ssize_t last):
+        # Groups [first, last) cut into parts for the cores when they hold enough samples, else one part.
+        if cores.PARTS > 1 and self.group_room[last] - self.group_room[first] >= PARALLEL_MIN_SAMPLES:
+            bounds = cores.split(np.asarray(<Py_ssize_t[:self.num_groups + 1]>self.group_room)[first:last + 1],
+                                 min(cores.PARTS, MAX_MERGE_PARTS))
+            return [(first + lo, first + hi) for lo, hi in bounds]
+        return [(first, last)]
+
+    cdef tuple decode(self):
+        cdef Py_ssize_t capacity = self.group_room[self.num_groups], filled, n_parts, p
+        cdef cnp.npy_intp dims[1]
+        cdef cnp.ndarray out_ts, out_vals, out_offsets
+        cdef _DecodeJob job
         dims[0] = capacity
         out_ts = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
         out_vals = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
-        dims[0] = num_groups + 1
+        dims[0] = self.num_groups + 1
         out_offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
-        bounds = [(0, num_groups)]
-        if cores.PARTS > 1 and capacity >= PARALLEL_MIN_SAMPLES:
-            bounds = cores.split(np.asarray(<Py_ssize_t[:num_groups + 1]>group_room),
-                                 min(cores.PARTS, MAX_MERGE_PARTS))
+        bounds = self._split(0, self.num_groups)
         n_parts = len(bounds)
-        job = _MergeJob(n_parts, scratch_capacity, item_count)
-        job.srcs, job.items, job.group_starts, job.group_room = srcs, sorted_items, group_starts, group_room
+        job = _DecodeJob(self, n_parts)
         job.out_t = <int64_t*>cnp.PyArray_DATA(out_ts)
         job.out_v = <double*>cnp.PyArray_DATA(out_vals)
         job.out_offsets = <int64_t*>cnp.PyArray_DATA(out_offsets)
         job.out_offsets[0] = 0
         for p in range(n_parts):
             job.part_groups[p] = bounds[p][0]
-        job.part_groups[n_parts] = num_groups
+        job.part_groups[n_parts] = self.num_groups
         if n_parts > 1:
             cores.run_parts(job.run, range(n_parts))
         elif capacity >= GIL_RELEASE_MIN_SAMPLES:
@@ -551,33 +609,110 @@ cdef _decode_items(Source* srcs, Item* items, Py_ssize_t item_count, list all_la
         else:
             job.run_part(0)
         if job.failed():
-            raise ValueError("corrupt or truncated XOR chunk")
+            raise ChunkDecodeError("corrupt or truncated XOR chunk")
         filled = job.close_gaps()
-    finally:
-        free(sorted_items)
-        free(group_starts)
-        free(group_room)
-    # drop the series whose chunks overlapped the range but had no sample in it
-    offsets = out_offsets
-    lengths = np.diff(offsets)
-    if num_groups and not lengths.all():
-        kept = np.flatnonzero(lengths)
-        group_labels = [group_labels[i] for i in kept.tolist()]
-        offsets = np.concatenate(([0], offsets[kept + 1]))
-    if filled < capacity // 2:
-        return group_labels, offsets, out_ts[:filled].copy(), out_vals[:filled].copy()
-    return group_labels, offsets, out_ts[:filled], out_vals[:filled]
+        # drop the series whose chunks overlapped the range but had no sample in it
+        group_labels = self.labels
+        offsets = out_offsets
+        lengths = np.diff(offsets)
+        if self.num_groups and not lengths.all():
+            kept = np.flatnonzero(lengths)
+            group_labels = [group_labels[i] for i in kept.tolist()]
+            offsets = np.concatenate(([0], offsets[kept + 1]))
+        if filled < capacity // 2:
+            return group_labels, offsets, out_ts[:filled].copy(), out_vals[:filled].copy()
+        return group_labels, offsets, out_ts[:filled], out_vals[:filled]
+
+    cdef tuple evaluate(self, str name, eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
+                        between, Py_ssize_t slice_samples):
+        cdef _EvaluateJob job = _EvaluateJob(self)
+        cdef tuple keep = prepare_grid(name, eval_ts, range_ms, params, intercept_shift_ms, &job.grid, &job.fn)
+        cdef Py_ssize_t n = self.num_groups, first = 0, last, n_parts, p
+        cdef cnp.ndarray out = output_rows(None, n, job.grid.n_steps, False)
+        cdef cnp.ndarray present = output_rows(None, n, job.grid.n_steps, True)
+        cdef cnp.ndarray counts = np.zeros((n, 2), dtype=np.int64)
+        if n == 0 or job.grid.n_steps == 0:
+            return self.labels, out, present, counts
+        job.out = <double*>cnp.PyArray_DATA(out)
+        job.present = <uint8_t*>cnp.PyArray_DATA(present)
+        job.counts = <int64_t*>cnp.PyArray_DATA(counts)
+        job.keep = (keep, out, present, counts)
+        while first < n:
+            last = n
+            if slice_samples > 0:
+                last = first + 1
+                while last < n and self.group_room[last + 1] - self.group_room[first] <= slice_samples:
+                    last += 1
+            bounds = self._split(first, last)
+            n_parts = len(bounds)
+            job.n_parts = n_parts
+            for p in range(n_parts):
+                job.part_groups[p] = bounds[p][0]
+            job.part_groups[n_parts] = last
+            if n_parts > 1:
+                cores.run_parts(job.run, range(n_parts))
+            elif self.group_room[last] - self.group_room[first] + (last - first) * job.grid.n_steps \
+                    >= GIL_RELEASE_MIN_WORK:
+                job.run(0)
+            else:
+                job.part_failed[0] = job.run_part(0)
+            for p in range(n_parts):
+                if job.part_failed[p] == _NO_MEMORY:
+                    raise MemoryError()
+                if job.part_failed[p] != _OK:
+                    raise ChunkDecodeError("corrupt or truncated XOR chunk")
+            first = last
+            if between is not None and first < n:
+                between()
+        return self.labels, out, present, counts
 
 
-cdef class _MergeJob:
-    """One decode_merged's groups cut into parts that decode at the same time, each into its own room of
-    the output (part p starts at its first group's room) with its own scratch; `close_gaps` then moves
-    the parts together. The pointers belong to `_decode_items`, which outlives the job's runs."""
+cdef struct Groups:
+    # a _Merge's groups as plain pointers, for the GIL-free loops (the _Merge outlives them)
+    const Source* srcs
+    const Item* items
+    const Py_ssize_t* group_starts
+    const Py_ssize_t* group_room
+    Py_ssize_t num_sources
+    Py_ssize_t longest
 
-    cdef Source* srcs
-    cdef Item* items
-    cdef Py_ssize_t* group_starts
-    cdef Py_ssize_t* group_room
+
+cdef Groups _groups_of(_Merge merge):
+    cdef Groups groups
+    groups.srcs = merge.srcs
+    groups.items = merge.items
+    groups.group_starts = merge.group_starts
+    groups.group_room = merge.group_room
+    groups.num_sources = merge.num_sources
+    groups.longest = merge.longest
+    return groups
+
+
+cdef bint _alloc_scratch(MergeScratch* scratch, Py_ssize_t capacity, Py_ssize_t max_items) noexcept nogil:
+    # False when out of memory (whatever was allocated is freed by _free_scratch).
+    scratch.capacity = capacity
+    scratch.ts = <int64_t*>malloc((capacity + 1) * sizeof(int64_t))
+    scratch.vals = <double*>malloc((capacity + 1) * sizeof(double))
+    scratch.parts = <Part*>malloc((max_items + 1) * sizeof(Part))
+    scratch.by_start = <Item*>malloc((max_items + 1) * sizeof(Item))
+    return scratch.ts != NULL and scratch.vals != NULL and scratch.parts != NULL and scratch.by_start != NULL
+
+
+cdef void _free_scratch(MergeScratch* scratch) noexcept nogil:
+    free(scratch.ts)
+    free(scratch.vals)
+    free(scratch.parts)
+    free(scratch.by_start)
+    scratch.ts, scratch.vals, scratch.parts, scratch.by_start = NULL, NULL, NULL, NULL
+
+
+cdef class _DecodeJob:
+    """One decode's groups cut into parts that decode at the same time, each into its own room of the
+    output (part p starts at its first group's room) with its own scratch; `close_gaps` then moves the
+    parts together."""
+
+    cdef _Merge merge
+    cdef Groups groups
     cdef int64_t* out_t
     cdef double* out_v
     cdef int64_t* out_offsets
@@ -585,12 +720,14 @@ cdef class _MergeJob:
     cdef Py_ssize_t part_groups[MAX_MERGE_PARTS + 1]
     cdef Py_ssize_t part_filled[MAX_MERGE_PARTS]     # where each part's samples end
     cdef bint part_failed[MAX_MERGE_PARTS]
-    cdef Scratch scratch[MAX_MERGE_PARTS]
+    cdef MergeScratch scratch[MAX_MERGE_PARTS]
 
-    def __cinit__(self, Py_ssize_t n_parts, Py_ssize_t scratch_capacity, Py_ssize_t item_count):
+    def __cinit__(self, _Merge merge, Py_ssize_t n_parts):
         cdef Py_ssize_t p
         if not 0 < n_parts <= MAX_MERGE_PARTS:
             raise ValueError(f"{n_parts} parts")
+        self.merge = merge
+        self.groups = _groups_of(merge)
         self.n_parts = n_parts
         for p in range(MAX_MERGE_PARTS):
             self.scratch[p].ts = NULL
@@ -599,22 +736,13 @@ cdef class _MergeJob:
             self.scratch[p].by_start = NULL
             self.part_failed[p] = False
         for p in range(n_parts):
-            self.scratch[p].capacity = scratch_capacity
-            self.scratch[p].ts = <int64_t*>malloc((scratch_capacity + 1) * sizeof(int64_t))
-            self.scratch[p].vals = <double*>malloc((scratch_capacity + 1) * sizeof(double))
-            self.scratch[p].parts = <Part*>malloc((item_count + 1) * sizeof(Part))
-            self.scratch[p].by_start = <Item*>malloc((item_count + 1) * sizeof(Item))
-            if (self.scratch[p].ts == NULL or self.scratch[p].vals == NULL or self.scratch[p].parts == NULL
-                    or self.scratch[p].by_start == NULL):
+            if not _alloc_scratch(&self.scratch[p], merge.longest, merge.num_sources):
                 raise MemoryError()
 
     def __dealloc__(self):
         cdef Py_ssize_t p
         for p in range(MAX_MERGE_PARTS):
-            free(self.scratch[p].ts)
-            free(self.scratch[p].vals)
-            free(self.scratch[p].parts)
-            free(self.scratch[p].by_start)
+            _free_scratch(&self.scratch[p])
 
     def run(self, Py_ssize_t p):
         """Decode part `p` without the GIL (a helper thread's call)."""
@@ -622,12 +750,18 @@ cdef class _MergeJob:
             self.run_part(p)
 
     cdef void run_part(self, Py_ssize_t p) noexcept nogil:
-        cdef Py_ssize_t first = self.part_groups[p], last = self.part_groups[p + 1]
-        cdef Py_ssize_t[2] result
-        _decode_groups(self.srcs, self.items, self.group_starts, first, last, &self.scratch[p], self.out_t,
-                       self.out_v, self.out_offsets, self.group_room[first], self.group_room[last], result)
-        self.part_filled[p] = result[0]
-        self.part_failed[p] = result[1] != 0
+        cdef const Groups* m = &self.groups
+        cdef Py_ssize_t g, first = self.part_groups[p], last = self.part_groups[p + 1]
+        cdef Py_ssize_t filled = m.group_room[first], capacity = m.group_room[last]
+        self.part_failed[p] = False
+        for g in range(first, last):
+            filled = _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
+                                   &self.scratch[p], self.out_t, self.out_v, filled, capacity)
+            if filled < 0:
+                self.part_failed[p] = True
+                return
+            self.out_offsets[g + 1] = filled
+        self.part_filled[p] = filled
 
     cdef bint failed(self):
         cdef Py_ssize_t p
@@ -638,9 +772,10 @@ cdef class _MergeJob:
 
     cdef Py_ssize_t close_gaps(self):
         # Each part after the first moves down to where the one before it ended; its groups' offsets too.
+        cdef const Groups* m = &self.groups
         cdef Py_ssize_t p, g, start, count, end = self.part_filled[0], shift
         for p in range(1, self.n_parts):
-            start = self.group_room[self.part_groups[p]]
+            start = m.group_room[self.part_groups[p]]
             count = self.part_filled[p] - start
             shift = start - end
             if shift:
@@ -650,6 +785,74 @@ cdef class _MergeJob:
                     self.out_offsets[g + 1] -= shift
             end += count
         return end
+
+
+cdef class _EvaluateJob:
+    """One evaluate_merged's kernel run over a slice of groups cut into parts that run at the same time,
+    each group decoded into its part's own buffers and evaluated into its row of the output."""
+
+    cdef _Merge merge
+    cdef Groups groups
+    cdef StepGrid grid
+    cdef int fn
+    cdef object keep                # what the grid and the output pointers point into
+    cdef double* out
+    cdef uint8_t* present
+    cdef int64_t* counts
+    cdef Py_ssize_t n_parts
+    cdef Py_ssize_t part_groups[MAX_MERGE_PARTS + 1]
+    cdef int part_failed[MAX_MERGE_PARTS]
+
+    def __cinit__(self, _Merge merge):
+        self.merge = merge
+        self.groups = _groups_of(merge)
+
+    def run(self, Py_ssize_t p):
+        """Evaluate part `p` without the GIL (a helper thread's call)."""
+        with nogil:
+            self.part_failed[p] = self.run_part(p)
+
+    cdef int run_part(self, Py_ssize_t p) noexcept nogil:
+        # _OK, _CORRUPT_CHUNK or _NO_MEMORY.
+        cdef const Groups* m = &self.groups
+        cdef Py_ssize_t g, j, count, kept, n_steps = self.grid.n_steps, longest = m.longest
+        cdef int result = _OK
+        cdef MergeScratch merge_scratch
+        cdef KernelScratch kernel_scratch
+        cdef Series series
+        cdef int64_t* buf_t = <int64_t*>malloc((longest + 1) * sizeof(int64_t))
+        cdef double* buf_v = <double*>malloc((longest + 1) * sizeof(double))
+        kernel_scratch.values = <double*>malloc((2 * longest + 1) * sizeof(double))
+        kernel_scratch.indexes = <Py_ssize_t*>malloc((longest + 1) * sizeof(Py_ssize_t))
+        if not _alloc_scratch(&merge_scratch, longest, m.num_sources) or buf_t == NULL or buf_v == NULL \
+                or kernel_scratch.values == NULL or kernel_scratch.indexes == NULL:
+            result = _NO_MEMORY
+        else:
+            series.ts = buf_t
+            series.vals = buf_v
+            for g in range(self.part_groups[p], self.part_groups[p + 1]):
+                count = _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
+                                      &merge_scratch, buf_t, buf_v, 0, longest)
+                if count < 0:
+                    result = _CORRUPT_CHUNK
+                    break
+                kept = 0
+                for j in range(count):
+                    if not is_stale_marker(buf_v[j]):
+                        buf_t[kept] = buf_t[j]
+                        buf_v[kept] = buf_v[j]
+                        kept += 1
+                self.counts[2 * g] = count
+                self.counts[2 * g + 1] = kept
+                series.n = kept
+                evaluate_series(self.fn, &series, &self.grid, &kernel_scratch, self.out + g * n_steps,
+                                self.present + g * n_steps)
+        _free_scratch(&merge_scratch)
+        free(buf_t)
+        free(buf_v)
+        free(kernel_scratch.values)
+        free(kernel_scratch.indexes)
+        return result
 
 
 cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t, double* out_v,
@@ -671,53 +874,42 @@ cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t,
     return filled
 
 
-cdef void _decode_groups(Source* srcs, Item* items, Py_ssize_t* group_starts, Py_ssize_t first_group,
-                         Py_ssize_t end_group, Scratch* scratch, int64_t* out_t, double* out_v,
-                         int64_t* out_offsets, Py_ssize_t filled, Py_ssize_t capacity,
-                         Py_ssize_t* result) noexcept nogil:
-    # Groups [first_group, end_group) decoded into out[filled:capacity]; out_offsets[g + 1] is where group g
-    # ends. result: (where the last group ends, 1 on a corrupt chunk else 0).
-    cdef Py_ssize_t g, i, j, first, n, scratch_filled, start
+cdef Py_ssize_t _decode_group(const Source* srcs, const Item* items, Py_ssize_t n, MergeScratch* scratch,
+                              int64_t* out_t, double* out_v, Py_ssize_t filled, Py_ssize_t capacity) noexcept nogil:
+    # One series' n parts (items, in priority order) decoded into out[filled:capacity] as one run of samples
+    # by timestamp; returns where it ends, or -1 on a corrupt chunk.
+    cdef Py_ssize_t i, j, scratch_filled, start
     cdef bint disjoint
     cdef Item moving
-    result[1] = 0
-    result[0] = filled
-    for g in range(first_group, end_group):
-        first = group_starts[g]
-        n = group_starts[g + 1] - first
-        # by start time (an insertion sort: a group has a part per source at most)
+    # by start time (an insertion sort: a group has a part per source at most)
+    for i in range(n):
+        moving = items[i]
+        j = i
+        while j > 0 and scratch.by_start[j - 1].lo > moving.lo:
+            scratch.by_start[j] = scratch.by_start[j - 1]
+            j -= 1
+        scratch.by_start[j] = moving
+    disjoint = True
+    for i in range(1, n):
+        if scratch.by_start[i - 1].hi >= scratch.by_start[i].lo:
+            disjoint = False
+            break
+    if disjoint:
         for i in range(n):
-            moving = items[first + i]
-            j = i
-            while j > 0 and scratch.by_start[j - 1].lo > moving.lo:
-                scratch.by_start[j] = scratch.by_start[j - 1]
-                j -= 1
-            scratch.by_start[j] = moving
-        disjoint = True
-        for i in range(1, n):
-            if scratch.by_start[i - 1].hi >= scratch.by_start[i].lo:
-                disjoint = False
-                break
-        if disjoint:
-            for i in range(n):
-                filled = _write_item(&srcs[scratch.by_start[i].source], &scratch.by_start[i], out_t, out_v,
-                                     filled, capacity)
-                if filled < 0:
-                    result[1] = 1
-                    return
-        else:
-            scratch_filled = 0
-            for i in range(n):
-                start = scratch_filled
-                scratch_filled = _write_item(&srcs[items[first + i].source], &items[first + i], scratch.ts,
-                                             scratch.vals, scratch_filled, scratch.capacity)
-                if scratch_filled < 0:
-                    result[1] = 1
-                    return
-                scratch.parts[i].ts = scratch.ts
-                scratch.parts[i].vals = scratch.vals
-                scratch.parts[i].pos = start
-                scratch.parts[i].end = scratch_filled
-            filled = merge_parts(scratch.parts, n, out_t, out_v, filled)
-        out_offsets[g + 1] = filled
-    result[0] = filled
+            filled = _write_item(&srcs[scratch.by_start[i].source], &scratch.by_start[i], out_t, out_v,
+                                 filled, capacity)
+            if filled < 0:
+                return -1
+        return filled
+    scratch_filled = 0
+    for i in range(n):
+        start = scratch_filled
+        scratch_filled = _write_item(&srcs[items[i].source], &items[i], scratch.ts, scratch.vals, scratch_filled,
+                                     scratch.capacity)
+        if scratch_filled < 0:
+            return -1
+        scratch.parts[i].ts = scratch.ts
+        scratch.parts[i].vals = scratch.vals
+        scratch.parts[i].pos = start
+        scratch.parts[i].end = scratch_filled
+    return merge_parts(scratch.parts, n, out_t, out_v, filled)

@@ -29,7 +29,7 @@ from mimird.bucket import FilesystemBucket
 from mimird.config.runtime import Overrides
 from mimird.services import RUNNING, Service
 from mimird.tsdb import wal as walmod
-from mimird.tsdb.block import BlockReader, read_merged, read_meta, write_block
+from mimird.tsdb.block import BlockReader, evaluate_range_merged, read_merged, read_meta, write_block
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
@@ -237,11 +237,15 @@ class TenantTSDB:
         return read_merged(sources)
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):
-        """`Head.evaluate_range` when only the head holds samples in [mint, maxt]; None when local blocks
-        overlap it (their series are read with `select_batch` then)."""
-        if self._blocks_overlapping(mint, maxt):
-            return None
-        return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
+        """A range function over the series `select_batch` would read, as `Head.evaluate_range` gives it:
+        the head's own when it alone holds samples in [mint, maxt], else each series merged from the
+        overlapping local blocks and the head and evaluated on its own (`evaluate_range_merged`)."""
+        blocks = self._blocks_overlapping(mint, maxt)
+        if not blocks:
+            return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
+        sources = [self.block_reader(ulid).snapshot(matchers, mint, maxt) for ulid in blocks]
+        sources.append(self.head.select_batch(matchers, mint, maxt))
+        return evaluate_range_merged(sources, *kernel_args)
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, *fold_args):
         """`Head.select_fold` when only the head holds samples in [mint, maxt]; None when local blocks

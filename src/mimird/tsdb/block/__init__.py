@@ -3,13 +3,14 @@
 A block is a directory named by its ULID holding `chunks/000001...`, `index`, `meta.json` and
 `tombstones`, byte-compatible with what Prometheus, Mimir and Thanos write and read
 (docs/format/block.md, docs/format/index.md). `write_block` makes one from series; `BlockReader`
-reads one; `read_merged` decodes the selections of several blocks (and the head's) into one batch.
+reads one; `read_merged` decodes the selections of several blocks (and the head's) into one batch,
+`evaluate_range_merged` runs a range function over them series by series.
 """
 
 from mimird.tsdb.block.chunks import ChunkReader, ChunkWriter, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader, IndexWriter
 from mimird.tsdb.block.meta import BlockMeta, new_ulid, read_meta
-from mimird.tsdb.block.reader import BlockReader, CorruptBlockError, read_merged
+from mimird.tsdb.block.reader import BlockReader, CorruptBlockError, evaluate_range_merged, read_merged
 from mimird.tsdb.block.writer import cut_chunks, write_block
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "IndexReader",
     "IndexWriter",
     "cut_chunks",
+    "evaluate_range_merged",
     "new_ulid",
     "read_merged",
     "read_meta",

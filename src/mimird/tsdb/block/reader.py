@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimird._fast.blockselect import BlockSnapshot, decode_merged
+from mimird._fast.blockselect import BlockSnapshot, ChunkDecodeError, decode_merged, evaluate_merged
 from mimird._fast.xorchunk import decode_chunks
 from mimird.tsdb.block.chunks import ENCODING_XOR, SEGMENT_HEADER_SIZE, ChunkReader, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader
@@ -39,6 +39,24 @@ class CorruptBlockError(ValueError):
     """A block's files are missing, malformed, or fail a checksum."""
 
 
+def _merge_sources(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> list:
+    # The sources with series, as decode_merged takes them (a batch as its four arrays).
+    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot) or len(s))]
+    return [s if isinstance(s, BlockSnapshot) else
+            (s.labels, np.ascontiguousarray(s.ts, dtype=np.int64), np.ascontiguousarray(s.vals, dtype=np.float64),
+             np.ascontiguousarray(s.offsets, dtype=np.int64)) for s in present]
+
+
+def evaluate_range_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None], *kernel_args):
+    """The range function of `kernel_args` (as `Head.evaluate_range` takes them after the range) over the
+    series `read_merged(sources)` would give, each series merged and evaluated on its own
+    (`blockselect.evaluate_merged`): (labels, values, present, counts) as `Head.evaluate_range` returns."""
+    try:
+        return evaluate_merged(_merge_sources(sources), *kernel_args)
+    except ChunkDecodeError as exc:
+        raise CorruptBlockError(f"block read: {exc}") from None
+
+
 def read_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> SeriesBatch:
     """One SeriesBatch of several sources in priority order: block snapshots (`BlockReader.snapshot`,
     their readers still open) and decoded batches (the head's). Samples are merged per series as
@@ -49,9 +67,7 @@ def read_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> Series
         return SeriesBatch.empty()
     if len(present) == 1 and isinstance(present[0], SeriesBatch):
         return present[0]
-    parts = [s if isinstance(s, BlockSnapshot) else
-             (s.labels, np.ascontiguousarray(s.ts, dtype=np.int64), np.ascontiguousarray(s.vals, dtype=np.float64),
-              np.ascontiguousarray(s.offsets, dtype=np.int64)) for s in present]
+    parts = _merge_sources(present)
     try:
         labels, offsets, ts, vals = decode_merged(parts)
     except ValueError as exc:
