@@ -19,7 +19,7 @@ from cpython.object cimport PyObject
 
 from mimird._fast.arrays cimport vector
 from mimird._fast.prefetch cimport prefetch
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, advance_past, is_stale_marker
 from mimird.util import cores
 
 cnp.import_array()
@@ -343,8 +343,7 @@ cdef class SelectFold:
         cdef Py_ssize_t j, p = 0, selected = 0, n_steps = self.n_steps, at = self.groups[k] * n_steps
         for j in range(n_steps):
             t = times[j]
-            while p < n and ts[p] <= t:
-                p += 1
+            p = advance_past(ts, p, n, t)
             if p == 0 or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
                 continue
             _fold_one(code, &self.cells, at + j, vals[p - 1])

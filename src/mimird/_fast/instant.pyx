@@ -13,7 +13,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.math cimport NAN
 
 from mimird._fast.arrays cimport vector
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, advance_past, first_after, is_stale_marker
 
 cnp.import_array()
 
@@ -29,14 +29,14 @@ cdef Py_ssize_t _select_all(const int64_t[::1] ts_view, const double[::1] vals_v
     cdef int64_t t
     cdef bint any_present
     cdef double nan = NAN
+    cdef const int64_t* ts = &ts_view[0] if ts_view.shape[0] else NULL
     for k in range(n_series):
         p = offsets_view[k]
         end = offsets_view[k + 1]
         any_present = False
         for j in range(n_steps):
             t = times_view[j]
-            while p < end and ts_view[p] <= t:
-                p += 1
+            p = advance_past(ts, p, end, t)
             if p == offsets_view[k] or ts_view[p - 1] <= t - lookback_ms or is_stale_marker(vals_view[p - 1]):
                 values[k, j] = nan
                 stamps[k, j] = 0

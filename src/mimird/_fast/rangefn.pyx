@@ -34,7 +34,7 @@ from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
 
 from mimird._fast.arrays cimport vector
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, first_after, is_stale_marker
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, advance_past, first_after, is_stale_marker
 
 cnp.import_array()
 
@@ -82,6 +82,14 @@ cdef inline void advance_window(const Series* s, int64_t t_end, int64_t range_ms
         w.lo += 1
     while w.hi < s.n and s.ts[w.hi] <= t_end:
         w.hi += 1
+
+
+cdef inline void slide_window(const Series* s, int64_t t_end, int64_t range_ms, Window* w) noexcept nogil:
+    """advance_window for kernels that do O(1) work per step, each edge moved by `advance_past`: the
+    mispredicted branch of advance_window's loops took a third of `rate`'s time. Kernels that go over the
+    window's samples keep advance_window (they measured slower with this one)."""
+    w.lo = advance_past(s.ts, w.lo, s.n, t_end - range_ms)
+    w.hi = advance_past(s.ts, w.hi, s.n, t_end)
 
 
 cdef inline double kahan_sum_inc(double inc, double total, double* compensation) noexcept nogil:
@@ -136,7 +144,7 @@ cdef void extrapolated_rate(const Series* s, const StepGrid* g, Scratch* scratch
                 n_resets += 1
     for i in range(g.n_steps):
         t_end = g.eval_ts[i]
-        advance_window(s, t_end, g.range_ms, &w)
+        slide_window(s, t_end, g.range_ms, &w)
         if w.hi - w.lo < 2:
             mark_absent(out, present, i)
             continue
@@ -182,7 +190,7 @@ cdef void instant_value(const Series* s, const StepGrid* g, double* out, uint8_t
     cdef int64_t interval
     cdef double result
     for i in range(g.n_steps):
-        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        slide_window(s, g.eval_ts[i], g.range_ms, &w)
         if w.hi - w.lo < 2:
             mark_absent(out, present, i)
             continue
@@ -367,7 +375,7 @@ cdef void simple_over_time(const Series* s, const StepGrid* g, double* out, uint
     cdef Window w = Window(0, 0)
     cdef Py_ssize_t i
     for i in range(g.n_steps):
-        advance_window(s, g.eval_ts[i], g.range_ms, &w)
+        slide_window(s, g.eval_ts[i], g.range_ms, &w)
         if w.hi - w.lo < 1:
             mark_absent(out, present, i)
         elif fn == FN_COUNT:

@@ -25,3 +25,19 @@ cdef inline Py_ssize_t first_after(const int64_t* ts, Py_ssize_t lo, Py_ssize_t 
         else:
             hi = mid
     return lo
+
+
+cdef inline Py_ssize_t advance_past(const int64_t* ts, Py_ssize_t pos, Py_ssize_t end, int64_t t) noexcept nogil:
+    """The first index in [pos, end) whose timestamp is after t (end if none), by walking forward from pos.
+
+    For walks that move a step's time at a time: where the steps and the scrapes share an interval, the
+    walk moves 0, 1 or 2 samples depending on the scrape's jitter, which a loop's branch mispredicts about
+    every other step. The first two moves are taken without branches."""
+    cdef Py_ssize_t last = end - 1
+    if last < 0:
+        return pos
+    pos += (pos < end) & (ts[pos if pos < last else last] <= t)
+    pos += (pos < end) & (ts[pos if pos < last else last] <= t)
+    while pos < end and ts[pos] <= t:
+        pos += 1
+    return pos
