@@ -40,6 +40,8 @@ from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
 from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
+import sys
+
 import numpy as np
 
 from mimird.util import cores
@@ -67,6 +69,8 @@ cdef enum:
 class ChunkDecodeError(ValueError):
     """A chunk of a merged read does not decode."""
 
+
+_intern = sys.intern
 
 # Below this many samples the decode keeps the GIL (handing it back can cost more than the loop).
 cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
@@ -367,7 +371,9 @@ cdef class BlockSnapshot:
         pos = read_uvarint_at(self.index, <Py_ssize_t>offsets[symbol_id], self.index_size, &length)
         if pos < 0 or length > <uint64_t>(self.index_size - pos):
             raise ValueError(f"symbol {symbol_id} runs past the end of the index")
-        text = PyUnicode_DecodeUTF8(<const char*>(self.index + pos), <Py_ssize_t>length, NULL)
+        # Interned, as the head's label strings are: label sets from several blocks and the head then
+        # compare (as they are sorted and merged) by identity of their strings.
+        text = _intern(PyUnicode_DecodeUTF8(<const char*>(self.index + pos), <Py_ssize_t>length, NULL))
         cache[symbol_id] = text
         return text
 

@@ -20,6 +20,7 @@ import itertools
 import mmap
 import os
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -309,7 +310,7 @@ class IndexReader:
             raise CorruptIndexError(f"{self.path}: unknown symbol {symbol_id}")
         length, start = decode_uvarint(self._data, int(self._symbol_offsets[symbol_id]))
         try:
-            text = str(self._data[start:start + length], "utf-8")
+            text = sys.intern(str(self._data[start:start + length], "utf-8"))
         except UnicodeDecodeError:
             raise CorruptIndexError(f"{self.path}: symbol {symbol_id} is not UTF-8") from None
         self._symbol_cache[symbol_id] = text
