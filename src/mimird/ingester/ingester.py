@@ -392,8 +392,7 @@ class Ingester(Service):
         return db.select_batch(matchers, mint, maxt, latest_only)
 
     def evaluate_range(self, tenant: str, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):
-        """The tenant's `TenantTSDB.evaluate_range`, or None when it has no TSDB or its local blocks hold part
-        of the range."""
+        """The tenant's `TenantTSDB.evaluate_range`, or None when it has no TSDB."""
         db = self.tenants.get(tenant)
         if db is None:
             return None

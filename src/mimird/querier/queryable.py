@@ -339,10 +339,10 @@ class TenantQueryable:
         return folded
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, *kernel_args):
-        """A range function evaluated where the samples are (`Head.evaluate_range`), when only the ingester
-        answers the read and its head alone holds the range: what `select_batch` would read, counted as it
-        counts, with the kernel run on each series as it is decoded. None otherwise (the engine then reads
-        the series with `select_batch`)."""
+        """A range function evaluated where the samples are (`TenantTSDB.evaluate_range`: the head's, or its
+        local blocks' and head's series merged one at a time), when only the ingester answers the read: what
+        `select_batch` would read, counted as it counts, with the kernel run on each series as it is decoded.
+        None otherwise (the engine then reads the series with `select_batch`)."""
         stats, observer, mint, maxt, tenants, tenant_matchers = self._read_plan(matchers, mint_ms, maxt_ms)
         if not self._ingester_only(tenants, mint, maxt):
             return None
