@@ -36,7 +36,7 @@ from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
 from mimird._fast.rangefn cimport Scratch as KernelScratch
 from mimird._fast.rangefn cimport Series, StepGrid, evaluate_series, output_rows, prepare_grid
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers
 from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
@@ -821,7 +821,7 @@ cdef class _EvaluateJob:
     cdef int run_part(self, Py_ssize_t p) noexcept nogil:
         # _OK, _CORRUPT_CHUNK or _NO_MEMORY.
         cdef const Groups* m = &self.groups
-        cdef Py_ssize_t g, j, count, kept, n_steps = self.grid.n_steps, longest = m.longest
+        cdef Py_ssize_t g, count, kept, n_steps = self.grid.n_steps, longest = m.longest
         cdef int result = _OK
         cdef MergeScratch merge_scratch
         cdef KernelScratch kernel_scratch
@@ -842,12 +842,7 @@ cdef class _EvaluateJob:
                 if count < 0:
                     result = _CORRUPT_CHUNK
                     break
-                kept = 0
-                for j in range(count):
-                    if not is_stale_marker(buf_v[j]):
-                        buf_t[kept] = buf_t[j]
-                        buf_v[kept] = buf_v[j]
-                        kept += 1
+                kept = drop_stale_markers(buf_t, buf_v, count)
                 self.counts[2 * g] = count
                 self.counts[2 * g + 1] = kept
                 series.n = kept

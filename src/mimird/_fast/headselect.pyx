@@ -31,7 +31,7 @@ from mimird._fast.bstream cimport store_be64
 from mimird._fast.headseries cimport ClosedChunk, MemSeries, SeriesByRef, pack_data, pack_records
 from mimird._fast.prefetch cimport prefetch
 from mimird._fast.rangefn cimport Scratch, Series, StepGrid, evaluate_series, output_rows, prepare_grid
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, is_stale_marker
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
 import numpy as np
@@ -522,7 +522,7 @@ cdef class HeadSnapshot:
         """evaluate() over series [first, last): each series decoded into buffers of this call's own, its
         stale markers dropped, and the kernel run over it while its samples are still in cache. Returns the
         index of a corrupt chunk, -1, or -2 when the buffers could not be allocated."""
-        cdef Py_ssize_t i, j, row, count, kept, failed = -1
+        cdef Py_ssize_t i, row, count, kept, failed = -1
         cdef Py_ssize_t n_steps = self.grid.n_steps, longest = self._longest_series(first, last)
         cdef int64_t* buf_t
         cdef double* buf_v
@@ -544,12 +544,7 @@ cdef class HeadSnapshot:
                 count = self._decode_series(i, buf_t, buf_v, &failed)
                 if failed >= 0:
                     break
-                kept = 0
-                for j in range(count):
-                    if not is_stale_marker(buf_v[j]):
-                        buf_t[kept] = buf_t[j]
-                        buf_v[kept] = buf_v[j]
-                        kept += 1
+                kept = drop_stale_markers(buf_t, buf_v, count)
                 self.eval_counts[2 * row] = count
                 self.eval_counts[2 * row + 1] = kept
                 series.n = kept

@@ -41,3 +41,15 @@ cdef inline Py_ssize_t advance_past(const int64_t* ts, Py_ssize_t pos, Py_ssize_
     while pos < end and ts[pos] <= t:
         pos += 1
     return pos
+
+
+cdef inline Py_ssize_t drop_stale_markers(int64_t* ts, double* vals, Py_ssize_t n) noexcept nogil:
+    """Remove the stale markers from ts/vals[:n] in place, keeping the order; returns how many samples are
+    left. (A range function sees a series without them, as Prometheus's do.)"""
+    cdef Py_ssize_t j, kept = 0
+    for j in range(n):
+        if not is_stale_marker(vals[j]):
+            ts[kept] = ts[j]
+            vals[kept] = vals[j]
+            kept += 1
+    return kept
