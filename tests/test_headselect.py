@@ -398,3 +398,49 @@ def test_evaluate_gives_no_row_to_series_without_chunks_in_the_range():
     assert labels == sorted(live)
     assert out.shape == present.shape == (3, 2) and counts.shape == (3, 2)
     assert present.all() and (counts == 40).all()
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_merged_reads_take_the_head_snapshot_as_its_batch(tmp_path, monkeypatch, parts):
+    """decode_merged and evaluate_merged read a HeadSnapshot (its chunks and out-of-order samples decoded
+    straight into place) as they read the head's decoded batch: with a block before the head (the parts are
+    disjoint) and a block overlapping it (they are merged), in one part and split over two."""
+    from mimird._fast import blockselect
+    from mimird.tsdb.block import BlockReader, write_block
+    from mimird.util import cores
+
+    monkeypatch.setattr(cores, "PARTS", parts)
+    monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1)
+    rng = random.Random(41)
+    head = random_head(rng)
+    labels = sorted(head.by_labels)
+    before = [(lbls, np.arange(-HOUR, 0, 30_000, dtype=np.int64), np.arange(120, dtype=np.float64))
+              for lbls in labels[::2]]
+    overlapping = [(lbls, np.arange(-HOUR, HOUR, 20_000, dtype=np.int64) + 7, np.arange(360, dtype=np.float64))
+                   for lbls in labels[1::3]]
+    readers = [BlockReader(tmp_path / write_block(tmp_path, series, -2 * HOUR, 2 * HOUR, tenant="t", source="test"))
+               for series in (before, overlapping)]
+    eval_ts = np.arange(-HOUR + 60_000, 6_000_000, 45_000, dtype=np.int64)
+    try:
+        for matchers in MATCHER_SETS:
+            for chosen in (readers[:1], readers):
+                mint, maxt = -HOUR, 6_000_000
+                blocks = [snap for reader in chosen if (snap := reader.snapshot(matchers, mint, maxt)) is not None]
+                batch = head.select_batch(matchers, mint, maxt)
+                as_batch = (batch.labels, batch.ts, batch.vals, batch.offsets)
+                want = blockselect.decode_merged([*blocks, as_batch])
+                got = blockselect.decode_merged([*blocks, head.snapshot(matchers, mint, maxt)])
+                assert got[0] == want[0]
+                for got_array, want_array in zip(got[1:], want[1:], strict=True):
+                    np.testing.assert_array_equal(got_array, want_array)
+                for kernel in ("rate", "max_over_time"):
+                    want = blockselect.evaluate_merged([*blocks, as_batch], kernel, eval_ts, 300_000)
+                    got = blockselect.evaluate_merged([*blocks, head.snapshot(matchers, mint, maxt)], kernel,
+                                                      eval_ts, 300_000)
+                    assert got[0] == want[0]
+                    np.testing.assert_array_equal(got[2], want[2])
+                    np.testing.assert_array_equal(np.where(got[2] != 0, got[1], 0), np.where(want[2] != 0, want[1], 0))
+                    np.testing.assert_array_equal(got[3], want[3])
+    finally:
+        for reader in readers:
+            reader.close()

@@ -34,6 +34,7 @@ cimport numpy as cnp
 
 from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
+from mimird._fast.headselect cimport HeadView, decode_head_series, head_labels, head_series_start, head_view
 from mimird._fast.rangefn cimport Scratch as KernelScratch
 from mimird._fast.rangefn cimport Series, StepGrid, evaluate_series, output_rows, prepare_grid
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers
@@ -44,6 +45,7 @@ import sys
 
 import numpy as np
 
+from mimird._fast.headselect import HeadSnapshot
 from mimird.util import cores
 
 cnp.import_array()
@@ -396,11 +398,13 @@ cdef _raise(int error, uint64_t ref, uint64_t chunk):
 
 
 cdef struct Source:
-    ChunkLoc* chunks        # a snapshot's located chunks; NULL for a decoded batch
+    ChunkLoc* chunks        # a block snapshot's located chunks; NULL for a decoded batch or the head
     const int64_t* ts       # a decoded batch's samples
     const double* vals
-    int64_t mint            # a snapshot's range
+    int64_t mint            # a block snapshot's range
     int64_t maxt
+    bint is_head            # a head snapshot, read through `head`
+    HeadView head
 
 
 cdef struct Item:
@@ -424,8 +428,8 @@ cdef struct MergeScratch:
 def decode_merged(list sources not None):
     """Decode and merge, in one pass, the series of several sources given in priority order.
 
-    A source is a BlockSnapshot (its chunks are decoded straight into the output) or a decoded batch
-    `(labels, ts int64, vals float64, offsets int64)` (copied). Each source's series are sorted by
+    A source is a BlockSnapshot or a HeadSnapshot (their chunks are decoded straight into the output) or
+    a decoded batch `(labels, ts int64, vals float64, offsets int64)` (copied). Each source's series are sorted by
     labels and unique. A series in several sources gets the union of their samples by timestamp, one
     sample per timestamp: the earliest source's (as `mimird._fast.batchmerge.merge_batches`). Where the
     sources' time spans of a series do not overlap (blocks, then the head) each part is decoded or
@@ -473,6 +477,7 @@ cdef class _Merge:
         cdef const double[::1] vals_view
         cdef const int64_t[::1] offsets_view
         cdef Item* item
+        cdef HeadView* head
         cdef list all_labels = []
         self.srcs = NULL
         self.items = NULL
@@ -485,7 +490,30 @@ cdef class _Merge:
             raise MemoryError()
         for s in range(self.num_sources):
             source = sources[s]
-            if isinstance(source, BlockSnapshot):
+            self.srcs[s].is_head = False
+            if isinstance(source, HeadSnapshot):
+                self.keep_alive.append(source)
+                self.srcs[s].chunks = NULL
+                self.srcs[s].head = head_view(source)
+                self.srcs[s].is_head = True
+                head = &self.srcs[s].head
+                labels = head_labels(source)
+                for i in range(head.num_series):
+                    n = head.capacity_offsets[i + 1] - head.capacity_offsets[i]
+                    if n == 0:
+                        continue
+                    if not _grow(<void**>&self.items, &item_capacity, self.item_count + 1, sizeof(Item)):
+                        raise MemoryError()
+                    item = &self.items[self.item_count]
+                    item.source = s
+                    item.first = i
+                    item.last = i + 1
+                    item.lo = head_series_start(head, i)
+                    item.hi = head.maxt
+                    item.max_samples = n
+                    self.item_count += 1
+                    all_labels.append(labels[i])
+            elif isinstance(source, BlockSnapshot):
                 snap = <BlockSnapshot>source
                 self.keep_alive.append(snap)
                 self.srcs[s].chunks = snap.chunks
@@ -859,8 +887,12 @@ cdef class _EvaluateJob:
 cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t, double* out_v,
                             Py_ssize_t filled, Py_ssize_t capacity) noexcept nogil:
     # The item's samples at out[filled:], its chunks decoded or its samples copied; -1 on a corrupt chunk.
-    cdef Py_ssize_t c, count
+    cdef Py_ssize_t c, count, failed = -1
     cdef XORCursor cursor
+    if src.is_head:
+        # (the item's room, max_samples, is the series' capacity in the head)
+        count = decode_head_series(&src.head, item.first, out_t + filled, out_v + filled, &failed)
+        return -1 if failed >= 0 else filled + count
     if src.chunks == NULL:
         count = item.last - item.first
         memcpy(out_t + filled, src.ts + item.first, count * sizeof(int64_t))

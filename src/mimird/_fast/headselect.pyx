@@ -32,6 +32,7 @@ from mimird._fast.headseries cimport ClosedChunk, MemSeries, SeriesByRef, pack_d
 from mimird._fast.prefetch cimport prefetch
 from mimird._fast.rangefn cimport Scratch, Series, StepGrid, evaluate_series, output_rows, prepare_grid
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers
+from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XOR_CORRUPT, XORChunk, XORCursor, xor_cursor_init, xor_decode_until
 
 import numpy as np
@@ -44,14 +45,10 @@ cnp.import_array()
 
 # From this many samples decode() may split its series over several threads (about a millisecond of work).
 PARALLEL_MIN_SAMPLES = 100_000
+cdef int64_t INT64_MAX_VALUE = 0x7FFFFFFFFFFFFFFF
+
 cdef enum:
     MAX_PARTS = 8  # the most parts decode() cuts its series into
-
-
-cdef struct ChunkRef:
-    const uint8_t* data     # NULL while the bytes are in the scratch buffer (then `offset` says where)
-    Py_ssize_t offset
-    Py_ssize_t size
 
 
 cdef int _grow(void** buffer, Py_ssize_t* capacity, Py_ssize_t needed, size_t item_size) except -1:
@@ -377,26 +374,22 @@ cdef class HeadSnapshot:
                                    Py_ssize_t* failed) noexcept nogil:
         """Series i's samples in [mint, maxt], decoded into out_t/out_v from its chunks with its out-of-order
         samples merged in; returns how many. Sets `failed` to the index of a corrupt chunk."""
-        cdef Py_ssize_t k, filled = 0, count
-        cdef const uint8_t* data
-        cdef bint past_maxt = False
-        for k in range(self.chunk_offsets[i], self.chunk_offsets[i + 1]):
-            if past_maxt:
-                break
-            data = self.chunks[k].data
-            if data == NULL:
-                data = self.scratch + self.chunks[k].offset
-            count = _decode_chunk(data, self.chunks[k].size, self.mint, self.maxt,
-                                  out_t + filled, out_v + filled, &past_maxt)
-            if count < 0:
-                failed[0] = k
-                return 0
-            filled += count
-        count = self.ooo_offsets[i + 1] - self.ooo_offsets[i]
-        if count:
-            filled = _merge_ooo(out_t, out_v, filled, self.ooo_t + self.ooo_offsets[i],
-                                self.ooo_v + self.ooo_offsets[i], count)
-        return filled
+        cdef HeadView view = self._view()
+        return decode_head_series(&view, i, out_t, out_v, failed)
+
+    cdef HeadView _view(self) noexcept nogil:
+        cdef HeadView view
+        view.chunks = self.chunks
+        view.chunk_offsets = self.chunk_offsets
+        view.scratch = self.scratch
+        view.ooo_t = self.ooo_t
+        view.ooo_v = self.ooo_v
+        view.ooo_offsets = self.ooo_offsets
+        view.capacity_offsets = self.capacity_offsets
+        view.mint = self.mint
+        view.maxt = self.maxt
+        view.num_series = self.num_series
+        return view
 
     cdef Py_ssize_t _decode_into(self, Py_ssize_t first, Py_ssize_t last, int64_t* out_t, double* out_v,
                                  int64_t* out_rows, int64_t* out_offsets, Py_ssize_t* rows_found) noexcept nogil:
@@ -754,3 +747,55 @@ cdef class HeadSnapshot:
         else:
             labels = [self.labels[out_rows[i]] for i in range(n_rows)]
         return labels, offsets[:n_rows + 1], timestamps[start:start + filled], values[start:start + filled]
+
+
+cdef HeadView head_view(object snapshot) except *:
+    return (<HeadSnapshot?>snapshot)._view()
+
+
+cdef list head_labels(object snapshot):
+    return (<HeadSnapshot?>snapshot).labels
+
+
+cdef Py_ssize_t decode_head_series(const HeadView* view, Py_ssize_t i, int64_t* out_t, double* out_v,
+                                   Py_ssize_t* failed) noexcept nogil:
+    cdef Py_ssize_t k, filled = 0, count
+    cdef const uint8_t* data
+    cdef bint past_maxt = False
+    for k in range(view.chunk_offsets[i], view.chunk_offsets[i + 1]):
+        if past_maxt:
+            break
+        data = view.chunks[k].data
+        if data == NULL:
+            data = view.scratch + view.chunks[k].offset
+        count = _decode_chunk(data, view.chunks[k].size, view.mint, view.maxt, out_t + filled, out_v + filled,
+                              &past_maxt)
+        if count < 0:
+            failed[0] = k
+            return 0
+        filled += count
+    count = view.ooo_offsets[i + 1] - view.ooo_offsets[i]
+    if count:
+        filled = _merge_ooo(out_t, out_v, filled, view.ooo_t + view.ooo_offsets[i], view.ooo_v + view.ooo_offsets[i],
+                            count)
+    return filled
+
+
+cdef int64_t head_series_start(const HeadView* view, Py_ssize_t i) noexcept nogil:
+    cdef int64_t start = INT64_MAX_VALUE
+    cdef Py_ssize_t k = view.chunk_offsets[i], pos
+    cdef const uint8_t* data
+    cdef uint64_t raw
+    if k < view.chunk_offsets[i + 1]:
+        data = view.chunks[k].data
+        if data == NULL:
+            data = view.scratch + view.chunks[k].offset
+        # an XOR chunk: a 2-byte sample count, then the first timestamp as a signed varint
+        if view.chunks[k].size > 2 and (data[0] or data[1]):
+            pos = read_uvarint_at(data, 2, view.chunks[k].size, &raw)
+            start = zigzag_decode(raw) if pos >= 0 else view.mint
+    if view.ooo_offsets[i + 1] > view.ooo_offsets[i] and view.ooo_t[view.ooo_offsets[i]] < start:
+        start = view.ooo_t[view.ooo_offsets[i]]
+    if start < view.mint:
+        start = view.mint
+    return start

@@ -244,7 +244,7 @@ class TenantTSDB:
         if not blocks:
             return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
         sources = [self.block_reader(ulid).snapshot(matchers, mint, maxt) for ulid in blocks]
-        sources.append(self.head.select_batch(matchers, mint, maxt))
+        sources.append(self.head.snapshot(matchers, mint, maxt))
         return evaluate_range_merged(sources, *kernel_args)
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, *fold_args):

@@ -434,13 +434,13 @@ class Head:
         reported to the query's chunk-fetch observer. `latest_only` says that the reader wants only each
         series' newest sample in the range (an instant selection at maxt): a series whose newest sample
         in the head lies in the range then gives just that one, without decoding."""
-        labels, offsets, ts, vals = self._snapshot(matchers, mint, maxt, latest_only).decode(cores.PARTS)
+        labels, offsets, ts, vals = self.snapshot(matchers, mint, maxt, latest_only).decode(cores.PARTS)
         return SeriesBatch(labels, ts, vals, offsets)
 
-    def _snapshot(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool = False
-                  ) -> HeadSnapshot:
-        # The matching series' chunks in [mint, maxt], noted under the lock (decoded after it is released),
-        # and reported to the query's chunk-fetch observer.
+    def snapshot(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool = False
+                 ) -> HeadSnapshot:
+        """The matching series' chunks in [mint, maxt], noted under the lock (decoded after it is released),
+        and reported to the query's chunk-fetch observer."""
         with self.lock:
             refs = self.index.select_sorted(matchers)
             snapshot = HeadSnapshot.take(self.series, refs, mint, maxt, latest_only)
@@ -458,7 +458,7 @@ class Head:
         labels; counts[i] is (samples read, samples other than stale markers). `between()` is called between
         slices of about `slice_samples` samples (a deadline check). Chunks are reported as `select_batch`
         reports them."""
-        return self._snapshot(matchers, mint, maxt).evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms,
+        return self.snapshot(matchers, mint, maxt).evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms,
                                                              cores.PARTS, between, slice_samples)
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, op: str,
@@ -468,7 +468,7 @@ class Head:
         Returns (labels, num_samples, keys, order, result, seen, selected, n_seen): the label sets of the
         series read and their samples, the groups' label sets, and `aggregate.select_fold`'s result. Chunks are
         reported as `select_batch` reports them."""
-        return self._snapshot(matchers, mint, maxt, latest_only).fold(op, times, lookback_ms, grouping, without,
+        return self.snapshot(matchers, mint, maxt, latest_only).fold(op, times, lookback_ms, grouping, without,
                                                                       cores.PARTS)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX

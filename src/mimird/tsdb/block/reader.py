@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mimird._fast.blockselect import BlockSnapshot, ChunkDecodeError, decode_merged, evaluate_merged
+from mimird._fast.headselect import HeadSnapshot
 from mimird._fast.xorchunk import decode_chunks
 from mimird.tsdb.block.chunks import ENCODING_XOR, SEGMENT_HEADER_SIZE, ChunkReader, CorruptChunkError
 from mimird.tsdb.block.index import CorruptIndexError, IndexReader
@@ -39,15 +40,15 @@ class CorruptBlockError(ValueError):
     """A block's files are missing, malformed, or fail a checksum."""
 
 
-def _merge_sources(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> list:
+def _merge_sources(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None]) -> list:
     # The sources with series, as decode_merged takes them (a batch as its four arrays).
-    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot) or len(s))]
-    return [s if isinstance(s, BlockSnapshot) else
+    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot | HeadSnapshot) or len(s))]
+    return [s if isinstance(s, BlockSnapshot | HeadSnapshot) else
             (s.labels, np.ascontiguousarray(s.ts, dtype=np.int64), np.ascontiguousarray(s.vals, dtype=np.float64),
              np.ascontiguousarray(s.offsets, dtype=np.int64)) for s in present]
 
 
-def evaluate_range_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None], *kernel_args):
+def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None], *kernel_args):
     """The range function of `kernel_args` (as `Head.evaluate_range` takes them after the range) over the
     series `read_merged(sources)` would give, each series merged and evaluated on its own
     (`blockselect.evaluate_merged`): (labels, values, present, counts) as `Head.evaluate_range` returns."""
