@@ -233,7 +233,7 @@ class TenantTSDB:
             return self.head.select_batch(matchers, mint, maxt, latest_only)
         readers = [self.block_reader(ulid) for ulid in blocks]
         sources = [reader.snapshot(matchers, mint, maxt) for reader in readers]
-        sources.append(self.head.select_batch(matchers, mint, maxt, latest_only))
+        sources.append(self.head.snapshot(matchers, mint, maxt, latest_only))
         return read_merged(sources)
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):

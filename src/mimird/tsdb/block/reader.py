@@ -58,12 +58,12 @@ def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | Serie
         raise CorruptBlockError(f"block read: {exc}") from None
 
 
-def read_merged(sources: Sequence[BlockSnapshot | SeriesBatch | None]) -> SeriesBatch:
+def read_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None]) -> SeriesBatch:
     """One SeriesBatch of several sources in priority order: block snapshots (`BlockReader.snapshot`,
-    their readers still open) and decoded batches (the head's). Samples are merged per series as
-    `merge_batches` merges batches (the earliest source wins a timestamp tie); the chunks of a block
-    whose series do not overlap the other sources in time are decoded straight into place."""
-    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot) or len(s))]
+    their readers still open), the head's snapshot (`Head.snapshot`) and decoded batches. Samples are merged
+    per series as `merge_batches` merges batches (the earliest source wins a timestamp tie); the chunks of a
+    series whose sources do not overlap in time are decoded straight into place."""
+    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot | HeadSnapshot) or len(s))]
     if not present:
         return SeriesBatch.empty()
     if len(present) == 1 and isinstance(present[0], SeriesBatch):
