@@ -16,9 +16,10 @@ Series come in the order of the refs given, which for a block's postings is labe
 not parse raise ValueError naming the series or chunk (the module is compiled without bounds checks,
 so every read is checked here).
 
-`decode_merged(sources)` decodes several snapshots (and copies decoded batches, the head's) into one
-output in label order, merging a series' parts from different sources: where they do not overlap in
-time each part is decoded straight into its place, so blocks + head cost one decode and no copy. From
+`decode_merged(sources)` decodes several snapshots (blocks' and the head's, the latter through
+`headselect.pxd`'s C view; decoded batches are copied) into one output in label order, merging a series'
+parts from different sources: where they do not overlap in time each part is decoded straight into its
+place, so blocks + head cost one decode and no copy. From
 PARALLEL_MIN_SAMPLES samples on, the series are split over the cores (`mimird.util.cores`).
 `evaluate_merged(sources, ...)` runs a range function over the same series without that output: each
 series is merged into a buffer of its own and evaluated while in cache, as the head's
