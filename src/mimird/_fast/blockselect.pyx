@@ -430,8 +430,8 @@ def decode_merged(list sources not None):
     """Decode and merge, in one pass, the series of several sources given in priority order.
 
     A source is a BlockSnapshot or a HeadSnapshot (their chunks are decoded straight into the output) or
-    a decoded batch `(labels, ts int64, vals float64, offsets int64)` (copied). Each source's series are sorted by
-    labels and unique. A series in several sources gets the union of their samples by timestamp, one
+    a decoded batch `(labels, ts int64, vals float64, offsets int64)` (copied). Each source's series are
+    sorted by labels and unique. A series in several sources gets the union of their samples by timestamp, one
     sample per timestamp: the earliest source's (as `mimird._fast.batchmerge.merge_batches`). Where the
     sources' time spans of a series do not overlap (blocks, then the head) each part is decoded or
     copied to its place; otherwise the parts are decoded aside and merged. Returns (labels, offsets,
@@ -449,7 +449,7 @@ def evaluate_merged(list sources not None, str name, eval_ts, long long range_ms
 
     Returns (labels, out, present, counts) as `HeadSnapshot.evaluate`: a row per series with chunks in the
     range, in label order (one without samples in the range has no point present); counts[i] is (samples
-    read, samples other than stale markers). Large selections are split over the cores. Raises ValueError
+    read, samples other than stale markers). Large selections are split over the cores. Raises
     ChunkDecodeError (a ValueError) on a corrupt chunk."""
     return _Merge(sources).evaluate(name, eval_ts, range_ms, params, intercept_shift_ms, between,
                                     slice_samples)
@@ -462,7 +462,7 @@ cdef class _Merge:
 
     cdef Source* srcs
     cdef Py_ssize_t num_sources
-    cdef list keep_alive            # the batches' arrays the sources point into
+    cdef list keep_alive            # the snapshots and batch arrays the sources point into
     cdef Item* items
     cdef Py_ssize_t item_count
     cdef Py_ssize_t* group_starts
@@ -671,7 +671,6 @@ cdef class _Merge:
         job.out = <double*>cnp.PyArray_DATA(out)
         job.present = <uint8_t*>cnp.PyArray_DATA(present)
         job.counts = <int64_t*>cnp.PyArray_DATA(counts)
-        job.keep = (keep, out, present, counts)
         while first < n:
             last = n
             if slice_samples > 0:
@@ -830,7 +829,6 @@ cdef class _EvaluateJob:
     cdef Groups groups
     cdef StepGrid grid
     cdef int fn
-    cdef object keep                # what the grid and the output pointers point into
     cdef double* out
     cdef uint8_t* present
     cdef int64_t* counts

@@ -19,7 +19,7 @@ gives a series whose newest sample (the open chunk's last) is in the range just 
 dashboard's query at "now" decodes nothing.
 """
 from cpython.object cimport PyObject
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
@@ -45,8 +45,6 @@ cnp.import_array()
 
 # From this many samples decode() may split its series over several threads (about a millisecond of work).
 PARALLEL_MIN_SAMPLES = 100_000
-cdef int64_t INT64_MAX_VALUE = 0x7FFFFFFFFFFFFFFF
-
 cdef enum:
     MAX_PARTS = 8  # the most parts decode() cuts its series into
 
@@ -782,7 +780,7 @@ cdef Py_ssize_t decode_head_series(const HeadView* view, Py_ssize_t i, int64_t* 
 
 
 cdef int64_t head_series_start(const HeadView* view, Py_ssize_t i) noexcept nogil:
-    cdef int64_t start = INT64_MAX_VALUE
+    cdef int64_t start = INT64_MAX
     cdef Py_ssize_t k = view.chunk_offsets[i], pos
     cdef const uint8_t* data
     cdef uint64_t raw

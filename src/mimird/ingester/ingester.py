@@ -231,10 +231,7 @@ class TenantTSDB:
         blocks = self._blocks_overlapping(mint, maxt)
         if not blocks:
             return self.head.select_batch(matchers, mint, maxt, latest_only)
-        readers = [self.block_reader(ulid) for ulid in blocks]
-        sources = [reader.snapshot(matchers, mint, maxt) for reader in readers]
-        sources.append(self.head.snapshot(matchers, mint, maxt, latest_only))
-        return read_merged(sources)
+        return read_merged(self._snapshots(blocks, matchers, mint, maxt, latest_only))
 
     def evaluate_range(self, matchers: Sequence[Matcher], mint: int, maxt: int, *kernel_args):
         """A range function over the series `select_batch` would read, as `Head.evaluate_range` gives it:
@@ -243,9 +240,15 @@ class TenantTSDB:
         blocks = self._blocks_overlapping(mint, maxt)
         if not blocks:
             return self.head.evaluate_range(matchers, mint, maxt, *kernel_args)
+        return evaluate_range_merged(self._snapshots(blocks, matchers, mint, maxt), *kernel_args)
+
+    def _snapshots(self, blocks: list[str], matchers: Sequence[Matcher], mint: int, maxt: int,
+                   latest_only: bool = False) -> list:
+        # The sources of a merged read in priority order: the local blocks' snapshots (ULID order), then the
+        # head's (`latest_only` as in `Head.select_batch`; blocks are read whole).
         sources = [self.block_reader(ulid).snapshot(matchers, mint, maxt) for ulid in blocks]
-        sources.append(self.head.snapshot(matchers, mint, maxt))
-        return evaluate_range_merged(sources, *kernel_args)
+        sources.append(self.head.snapshot(matchers, mint, maxt, latest_only))
+        return sources
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, *fold_args):
         """`Head.select_fold` when only the head holds samples in [mint, maxt]; None when local blocks

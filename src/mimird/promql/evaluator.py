@@ -399,8 +399,9 @@ class Evaluator:
     def range_in_storage(self, kernel: str, node: ast.MatrixSelector, steps: np.ndarray, params: tuple):
         """`kernel` over the selector's series evaluated where they are stored, when the queryable can
         (`evaluate_range`: the ingester decodes each series, from its head or merged from its blocks and
-        head, and runs the kernel on it at once, without the batch of all their samples), else None. Returns `_range_result`'s arguments after the same
-        checks, in the same order, as the batch's chunks in `range_function` make."""
+        head, and runs the kernel on it at once, without the batch of all their samples), else None. Returns
+        `_range_result`'s arguments after the same checks, in the same order, as the batch's chunks in
+        `range_function` make."""
         evaluate = getattr(self.queryable, "evaluate_range", None)
         if evaluate is None or self.samples is not None or not len(steps):
             return None

@@ -459,7 +459,7 @@ class Head:
         slices of about `slice_samples` samples (a deadline check). Chunks are reported as `select_batch`
         reports them."""
         return self.snapshot(matchers, mint, maxt).evaluate(kernel, eval_ts, range_ms, params, intercept_shift_ms,
-                                                             cores.PARTS, between, slice_samples)
+                                                            cores.PARTS, between, slice_samples)
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, op: str,
                     times: np.ndarray, lookback_ms: int, grouping: tuple[str, ...], without: bool):
@@ -469,7 +469,7 @@ class Head:
         series read and their samples, the groups' label sets, and `aggregate.select_fold`'s result. Chunks are
         reported as `select_batch` reports them."""
         return self.snapshot(matchers, mint, maxt, latest_only).fold(op, times, lookback_ms, grouping, without,
-                                                                      cores.PARTS)
+                                                                     cores.PARTS)
 
     def series_labels(self, matchers: Sequence[Matcher], mint: int = INT64_MIN, maxt: int = INT64_MAX
                       ) -> list[Labels]:

@@ -40,12 +40,17 @@ class CorruptBlockError(ValueError):
     """A block's files are missing, malformed, or fail a checksum."""
 
 
-def _merge_sources(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None]) -> list:
-    # The sources with series, as decode_merged takes them (a batch as its four arrays).
-    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot | HeadSnapshot) or len(s))]
-    return [s if isinstance(s, BlockSnapshot | HeadSnapshot) else
-            (s.labels, np.ascontiguousarray(s.ts, dtype=np.int64), np.ascontiguousarray(s.vals, dtype=np.float64),
-             np.ascontiguousarray(s.offsets, dtype=np.int64)) for s in present]
+def _with_series(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None]) -> list:
+    # The sources that may hold series (snapshots, and batches that are not empty).
+    return [s for s in sources if s is not None and (isinstance(s, BlockSnapshot | HeadSnapshot) or len(s))]
+
+
+def _as_merge_source(source: BlockSnapshot | HeadSnapshot | SeriesBatch):
+    # A source as decode_merged takes it: a snapshot as it is, a batch as its four arrays.
+    if isinstance(source, BlockSnapshot | HeadSnapshot):
+        return source
+    return (source.labels, np.ascontiguousarray(source.ts, dtype=np.int64),
+            np.ascontiguousarray(source.vals, dtype=np.float64), np.ascontiguousarray(source.offsets, dtype=np.int64))
 
 
 def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None], *kernel_args):
@@ -53,7 +58,7 @@ def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | Serie
     series `read_merged(sources)` would give, each series merged and evaluated on its own
     (`blockselect.evaluate_merged`): (labels, values, present, counts) as `Head.evaluate_range` returns."""
     try:
-        return evaluate_merged(_merge_sources(sources), *kernel_args)
+        return evaluate_merged([_as_merge_source(s) for s in _with_series(sources)], *kernel_args)
     except ChunkDecodeError as exc:
         raise CorruptBlockError(f"block read: {exc}") from None
 
@@ -63,12 +68,12 @@ def read_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | N
     their readers still open), the head's snapshot (`Head.snapshot`) and decoded batches. Samples are merged
     per series as `merge_batches` merges batches (the earliest source wins a timestamp tie); the chunks of a
     series whose sources do not overlap in time are decoded straight into place."""
-    present = [s for s in sources if s is not None and (isinstance(s, BlockSnapshot | HeadSnapshot) or len(s))]
+    present = _with_series(sources)
     if not present:
         return SeriesBatch.empty()
     if len(present) == 1 and isinstance(present[0], SeriesBatch):
         return present[0]
-    parts = _merge_sources(present)
+    parts = [_as_merge_source(s) for s in present]
     try:
         labels, offsets, ts, vals = decode_merged(parts)
     except ValueError as exc:
