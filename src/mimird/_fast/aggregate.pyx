@@ -120,6 +120,31 @@ cdef inline void _fold_one(int code, Cells* cells, Py_ssize_t at, double f) noex
         value[at] += delta * (f - mean[at])
 
 
+cdef inline void _sum_row(const double* row, const cnp.uint8_t* mask, Py_ssize_t width, double* value,
+                          double* comp, cnp.uint8_t* seen) noexcept nogil:
+    # _fold_one's sum of one series' row into its group's row of cells, without the accumulators a sum does
+    # not read (mean, count): a third of the instructions per cell, the same operations on the sum.
+    cdef Py_ssize_t j
+    cdef double f, total, t, larger, smaller
+    cdef bint total_larger
+    for j in range(width):
+        if not mask[j]:
+            continue
+        f = row[j]
+        if not seen[j]:
+            seen[j] = 1
+            value[j] = f
+            continue
+        # kahan_inc without branches (selects): which operand is larger changes from cell to cell.
+        total = value[j]
+        t = total + f
+        total_larger = fabs(total) >= fabs(f)
+        larger = total if total_larger else f
+        smaller = f if total_larger else total
+        comp[j] = 0 if isinf(t) else comp[j] + ((larger - t) + smaller)
+        value[j] = t
+
+
 cdef void _fold_finish(int code, Cells* cells) noexcept nogil:
     # Turn the accumulators of every cell that saw a sample into the aggregation's value.
     cdef Py_ssize_t at
@@ -205,6 +230,10 @@ cdef class _StepFold:
             with gil:
                 _init_cells(&cells, value, seen, n_cells)
             for s in range(n_series):
+                if code == OP_SUM:
+                    _sum_row(&vals[s, first], &mask[s, first], width, value + groups[s] * width,
+                             cells.comp + groups[s] * width, seen + groups[s] * width)
+                    continue
                 for j in range(first, end):
                     if mask[s, j]:
                         _fold_one(code, &cells, groups[s] * width + j - first, vals[s, j])
