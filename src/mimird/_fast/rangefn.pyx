@@ -35,6 +35,7 @@ from libc.string cimport memmove
 
 from mimird._fast.arrays cimport vector
 from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, advance_past, first_after, is_stale_marker
+from mimird.util.memory import spare_buffers
 
 cnp.import_array()
 
@@ -706,6 +707,9 @@ cdef cnp.ndarray _output(object given, Py_ssize_t n_series, Py_ssize_t n_steps, 
         dims[1] = n_steps
         if zeroed:
             return cnp.PyArray_ZEROS(2, dims, type_num, 0)
+        if type_num == cnp.NPY_FLOAT64 and n_series * n_steps * 8 >= spare_buffers.min_bytes:
+            # (a range query's values over thousands of series: not faulted in anew on every query)
+            return spare_buffers.empty((n_series, n_steps), np.float64)
         return cnp.PyArray_EMPTY(2, dims, type_num, 0)
     array = given
     if (cnp.PyArray_NDIM(array) != 2 or cnp.PyArray_DIM(array, 0) != n_series or cnp.PyArray_DIM(array, 1) != n_steps
