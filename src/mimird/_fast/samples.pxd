@@ -34,15 +34,13 @@ cdef inline Py_ssize_t advance_past(const int64_t* ts, Py_ssize_t pos, Py_ssize_
     walk moves 0, 1 or 2 samples depending on the scrape's jitter, which a loop's branch mispredicts about
     every other step. The first two moves are taken without branches, and from two loads that do not wait
     for each other: the next step's walk starts from this one's result, so one load's latency a step,
-    not two, bounds a kernel that does little else."""
-    cdef Py_ssize_t last = end - 1
-    if last < 0:
-        return pos
-    cdef Py_ssize_t next_pos = pos + 1
+    not two, bounds a kernel that does little else. Away from the series' end (all steps but the last
+    few) the two loads need no bounds, which the one branch that says so leaves out."""
     # (timestamps ascend: when the second sample is at or before t, so is the first)
-    cdef bint first_moves = (pos < end) & (ts[pos if pos < last else last] <= t)
-    cdef bint second_moves = (next_pos < end) & (ts[next_pos if next_pos < last else last] <= t)
-    pos += first_moves + second_moves
+    if pos + 1 < end:
+        pos += (ts[pos] <= t) + (ts[pos + 1] <= t)
+    elif pos < end:
+        pos += ts[pos] <= t
     while pos < end and ts[pos] <= t:
         pos += 1
     return pos
