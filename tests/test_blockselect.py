@@ -75,6 +75,21 @@ def test_select_batch_matches_per_series_reads(random_block, matchers):
             assert_same(reader.select_batch(matchers, mint, maxt), want)
 
 
+
+def test_label_pairs_are_built_once_per_block_even_where_names_share_values(tmp_path):
+    # The value "1" belongs to three names: each pair must keep its own name. A pair whose value no other
+    # name has is built once: read again (by another series or another read) it is the same object.
+    ts, vals = np.array([1000, 2000], dtype=np.int64), np.array([1.0, 2.0])
+    series = [((("__name__", "m"), ("a", "1"), ("b", str(i)), ("c", "1")), ts, vals) for i in range(3)]
+    directory = tmp_path / "blocks"
+    block = directory / write_block(directory, sorted(series, key=lambda item: item[0]), 0, HOUR, tenant="t",
+                                    source="test")
+    with BlockReader(block) as reader:
+        first = reader.select_batch([Matcher(MatchType.EQUAL, "__name__", "m")], None, None).labels
+        again = reader.select_batch([Matcher(MatchType.EQUAL, "a", "1")], None, None).labels
+    assert first == again == [labels for labels, _, _ in series]
+    assert first[0][0] is first[2][0] is again[1][0]  # ("__name__", "m")
+
 def observed(read) -> list[int]:
     """[chunks, bytes] that `read()` reports to the chunk-fetch observer."""
     totals = [0, 0]

@@ -116,6 +116,7 @@ cdef class BlockSnapshot:
     cdef object segment_views
     cdef object symbol_offsets
     cdef list symbol_cache
+    cdef list pair_cache
     cdef const uint8_t* index
     cdef Py_ssize_t index_size
     cdef int64_t mint
@@ -147,24 +148,26 @@ cdef class BlockSnapshot:
     @staticmethod
     def take(const uint8_t[::1] index not None, const uint64_t[::1] refs not None,
              Py_ssize_t series_start, Py_ssize_t series_end, const uint64_t[::1] symbol_offsets not None,
-             list symbol_cache not None, list segments not None, Py_ssize_t segment_header_size,
-             int64_t mint, int64_t maxt):
+             list symbol_cache not None, list pair_cache not None, list segments not None,
+             Py_ssize_t segment_header_size, int64_t mint, int64_t maxt):
         """Decode the series entries `refs` of the index bytes `index` and locate their chunks in [mint, maxt].
 
         `series_start`..`series_end` bound the series section; `symbol_offsets` are where each symbol
         of the symbol table starts in `index`, `symbol_cache` a list of the same length holding decoded
-        symbols or None (filled as label sets are built); `segments` are the chunk segment files' bytes.
+        symbols or None (filled as label sets are built), `pair_cache` another such list of label pairs
+        by their value's symbol; `segments` are the chunk segment files' bytes.
         Raises ValueError on a series entry or chunk that does not parse or fails its checksum.
         """
         cdef BlockSnapshot snap = BlockSnapshot.__new__(BlockSnapshot)
         cdef Py_ssize_t n = refs.shape[0], num_segments = len(segments), i
-        if len(symbol_cache) != symbol_offsets.shape[0]:
-            raise ValueError("symbol cache and symbol offsets differ in length")
+        if len(symbol_cache) != symbol_offsets.shape[0] or len(pair_cache) != symbol_offsets.shape[0]:
+            raise ValueError("symbol or pair cache and symbol offsets differ in length")
         snap.index_view = index
         snap.index = &index[0] if index.shape[0] else NULL
         snap.index_size = index.shape[0]
         snap.symbol_offsets = symbol_offsets
         snap.symbol_cache = symbol_cache
+        snap.pair_cache = pair_cache
         snap.mint = mint
         snap.maxt = maxt
         snap.num_series = n
@@ -354,10 +357,24 @@ cdef class BlockSnapshot:
         progress[1] = kept
 
     cdef tuple _labels(self, Py_ssize_t series):
+        # A label pair is built once per block and shared by the label sets holding it, found by its
+        # value's symbol (a value is mostly used by one name; when not, the slot holds the last pair built):
+        # a label set costs one tuple, and sorting label sets compares their shared pairs by identity.
         cdef Py_ssize_t start = self.label_starts[series], end = self.label_starts[series + 1], j
-        cdef tuple pairs = tuple([(self._symbol(self.label_ids[j]), self._symbol(self.label_ids[j + 1]))
-                                  for j in range(start, end, 2)])
-        return pairs
+        cdef list pairs = self.pair_cache, labels = []
+        cdef uint32_t value_id
+        cdef object name, pair
+        for j in range(start, end, 2):
+            name = self._symbol(self.label_ids[j])
+            value_id = self.label_ids[j + 1]
+            if value_id >= <uint32_t>len(pairs):
+                raise ValueError(f"unknown symbol {value_id}")
+            pair = pairs[value_id]
+            if pair is None or (<tuple>pair)[0] is not name:
+                pair = (name, self._symbol(value_id))
+                pairs[value_id] = pair
+            labels.append(pair)
+        return tuple(labels)
 
     cdef object _symbol(self, uint32_t symbol_id):
         cdef list cache = self.symbol_cache

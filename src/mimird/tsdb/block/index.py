@@ -270,6 +270,7 @@ class IndexReader:
         self._symbol_offsets = symbol_offsets(data, start + 4, end, count)
         self._symbol_cache: dict[int, str] = {}
         self._symbol_list: list[str | None] | None = None
+        self._pair_list: list[tuple[str, str] | None] | None = None
 
         start, end = self._section(self.toc_postings_offset_table, "postings offset table")
         (count,) = struct.unpack_from(">I", data, start)
@@ -332,6 +333,13 @@ class IndexReader:
         if self._symbol_list is None:
             self._symbol_list = [None] * len(self._symbol_offsets)
         return self._symbol_list
+
+    def pair_list(self) -> list[tuple[str, str] | None]:
+        """A list with a slot per symbol for the label pair with that value, None until a batched read
+        builds one (mimird._fast.blockselect's, kept with the reader)."""
+        if self._pair_list is None:
+            self._pair_list = [None] * len(self._symbol_offsets)
+        return self._pair_list
 
     def symbols(self) -> Iterable[str]:
         """Every symbol, in order."""

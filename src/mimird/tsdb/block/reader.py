@@ -200,8 +200,8 @@ class BlockReader:
         index = self._index
         try:
             snapshot = BlockSnapshot.take(index.data, refs, index.toc_series, index.toc_label_indices,
-                                          index.symbol_offsets, index.symbol_list(), self._chunks.segments,
-                                          SEGMENT_HEADER_SIZE, lo, hi)
+                                          index.symbol_offsets, index.symbol_list(), index.pair_list(),
+                                          self._chunks.segments, SEGMENT_HEADER_SIZE, lo, hi)
         except ValueError as exc:
             raise CorruptBlockError(f"{self.dir}: {exc}") from None
         observe = chunk_fetch_observer.get()
