@@ -106,6 +106,30 @@ cdef inline double kahan_sum_inc(double inc, double total, double* compensation)
     return t
 
 
+# Divisions are most of what `rate` computes beyond its window. Two of them only feed comparisons that
+# nearly always come out the same way, and these tests settle those cases by products instead. Each side
+# of a test is within a few roundings (a relative 2**-53 each) of the exact value; the margins (2**-40) are
+# far wider, so a test that passes proves the comparison Prometheus makes, and one that fails leaves it to
+# the division, as before. The operands stay in the normal range, away from underflow.
+cdef double _BELOW = 1 - 2.0 ** -40
+cdef double _ABOVE = 1 + 2.0 ** -40
+cdef double _SMALLEST_OPERAND = 1e-290
+
+
+cdef inline bint surely_below_threshold(double gap, double sampled, Py_ssize_t intervals) noexcept nogil:
+    # True only if gap < (sampled / intervals) * 1.1 as rounded: extrapolated_rate's threshold test for both
+    # gaps (gap, the larger, >= 0; sampled > 0 in whole milliseconds).
+    return gap * <double>intervals < (sampled * 1.1) * _BELOW
+
+
+cdef inline bint surely_not_below(double sampled, double first_value, double result, double to_start) noexcept nogil:
+    # True only if sampled * (first_value / result), as rounded, is not below to_start (result > 0,
+    # first_value >= 0): the counter's zero point lies farther back than the window's start gap.
+    if first_value < _SMALLEST_OPERAND or result < _SMALLEST_OPERAND or result > 1e290 or first_value > 1e290:
+        return False
+    return (to_start * result) * _ABOVE < sampled * first_value
+
+
 cdef inline double go_duration_seconds(int64_t ms) noexcept nogil:
     # time.Duration.Seconds() splits whole seconds from the rest; dividing ms by 1000 directly can
     # round differently in the last bit.
@@ -162,19 +186,23 @@ cdef void extrapolated_rate(const Series* s, const StepGrid* g, Scratch* scratch
         to_start = <double>(s.ts[first] - (t_end - g.range_ms)) / 1000
         to_end = <double>(t_end - s.ts[last]) / 1000
         sampled = <double>(s.ts[last] - s.ts[first]) / 1000
-        avg_between = sampled / <double>(last - first)
-        threshold = avg_between * 1.1
         extrapolate_to = sampled
-        if to_start >= threshold:
-            to_start = avg_between / 2
-        if is_counter and result > 0 and s.vals[first] >= 0:
+        # Both gaps are mostly well below the threshold (1.1 average intervals): a test by products, with
+        # a margin far wider than their rounding, proves it without the division (see below).
+        if not surely_below_threshold(to_start if to_start > to_end else to_end, sampled, last - first):
+            avg_between = sampled / <double>(last - first)
+            threshold = avg_between * 1.1
+            if to_start >= threshold:
+                to_start = avg_between / 2
+            if to_end >= threshold:
+                to_end = avg_between / 2
+        if is_counter and result > 0 and s.vals[first] >= 0 and \
+                not surely_not_below(sampled, s.vals[first], result, to_start):
             # A counter cannot have been below zero: stop the extrapolation where it would reach 0.
             to_zero = sampled * (s.vals[first] / result)
             if to_zero < to_start:
                 to_start = to_zero
         extrapolate_to += to_start
-        if to_end >= threshold:
-            to_end = avg_between / 2
         extrapolate_to += to_end
         factor = extrapolate_to / sampled
         if is_rate:
