@@ -150,6 +150,36 @@ def test_sliding_kernels_on_long_series(name, data):
 
 # --- the left-open window and hand-checked values -------------------------------------------------
 
+
+@pytest.mark.parametrize("name", ["rate", "increase", "delta"])
+def test_extrapolation_at_its_thresholds(name):
+    # The kernel settles most threshold comparisons by products and leaves the close ones to Prometheus's
+    # divisions: gaps to the window's edges a millisecond either side of 1.1 average intervals, and
+    # counters whose zero point lies a millisecond either side of the window's start, must both come out
+    # as the reference's.
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        interval = int(rng.choice([1000, 10_000, 15_000, 7]))
+        n = int(rng.integers(2, 12))
+        ts = np.arange(n, dtype=np.int64) * interval + int(rng.integers(0, 1000))
+        step = 1.0 if name == "delta" else float(rng.choice([1.0, 0.5, 3.0]))
+        first_value = float(rng.choice([0.0, step * 0.1, step, step * 1e-3, 1e-300]))
+        vals = first_value + step * np.arange(n, dtype=np.float64)
+        average = (ts[-1] - ts[0]) / (n - 1)
+        threshold_ms = int(average * 1.1)
+        eval_ts = []
+        for lead in (threshold_ms - 1, threshold_ms, threshold_ms + 1):
+            for range_ms in (int(ts[-1] - ts[0]) + lead + 1, int(ts[-1] - ts[0]) + lead + threshold_ms):
+                eval_ts.append((ts[-1] + max(lead, 0), range_ms))
+        # the zero point of the counter, in ms before its first sample, and a millisecond either side
+        if step and first_value:
+            zero_ms = int(first_value / step * interval)
+            for delta_ms in (-1, 0, 1):
+                eval_ts.append((ts[-1], int(ts[-1] - ts[0]) + zero_ms + delta_ms + 1))
+        for end, range_ms in eval_ts:
+            if range_ms > 0:
+                assert_matches_reference(name, ts, vals, np.array([end], dtype=np.int64), range_ms, (), 0)
+
 def test_window_is_left_open():
     ts = np.array([0, 15_000, 30_000])
     vals = np.array([1.0, 2.0, 4.0])
