@@ -408,20 +408,6 @@ def _counted_read(app, read) -> tuple[object, tuple[int, ...]]:
     return result, (stats.series, stats.samples, stats.chunks, stats.chunk_bytes, queryable.fetched_chunks)
 
 
-def _assert_head_only(db, app, rng, read) -> None:
-    """`read(queryable)` (a read done where the head holds the samples) gives None once a local block holds
-    part of the range, or once the store-gateway is asked."""
-    from mimird.querier.queryable import TenantQueryable
-
-    ulid = write_block(db.dir, random_series(rng, 5, 4 * HOUR, HOUR), 4 * HOUR, 6 * HOUR, tenant="a", source="test")
-    db.blocks[ulid] = read_meta(db.dir / ulid)
-    assert read(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
-    del db.blocks[ulid]
-    app.config._values["querier.query_store_after"] = 0.0
-    app.store_gateway = object()
-    assert read(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
-
-
 def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     """TenantQueryable.evaluate_range (only the ingester answers): the kernel's rows for the series
     select_batch reads, with the same query stats, chunk counts and series limit, from the head alone and
@@ -473,12 +459,16 @@ def test_querier_evaluate_range_counts_as_select_batch(tmp_path):
     assert evaluate(TenantQueryable(app, ["a"], now_ms=5 * HOUR)) is None
 
 
-def test_querier_select_fold_counts_as_select_batch(tmp_path):
-    """TenantQueryable.select_fold (only the head answers): the fold of the series select_batch reads, with
-    the same query stats, chunk counts and series limit; None once local blocks hold part of the range or the
-    store-gateway is asked."""
+@pytest.mark.parametrize("parts", [1, 2])
+def test_querier_select_fold_counts_as_select_batch(tmp_path, monkeypatch, parts):
+    """TenantQueryable.select_fold (only the ingester answers): the fold of the series select_batch reads,
+    with the same query stats, chunk counts and series limit, from the head alone and from the head and a
+    local block (in parts: decoded on the cores, then folded); None once the store-gateway is asked."""
     from mimird._fast.aggregate import group_series, select_fold
     from mimird.querier.queryable import QueryLimitError, TenantQueryable
+
+    monkeypatch.setattr(cores, "PARTS", parts)
+    monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1 if parts > 1 else 1 << 62)
 
     db, app, rng = _head_only_querier(tmp_path, 7)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
@@ -497,16 +487,27 @@ def test_querier_select_fold_counts_as_select_batch(tmp_path):
             return keys, *select_fold("sum", batch.ts, batch.vals, batch.offsets, times, lookback, group_ids,
                                       len(keys))
 
-        counted = []
-        for read in (in_batch, in_storage):
-            (keys, order, value, seen, selected, n_seen), counts = _counted_read(app, read)
-            counted.append(([keys[g] for g in order], value.tobytes(), seen.tobytes(), selected, n_seen, *counts))
-        assert counted[0] == counted[1]
-        assert len(counted[0][0]) == 2 and counted[0][5] > 0 and counted[0][7] > 0
+        for with_block in (False, True):
+            # with a local block overlapping the head in time, each series is merged from both and folded
+            if with_block:
+                ulid = write_block(db.dir, random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=10_000),
+                                   4 * HOUR, 6 * HOUR, tenant="a", source="test")
+                db.blocks[ulid] = read_meta(db.dir / ulid)
+            counted = []
+            for read in (in_batch, in_storage):
+                (keys, order, value, seen, selected, n_seen), counts = _counted_read(app, read)
+                counted.append(([keys[g] for g in order], value.tobytes(), seen.tobytes(), selected, n_seen,
+                                *counts))
+            assert counted[0] == counted[1]
+            assert len(counted[0][0]) == 2 and counted[0][5] > 0 and counted[0][7] > 0
+            if with_block:
+                del db.blocks[ulid]
 
     limited = TenantQueryable(app, ["a"], now_ms=5 * HOUR)
     limited.max_series = 3
     with pytest.raises(QueryLimitError):
         limited.select_fold(matchers, mint, maxt, False, "sum", times, lookback, ("__name__",), False)
-    _assert_head_only(db, app, rng, lambda queryable: queryable.select_fold(
-        matchers, mint, maxt, False, "sum", times, lookback, ("__name__",), False))
+    app.config._values["querier.query_store_after"] = 0.0
+    app.store_gateway = object()
+    assert TenantQueryable(app, ["a"], now_ms=5 * HOUR).select_fold(matchers, mint, maxt, False, "sum", times,
+                                                                    lookback, ("__name__",), False) is None

@@ -33,6 +33,7 @@ from libc.string cimport memcpy, memmove
 
 cimport numpy as cnp
 
+from mimird._fast.aggregate cimport SelectFold
 from mimird._fast.batchmerge cimport Part, merge_parts
 from mimird._fast.crc32c cimport crc32c_update
 from mimird._fast.headselect cimport HeadView, decode_head_series, head_labels, head_series_start, head_view
@@ -46,6 +47,7 @@ import sys
 
 import numpy as np
 
+from mimird._fast.aggregate import group_series, select_fold
 from mimird._fast.headselect import HeadSnapshot
 from mimird.util import cores
 
@@ -472,6 +474,19 @@ def evaluate_merged(list sources not None, str name, eval_ts, long long range_ms
                                     slice_samples)
 
 
+def fold_merged(list sources not None, str op, times, long long lookback_ms, tuple grouping, bint without):
+    """The aggregation `op by (grouping)` (or `without`) of the series `decode_merged(sources)` would give,
+    each selected at `times` with `lookback_ms` and folded as `aggregate.select_fold` folds a batch, without
+    that batch: each series is merged into a buffer of its own and folded while in cache, as the head's
+    `HeadSnapshot.fold` does. Selections of PARALLEL_MIN_SAMPLES samples or more are decoded in parts on
+    the cores into a batch instead, and folded after (a fold goes series by series in order, on one core).
+
+    Returns (labels, num_samples, keys, order, result, seen, selected, n_seen) as `HeadSnapshot.fold`: the
+    label sets of the series with samples and how many samples they hold, the groups' label sets, and
+    select_fold's result. Raises ChunkDecodeError (a ValueError) on a corrupt chunk."""
+    return _Merge(sources).fold(op, times, lookback_ms, grouping, without)
+
+
 cdef class _Merge:
     """The sources of one merged read, and their series (items) sorted and grouped by label set: group g
     is one output series, items[group_starts[g]:group_starts[g + 1]] its parts in priority order, and
@@ -674,6 +689,61 @@ cdef class _Merge:
         if filled < capacity // 2:
             return group_labels, offsets, out_ts[:filled].copy(), out_vals[:filled].copy()
         return group_labels, offsets, out_ts[:filled], out_vals[:filled]
+
+    cdef tuple fold(self, str op, times, long long lookback_ms, tuple grouping, bint without):
+        cdef SelectFold folder
+        cdef cnp.ndarray counts
+        cdef Py_ssize_t g, num_samples = 0, failed
+        cdef const int64_t* count_of
+        if cores.PARTS > 1 and self.group_room[self.num_groups] >= PARALLEL_MIN_SAMPLES:
+            labels, offsets, ts, vals = self.decode()
+            group_ids, keys = group_series(labels, grouping, without)
+            return (labels, int(offsets[len(offsets) - 1]), keys,
+                    *select_fold(op, ts, vals, offsets, times, lookback_ms, group_ids, len(keys)))
+        group_ids, keys = group_series(self.labels, grouping, without)
+        folder = SelectFold(op, times, lookback_ms, group_ids, len(keys))
+        counts = np.zeros(self.num_groups, dtype=np.int64)
+        cdef Groups groups = _groups_of(self)
+        if self.group_room[self.num_groups] + self.num_groups * folder.n_steps >= GIL_RELEASE_MIN_WORK:
+            with nogil:
+                failed = self._fold_groups(&groups, folder, <int64_t*>cnp.PyArray_DATA(counts))
+        else:
+            failed = self._fold_groups(&groups, folder, <int64_t*>cnp.PyArray_DATA(counts))
+        if failed == _NO_MEMORY:
+            raise MemoryError()
+        if failed != _OK:
+            raise ChunkDecodeError("corrupt or truncated XOR chunk")
+        count_of = <const int64_t*>cnp.PyArray_DATA(counts)
+        read_labels = []
+        for g in range(self.num_groups):
+            num_samples += count_of[g]
+            if count_of[g]:
+                read_labels.append(self.labels[g])
+        return (read_labels, num_samples, keys, *folder.finish())
+
+    cdef int _fold_groups(self, const Groups* m, SelectFold folder, int64_t* counts) noexcept nogil:
+        # fold()'s loop: each group merged into one buffer and folded; _OK, _CORRUPT_CHUNK or _NO_MEMORY.
+        cdef Py_ssize_t g, count
+        cdef int result = _OK
+        cdef MergeScratch merge_scratch
+        cdef int64_t* buf_t = <int64_t*>malloc((m.longest + 1) * sizeof(int64_t))
+        cdef double* buf_v = <double*>malloc((m.longest + 1) * sizeof(double))
+        if not _alloc_scratch(&merge_scratch, m.longest, m.num_sources) or buf_t == NULL or buf_v == NULL:
+            result = _NO_MEMORY
+        else:
+            for g in range(self.num_groups):
+                count = _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
+                                      &merge_scratch, buf_t, buf_v, 0, m.longest)
+                if count < 0:
+                    result = _CORRUPT_CHUNK
+                    break
+                counts[g] = count
+                if count:
+                    folder.add_series(g, buf_t, buf_v, count)
+        _free_scratch(&merge_scratch)
+        free(buf_t)
+        free(buf_v)
+        return result
 
     cdef tuple evaluate(self, str name, eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
                         between, Py_ssize_t slice_samples):

@@ -29,7 +29,14 @@ from mimird.bucket import FilesystemBucket
 from mimird.config.runtime import Overrides
 from mimird.services import RUNNING, Service
 from mimird.tsdb import wal as walmod
-from mimird.tsdb.block import BlockReader, evaluate_range_merged, read_merged, read_meta, write_block
+from mimird.tsdb.block import (
+    BlockReader,
+    evaluate_range_merged,
+    read_merged,
+    read_meta,
+    select_fold_merged,
+    write_block,
+)
 from mimird.tsdb.block.meta import BlockMeta, is_ulid
 from mimird.tsdb.head import DISCARD_REASONS, INT64_MAX, INT64_MIN, AppendResult, Head, merge_samples
 from mimird.tsdb.labels import Labels, Matcher
@@ -251,11 +258,13 @@ class TenantTSDB:
         return sources
 
     def select_fold(self, matchers: Sequence[Matcher], mint: int, maxt: int, latest_only: bool, *fold_args):
-        """`Head.select_fold` when only the head holds samples in [mint, maxt]; None when local blocks
-        overlap it (their series are read with `select_batch` then)."""
-        if self._blocks_overlapping(mint, maxt):
-            return None
-        return self.head.select_fold(matchers, mint, maxt, latest_only, *fold_args)
+        """An aggregation of the series `select_batch` would read, as `Head.select_fold` gives it: the head's
+        own when it alone holds samples in [mint, maxt], else each series merged from the overlapping local
+        blocks and the head and folded on its own (`select_fold_merged`)."""
+        blocks = self._blocks_overlapping(mint, maxt)
+        if not blocks:
+            return self.head.select_fold(matchers, mint, maxt, latest_only, *fold_args)
+        return select_fold_merged(self._snapshots(blocks, matchers, mint, maxt, latest_only), *fold_args)
 
     def block_reader(self, ulid: str) -> BlockReader:
         """An open reader of local block `ulid`, shared by queries. Readers of blocks no longer in

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mimird._fast.blockselect import BlockSnapshot, ChunkDecodeError, decode_merged, evaluate_merged
+from mimird._fast.blockselect import (
+    BlockSnapshot,
+    ChunkDecodeError,
+    decode_merged,
+    evaluate_merged,
+    fold_merged,
+)
 from mimird._fast.headselect import HeadSnapshot
 from mimird._fast.xorchunk import decode_chunks
 from mimird.tsdb.block.chunks import ENCODING_XOR, SEGMENT_HEADER_SIZE, ChunkReader, CorruptChunkError
@@ -59,6 +65,16 @@ def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | Serie
     (`blockselect.evaluate_merged`): (labels, values, present, counts) as `Head.evaluate_range` returns."""
     try:
         return evaluate_merged([_as_merge_source(s) for s in _with_series(sources)], *kernel_args)
+    except ChunkDecodeError as exc:
+        raise CorruptBlockError(f"block read: {exc}") from None
+
+
+def select_fold_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None], *fold_args):
+    """The aggregation of `fold_args` (as `Head.select_fold` takes them after latest_only) over the series
+    `read_merged(sources)` would give, each series merged and folded on its own (`blockselect.fold_merged`):
+    `Head.select_fold`'s tuple."""
+    try:
+        return fold_merged([_as_merge_source(s) for s in _with_series(sources)], *fold_args)
     except ChunkDecodeError as exc:
         raise CorruptBlockError(f"block read: {exc}") from None
 
