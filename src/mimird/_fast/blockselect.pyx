@@ -23,7 +23,8 @@ place, so blocks + head cost one decode and no copy. From
 PARALLEL_MIN_SAMPLES samples on, the series are split over the cores (`mimird.util.cores`).
 `evaluate_merged(sources, ...)` runs a range function over the same series without that output: each
 series is merged into a buffer of its own and evaluated while in cache, as the head's
-`HeadSnapshot.evaluate` does.
+`HeadSnapshot.evaluate` does; `fold_merged(sources, ...)` likewise selects each at a step grid and folds
+it into its aggregation group, as `HeadSnapshot.fold` does.
 """
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_DecodeUTF8
