@@ -106,8 +106,8 @@ cdef inline double kahan_sum_inc(double inc, double total, double* compensation)
     return t
 
 
-# Divisions are most of what `rate` computes beyond its window. Two of them only feed comparisons that
-# nearly always come out the same way, and these tests settle those cases by products instead. Each side
+# Two of `rate`'s seven divisions only feed comparisons that nearly always come out the same way, and
+# these tests settle those cases by products instead (the kernel is bound by its instructions). Each side
 # of a test is within a few roundings (a relative 2**-53 each) of the exact value; the margins (2**-40) are
 # far wider, so a test that passes proves the comparison Prometheus makes, and one that fails leaves it to
 # the division, as before. The operands stay in the normal range, away from underflow.

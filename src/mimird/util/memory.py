@@ -72,6 +72,9 @@ class SpareBuffers:
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         self._buffers: list[np.ndarray] = []
+        # An array never lent out, counted the same way as the buffers: what a free buffer's count is under
+        # whatever the interpreter counts (a call's argument is not a reference in every Python version).
+        self._unlent: list[np.ndarray] = [np.empty(0, dtype=np.uint8)]
         self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -103,8 +106,7 @@ class SpareBuffers:
         return buffer
 
     def _is_free(self, index: int) -> bool:
-        # (references: the list's and getrefcount's argument)
-        return sys.getrefcount(self._buffers[index]) == 2
+        return sys.getrefcount(self._buffers[index]) == sys.getrefcount(self._unlent[0])
 
     def held_bytes(self) -> int:
         """The bytes the pool keeps, in use or not."""
