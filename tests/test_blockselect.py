@@ -469,6 +469,7 @@ def test_querier_select_fold_counts_as_select_batch(tmp_path, monkeypatch, parts
 
     monkeypatch.setattr(cores, "PARTS", parts)
     monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1 if parts > 1 else 1 << 62)
+    monkeypatch.setattr(blockselect, "FOLD_PARALLEL_MIN_SAMPLES", 1 if parts > 1 else 1 << 62)
 
     db, app, rng = _head_only_querier(tmp_path, 7)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]

@@ -82,6 +82,11 @@ _intern = sys.intern
 cdef Py_ssize_t GIL_RELEASE_MIN_SAMPLES = 1 << 16
 # From this many samples on, decode_merged splits its series over the cores (as the head's decode does).
 PARALLEL_MIN_SAMPLES = 100_000
+# fold_merged decodes on the cores into a batch only from this many samples on. Folding each series as it is
+# merged, on one core, keeps its samples in cache and needs no batch: in process, over 6 h, it was faster at
+# 104k and 207k samples (`count by (cluster) (up)` 3.9 -> 2.1 ms, a 144-series sum 5.8 -> 4.8-5.4 ms) and
+# as fast at 3.3M (37 ms).
+FOLD_PARALLEL_MIN_SAMPLES = 4_000_000
 
 
 cdef inline uint32_t _get_be32(const uint8_t* data) noexcept nogil:
@@ -479,8 +484,9 @@ def fold_merged(list sources not None, str op, times, long long lookback_ms, tup
     """The aggregation `op by (grouping)` (or `without`) of the series `decode_merged(sources)` would give,
     each selected at `times` with `lookback_ms` and folded as `aggregate.select_fold` folds a batch, without
     that batch: each series is merged into a buffer of its own and folded while in cache, as the head's
-    `HeadSnapshot.fold` does. Selections of PARALLEL_MIN_SAMPLES samples or more are decoded in parts on
-    the cores into a batch instead, and folded after (a fold goes series by series in order, on one core).
+    `HeadSnapshot.fold` does. Selections of FOLD_PARALLEL_MIN_SAMPLES samples or more are decoded in parts
+    on the cores into a batch instead, and folded after (a fold goes series by series in order, on one
+    core).
 
     Returns (labels, num_samples, keys, order, result, seen, selected, n_seen) as `HeadSnapshot.fold`: the
     label sets of the series with samples and how many samples they hold, the groups' label sets, and
@@ -696,7 +702,7 @@ cdef class _Merge:
         cdef cnp.ndarray counts
         cdef Py_ssize_t g, num_samples = 0, failed
         cdef const int64_t* count_of
-        if cores.PARTS > 1 and self.group_room[self.num_groups] >= PARALLEL_MIN_SAMPLES:
+        if cores.PARTS > 1 and self.group_room[self.num_groups] >= FOLD_PARALLEL_MIN_SAMPLES:
             labels, offsets, ts, vals = self.decode()
             group_ids, keys = group_series(labels, grouping, without)
             return (labels, int(offsets[len(offsets) - 1]), keys,
