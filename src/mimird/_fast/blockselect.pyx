@@ -451,6 +451,13 @@ cdef struct MergeScratch:
     Py_ssize_t capacity     # samples ts/vals hold
 
 
+cdef struct SeriesBuffer:
+    # One merged series at a time, in buffers of its own: what evaluate_merged and fold_merged run on.
+    int64_t* ts
+    double* vals
+    MergeScratch scratch
+
+
 def decode_merged(list sources not None):
     """Decode and merge, in one pass, the series of several sources given in priority order.
 
@@ -732,24 +739,19 @@ cdef class _Merge:
         # fold()'s loop: each group merged into one buffer and folded; _OK, _CORRUPT_CHUNK or _NO_MEMORY.
         cdef Py_ssize_t g, count
         cdef int result = _OK
-        cdef MergeScratch merge_scratch
-        cdef int64_t* buf_t = <int64_t*>malloc((m.longest + 1) * sizeof(int64_t))
-        cdef double* buf_v = <double*>malloc((m.longest + 1) * sizeof(double))
-        if not _alloc_scratch(&merge_scratch, m.longest, m.num_sources) or buf_t == NULL or buf_v == NULL:
+        cdef SeriesBuffer buffer
+        if not _alloc_series_buffer(&buffer, m):
             result = _NO_MEMORY
         else:
             for g in range(self.num_groups):
-                count = _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
-                                      &merge_scratch, buf_t, buf_v, 0, m.longest)
+                count = _merge_group(m, g, &buffer)
                 if count < 0:
                     result = _CORRUPT_CHUNK
                     break
                 counts[g] = count
                 if count:
-                    folder.add_series(g, buf_t, buf_v, count)
-        _free_scratch(&merge_scratch)
-        free(buf_t)
-        free(buf_v)
+                    folder.add_series(g, buffer.ts, buffer.vals, count)
+        _free_series_buffer(&buffer)
         return result
 
     cdef tuple evaluate(self, str name, eval_ts, long long range_ms, tuple params, long long intercept_shift_ms,
@@ -832,6 +834,26 @@ cdef void _free_scratch(MergeScratch* scratch) noexcept nogil:
     free(scratch.parts)
     free(scratch.by_start)
     scratch.ts, scratch.vals, scratch.parts, scratch.by_start = NULL, NULL, NULL, NULL
+
+
+cdef bint _alloc_series_buffer(SeriesBuffer* buffer, const Groups* m) noexcept nogil:
+    # Room for the longest group; False when out of memory (_free_series_buffer frees what was allocated).
+    buffer.ts = <int64_t*>malloc((m.longest + 1) * sizeof(int64_t))
+    buffer.vals = <double*>malloc((m.longest + 1) * sizeof(double))
+    return _alloc_scratch(&buffer.scratch, m.longest, m.num_sources) and buffer.ts != NULL and buffer.vals != NULL
+
+
+cdef void _free_series_buffer(SeriesBuffer* buffer) noexcept nogil:
+    _free_scratch(&buffer.scratch)
+    free(buffer.ts)
+    free(buffer.vals)
+    buffer.ts, buffer.vals = NULL, NULL
+
+
+cdef Py_ssize_t _merge_group(const Groups* m, Py_ssize_t g, SeriesBuffer* buffer) noexcept nogil:
+    # Group g merged into the buffer; returns its sample count, or -1 on a corrupt chunk.
+    return _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
+                         &buffer.scratch, buffer.ts, buffer.vals, 0, m.longest)
 
 
 cdef class _DecodeJob:
@@ -944,34 +966,28 @@ cdef class _EvaluateJob:
         cdef const Groups* m = &self.groups
         cdef Py_ssize_t g, count, kept, n_steps = self.grid.n_steps, longest = m.longest
         cdef int result = _OK
-        cdef MergeScratch merge_scratch
+        cdef SeriesBuffer buffer
         cdef KernelScratch kernel_scratch
         cdef Series series
-        cdef int64_t* buf_t = <int64_t*>malloc((longest + 1) * sizeof(int64_t))
-        cdef double* buf_v = <double*>malloc((longest + 1) * sizeof(double))
         kernel_scratch.values = <double*>malloc((2 * longest + 1) * sizeof(double))
         kernel_scratch.indexes = <Py_ssize_t*>malloc((longest + 1) * sizeof(Py_ssize_t))
-        if not _alloc_scratch(&merge_scratch, longest, m.num_sources) or buf_t == NULL or buf_v == NULL \
-                or kernel_scratch.values == NULL or kernel_scratch.indexes == NULL:
+        if not _alloc_series_buffer(&buffer, m) or kernel_scratch.values == NULL or kernel_scratch.indexes == NULL:
             result = _NO_MEMORY
         else:
-            series.ts = buf_t
-            series.vals = buf_v
+            series.ts = buffer.ts
+            series.vals = buffer.vals
             for g in range(self.part_groups[p], self.part_groups[p + 1]):
-                count = _decode_group(m.srcs, m.items + m.group_starts[g], m.group_starts[g + 1] - m.group_starts[g],
-                                      &merge_scratch, buf_t, buf_v, 0, longest)
+                count = _merge_group(m, g, &buffer)
                 if count < 0:
                     result = _CORRUPT_CHUNK
                     break
-                kept = drop_stale_markers(buf_t, buf_v, count)
+                kept = drop_stale_markers(buffer.ts, buffer.vals, count)
                 self.counts[2 * g] = count
                 self.counts[2 * g + 1] = kept
                 series.n = kept
                 evaluate_series(self.fn, &series, &self.grid, &kernel_scratch, self.out + g * n_steps,
                                 self.present + g * n_steps)
-        _free_scratch(&merge_scratch)
-        free(buf_t)
-        free(buf_v)
+        _free_series_buffer(&buffer)
         free(kernel_scratch.values)
         free(kernel_scratch.indexes)
         return result
