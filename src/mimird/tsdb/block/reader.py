@@ -59,12 +59,17 @@ def _as_merge_source(source: BlockSnapshot | HeadSnapshot | SeriesBatch):
             np.ascontiguousarray(source.vals, dtype=np.float64), np.ascontiguousarray(source.offsets, dtype=np.int64))
 
 
+def _merge_sources(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None]) -> list:
+    # The sources with series, as the merged reads of blockselect take them.
+    return [_as_merge_source(s) for s in _with_series(sources)]
+
+
 def evaluate_range_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBatch | None], *kernel_args):
     """The range function of `kernel_args` (as `Head.evaluate_range` takes them after the range) over the
     series `read_merged(sources)` would give, each series merged and evaluated on its own
     (`blockselect.evaluate_merged`): (labels, values, present, counts) as `Head.evaluate_range` returns."""
     try:
-        return evaluate_merged([_as_merge_source(s) for s in _with_series(sources)], *kernel_args)
+        return evaluate_merged(_merge_sources(sources), *kernel_args)
     except ChunkDecodeError as exc:
         raise CorruptBlockError(f"block read: {exc}") from None
 
@@ -74,7 +79,7 @@ def select_fold_merged(sources: Sequence[BlockSnapshot | HeadSnapshot | SeriesBa
     `read_merged(sources)` would give, each series merged and folded on its own (`blockselect.fold_merged`):
     `Head.select_fold`'s tuple."""
     try:
-        return fold_merged([_as_merge_source(s) for s in _with_series(sources)], *fold_args)
+        return fold_merged(_merge_sources(sources), *fold_args)
     except ChunkDecodeError as exc:
         raise CorruptBlockError(f"block read: {exc}") from None
 
