@@ -310,6 +310,51 @@ def test_evaluate_merged_matches_the_kernel_over_the_merged_batch(tmp_path, monk
             reader.close()
 
 
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_fold_merged_in_step_ranges_is_one_fold_to_the_bit(tmp_path, monkeypatch, parts):
+    """fold_merged with its steps cut into ranges folded at once (each merging only its window of each
+    series) gives one fold's result, counts and order to the bit: blocks overlapping in time and not, a
+    head-like batch with stale markers, every operator, steps shorter and longer than the lookback, repeated
+    steps, and grids reaching past the data."""
+    stale_bits = np.uint64(0x7FF0000000000002)
+    monkeypatch.setattr(blockselect, "FOLD_PARALLEL_MIN_SAMPLES", 1 << 62)
+    rng = np.random.default_rng(31)
+    ulids = []
+    for start, span in ((0, 2 * HOUR), (HOUR, 2 * HOUR), (2 * HOUR, 2 * HOUR)):
+        series = random_series(rng, 30, start, span, max_samples=400, step=5000)
+        ulids.append(write_block(tmp_path, series, start, start + span, tenant="t", source="test"))
+    head_series = random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=5000)
+    for _, _, vals in head_series[::3]:
+        vals[len(vals) // 2 : len(vals) // 2 + 1].view(np.uint64)[:] = stale_bits
+    head = SeriesBatch.from_series(head_series)
+    readers = [BlockReader(tmp_path / ulid) for ulid in ulids]
+    matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
+    grids = [np.arange(600_000, 5 * HOUR, 60_000), np.arange(HOUR // 3, 6 * HOUR, HOUR),
+             np.repeat(np.arange(2 * HOUR, 3 * HOUR, 45_000), 2), np.array([4 * HOUR - 1, 4 * HOUR])]
+    try:
+        for times in grids:
+            times = times.astype(np.int64)
+            mint, maxt = int(times[0]) - 300_000 + 1, int(times[-1])
+            for chosen in (readers, readers[::2]):
+                sources = [r.snapshot(matchers, mint, maxt) for r in chosen] + [
+                    (head.labels, head.ts, head.vals, head.offsets)]
+                for op in ("sum", "avg", "count", "group", "min", "max", "stddev", "stdvar"):
+                    for grouping, without in (((), False), (("odd",), False), (("i",), True)):
+                        folds = []
+                        for n_parts, min_work in ((1, 1 << 62), (parts, 1)):
+                            monkeypatch.setattr(cores, "PARTS", n_parts)
+                            monkeypatch.setattr(blockselect, "FOLD_STEP_PARTS_MIN_WORK", min_work)
+                            labels, num_samples, keys, order, result, seen, selected, n_seen = \
+                                blockselect.fold_merged(sources, op, times, 300_000, grouping, without)
+                            folds.append((labels, num_samples, keys, order, result.tobytes(), seen.tobytes(),
+                                          selected, n_seen))
+                        assert folds[0] == folds[1], (op, grouping, len(times))
+                        assert folds[0][1] > 0 and folds[0][6] > 0
+    finally:
+        for reader in readers:
+            reader.close()
+
+
 def test_merge_of_the_same_data_twice_keeps_the_first():
     ts = np.arange(0, 100, 10, dtype=np.int64)
     first = batch_of([((("a", "1"),), ts, np.ones(10))])

@@ -33,3 +33,6 @@ cdef class SelectFold:
     cdef bint finished
 
     cdef void add_series(self, Py_ssize_t k, const int64_t* ts, const double* vals, Py_ssize_t n) noexcept nogil
+    cdef Py_ssize_t fold_steps(self, Py_ssize_t k, const int64_t* ts, const double* vals, Py_ssize_t n,
+                               Py_ssize_t first, Py_ssize_t end) noexcept nogil
+    cdef void note_selected(self, Py_ssize_t k, Py_ssize_t selected) noexcept nogil

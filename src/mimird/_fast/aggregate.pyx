@@ -367,13 +367,20 @@ cdef class SelectFold:
         """Fold series k (0 <= k < n_series, added in order) with samples ts/vals[:n] (times ascending):
         at each time its newest sample in (t - lookback, t], unless that is a stale marker. One forward
         walk serves every step, as instant.select_rows walks."""
+        self.note_selected(k, self.fold_steps(k, ts, vals, n, 0, self.n_steps))
+
+    cdef Py_ssize_t fold_steps(self, Py_ssize_t k, const int64_t* ts, const double* vals, Py_ssize_t n,
+                               Py_ssize_t first, Py_ssize_t end) noexcept nogil:
+        """`add_series`'s fold at the steps [first, end) only, returning how many samples it selected and
+        leaving the counts to `note_selected`. Folds of disjoint step ranges write disjoint cells, so
+        threads may run them at once (each adding a series' ranges in series order)."""
         # Locals, not attributes: the compiler cannot keep fields of self in registers across the writes to
         # the cells.
         cdef int code = self.code
         cdef const int64_t* times = self.times
         cdef int64_t lookback_ms = self.lookback_ms, t
-        cdef Py_ssize_t j, p = 0, selected = 0, n_steps = self.n_steps, at = self.groups[k] * n_steps
-        for j in range(n_steps):
+        cdef Py_ssize_t j, p = 0, selected = 0, at = self.groups[k] * self.n_steps
+        for j in range(first, end):
             t = times[j]
             p = advance_past(ts, p, n, t)
             if p == 0 or ts[p - 1] <= t - lookback_ms or is_stale_marker(vals[p - 1]):
@@ -383,6 +390,10 @@ cdef class SelectFold:
             else:
                 _fold_one(code, &self.cells, at + j, vals[p - 1])
             selected += 1
+        return selected
+
+    cdef void note_selected(self, Py_ssize_t k, Py_ssize_t selected) noexcept nogil:
+        """Count `selected` samples folded from series k (by `fold_steps`; one thread at a time)."""
         if selected:
             self.series_present[k] = 1
             self.selected += selected
