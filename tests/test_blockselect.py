@@ -56,6 +56,23 @@ MATCHER_SETS = [
 ]
 
 
+STALE_BITS = np.uint64(0x7FF0000000000002)
+
+
+def blocks_and_stale_head(directory: Path, seed: int) -> tuple[list[BlockReader], SeriesBatch]:
+    """Readers of three blocks (the second overlapping both others in time) and a head-like batch after
+    them in which every third series has a stale marker in the middle."""
+    rng = np.random.default_rng(seed)
+    ulids = []
+    for start, span in ((0, 2 * HOUR), (HOUR, 2 * HOUR), (2 * HOUR, 2 * HOUR)):
+        series = random_series(rng, 30, start, span, max_samples=400, step=5000)
+        ulids.append(write_block(directory, series, start, start + span, tenant="t", source="test"))
+    head_series = random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=5000)
+    for _, _, vals in head_series[::3]:
+        vals[len(vals) // 2 : len(vals) // 2 + 1].view(np.uint64)[:] = STALE_BITS
+    return [BlockReader(directory / ulid) for ulid in ulids], SeriesBatch.from_series(head_series)
+
+
 @pytest.fixture(scope="module")
 def random_block(tmp_path_factory) -> Path:
     rng = np.random.default_rng(7)
@@ -263,19 +280,9 @@ def test_evaluate_merged_matches_the_kernel_over_the_merged_batch(tmp_path, monk
     `between` called between them."""
     from mimird._fast import rangefn
 
-    stale_bits = np.uint64(0x7FF0000000000002)
     monkeypatch.setattr(cores, "PARTS", parts)
     monkeypatch.setattr(blockselect, "PARALLEL_MIN_SAMPLES", 1)
-    rng = np.random.default_rng(29)
-    ulids = []
-    for start, span in ((0, 2 * HOUR), (HOUR, 2 * HOUR), (2 * HOUR, 2 * HOUR)):
-        series = random_series(rng, 30, start, span, max_samples=400, step=5000)
-        ulids.append(write_block(tmp_path, series, start, start + span, tenant="t", source="test"))
-    head_series = random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=5000)
-    for _, _, vals in head_series[::3]:
-        vals[len(vals) // 2 : len(vals) // 2 + 1].view(np.uint64)[:] = stale_bits
-    head = SeriesBatch.from_series(head_series)
-    readers = [BlockReader(tmp_path / ulid) for ulid in ulids]
+    readers, head = blocks_and_stale_head(tmp_path, 29)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     between_calls = []
 
@@ -289,7 +296,7 @@ def test_evaluate_merged_matches_the_kernel_over_the_merged_batch(tmp_path, monk
                 sources = [r.snapshot(matchers, mint, maxt) for r in readers] + [
                     (head.labels, head.ts, head.vals, head.offsets)]
                 labels, offsets, ts, vals = blockselect.decode_merged(sources)
-                keep = vals.view(np.uint64) != stale_bits
+                keep = vals.view(np.uint64) != STALE_BITS
                 counts_kept = np.add.reduceat(keep, offsets[:-1]) if len(labels) else np.zeros(0, dtype=np.int64)
                 assert not keep.all()
                 kept_offsets = np.concatenate(([0], np.cumsum(counts_kept))).astype(np.int64)
@@ -316,18 +323,8 @@ def test_fold_merged_in_step_ranges_is_one_fold_to_the_bit(tmp_path, monkeypatch
     series) gives one fold's result, counts and order to the bit: blocks overlapping in time and not, a
     head-like batch with stale markers, every operator, steps shorter and longer than the lookback, repeated
     steps, and grids reaching past the data."""
-    stale_bits = np.uint64(0x7FF0000000000002)
     monkeypatch.setattr(blockselect, "FOLD_PARALLEL_MIN_SAMPLES", 1 << 62)
-    rng = np.random.default_rng(31)
-    ulids = []
-    for start, span in ((0, 2 * HOUR), (HOUR, 2 * HOUR), (2 * HOUR, 2 * HOUR)):
-        series = random_series(rng, 30, start, span, max_samples=400, step=5000)
-        ulids.append(write_block(tmp_path, series, start, start + span, tenant="t", source="test"))
-    head_series = random_series(rng, 30, 4 * HOUR, HOUR, max_samples=300, step=5000)
-    for _, _, vals in head_series[::3]:
-        vals[len(vals) // 2 : len(vals) // 2 + 1].view(np.uint64)[:] = stale_bits
-    head = SeriesBatch.from_series(head_series)
-    readers = [BlockReader(tmp_path / ulid) for ulid in ulids]
+    readers, head = blocks_and_stale_head(tmp_path, 31)
     matchers = [Matcher(MatchType.REGEX, "__name__", "m[01]")]
     grids = [np.arange(600_000, 5 * HOUR, 60_000), np.arange(HOUR // 3, 6 * HOUR, HOUR),
              np.repeat(np.arange(2 * HOUR, 3 * HOUR, 45_000), 2), np.array([4 * HOUR - 1, 4 * HOUR])]

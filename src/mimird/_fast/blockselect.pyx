@@ -40,7 +40,7 @@ from mimird._fast.crc32c cimport crc32c_update
 from mimird._fast.headselect cimport HeadView, decode_head_series, head_labels, head_series_start, head_view
 from mimird._fast.rangefn cimport Scratch as KernelScratch
 from mimird._fast.rangefn cimport Series, StepGrid, evaluate_series, output_rows, prepare_grid
-from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers
+from mimird._fast.samples cimport GIL_RELEASE_MIN_WORK, drop_stale_markers, first_after
 from mimird._fast.varint cimport read_uvarint_at, zigzag_decode
 from mimird._fast.xorchunk cimport XORCursor, xor_cursor_init, xor_decode_range
 
@@ -882,18 +882,6 @@ cdef Py_ssize_t _merge_group(const Groups* m, Py_ssize_t g, SeriesBuffer* buffer
                          &buffer.scratch, buffer.ts, buffer.vals, 0, m.longest, lo, hi)
 
 
-cdef inline Py_ssize_t _count_upto(const int64_t* ts, Py_ssize_t n, int64_t t) noexcept nogil:
-    # How many of the ascending ts[:n] are <= t.
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ts[mid] <= t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 cdef class _DecodeJob:
     """One decode's groups cut into parts that decode at the same time, each into its own room of the
     output (part p starts at its first group's room) with its own scratch; `close_gaps` then moves the
@@ -1039,9 +1027,9 @@ cdef class _FoldJob:
                 if count < 0:
                     result = _CORRUPT_CHUNK
                     break
-                self.counts[row + g] = _count_upto(buffer.ts, count, slice_hi) - _count_upto(buffer.ts, count,
-                                                                                            slice_lo)
-                skip = _count_upto(buffer.ts, count, reach)
+                self.counts[row + g] = (first_after(buffer.ts, 0, count, slice_hi)
+                                        - first_after(buffer.ts, 0, count, slice_lo))
+                skip = first_after(buffer.ts, 0, count, reach)
                 self.selected[row + g] = self.folder.fold_steps(g, buffer.ts + skip, buffer.vals + skip,
                                                                 count - skip, first, end)
         _free_series_buffer(&buffer)
