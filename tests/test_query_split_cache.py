@@ -4,15 +4,20 @@ window and `Cache-Control: no-store` observed through data written after a respo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import threading
 import time
+import urllib.parse
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from conftest import Daemon, remote_write
+from mimird.app import App
+from mimird.config.schema import load_config
 from mimird.frontend.splitcache import (
     CacheSettings,
     Extent,
@@ -23,6 +28,7 @@ from mimird.frontend.splitcache import (
     pin_at_modifiers,
     split_by_interval,
 )
+from mimird.http.request import Request
 from mimird.promql import parse
 from mimird.promql.printer import to_string
 from mimird.promql.value import (
@@ -147,7 +153,7 @@ def test_a_failing_piece_fails_the_query_with_its_own_error():
                          CacheSettings(0, 1.0, False, parallelism), False)
 
 
-def test_tiny_uncached_query_is_evaluated_whole():
+def test_uncached_query_is_evaluated_whole_when_asked():
     calls = []
 
     class RecordingEngine:
@@ -157,7 +163,7 @@ def test_tiny_uncached_query_is_evaluated_whole():
 
     splitter = RangeQuerySplitter(RecordingEngine(), HOUR, None)
     splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                 CacheSettings(0, 1.0, False, 14), False, tiny=True)
+                 CacheSettings(0, 1.0, False, 14), False, whole=True)
     assert calls == [("up", 0, 6 * HOUR - MINUTE)]
     # a whole evaluation over a per-query limit is redone in pieces, each held to the limit on its own
     for error in (QueryLimitError("over"), TooManySamplesError()):
@@ -171,13 +177,13 @@ def test_tiny_uncached_query_is_evaluated_whole():
         calls.clear()
         RangeQuerySplitter(LimitedEngine(), HOUR, None).run(
             lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None, CacheSettings(0, 1.0, False, 1),
-            False, tiny=True)
+            False, whole=True)
         assert len(calls) == 7 and calls[0] == ("up", 0, 6 * HOUR - MINUTE)
     # with the results cache, the pieces are still what is cached
     splitter = RangeQuerySplitter(RecordingEngine(), HOUR, ResultsCache())
     calls.clear()
     splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                 CacheSettings(0, 1.0, False, 14), False, tiny=True, now_ms=100 * HOUR)
+                 CacheSettings(0, 1.0, False, 14), False, whole=True, now_ms=100 * HOUR)
     assert len(calls) == 6
 
 
@@ -284,3 +290,36 @@ def test_server_timing_reports_split_queries_and_cache_bytes(daemons):
     assert first["results_cache_hit_bytes"] == "val=0" and first["results_cache_miss_bytes"] == "val=336"
     assert second["results_cache_hit_bytes"] == "val=336" and second["results_cache_miss_bytes"] == "val=0"
     assert second["fetched_chunks_count"] == "val=0" and first["fetched_chunks_count"] != "val=0"
+
+
+def test_query_api_evaluates_an_uncached_range_whole(tmp_path, monkeypatch):
+    """Through the query API, with no results cache, a range over two UTC days is evaluated in one piece:
+    no piece evaluations, and every step answered."""
+    piece_runs = []
+    evaluate_all = RangeQuerySplitter._evaluate_all
+
+    def recording(self, *args, **kwargs):
+        piece_runs.append(args)
+        return evaluate_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(RangeQuerySplitter, "_evaluate_all", recording)
+
+    async def scenario():
+        config, _ = load_config([f"-blocks-storage.tsdb.dir={tmp_path}/tsdb",
+                                 f"-blocks-storage.filesystem.dir={tmp_path}/bucket",
+                                 "-auth.multitenancy-enabled=false", "-server.http-listen-port=0",
+                                 "-log.level=warn"])
+        app = App(config)
+        await app.start()
+        try:
+            params = urllib.parse.urlencode({"query": "vector(1)", "start": 86400 * 20000 - 7200,
+                                             "end": 86400 * 20000 + 7200, "step": 600})
+            return await app.http.dispatch(Request("GET", "/prometheus/api/v1/query_range", params,
+                                                   {"host": "x"}, b""))
+        finally:
+            await app.stop()
+
+    response = asyncio.run(scenario())
+    assert response.status == 200
+    assert len(json.loads(response.body)["data"]["result"][0]["values"]) == 25
+    assert piece_runs == []

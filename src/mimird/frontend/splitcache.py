@@ -8,6 +8,9 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
   (and the gaps the cache leaves) are evaluated in parallel worker threads, at most the tenants'
   smallest `max_query_parallelism` (14) at once, each with its own per-query limits, as each Mimir split
   query has; their results are merged in time order, so the answer is the unsplit one byte for byte.
+  Where the cache takes no part, the query API has the range evaluated whole instead (`run`'s `whole`)
+  and redone in pieces only when it hits a per-query limit: the kernels use every core on their own, and
+  pieces only repeat the fixed costs. The split is counted either way, as Mimir counts it.
 * Results cache (`-query-frontend.cache-results`, off by default): keyed by tenant(s), printed query, step and
   the piece's interval index (plus the start's offset into the step grid when unaligned: Mimir's key).
   All pieces' entries are looked up at once; an entry holds extents — time ranges already evaluated —
@@ -332,17 +335,17 @@ class RangeQuerySplitter:
 
     def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
             step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
-            now_ms: int | None = None, tiny: bool = False) -> QueryResult:
+            now_ms: int | None = None, whole: bool = False) -> QueryResult:
         """The range query's result, identical to one unsplit, uncached evaluation. With `stats` (the
         request's `stats` parameter) it is one unsplit, uncached evaluation, so that `data.stats`
         describes it.
 
-        `tiny` says the query is known to take a few milliseconds (it runs on the event loop). Not cached,
-        such a query is evaluated whole: its pieces would only buy parallelism, and each would repeat the
-        fixed costs of an evaluation (and a subquery's window) and start threads for a fraction of a
-        millisecond of work. A dashboard's last hour is split in two for the hour after midnight UTC. The
-        split is still counted in the metrics and `Server-Timing`, as Mimir's frontend counts it, and a
-        whole evaluation that hits a per-query limit is redone in pieces, which each have their own."""
+        With `whole`, a query the cache takes no part in is evaluated whole: its pieces would only buy
+        parallelism, which the kernels get on their own (decoding, range functions and folds split over the
+        cores), while each piece repeats the fixed costs of an evaluation, a subquery's window and the reads
+        of the blocks both pieces touch. The split is still counted in the metrics and `Server-Timing`, as
+        Mimir's frontend counts it, and a whole evaluation that hits a per-query limit is redone in pieces,
+        which each have their own."""
         use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
@@ -359,13 +362,13 @@ class RangeQuerySplitter:
             self.metrics.split_queries.inc(len(ranges))
             if request_stats is not None:
                 request_stats.split_queries += len(ranges)
-        if (len(ranges) == 1 or tiny) and not cacheable:
+        if (len(ranges) == 1 or whole) and not cacheable:
             try:
                 return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled)
             except (QueryLimitError, TooManySamplesError):
                 if len(ranges) == 1:
                     raise
-                # a tiny query's pieces are held to the per-query limits one by one, as Mimir's split queries are
+                # the pieces are held to the per-query limits one by one, as Mimir's split queries are
         max_cache_ms = now_ms - settings.max_freshness_ms
 
         # keyed by the (pinned) expression as printed (Mimir keys by the parsed query's String()), so spellings
