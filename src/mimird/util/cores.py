@@ -31,21 +31,16 @@ T = TypeVar("T")
 MAX_PARTS = 4
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
+# The cores this process may run on (empty where the system does not say: not on Linux).
+_ALL_CORES = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
 
 #: How many parts a large batch is split into on this machine (1: no splitting).
-PARTS = max(1, min(MAX_PARTS, _usable_cores()))
+PARTS = max(1, min(MAX_PARTS, len(_ALL_CORES) or os.cpu_count() or 1))
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()  # queries in several worker threads may ask for the pool first at once
 _helper_ids: list[int] = []  # the pool threads' native ids, as they start
 _helpers_kept_off = (-1, 0)  # the core the helpers were last kept off (-1: none yet), and how many helpers
-_ALL_CORES = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
 
 
 def _note_helper() -> None:
