@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from mimird import __version__
@@ -28,6 +29,8 @@ def usage(include_all: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and the YAML file, then run the daemon until a signal stops it."""
+    if argv is None:
+        _reexec_with_huge_page_malloc()
     args = sys.argv[1:] if argv is None else argv
     try:
         config, actions = load_config(args)
@@ -40,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if "version" in actions:
         print(f"mimird, version {__version__}")
         return 0
+
+    from mimird.util.hugepages import use_huge_page_arenas
+
+    # first, so that the objects of the modules imported from here on are on huge pages too
+    use_huge_page_arenas()
 
     from mimird.util.logging import setup_logging
     from mimird.util.memory import keep_freed_memory
@@ -62,6 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reexec_with_huge_page_malloc() -> None:
+    """Start the process over with glibc's huge-page tunable set, which glibc reads only at start
+    (`util.hugepages.huge_page_malloc_env`); carry on as is where it is set already or cannot be."""
+    from mimird.util.hugepages import huge_page_malloc_env
+
+    env = huge_page_malloc_env(os.environ)
+    if env is None or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, sys.orig_argv, env)
+    except OSError:
+        pass
 
 
 async def _run(config) -> None:
