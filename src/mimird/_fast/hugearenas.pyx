@@ -4,7 +4,8 @@
 Between two dashboard refreshes the machine's caches and TLBs go cold, and a request then pays for every
 page it touches. A Python request touches many: its objects are spread over pymalloc's 1 MiB arenas,
 each a separate `mmap` of 4 KiB pages. Taking the arenas from one region advised as huge pages puts those
-objects on 2 MiB pages instead, so that a request walks far fewer page tables.
+objects on 2 MiB pages instead, which need fewer TLB entries and shorter page walks
+(`mimird.util.hugepages` has the measurements).
 
 Arenas pymalloc frees are kept on a free list for its next arena rather than unmapped (the region is
 reserved, not committed: only arenas in use or on the list are resident). Arenas allocated before
@@ -35,7 +36,8 @@ cdef extern from "sys/mman.h" nogil:
     int MADV_HUGEPAGE
     void *MAP_FAILED
 
-DEF HUGE_PAGE = 2 << 20
+cdef enum:
+    HUGE_PAGE = 2 << 20
 
 cdef PyObjectArenaAllocator _previous
 cdef char *_base = NULL         # start of the region (huge-page aligned)
