@@ -131,7 +131,7 @@ def test_pieces_run_in_parallel_up_to_max_query_parallelism():
         engine = CountingEngine()
         splitter = RangeQuerySplitter(engine, HOUR, None)
         result = splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                              CacheSettings(0, 1.0, False, parallelism), False)
+                              CacheSettings(0, 1.0, False, parallelism), False, whole=False)
         assert engine.peak == peak and splitter.split_queries == 6
         assert [series.labels for series in result.value] == sorted((("p", str(h * HOUR)),) for h in range(6))
 
@@ -150,7 +150,7 @@ def test_a_failing_piece_fails_the_query_with_its_own_error():
     for parallelism in (1, 2, 6):
         with pytest.raises(ExecutionError, match="piece failed"):
             splitter.run(lambda: None, "t", "up", 0, 6 * HOUR - MINUTE, MINUTE, None, None,
-                         CacheSettings(0, 1.0, False, parallelism), False)
+                         CacheSettings(0, 1.0, False, parallelism), False, whole=False)
 
 
 def test_uncached_query_is_evaluated_whole_when_asked():

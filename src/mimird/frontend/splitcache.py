@@ -8,8 +8,8 @@ splitAndCacheMiddleware), run in front of the PromQL engine.
   (and the gaps the cache leaves) are evaluated in parallel worker threads, at most the tenants'
   smallest `max_query_parallelism` (14) at once, each with its own per-query limits, as each Mimir split
   query has; their results are merged in time order, so the answer is the unsplit one byte for byte.
-  Where the cache takes no part, the query API has the range evaluated whole instead (`run`'s `whole`)
-  and redone in pieces only when it hits a per-query limit: the kernels use every core on their own, and
+  Where the cache takes no part, the range is evaluated whole instead (`run`'s `whole`, the default) and
+  redone in pieces only when it hits a per-query limit: the kernels use every core on their own, and
   pieces only repeat the fixed costs. The split is counted either way, as Mimir counts it.
 * Results cache (`-query-frontend.cache-results`, off by default): keyed by tenant(s), printed query, step and
   the piece's interval index (plus the start's offset into the step grid when unaligned: Mimir's key).
@@ -335,17 +335,21 @@ class RangeQuerySplitter:
 
     def run(self, new_queryable: Callable[[], object], tenant_key: str, query: str, start_ms: int, end_ms: int,
             step_ms: int, cancelled, stats, settings: CacheSettings, no_store: bool,
-            now_ms: int | None = None, whole: bool = False) -> QueryResult:
+            now_ms: int | None = None, whole: bool = True) -> QueryResult:
         """The range query's result, identical to one unsplit, uncached evaluation. With `stats` (the
         request's `stats` parameter) it is one unsplit, uncached evaluation, so that `data.stats`
         describes it.
 
-        With `whole`, a query the cache takes no part in is evaluated whole: its pieces would only buy
-        parallelism, which the kernels get on their own (decoding, range functions and folds split over the
-        cores), while each piece repeats the fixed costs of an evaluation, a subquery's window and the reads
-        of the blocks both pieces touch. The split is still counted in the metrics and `Server-Timing`, as
-        Mimir's frontend counts it, and a whole evaluation that hits a per-query limit is redone in pieces,
-        which each have their own."""
+        With `whole` (the default), a query the cache takes no part in is evaluated whole: its pieces would
+        only buy parallelism, which the kernels get on their own (decoding, range functions and folds split
+        over the cores), while each piece repeats the fixed costs of an evaluation, a subquery's window and
+        the reads of the blocks both pieces touch. 6 h over 10k series, crossing midnight UTC, over HTTP and
+        each run after VictoriaMetrics' `sum by (job) (rate(...))` on the same cores: `sum by (job)
+        (rate(...))` 40.7 -> 36.7 ms, `histogram_quantile(0.9, ...)` 75.2 -> 68.2, a 144-series sum 5.0 ->
+        4.3 whole rather than in two pieces on two threads. The split is still counted in the metrics and
+        `Server-Timing`, as Mimir's frontend counts it, and a whole evaluation that hits a per-query limit
+        is redone in pieces, which each have their own. `whole=False` evaluates the pieces as Mimir's
+        queriers would, in parallel."""
         use_cache = self.cache is not None and not no_store
         if stats is not None or (not self.interval_ms and not use_cache):
             return self.engine.range(new_queryable(), query, start_ms, end_ms, step_ms, cancelled=cancelled,
