@@ -712,7 +712,7 @@ cdef class _Merge:
         cdef SelectFold folder
         cdef cnp.ndarray counts
         cdef Py_ssize_t g, num_samples = 0, failed
-        cdef const int64_t* count_of
+        cdef int64_t* count_of
         if cores.PARTS > 1 and self.group_room[self.num_groups] >= FOLD_PARALLEL_MIN_SAMPLES:
             labels, offsets, ts, vals = self.decode()
             group_ids, keys = group_series(labels, grouping, without)
@@ -721,17 +721,16 @@ cdef class _Merge:
         group_ids, keys = group_series(self.labels, grouping, without)
         folder = SelectFold(op, times, lookback_ms, group_ids, len(keys))
         counts = np.zeros(self.num_groups, dtype=np.int64)
-        count_of = <const int64_t*>cnp.PyArray_DATA(counts)
+        count_of = <int64_t*>cnp.PyArray_DATA(counts)
         cdef Groups groups = _groups_of(self)
         cdef Py_ssize_t work = self.group_room[self.num_groups] + self.num_groups * folder.n_steps
         if cores.PARTS > 1 and folder.n_steps > 1 and work >= FOLD_STEP_PARTS_MIN_WORK:
-            failed = self._fold_in_parts(folder, min(cores.PARTS, MAX_MERGE_PARTS, folder.n_steps),
-                                         <int64_t*>count_of)
+            failed = self._fold_in_parts(folder, min(cores.PARTS, MAX_MERGE_PARTS, folder.n_steps), count_of)
         elif work >= GIL_RELEASE_MIN_WORK:
             with nogil:
-                failed = self._fold_groups(&groups, folder, <int64_t*>count_of)
+                failed = self._fold_groups(&groups, folder, count_of)
         else:
-            failed = self._fold_groups(&groups, folder, <int64_t*>count_of)
+            failed = self._fold_groups(&groups, folder, count_of)
         if failed == _NO_MEMORY:
             raise MemoryError()
         if failed != _OK:
@@ -1092,6 +1091,11 @@ cdef class _EvaluateJob:
         return result
 
 
+cdef inline bint _outside(int64_t first, int64_t last, int64_t lo, int64_t hi) noexcept nogil:
+    # True when [first, last] and [lo, hi] do not overlap.
+    return last < lo or first > hi
+
+
 cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t, double* out_v,
                             Py_ssize_t filled, Py_ssize_t capacity, int64_t lo, int64_t hi) noexcept nogil:
     # The item's samples at out[filled:], its chunks decoded or its samples copied; -1 on a corrupt chunk.
@@ -1110,7 +1114,7 @@ cdef Py_ssize_t _write_item(const Source* src, const Item* item, int64_t* out_t,
         memcpy(out_v + filled, src.vals + item.first, count * sizeof(double))
         return filled + count
     for c in range(item.first, item.last):
-        if src.chunks[c].maxt < lo or src.chunks[c].mint > hi:
+        if _outside(src.chunks[c].mint, src.chunks[c].maxt, lo, hi):
             continue
         xor_cursor_init(&cursor, src.chunks[c].data, src.chunks[c].size)
         count = xor_decode_range(&cursor, mint, maxt, out_t + filled, out_v + filled, capacity - filled)
@@ -1132,7 +1136,7 @@ cdef Py_ssize_t _decode_group(const Source* srcs, const Item* items, Py_ssize_t 
     # by start time (an insertion sort: a group has a part per source at most)
     for i in range(n):
         moving = items[i]
-        if moving.hi < lo or moving.lo > hi:
+        if _outside(moving.lo, moving.hi, lo, hi):
             continue
         j = kept
         while j > 0 and scratch.by_start[j - 1].lo > moving.lo:
@@ -1156,7 +1160,7 @@ cdef Py_ssize_t _decode_group(const Source* srcs, const Item* items, Py_ssize_t 
     scratch_filled = 0
     kept = 0
     for i in range(n):
-        if items[i].hi < lo or items[i].lo > hi:
+        if _outside(items[i].lo, items[i].hi, lo, hi):
             continue
         start = scratch_filled
         scratch_filled = _write_item(&srcs[items[i].source], &items[i], scratch.ts, scratch.vals, scratch_filled,
